@@ -45,7 +45,7 @@ class JobCancelled(SkiplockError):
         self.job_id = job_id
 
 
-class Retry(Exception):  # noqa: N818 - raised by handlers, read as a verb
+class Retry(Exception):
     """Raise from a handler to retry the job after `delay` seconds instead of the policy's."""
 
     def __init__(self, delay: float, message: str = "retry requested") -> None:
@@ -53,5 +53,5 @@ class Retry(Exception):  # noqa: N818 - raised by handlers, read as a verb
         self.delay = delay
 
 
-class Discard(Exception):  # noqa: N818 - raised by handlers, read as a verb
+class Discard(Exception):
     """Raise from a handler to fail the job for good: no further attempts, dead letters."""

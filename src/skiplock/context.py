@@ -1,0 +1,66 @@
+"""What a handler is given about the job it runs (when it declares a `ctx` parameter)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from skiplock.jobs import ClaimedJob
+
+ProgressSink = Callable[["JobContext", "float | None", "str | None"], None]
+
+
+class JobContext:
+    """The running job: id, attempt, args, a progress reporter and a cancellation signal.
+
+    `cancelled` is set when the job is cancelled, its lease is lost or the worker shuts
+    down past its grace period; async handlers are also cancelled (CancelledError), sync
+    handlers must poll `ctx.cancelled.is_set()` to stop early.
+    """
+
+    def __init__(self, job: ClaimedJob, worker_id: uuid.UUID, progress_sink: ProgressSink) -> None:
+        self.job = job
+        self.worker_id = worker_id
+        self.cancelled = threading.Event()
+        self._progress_sink = progress_sink
+
+    @property
+    def id(self) -> int:
+        return self.job.id
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self.job.max_attempts
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.job.args
+
+    @property
+    def created_at(self) -> datetime:
+        return self.job.created_at
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Record progress (fraction 0..1 and/or a message), visible in SQL, API and CLI.
+
+        Returns at once; writes are coalesced, so calling it often is cheap. Safe from
+        async handlers and from sync handlers running in threads.
+        """
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
+        self._progress_sink(self, fraction, message)

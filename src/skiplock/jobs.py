@@ -1,0 +1,100 @@
+"""What a job is, as callers see it: its status words, its record, its JSON rules."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+Status = Literal[
+    "waiting", "scheduled", "queued", "running", "retrying",
+    "succeeded", "failed", "cancelled", "expired",
+]
+STATUSES: tuple[str, ...] = (
+    "waiting", "scheduled", "queued", "running", "retrying",
+    "succeeded", "failed", "cancelled", "expired",
+)
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
+
+
+class JSONError(ValueError):
+    """A value cannot be stored as PostgreSQL jsonb."""
+
+
+def encode_json(value: Any, *, what: str) -> str:
+    """JSON text that jsonb accepts, or JSONError naming `what`.
+
+    jsonb rejects NaN/Infinity and the \\u0000 escape; checking here gives the caller a
+    clear error instead of a failed batch statement later.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise JSONError(f"{what} is not valid JSON: {exc}") from None
+    if "\\u0000" in text:
+        raise JSONError(f"{what} contains the NUL character (\\u0000), which PostgreSQL cannot store")
+    return text
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as the all_jobs view shows it, wherever it lives."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    status: Status
+    attempt: int
+    max_attempts: int
+    run_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: dict[str, Any] | None
+    result: Any
+    last_error: dict[str, Any] | None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    retry_policy: dict[str, Any] | None = None
+    timeout: timedelta | None = None
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps ISO 8601, durations in seconds)."""
+        out: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, timedelta):
+                value = value.total_seconds()
+            elif name == "worker_id" and value is not None:
+                value = str(value)
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker holds: (worker_id, attempt) is its fencing token."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    timeout: timedelta | None
+    created_at: datetime
+    tags: list[str]
+    meta: dict[str, Any]

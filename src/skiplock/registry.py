@@ -1,0 +1,360 @@
+"""The app: registered tasks with their defaults, middleware and lifecycle hooks, and
+the producer calls (enqueue, read, wait, cancel, retry) in sync and async form."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from skiplock import store
+from skiplock.config import resolve_dsn
+from skiplock.context import JobContext
+from skiplock.errors import ConfigError, JobCancelled, JobFailed, JobNotFound
+from skiplock.jobs import Job, encode_json
+from skiplock.retry import RetryPolicy
+from skiplock.store import Call, EnqueueRequest
+
+log = logging.getLogger("skiplock")
+T = TypeVar("T")
+Handler = Callable[..., Any]
+CallNext = Callable[[], Awaitable[Any]]
+Middleware = Callable[[JobContext, CallNext], Awaitable[Any]]
+Hook = Callable[[str, JobContext | None, Mapping[str, Any]], Any]
+
+HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancelled")
+FINISHED_CHANNEL = "skiplock_finished"
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-job settings; None means "the task's default", then the database default."""
+
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    delay: timedelta | float | None = None
+    max_attempts: int | None = None
+    retry: RetryPolicy | None = None
+    timeout: timedelta | float | None = None
+    tags: Sequence[str] = ()
+    meta: Mapping[str, Any] | None = None
+
+    def merged(self, override: TaskOptions) -> TaskOptions:
+        changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
+        return replace(self, **changes)
+
+    def request(self, task: str, args: Mapping[str, Any] | None) -> EnqueueRequest:
+        return EnqueueRequest(
+            task=task,
+            args_json=encode_json(dict(args or {}), what="args"),
+            queue=self.queue,
+            priority=self.priority,
+            run_at=self.run_at,
+            delay=_seconds(self.delay, "delay"),
+            max_attempts=self.max_attempts,
+            retry_policy=self.retry.to_json() if self.retry else None,
+            timeout=_seconds(self.timeout, "timeout"),
+            tags=tuple(self.tags),
+            meta=self.meta,
+        )
+
+
+def _seconds(value: timedelta | float | None, name: str) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0 seconds, got {value}")
+    return timedelta(seconds=value)
+
+
+class Task:
+    """A registered handler with its defaults. Call it directly to run it inline."""
+
+    def __init__(self, app: App, fn: Handler, name: str, defaults: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.defaults = defaults
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.wants_context = "ctx" in inspect.signature(fn).parameters
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def enqueue(self, conn: psycopg.Connection[Any] | None = None, **args: Any) -> int:
+        """Enqueue this task with `args` as its JSON arguments; returns the job id."""
+        return self.app.enqueue(self.name, args, conn=conn)
+
+    async def enqueue_async(self, conn: psycopg.AsyncConnection[Any] | None = None, **args: Any) -> int:
+        return await self.app.enqueue_async(self.name, args, conn=conn)
+
+    async def run(self, ctx: JobContext, args: Mapping[str, Any], threads: Executor | None) -> Any:
+        """Run the handler for one job: async on the loop, sync on the thread pool."""
+        call_args = {"ctx": ctx, **args} if self.wants_context else dict(args)
+        if self.is_async:
+            return await self.fn(**call_args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(threads, functools.partial(self.fn, **call_args))
+
+
+class App:
+    """Tasks, middleware and hooks, and the producer API against one database.
+
+    `dsn` follows the one resolution order: the argument, then SKIPLOCK_DSN, then
+    DATABASE_URL. Producer calls accept `conn=` to join the caller's own transaction
+    (rolled back → no job); without it they use a small pool and commit at once.
+    """
+
+    def __init__(self, dsn: str | None = None) -> None:
+        self._dsn = dsn
+        self.tasks: dict[str, Task] = {}
+        self.middleware: list[Middleware] = []
+        self.hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
+        self._pool: ConnectionPool | None = None
+        self._async_pool: AsyncConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    # ---- configuration ----------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        dsn = self._dsn or resolve_dsn()
+        if not dsn:
+            raise ConfigError("no database configured: pass dsn=, or set SKIPLOCK_DSN or DATABASE_URL")
+        return dsn
+
+    @dsn.setter
+    def dsn(self, value: str) -> None:
+        self._dsn = value
+
+    def task(
+        self, fn: Handler | None = None, *, name: str | None = None, queue: str | None = None,
+        priority: int | None = None, max_attempts: int | None = None,
+        retry: RetryPolicy | None = None, timeout: timedelta | float | None = None,
+        tags: Sequence[str] = (),
+    ) -> Any:
+        """Register a handler: `@app.task` or `@app.task(queue="emails", timeout=30)`.
+
+        The job's JSON args are passed as keyword arguments; a parameter named `ctx`
+        receives the JobContext. Handlers may be `async def` or plain `def` (run in a
+        thread). A job can run more than once (at-least-once): make handlers idempotent.
+        """
+        defaults = TaskOptions(queue=queue, priority=priority, max_attempts=max_attempts,
+                               retry=retry, timeout=timeout, tags=tags)
+
+        def register(f: Handler) -> Task:
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            if task_name in self.tasks:
+                raise ConfigError(f"task {task_name!r} is already registered")
+            task = Task(self, f, task_name, defaults)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def add_middleware(self, middleware: Middleware) -> Middleware:
+        """Wrap every job execution: `async def mw(ctx, call_next): ... await call_next()`."""
+        self.middleware.append(middleware)
+        return middleware
+
+    def on(self, event: str) -> Callable[[Hook], Hook]:
+        """Register a hook `fn(event, ctx, info)` for one of HOOK_EVENTS (sync or async)."""
+        if event not in HOOK_EVENTS:
+            raise ConfigError(f"hook event must be one of {', '.join(HOOK_EVENTS)}, got {event!r}")
+
+        def register(fn: Hook) -> Hook:
+            self.hooks[event].append(fn)
+            return fn
+
+        return register
+
+    async def emit(self, event: str, ctx: JobContext | None, info: Mapping[str, Any]) -> None:
+        """Run the hooks of `event`; a failing hook is logged, never fatal."""
+        for hook in self.hooks[event]:
+            try:
+                result = hook(event, ctx, info)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("hook %s for %s failed", getattr(hook, "__name__", hook), event)
+
+    # ---- connections --------------------------------------------------------------------
+
+    def _sync_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(self.dsn, min_size=1, max_size=4, open=True,
+                                            kwargs={"autocommit": True})
+            return self._pool
+
+    async def _apool(self) -> AsyncConnectionPool:
+        if self._async_pool is None:
+            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False,
+                                       kwargs={"autocommit": True})
+            await pool.open()
+            self._async_pool = pool
+        return self._async_pool
+
+    def run(self, call: Call[T], conn: psycopg.Connection[Any] | None = None) -> T:
+        """Run one store call on `conn` (joining its transaction) or on the app's pool."""
+        if conn is not None:
+            return call.run(conn)
+        with self._sync_pool().connection() as pooled:
+            return call.run(pooled)
+
+    async def arun(self, call: Call[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
+        if conn is not None:
+            return await call.arun(conn)
+        async with (await self._apool()).connection() as pooled:
+            return await call.arun(pooled)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+
+    # ---- producing ----------------------------------------------------------------------
+
+    def _request(self, task: str, args: Mapping[str, Any] | None, options: TaskOptions) -> EnqueueRequest:
+        registered = self.tasks.get(task)
+        merged = registered.defaults.merged(options) if registered else options
+        return merged.request(task, args)
+
+    def enqueue(
+        self, task: str, args: Mapping[str, Any] | None = None, *,
+        conn: psycopg.Connection[Any] | None = None, **options: Any,
+    ) -> int:
+        """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
+        max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults)."""
+        job_id = self.run(store.enqueue(self._request(task, args, TaskOptions(**options))), conn)
+        return int(job_id)
+
+    async def enqueue_async(
+        self, task: str, args: Mapping[str, Any] | None = None, *,
+        conn: psycopg.AsyncConnection[Any] | None = None, **options: Any,
+    ) -> int:
+        call = store.enqueue(self._request(task, args, TaskOptions(**options)))
+        return int(await self.arun(call, conn))
+
+    def _requests(self, jobs: Iterable[Mapping[str, Any]]) -> list[EnqueueRequest]:
+        requests = []
+        for spec in jobs:
+            spec = dict(spec)
+            task = spec.pop("task")
+            args = spec.pop("args", None)
+            requests.append(self._request(task, args, TaskOptions(**spec)))
+        return requests
+
+    def enqueue_many(
+        self, jobs: Iterable[Mapping[str, Any]], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Enqueue many jobs in one statement; each item is {"task", "args", **options}.
+        Returns ids in input order; one bad job rejects them all."""
+        requests = self._requests(jobs)
+        return self.run(store.enqueue_many(requests), conn) if requests else []
+
+    async def enqueue_many_async(
+        self, jobs: Iterable[Mapping[str, Any]], *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int]:
+        requests = self._requests(jobs)
+        return await self.arun(store.enqueue_many(requests), conn) if requests else []
+
+    # ---- reading and admin -------------------------------------------------------------
+
+    def get_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job:
+        """The job with its status; JobNotFound when no job has this id."""
+        return _found(job_id, self.run(store.get_job(job_id), conn))
+
+    async def get_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> Job:
+        return _found(job_id, await self.arun(store.get_job(job_id), conn))
+
+    def cancel_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
+        """Cancel a job; returns its status after the call (see skiplock.cancel_job)."""
+        return _found(job_id, self.run(store.cancel_job(job_id), conn))
+
+    async def cancel_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+        return _found(job_id, await self.arun(store.cancel_job(job_id), conn))
+
+    def retry_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
+        """Run a failed, finished or waiting job again now (see skiplock.retry_job)."""
+        return _found(job_id, self.run(store.retry_job(job_id), conn))
+
+    async def retry_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+        return _found(job_id, await self.arun(store.retry_job(job_id), conn))
+
+    def wait_for_result(self, job_id: int, *, timeout: float | None = None) -> Any:
+        """Block until the job finishes and return its result.
+
+        Listens on skiplock_finished (no busy poll; a slow re-check every few seconds
+        covers a lost notification). Raises JobFailed (failed or expired), JobCancelled,
+        JobNotFound, or TimeoutError after `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+            while True:
+                job = _found(job_id, store.get_job(job_id).run(conn))
+                if job.finished:
+                    return _result(job)
+                for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                    if _mentions(notice.payload, job_id):
+                        break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+
+    async def wait_for_result_async(self, job_id: int, *, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+            while True:
+                job = _found(job_id, await store.get_job(job_id).arun(conn))
+                if job.finished:
+                    return _result(job)
+                async for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                    if _mentions(notice.payload, job_id):
+                        break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+
+
+def _found(job_id: int, value: T | None) -> T:
+    if value is None:
+        raise JobNotFound(job_id)
+    return value
+
+
+def _wait_slice(deadline: float | None) -> float:
+    # Re-check at least every 5 s even if a notification was lost.
+    if deadline is None:
+        return 5.0
+    return max(0.0, min(5.0, deadline - time.monotonic()))
+
+
+def _mentions(payload: str, job_id: int) -> bool:
+    return payload == "*" or str(job_id) in payload.split(",")
+
+
+def _result(job: Job) -> Any:
+    if job.status == "succeeded":
+        return job.result
+    if job.status == "cancelled":
+        raise JobCancelled(job.id)
+    raise JobFailed(job.id, job.status, (job.last_error or {}).get("error"))

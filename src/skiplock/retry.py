@@ -1,0 +1,47 @@
+"""Retry policies: how long to wait before the next attempt. The maths lives in SQL
+(skiplock.retry_delay); this is the typed way to write the policy's JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from skiplock.errors import ConfigError
+
+RetryKind = Literal["exponential", "linear", "fixed"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Delay after failed attempt n: exponential base*2^(n-1), linear base*n, fixed base;
+    capped at max_delay seconds, then up to `jitter` of it taken off at random."""
+
+    kind: RetryKind = "exponential"
+    base: float = 1.0
+    max_delay: float = 3600.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("exponential", "linear", "fixed"):
+            raise ConfigError(f"retry kind must be exponential, linear or fixed, got {self.kind!r}")
+        if self.base < 0:
+            raise ConfigError(f"retry base must be >= 0, got {self.base}")
+        if self.max_delay < 0:
+            raise ConfigError(f"retry max_delay must be >= 0, got {self.max_delay}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"retry jitter must be between 0 and 1, got {self.jitter}")
+
+    @classmethod
+    def exponential(cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1) -> RetryPolicy:
+        return cls("exponential", base, max_delay, jitter)
+
+    @classmethod
+    def linear(cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1) -> RetryPolicy:
+        return cls("linear", base, max_delay, jitter)
+
+    @classmethod
+    def fixed(cls, delay: float = 1.0, *, jitter: float = 0.0) -> RetryPolicy:
+        return cls("fixed", delay, delay, jitter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": self.base, "max_delay": self.max_delay, "jitter": self.jitter}

@@ -1,0 +1,271 @@
+"""Every SQL statement the Python side sends, each a call into the schema's functions.
+
+A `Call` pairs one statement with the parsing of its rows, so the sync producer, the
+async core, the API and the CLI share the same SQL instead of keeping copies in step.
+Outside migrations, this is the only place that writes SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import psycopg
+
+from skiplock.jobs import STATUSES, ClaimedJob, Job
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One statement and how to read its rows; run it on a sync or an async connection."""
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any]
+    parse: Callable[[list[Row]], T]
+
+    def run(self, conn: psycopg.Connection[Any]) -> T:
+        return self.parse(conn.execute(self.sql.encode(), self.params).fetchall())
+
+    async def arun(self, conn: psycopg.AsyncConnection[Any]) -> T:
+        cursor = await conn.execute(self.sql.encode(), self.params)
+        return self.parse(await cursor.fetchall())
+
+
+def _scalar(rows: list[Row]) -> Any:
+    return rows[0][0] if rows else None
+
+
+def _column(rows: list[Row]) -> list[Any]:
+    return [row[0] for row in rows]
+
+
+# ---- producers ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """One job to enqueue; `args_json` is already-encoded JSON text (see jobs.encode_json)."""
+
+    task: str
+    args_json: str = "{}"
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    delay: timedelta | None = None
+    max_attempts: int | None = None
+    retry_policy: Mapping[str, Any] | None = None
+    timeout: timedelta | None = None
+    tags: Sequence[str] = ()
+    meta: Mapping[str, Any] | None = None
+
+    def as_json_object(self) -> str:
+        """This job as one element of enqueue_many's JSON array."""
+        parts = [f'"task":{json.dumps(self.task)}', f'"args":{self.args_json}']
+        for key, value in (
+            ("queue", self.queue), ("priority", self.priority), ("max_attempts", self.max_attempts),
+            ("retry_policy", self.retry_policy), ("meta", self.meta),
+            ("tags", list(self.tags) or None),
+            ("run_at", self.run_at.isoformat() if self.run_at else None),
+            ("delay", self.delay.total_seconds() if self.delay else None),
+            ("timeout", self.timeout.total_seconds() if self.timeout else None),
+        ):
+            if value is not None:
+                parts.append(f'"{key}":{json.dumps(value)}')
+        return "{" + ",".join(parts) + "}"
+
+
+def enqueue(job: EnqueueRequest) -> Call[int]:
+    return Call(
+        "SELECT skiplock.enqueue(%s, %s::jsonb, queue => %s, priority => %s, run_at => %s,"
+        " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
+        " tags => %s::text[], meta => %s::jsonb)",
+        (
+            job.task, job.args_json, job.queue, job.priority, job.run_at, job.delay,
+            job.max_attempts,
+            json.dumps(job.retry_policy) if job.retry_policy is not None else None,
+            job.timeout, list(job.tags),
+            json.dumps(job.meta) if job.meta is not None else None,
+        ),
+        _scalar,
+    )
+
+
+def enqueue_many(jobs: Sequence[EnqueueRequest]) -> Call[list[int]]:
+    document = "[" + ",".join(job.as_json_object() for job in jobs) + "]"
+    return Call("SELECT skiplock.enqueue_many(%s::jsonb)", (document,), _column)
+
+
+# ---- inspection -----------------------------------------------------------------------
+
+JOB_COLUMNS = (
+    "id, task, args, queue, priority, status, attempt, max_attempts, run_at, created_at,"
+    " started_at, finished_at, progress, result, last_error, errors, tags, meta,"
+    " retry_policy, timeout, worker_id, lease_expires_at, cancel_requested_at"
+)
+
+
+def _jobs(rows: list[Row]) -> list[Job]:
+    return [Job(*row) for row in rows]
+
+
+def _job(rows: list[Row]) -> Job | None:
+    return Job(*rows[0]) if rows else None
+
+
+def get_job(job_id: int) -> Call[Job | None]:
+    return Call(f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs WHERE id = %s", (job_id,), _job)
+
+
+def list_jobs(
+    *, status: str | None = None, queue: str | None = None, task: str | None = None,
+    limit: int = 50, before_id: int | None = None,
+) -> Call[list[Job]]:
+    """Newest first; `before_id` pages back (keyset: ids below it)."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    return Call(
+        f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs"
+        " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+        "   AND (%(queue)s::text IS NULL OR queue = %(queue)s)"
+        "   AND (%(task)s::text IS NULL OR task = %(task)s)"
+        "   AND (%(before)s::bigint IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"status": status, "queue": queue, "task": task, "before": before_id, "limit": limit},
+        _jobs,
+    )
+
+
+QUEUE_STAT_COLUMNS = (
+    "queue", "paused", "waiting", "scheduled", "queued", "running", "retrying",
+    "succeeded", "failed", "cancelled", "expired",
+)
+
+
+def queue_stats() -> Call[list[dict[str, Any]]]:
+    return Call(
+        f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats ORDER BY queue",
+        (),
+        lambda rows: [dict(zip(QUEUE_STAT_COLUMNS, row)) for row in rows],
+    )
+
+
+# ---- admin ----------------------------------------------------------------------------
+
+def cancel_job(job_id: int) -> Call[str | None]:
+    return Call("SELECT skiplock.cancel_job(%s)", (job_id,), _scalar)
+
+
+def retry_job(job_id: int) -> Call[str | None]:
+    return Call("SELECT skiplock.retry_job(%s)", (job_id,), _scalar)
+
+
+def pause_queue(queue: str) -> Call[bool]:
+    return Call("SELECT skiplock.pause_queue(%s)", (queue,), lambda rows: bool(_scalar(rows)))
+
+
+def resume_queue(queue: str) -> Call[bool]:
+    return Call("SELECT skiplock.resume_queue(%s)", (queue,), lambda rows: bool(_scalar(rows)))
+
+
+# ---- workers --------------------------------------------------------------------------
+
+def claim_jobs(
+    worker_id: uuid.UUID, queues: Sequence[str], limit: int, lease: timedelta
+) -> Call[list[ClaimedJob]]:
+    return Call(
+        "SELECT id, task, args, queue, priority, attempt, max_attempts, timeout, created_at,"
+        " tags, meta FROM skiplock.claim_jobs(%s, %s::text[], %s, %s)",
+        (worker_id, list(queues), limit, lease),
+        lambda rows: [ClaimedJob(*row) for row in rows],
+    )
+
+
+def heartbeat_jobs(
+    worker_id: uuid.UUID, job_ids: Sequence[int], lease: timedelta
+) -> Call[dict[int, bool]]:
+    """Extend leases; returns {job id still held: cancel requested?}."""
+    return Call(
+        "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s)",
+        (worker_id, list(job_ids), lease),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def complete_jobs(
+    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int],
+    results_json: Sequence[str],
+) -> Call[list[int]]:
+    return Call(
+        "SELECT skiplock.complete_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
+        (worker_id, list(job_ids), list(attempts), list(results_json)),
+        _column,
+    )
+
+
+def fail_jobs(
+    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int],
+    errors_json: Sequence[str],
+) -> Call[dict[int, str]]:
+    """Returns {job id: retrying | failed | cancelled} for the jobs still held."""
+    return Call(
+        "SELECT id, status FROM skiplock.fail_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
+        (worker_id, list(job_ids), list(attempts), list(errors_json)),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def release_jobs(
+    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int]
+) -> Call[list[int]]:
+    return Call(
+        "SELECT skiplock.release_jobs(%s, %s::bigint[], %s::integer[])",
+        (worker_id, list(job_ids), list(attempts)),
+        _column,
+    )
+
+
+def rescue_expired_jobs(limit: int = 1000) -> Call[dict[int, str]]:
+    return Call(
+        "SELECT id, status FROM skiplock.rescue_expired_jobs(%s)",
+        (limit,),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def set_job_progress(
+    worker_id: uuid.UUID, job_id: int, attempt: int, fraction: float | None, message: str | None
+) -> Call[bool]:
+    return Call(
+        "SELECT skiplock.set_job_progress(%s, %s, %s, %s, %s)",
+        (worker_id, job_id, attempt, fraction, message),
+        lambda rows: bool(_scalar(rows)),
+    )
+
+
+def register_worker(
+    worker_id: uuid.UUID, *, host: str, pid: int, queues: Sequence[str], concurrency: int,
+    version: str,
+) -> Call[None]:
+    return Call(
+        "SELECT skiplock.register_worker(%s, %s, %s, %s::text[], %s, %s)",
+        (worker_id, host, pid, list(queues), concurrency, version),
+        lambda rows: None,
+    )
+
+
+def unregister_worker(worker_id: uuid.UUID) -> Call[None]:
+    return Call("SELECT skiplock.unregister_worker(%s)", (worker_id,), lambda rows: None)
+
+
+def prune_workers(older_than: timedelta) -> Call[int]:
+    return Call("SELECT skiplock.prune_workers(%s)", (older_than,), _scalar)
+
+
+def notify(channel: str, payload: str) -> Call[None]:
+    return Call("SELECT pg_notify(%s, %s)", (channel, payload), lambda rows: None)

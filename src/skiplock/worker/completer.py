@@ -1,0 +1,97 @@
+"""Writes outcomes in batches: whatever finished while the previous write was in flight
+goes in the next one, so one statement records many jobs under load and a lone job is
+written at once when idle. Writes are fenced in SQL, so replaying a batch after a lost
+connection is harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from skiplock import store
+from skiplock.worker.backoff import Backoff
+from skiplock.worker.executor import Outcome
+
+log = logging.getLogger("skiplock.worker")
+Written = Callable[[Outcome, str], Awaitable[None]]
+
+
+class Completer:
+    def __init__(self, pool: AsyncConnectionPool, worker_id: uuid.UUID, on_written: Written,
+                 *, max_pending: int = 10_000) -> None:
+        self._pool = pool
+        self._worker_id = worker_id
+        self._on_written = on_written
+        self._pending: list[Outcome] = []
+        self._writing: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.max_pending = max_pending
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._idle.clear()
+        self._wake.set()
+
+    @property
+    def saturated(self) -> bool:
+        """True while the database is too slow to take outcomes; stop claiming then."""
+        return len(self._pending) >= self.max_pending
+
+    def held_job_ids(self) -> list[int]:
+        """Jobs whose outcome is not written yet: their leases must still be renewed."""
+        return [o.job.id for o in self._writing] + [o.job.id for o in self._pending]
+
+    async def flush(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                self._writing, self._pending = self._pending, []
+                try:
+                    await self._write(self._writing)
+                    backoff.reset()
+                except psycopg.OperationalError as exc:
+                    delay = backoff.next()
+                    log.warning("writing %d outcomes failed (%s); retrying in %.1f s",
+                                len(self._writing), exc, delay)
+                    self._pending[:0] = self._writing
+                    self._writing = []
+                    await asyncio.sleep(delay)
+                    continue
+                self._writing = []
+            self._idle.set()
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        succeeded = [o for o in batch if o.kind == "succeeded"]
+        failed = [o for o in batch if o.kind == "failed"]
+        released = [o for o in batch if o.kind == "released"]
+        wid = self._worker_id
+        async with self._pool.connection() as conn:
+            if succeeded:
+                done = set(await store.complete_jobs(
+                    wid, [o.job.id for o in succeeded], [o.job.attempt for o in succeeded],
+                    [o.payload_json for o in succeeded]).arun(conn))
+                for o in succeeded:
+                    await self._on_written(o, "succeeded" if o.job.id in done else "lost")
+            if failed:
+                statuses = await store.fail_jobs(
+                    wid, [o.job.id for o in failed], [o.job.attempt for o in failed],
+                    [o.payload_json for o in failed]).arun(conn)
+                for o in failed:
+                    await self._on_written(o, statuses.get(o.job.id, "lost"))
+            if released:
+                back = set(await store.release_jobs(
+                    wid, [o.job.id for o in released], [o.job.attempt for o in released]).arun(conn))
+                for o in released:
+                    await self._on_written(o, "released" if o.job.id in back else "lost")

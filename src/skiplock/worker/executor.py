@@ -1,0 +1,94 @@
+"""Runs one job's handler through the middleware, with its timeout, and says how it
+went. Never touches the database: the completer writes what this returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from skiplock.context import JobContext
+from skiplock.errors import Discard, Retry, UnknownTask
+from skiplock.jobs import ClaimedJob, JSONError, encode_json
+from skiplock.registry import App
+
+OutcomeKind = Literal["succeeded", "failed", "released"]
+
+
+@dataclass
+class Outcome:
+    """What happened to one attempt: the JSON to record and how long it took."""
+
+    job: ClaimedJob
+    ctx: JobContext
+    kind: OutcomeKind
+    payload_json: str  # the result (succeeded) or the error object (failed)
+    duration: float
+
+    @property
+    def error(self) -> str:
+        return self.payload_json if self.kind == "failed" else ""
+
+
+def error_json(exc: BaseException, *, with_traceback: bool = True, **extra: Any) -> str:
+    """The error object fail_jobs records: {"error", "type", "traceback", ...}."""
+    detail: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__}
+    if with_traceback:
+        detail["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    detail.update(extra)
+    try:
+        return encode_json(detail, what="error")
+    except JSONError:
+        return encode_json({"error": repr(str(exc))[:2000], "type": type(exc).__name__, **extra},
+                           what="error")
+
+
+async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcome:
+    """Run the job; CancelledError propagates (the caller knows why it cancelled)."""
+    job = ctx.job
+    started = time.perf_counter()
+
+    def outcome(kind: OutcomeKind, payload: str) -> Outcome:
+        return Outcome(job, ctx, kind, payload, time.perf_counter() - started)
+
+    task = app.tasks.get(job.task)
+    if task is None:
+        # Retried by policy like any failure: a worker that knows the task may come up.
+        return outcome("failed", error_json(
+            UnknownTask(f"no task named {job.task!r} is registered in this worker"),
+            with_traceback=False))
+
+    async def call_handler() -> Any:
+        return await task.run(ctx, job.args, threads)
+
+    call = call_handler
+    for middleware in reversed(app.middleware):
+        call = _wrap(middleware, ctx, call)
+
+    try:
+        if job.timeout is not None:
+            result = await asyncio.wait_for(call(), job.timeout.total_seconds())
+        else:
+            result = await call()
+        return outcome("succeeded", encode_json(result, what="the result"))
+    except Retry as exc:
+        return outcome("failed", error_json(exc, with_traceback=False, retry_in=exc.delay))
+    except Discard as exc:
+        return outcome("failed", error_json(exc, retry=False))
+    except asyncio.TimeoutError:
+        if job.timeout is not None and time.perf_counter() - started >= job.timeout.total_seconds():
+            ctx.cancelled.set()
+            exc = TimeoutError(f"timed out after {job.timeout.total_seconds():g} s")
+        return outcome("failed", error_json(exc))
+    except Exception as exc:
+        return outcome("failed", error_json(exc))
+
+
+def _wrap(middleware: Any, ctx: JobContext, call_next: Any) -> Any:
+    async def wrapped() -> Any:
+        return await middleware(ctx, call_next)
+
+    return wrapped

@@ -1,0 +1,100 @@
+"""The one LISTEN connection of a worker process, kept alive.
+
+NOTIFY is only a hint: the fetch loop also polls. The listener reconnects with backoff
+when its connection drops, and a probe (a NOTIFY to itself sent over another connection)
+notices a connection that died silently and forces a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from skiplock import store
+from skiplock.worker.backoff import Backoff
+
+log = logging.getLogger("skiplock.worker")
+Dispatch = Callable[[str, str], None]
+
+
+class Listener:
+    def __init__(self, dsn: str, channels: Sequence[str], dispatch: Dispatch, *,
+                 probe_channel: str, probe_pool: AsyncConnectionPool,
+                 probe_interval: float = 30.0, probe_timeout: float = 5.0) -> None:
+        self._dsn = dsn
+        self._channels = [*channels, probe_channel]
+        self._dispatch = dispatch
+        self._probe_channel = probe_channel
+        self._probe_pool = probe_pool
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self._conn: psycopg.AsyncConnection | None = None
+        self._probe_seen = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._reconnect_requested = False
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        first = True
+        while True:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                for channel in self._channels:
+                    await self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                self.connected.set()
+                backoff.reset()
+                if not first:
+                    self.reconnects += 1
+                    log.info("listener reconnected")
+                    # Anything enqueued while we were away sent its NOTIFY to nobody.
+                    self._dispatch("skiplock_jobs", "*")
+                first = False
+                while not self._reconnect_requested:
+                    # Bounded waits, so a probe failure can make this loop reconnect.
+                    async for notice in self._conn.notifies(timeout=1.0):
+                        if notice.channel == self._probe_channel:
+                            self._probe_seen.set()
+                        else:
+                            self._dispatch(notice.channel, notice.payload)
+                self._reconnect_requested = False
+                raise psycopg.OperationalError("listener probe missed")
+            except psycopg.OperationalError as exc:
+                self.connected.clear()
+                delay = backoff.next()
+                log.warning("listener connection lost (%s); reconnecting in %.1f s", exc, delay)
+                await self._close()
+                await asyncio.sleep(delay)
+
+    async def probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            await self.probe_once()
+
+    async def probe_once(self) -> bool:
+        """Send a NOTIFY to ourselves; reconnect if it does not come back in time."""
+        if not self.connected.is_set():
+            return False
+        self._probe_seen.clear()
+        try:
+            async with self._probe_pool.connection() as conn:
+                await store.notify(self._probe_channel, "probe").arun(conn)
+        except psycopg.OperationalError:
+            return False  # the database is away; the reconnect loops handle it
+        try:
+            await asyncio.wait_for(self._probe_seen.wait(), self.probe_timeout)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("listener missed its probe for %.1f s; reconnecting", self.probe_timeout)
+            self._reconnect_requested = True
+            return False
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            await conn.close()

@@ -1,0 +1,402 @@
+"""The worker process: claims jobs up to its free slots, runs them, and keeps its
+leases, its listener and the shared maintenance going until it is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from skiplock import __version__, store
+from skiplock.context import JobContext
+from skiplock.errors import ConfigError
+from skiplock.jobs import ClaimedJob
+from skiplock.registry import App
+from skiplock.worker.backoff import Backoff
+from skiplock.worker.completer import Completer
+from skiplock.worker.executor import Outcome, error_json, execute
+from skiplock.worker.listener import Listener
+
+log = logging.getLogger("skiplock.worker")
+
+JOBS_CHANNEL = "skiplock_jobs"
+CANCEL_CHANNEL = "skiplock_cancel"
+StopReason = Literal["cancel", "lost", "shutdown"]
+
+
+@dataclass
+class Running:
+    job: ClaimedJob
+    ctx: JobContext
+    handle: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+    deadline: float | None = None  # loop time after which the lease is no longer renewed
+
+
+@dataclass
+class WorkerSettings:
+    queues: Sequence[str] = ("default",)
+    concurrency: int = 10
+    batch_size: int | None = None  # most jobs per claim; default: all free slots
+    poll_interval: float = 1.0
+    lease: float = 30.0
+    heartbeat_interval: float | None = None  # default: lease / 3
+    rescue_interval: float = 5.0
+    shutdown_grace: float = 30.0
+    probe_interval: float = 30.0
+    listen: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.queues:
+            raise ConfigError("queues must name at least one queue, got none")
+        for name, value, low in (
+            ("concurrency", self.concurrency, 1), ("poll_interval", self.poll_interval, 0.01),
+            ("lease", self.lease, 1), ("rescue_interval", self.rescue_interval, 0.1),
+            ("shutdown_grace", self.shutdown_grace, 0), ("probe_interval", self.probe_interval, 0.1),
+        ):
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+class Worker:
+    """One worker process's runtime. `await worker.run()` until `worker.stop()` (or
+    SIGTERM/SIGINT when signal handlers are installed).
+
+    Jobs run at least once: a job whose worker dies, or whose outcome could not be
+    recorded before its lease expired, runs again.
+    """
+
+    def __init__(self, app: App, settings: WorkerSettings | None = None, **overrides: Any) -> None:
+        self.app = app
+        self.settings = settings or WorkerSettings(**overrides)
+        self.settings.validate()
+        self.id = uuid.uuid4()
+        self._running: dict[int, Running] = {}
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._grace: float = self.settings.shutdown_grace
+        self._threads = ThreadPoolExecutor(max_workers=self.settings.concurrency,
+                                           thread_name_prefix="skiplock-job")
+        self._pool: AsyncConnectionPool | None = None
+        self._completer: Completer | None = None
+        self.listener: Listener | None = None
+        self._progress: dict[int, tuple[float | None, str | None]] = {}
+        self._progress_writing: set[int] = set()
+        self.processed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- control ------------------------------------------------------------------------
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop claiming; running jobs get `shutdown_grace` seconds (none if not graceful),
+        then are cancelled and handed back to the queue."""
+        if not graceful or self._stopping.is_set():
+            self._grace = 0
+        self._stopping.set()
+        self._wake.set()
+        self._slot_freed.set()
+
+    @property
+    def running_job_ids(self) -> list[int]:
+        return list(self._running)
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        await self._open()
+        assert self._completer is not None
+        s = self.settings
+        background = [
+            asyncio.create_task(self._completer.run(), name="completer"),
+            asyncio.create_task(self._heartbeat_forever(), name="heartbeat"),
+            asyncio.create_task(self._maintain_forever(), name="maintenance"),
+        ]
+        if self.listener is not None:
+            background += [
+                asyncio.create_task(self.listener.run(), name="listener"),
+                asyncio.create_task(self.listener.probe_forever(), name="probe"),
+            ]
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues),
+                 s.concurrency)
+        try:
+            await self._fetch_forever()
+            await self._drain_running()
+            await self._completer.flush()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._close()
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            log.warning("second %s: stopping now, releasing running jobs", sig.name)
+        else:
+            log.info("%s: finishing running jobs (grace %.0f s), claiming no more",
+                     sig.name, self.settings.shutdown_grace)
+        self.stop()
+
+    async def _open(self) -> None:
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._pool = AsyncConnectionPool(self.app.dsn, min_size=2, max_size=4, open=False,
+                                         kwargs={"autocommit": True})
+        await self._pool.open(wait=True, timeout=30)
+        self._completer = Completer(self._pool, self.id, self._written)
+        if s.listen:
+            self.listener = Listener(
+                self.app.dsn, [JOBS_CHANNEL, CANCEL_CHANNEL], self._on_notify,
+                probe_channel=f"skiplock_probe_{self.id.hex}", probe_pool=self._pool,
+                probe_interval=s.probe_interval)
+        await self._call(store.register_worker(
+            self.id, host=socket.gethostname(), pid=os.getpid(), queues=s.queues,
+            concurrency=s.concurrency, version=__version__))
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._call(store.unregister_worker(self.id))
+            await self._pool.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, call: store.Call[Any]) -> Any:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            return await call.arun(conn)
+
+    # ---- fetching -----------------------------------------------------------------------
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            with contextlib.suppress(ValueError):
+                self._stop_job(int(payload), "cancel")
+        elif payload == "*" or not set(payload.split(",")).isdisjoint(self.settings.queues):
+            self._wake.set()
+
+    async def _fetch_forever(self) -> None:
+        s = self.settings
+        batch = s.batch_size or s.concurrency
+        # Under load, wait for a few slots before claiming: fewer, bigger claims.
+        min_claim = max(1, min(batch, s.concurrency) // 4)
+        backoff = Backoff()
+        assert self._completer is not None
+        while not self._stopping.is_set():
+            free = s.concurrency - len(self._running)
+            if (free < min_claim and self._running) or free <= 0 or self._completer.saturated:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            want = min(free, batch)
+            self._wake.clear()
+            try:
+                jobs = await self._call(store.claim_jobs(
+                    self.id, s.queues, want, timedelta(seconds=s.lease)))
+                backoff.reset()
+            except psycopg.OperationalError as exc:
+                delay = backoff.next()
+                log.warning("claim failed (%s); retrying in %.1f s", exc, delay)
+                await self._sleep_unless_stopping(delay)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < want:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), s.poll_interval)
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def run_once(self) -> int:
+        """Claim one batch, run it to the end and record the outcomes; returns how many
+        jobs ran. For tests and skiplock.testing: no loops, no sleeps."""
+        if self._pool is None:
+            await self._open()
+        assert self._completer is not None
+        s = self.settings
+        jobs = await self._call(store.claim_jobs(
+            self.id, s.queues, s.batch_size or s.concurrency, timedelta(seconds=s.lease)))
+        for job in jobs:
+            self._start(job)
+        await asyncio.gather(*(r.handle for r in list(self._running.values()) if r.handle))
+        writer = asyncio.create_task(self._completer.run())
+        try:
+            await self._completer.flush()
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        return len(jobs)
+
+    async def close(self) -> None:
+        """Release what run_once opened."""
+        await self._close()
+        self._pool = None
+
+    # ---- executing ----------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        ctx = JobContext(job, self.id, self._report_progress)
+        running = Running(job, ctx)
+        if job.timeout is not None:
+            # Past timeout + one lease the handler is stuck beyond cancellation: stop
+            # renewing so another worker can take the job.
+            running.deadline = (asyncio.get_running_loop().time() + job.timeout.total_seconds()
+                                + self.settings.lease)
+        self._running[job.id] = running
+        running.handle = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
+
+    async def _run_job(self, running: Running) -> None:
+        ctx = running.ctx
+        if self.app.hooks["started"]:
+            await self.app.emit("started", ctx, {})
+        try:
+            outcome: Outcome | None = await execute(self.app, ctx, self._threads)
+        except asyncio.CancelledError:
+            ctx.cancelled.set()
+            outcome = self._stopped_outcome(running)
+        finally:
+            self._running.pop(ctx.id, None)
+            self._slot_freed.set()
+        if outcome is not None:
+            assert self._completer is not None
+            self._completer.add(outcome)
+
+    def _stopped_outcome(self, running: Running) -> Outcome | None:
+        ctx = running.ctx
+        if running.stop_reason == "cancel":
+            err = error_json(asyncio.CancelledError("cancelled on request"), with_traceback=False)
+            return Outcome(ctx.job, ctx, "failed", err, 0.0)
+        if running.stop_reason == "shutdown":
+            return Outcome(ctx.job, ctx, "released", "null", 0.0)
+        return None  # lease lost: the job is someone else's now; write nothing
+
+    def _stop_job(self, job_id: int, reason: StopReason) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.stop_reason is not None:
+            return
+        running.stop_reason = reason
+        running.ctx.cancelled.set()
+        if running.handle is not None:
+            running.handle.cancel()
+        log.info("job %d %s: stopping its handler", job_id,
+                 {"cancel": "cancelled", "lost": "lease lost", "shutdown": "shutdown"}[reason])
+
+    async def _drain_running(self) -> None:
+        handles = [r.handle for r in self._running.values() if r.handle]
+        if handles and self._grace > 0:
+            log.info("waiting up to %.0f s for %d running jobs", self._grace, len(handles))
+            await asyncio.wait(handles, timeout=self._grace)
+        for job_id in list(self._running):
+            self._stop_job(job_id, "shutdown")
+        remaining = [r.handle for r in self._running.values() if r.handle]
+        if remaining:
+            await asyncio.gather(*remaining, return_exceptions=True)
+
+    async def _written(self, outcome: Outcome, status: str) -> None:
+        self.processed += 1
+        job = outcome.job
+        level = logging.INFO if status in ("succeeded", "released") else logging.WARNING
+        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
+                 "status": status, "duration_ms": round(outcome.duration * 1000, 3)}
+        if outcome.kind == "failed":
+            extra["error"] = outcome.payload_json
+        log.log(level, "job %d %s %s (attempt %d, %.1f ms)", job.id, job.task, status,
+                job.attempt, outcome.duration * 1000, extra={"skiplock": extra})
+        if status in ("succeeded", "retrying", "failed", "cancelled") and self.app.hooks[status]:
+            await self.app.emit(status, outcome.ctx, extra)
+
+    # ---- progress -----------------------------------------------------------------------
+
+    def _report_progress(self, ctx: JobContext, fraction: float | None, message: str | None) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            running_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            running_loop = None
+        if running_loop is loop:
+            self._queue_progress(ctx, fraction, message)
+        else:
+            loop.call_soon_threadsafe(self._queue_progress, ctx, fraction, message)
+
+    def _queue_progress(self, ctx: JobContext, fraction: float | None, message: str | None) -> None:
+        # Coalesce: one write in flight per job; the latest value wins.
+        self._progress[ctx.id] = (fraction, message)
+        if ctx.id not in self._progress_writing:
+            self._progress_writing.add(ctx.id)
+            asyncio.create_task(self._write_progress(ctx))
+
+    async def _write_progress(self, ctx: JobContext) -> None:
+        try:
+            while ctx.id in self._progress:
+                fraction, message = self._progress.pop(ctx.id)
+                try:
+                    await self._call(store.set_job_progress(
+                        self.id, ctx.id, ctx.attempt, fraction, message))
+                except psycopg.Error as exc:
+                    log.warning("progress of job %d not recorded: %s", ctx.id, exc)
+        finally:
+            self._progress_writing.discard(ctx.id)
+
+    # ---- leases and maintenance ----------------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        s = self.settings
+        interval = s.heartbeat_interval or s.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.heartbeat_once()
+            except psycopg.OperationalError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def heartbeat_once(self) -> None:
+        """Renew the leases of running jobs (except those stuck past their deadline) and of
+        outcomes not yet written; stop handlers whose job is no longer ours or is cancelled."""
+        assert self._completer is not None
+        now = asyncio.get_running_loop().time()
+        renew = [i for i, r in self._running.items() if r.deadline is None or now < r.deadline]
+        held = await self._call(store.heartbeat_jobs(
+            self.id, renew + self._completer.held_job_ids(), timedelta(seconds=self.settings.lease)))
+        for job_id in renew:
+            if job_id not in held:
+                self._stop_job(job_id, "lost")
+            elif held[job_id]:
+                self._stop_job(job_id, "cancel")
+
+    async def _maintain_forever(self) -> None:
+        s = self.settings
+        rounds = 0
+        while True:
+            await asyncio.sleep(s.rescue_interval)
+            try:
+                rescued = await self._call(store.rescue_expired_jobs())
+                if rescued:
+                    log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
+                rounds += 1
+                if rounds % 60 == 0:
+                    await self._call(store.prune_workers(timedelta(hours=1)))
+            except psycopg.OperationalError as exc:
+                log.warning("maintenance failed: %s", exc)
