@@ -48,7 +48,9 @@ SERVER = _start_server()
 
 def _load_schema(**kwargs: Any) -> None:
     kwargs.pop("autocommit", None)
-    with psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None}, autocommit=True) as conn:
+    with psycopg.connect(
+        **{k: v for k, v in kwargs.items() if v is not None}, autocommit=True
+    ) as conn:
         migrate(conn)
 
 
@@ -68,7 +70,10 @@ def dsn(postgresql: psycopg.Connection) -> str:
     """Connection string of this test's fresh, migrated database."""
     info = postgresql.info
     return make_conninfo(
-        host=info.host, port=info.port, user=info.user, dbname=info.dbname,
+        host=info.host,
+        port=info.port,
+        user=info.user,
+        dbname=info.dbname,
         **({"password": info.password} if info.password else {}),
     )
 

@@ -1,6 +1,8 @@
 def test_enqueue_roundtrip(conn):
     job_id = conn.execute("SELECT skiplock.enqueue('echo', '{\"a\": 1}')").fetchone()[0]
-    row = conn.execute("SELECT status, args FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    row = conn.execute(
+        "SELECT status, args FROM skiplock.all_jobs WHERE id = %s", (job_id,)
+    ).fetchone()
     assert row == ("queued", {"a": 1})
 
 

@@ -566,7 +566,8 @@ BEGIN
     ELSIF v_state IS NOT NULL THEN
         UPDATE skiplock.jobs j SET run_at = v_now WHERE j.id = p_id;
         PERFORM pg_notify('skiplock_jobs', (SELECT j.queue FROM skiplock.jobs j WHERE j.id = p_id));
-        RETURN 'queued';
+        -- 'queued', or 'retrying' for a job with attempts behind it (as all_jobs says)
+        RETURN (SELECT a.status FROM skiplock.all_jobs a WHERE a.id = p_id);
     END IF;
 
     WITH revived AS (
@@ -641,7 +642,8 @@ $$;
 -- running jobs finish. Returns false for a queue that has never been seen.
 CREATE FUNCTION skiplock.pause_queue(p_queue text) RETURNS boolean
 LANGUAGE sql AS $$
-    UPDATE skiplock.queues SET paused = true WHERE name = p_queue RETURNING true
+    WITH paused AS (UPDATE skiplock.queues SET paused = true WHERE name = p_queue RETURNING 1)
+    SELECT EXISTS (SELECT FROM paused)
 $$;
 
 CREATE FUNCTION skiplock.resume_queue(p_queue text) RETURNS boolean

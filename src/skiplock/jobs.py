@@ -8,12 +8,26 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 Status = Literal[
-    "waiting", "scheduled", "queued", "running", "retrying",
-    "succeeded", "failed", "cancelled", "expired",
+    "waiting",
+    "scheduled",
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
 ]
 STATUSES: tuple[str, ...] = (
-    "waiting", "scheduled", "queued", "running", "retrying",
-    "succeeded", "failed", "cancelled", "expired",
+    "waiting",
+    "scheduled",
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
 )
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
@@ -33,7 +47,9 @@ def encode_json(value: Any, *, what: str) -> str:
     except (TypeError, ValueError) as exc:
         raise JSONError(f"{what} is not valid JSON: {exc}") from None
     if "\\u0000" in text:
-        raise JSONError(f"{what} contains the NUL character (\\u0000), which PostgreSQL cannot store")
+        raise JSONError(
+            f"{what} contains the NUL character (\\u0000), which PostgreSQL cannot store"
+        )
     return text
 
 

@@ -114,7 +114,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
 
 
 def check_schema(conn: psycopg.Connection) -> int:
-    """Raise SchemaError unless the schema is exactly the one this code knows; return its version."""
+    """Raise SchemaError unless the schema is the one this code knows; return its version."""
     known = load_migrations()
     try:
         with conn.transaction():

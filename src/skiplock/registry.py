@@ -98,7 +98,9 @@ class Task:
         """Enqueue this task with `args` as its JSON arguments; returns the job id."""
         return self.app.enqueue(self.name, args, conn=conn)
 
-    async def enqueue_async(self, conn: psycopg.AsyncConnection[Any] | None = None, **args: Any) -> int:
+    async def enqueue_async(
+        self, conn: psycopg.AsyncConnection[Any] | None = None, **args: Any
+    ) -> int:
         return await self.app.enqueue_async(self.name, args, conn=conn)
 
     async def run(self, ctx: JobContext, args: Mapping[str, Any], threads: Executor | None) -> Any:
@@ -133,7 +135,9 @@ class App:
     def dsn(self) -> str:
         dsn = self._dsn or resolve_dsn()
         if not dsn:
-            raise ConfigError("no database configured: pass dsn=, or set SKIPLOCK_DSN or DATABASE_URL")
+            raise ConfigError(
+                "no database configured: pass dsn=, or set SKIPLOCK_DSN or DATABASE_URL"
+            )
         return dsn
 
     @dsn.setter
@@ -141,9 +145,15 @@ class App:
         self._dsn = value
 
     def task(
-        self, fn: Handler | None = None, *, name: str | None = None, queue: str | None = None,
-        priority: int | None = None, max_attempts: int | None = None,
-        retry: RetryPolicy | None = None, timeout: timedelta | float | None = None,
+        self,
+        fn: Handler | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
         tags: Sequence[str] = (),
     ) -> Any:
         """Register a handler: `@app.task` or `@app.task(queue="emails", timeout=30)`.
@@ -152,8 +162,14 @@ class App:
         receives the JobContext. Handlers may be `async def` or plain `def` (run in a
         thread). A job can run more than once (at-least-once): make handlers idempotent.
         """
-        defaults = TaskOptions(queue=queue, priority=priority, max_attempts=max_attempts,
-                               retry=retry, timeout=timeout, tags=tags)
+        defaults = TaskOptions(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            retry=retry,
+            timeout=timeout,
+            tags=tags,
+        )
 
         def register(f: Handler) -> Task:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -196,14 +212,16 @@ class App:
     def _sync_pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ConnectionPool(self.dsn, min_size=1, max_size=4, open=True,
-                                            kwargs={"autocommit": True})
+                self._pool = ConnectionPool(
+                    self.dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+                )
             return self._pool
 
     async def _apool(self) -> AsyncConnectionPool:
         if self._async_pool is None:
-            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False,
-                                       kwargs={"autocommit": True})
+            pool = AsyncConnectionPool(
+                self.dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+            )
             await pool.open()
             self._async_pool = pool
         return self._async_pool
@@ -233,26 +251,36 @@ class App:
 
     # ---- producing ----------------------------------------------------------------------
 
-    def _request(self, task: str, args: Mapping[str, Any] | None, options: TaskOptions) -> EnqueueRequest:
+    def _request(
+        self, task: str, args: Mapping[str, Any] | None, options: TaskOptions
+    ) -> EnqueueRequest:
         registered = self.tasks.get(task)
         merged = registered.defaults.merged(options) if registered else options
         return merged.request(task, args)
 
     def enqueue(
-        self, task: str, args: Mapping[str, Any] | None = None, *,
-        conn: psycopg.Connection[Any] | None = None, **options: Any,
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
     ) -> int:
         """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults)."""
-        job_id = self.run(store.enqueue(self._request(task, args, TaskOptions(**options))), conn)
-        return int(job_id)
+        return self.run(store.enqueue(self._request(task, args, TaskOptions(**options))), conn)
 
     async def enqueue_async(
-        self, task: str, args: Mapping[str, Any] | None = None, *,
-        conn: psycopg.AsyncConnection[Any] | None = None, **options: Any,
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Any,
     ) -> int:
         call = store.enqueue(self._request(task, args, TaskOptions(**options)))
-        return int(await self.arun(call, conn))
+        job_id: int = await self.arun(call, conn)
+        return job_id
 
     def _requests(self, jobs: Iterable[Mapping[str, Any]]) -> list[EnqueueRequest]:
         requests = []
@@ -283,21 +311,27 @@ class App:
         """The job with its status; JobNotFound when no job has this id."""
         return _found(job_id, self.run(store.get_job(job_id), conn))
 
-    async def get_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> Job:
+    async def get_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Job:
         return _found(job_id, await self.arun(store.get_job(job_id), conn))
 
     def cancel_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
         """Cancel a job; returns its status after the call (see skiplock.cancel_job)."""
         return _found(job_id, self.run(store.cancel_job(job_id), conn))
 
-    async def cancel_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+    async def cancel_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> str:
         return _found(job_id, await self.arun(store.cancel_job(job_id), conn))
 
     def retry_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
         """Run a failed, finished or waiting job again now (see skiplock.retry_job)."""
         return _found(job_id, self.run(store.retry_job(job_id), conn))
 
-    async def retry_job_async(self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+    async def retry_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> str:
         return _found(job_id, await self.arun(store.retry_job(job_id), conn))
 
     def wait_for_result(self, job_id: int, *, timeout: float | None = None) -> Any:

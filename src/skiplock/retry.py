@@ -32,11 +32,15 @@ class RetryPolicy:
             raise ConfigError(f"retry jitter must be between 0 and 1, got {self.jitter}")
 
     @classmethod
-    def exponential(cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1) -> RetryPolicy:
+    def exponential(
+        cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1
+    ) -> RetryPolicy:
         return cls("exponential", base, max_delay, jitter)
 
     @classmethod
-    def linear(cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1) -> RetryPolicy:
+    def linear(
+        cls, base: float = 1.0, *, max_delay: float = 3600.0, jitter: float = 0.1
+    ) -> RetryPolicy:
         return cls("linear", base, max_delay, jitter)
 
     @classmethod
@@ -44,4 +48,9 @@ class RetryPolicy:
         return cls("fixed", delay, delay, jitter)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "base": self.base, "max_delay": self.max_delay, "jitter": self.jitter}
+        return {
+            "kind": self.kind,
+            "base": self.base,
+            "max_delay": self.max_delay,
+            "jitter": self.jitter,
+        }

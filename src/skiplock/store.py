@@ -48,6 +48,7 @@ def _column(rows: list[Row]) -> list[Any]:
 
 # ---- producers ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EnqueueRequest:
     """One job to enqueue; `args_json` is already-encoded JSON text (see jobs.encode_json)."""
@@ -68,8 +69,11 @@ class EnqueueRequest:
         """This job as one element of enqueue_many's JSON array."""
         parts = [f'"task":{json.dumps(self.task)}', f'"args":{self.args_json}']
         for key, value in (
-            ("queue", self.queue), ("priority", self.priority), ("max_attempts", self.max_attempts),
-            ("retry_policy", self.retry_policy), ("meta", self.meta),
+            ("queue", self.queue),
+            ("priority", self.priority),
+            ("max_attempts", self.max_attempts),
+            ("retry_policy", self.retry_policy),
+            ("meta", self.meta),
             ("tags", list(self.tags) or None),
             ("run_at", self.run_at.isoformat() if self.run_at else None),
             ("delay", self.delay.total_seconds() if self.delay else None),
@@ -86,10 +90,16 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
         " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
         " tags => %s::text[], meta => %s::jsonb)",
         (
-            job.task, job.args_json, job.queue, job.priority, job.run_at, job.delay,
+            job.task,
+            job.args_json,
+            job.queue,
+            job.priority,
+            job.run_at,
+            job.delay,
             job.max_attempts,
             json.dumps(job.retry_policy) if job.retry_policy is not None else None,
-            job.timeout, list(job.tags),
+            job.timeout,
+            list(job.tags),
             json.dumps(job.meta) if job.meta is not None else None,
         ),
         _scalar,
@@ -123,8 +133,12 @@ def get_job(job_id: int) -> Call[Job | None]:
 
 
 def list_jobs(
-    *, status: str | None = None, queue: str | None = None, task: str | None = None,
-    limit: int = 50, before_id: int | None = None,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
 ) -> Call[list[Job]]:
     """Newest first; `before_id` pages back (keyset: ids below it)."""
     if status is not None and status not in STATUSES:
@@ -142,8 +156,17 @@ def list_jobs(
 
 
 QUEUE_STAT_COLUMNS = (
-    "queue", "paused", "waiting", "scheduled", "queued", "running", "retrying",
-    "succeeded", "failed", "cancelled", "expired",
+    "queue",
+    "paused",
+    "waiting",
+    "scheduled",
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
 )
 
 
@@ -151,11 +174,12 @@ def queue_stats() -> Call[list[dict[str, Any]]]:
     return Call(
         f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats ORDER BY queue",
         (),
-        lambda rows: [dict(zip(QUEUE_STAT_COLUMNS, row)) for row in rows],
+        lambda rows: [dict(zip(QUEUE_STAT_COLUMNS, row, strict=True)) for row in rows],
     )
 
 
 # ---- admin ----------------------------------------------------------------------------
+
 
 def cancel_job(job_id: int) -> Call[str | None]:
     return Call("SELECT skiplock.cancel_job(%s)", (job_id,), _scalar)
@@ -174,6 +198,7 @@ def resume_queue(queue: str) -> Call[bool]:
 
 
 # ---- workers --------------------------------------------------------------------------
+
 
 def claim_jobs(
     worker_id: uuid.UUID, queues: Sequence[str], limit: int, lease: timedelta
@@ -198,7 +223,9 @@ def heartbeat_jobs(
 
 
 def complete_jobs(
-    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int],
+    worker_id: uuid.UUID,
+    job_ids: Sequence[int],
+    attempts: Sequence[int],
     results_json: Sequence[str],
 ) -> Call[list[int]]:
     return Call(
@@ -209,7 +236,9 @@ def complete_jobs(
 
 
 def fail_jobs(
-    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int],
+    worker_id: uuid.UUID,
+    job_ids: Sequence[int],
+    attempts: Sequence[int],
     errors_json: Sequence[str],
 ) -> Call[dict[int, str]]:
     """Returns {job id: retrying | failed | cancelled} for the jobs still held."""
@@ -249,7 +278,12 @@ def set_job_progress(
 
 
 def register_worker(
-    worker_id: uuid.UUID, *, host: str, pid: int, queues: Sequence[str], concurrency: int,
+    worker_id: uuid.UUID,
+    *,
+    host: str,
+    pid: int,
+    queues: Sequence[str],
+    concurrency: int,
     version: str,
 ) -> Call[None]:
     return Call(

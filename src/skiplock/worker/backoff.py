@@ -13,7 +13,7 @@ class Backoff:
 
     def next(self) -> float:
         self.failures += 1
-        return random.uniform(self.base, min(self.cap, self.base * 2 ** self.failures))
+        return random.uniform(self.base, min(self.cap, self.base * 2**self.failures))
 
     def reset(self) -> None:
         self.failures = 0

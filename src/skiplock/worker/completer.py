@@ -22,8 +22,14 @@ Written = Callable[[Outcome, str], Awaitable[None]]
 
 
 class Completer:
-    def __init__(self, pool: AsyncConnectionPool, worker_id: uuid.UUID, on_written: Written,
-                 *, max_pending: int = 10_000) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        worker_id: uuid.UUID,
+        on_written: Written,
+        *,
+        max_pending: int = 10_000,
+    ) -> None:
         self._pool = pool
         self._worker_id = worker_id
         self._on_written = on_written
@@ -63,8 +69,12 @@ class Completer:
                     backoff.reset()
                 except psycopg.OperationalError as exc:
                     delay = backoff.next()
-                    log.warning("writing %d outcomes failed (%s); retrying in %.1f s",
-                                len(self._writing), exc, delay)
+                    log.warning(
+                        "writing %d outcomes failed (%s); retrying in %.1f s",
+                        len(self._writing),
+                        exc,
+                        delay,
+                    )
                     self._pending[:0] = self._writing
                     self._writing = []
                     await asyncio.sleep(delay)
@@ -79,19 +89,30 @@ class Completer:
         wid = self._worker_id
         async with self._pool.connection() as conn:
             if succeeded:
-                done = set(await store.complete_jobs(
-                    wid, [o.job.id for o in succeeded], [o.job.attempt for o in succeeded],
-                    [o.payload_json for o in succeeded]).arun(conn))
+                done = set(
+                    await store.complete_jobs(
+                        wid,
+                        [o.job.id for o in succeeded],
+                        [o.job.attempt for o in succeeded],
+                        [o.payload_json for o in succeeded],
+                    ).arun(conn)
+                )
                 for o in succeeded:
                     await self._on_written(o, "succeeded" if o.job.id in done else "lost")
             if failed:
                 statuses = await store.fail_jobs(
-                    wid, [o.job.id for o in failed], [o.job.attempt for o in failed],
-                    [o.payload_json for o in failed]).arun(conn)
+                    wid,
+                    [o.job.id for o in failed],
+                    [o.job.attempt for o in failed],
+                    [o.payload_json for o in failed],
+                ).arun(conn)
                 for o in failed:
                     await self._on_written(o, statuses.get(o.job.id, "lost"))
             if released:
-                back = set(await store.release_jobs(
-                    wid, [o.job.id for o in released], [o.job.attempt for o in released]).arun(conn))
+                back = set(
+                    await store.release_jobs(
+                        wid, [o.job.id for o in released], [o.job.attempt for o in released]
+                    ).arun(conn)
+                )
                 for o in released:
                     await self._on_written(o, "released" if o.job.id in back else "lost")

@@ -42,8 +42,9 @@ def error_json(exc: BaseException, *, with_traceback: bool = True, **extra: Any)
     try:
         return encode_json(detail, what="error")
     except JSONError:
-        return encode_json({"error": repr(str(exc))[:2000], "type": type(exc).__name__, **extra},
-                           what="error")
+        return encode_json(
+            {"error": repr(str(exc))[:2000], "type": type(exc).__name__, **extra}, what="error"
+        )
 
 
 async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcome:
@@ -57,9 +58,13 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
     task = app.tasks.get(job.task)
     if task is None:
         # Retried by policy like any failure: a worker that knows the task may come up.
-        return outcome("failed", error_json(
-            UnknownTask(f"no task named {job.task!r} is registered in this worker"),
-            with_traceback=False))
+        return outcome(
+            "failed",
+            error_json(
+                UnknownTask(f"no task named {job.task!r} is registered in this worker"),
+                with_traceback=False,
+            ),
+        )
 
     async def call_handler() -> Any:
         return await task.run(ctx, job.args, threads)
@@ -78,11 +83,12 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
         return outcome("failed", error_json(exc, with_traceback=False, retry_in=exc.delay))
     except Discard as exc:
         return outcome("failed", error_json(exc, retry=False))
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as exc:
+        error: BaseException = exc
         if job.timeout is not None and time.perf_counter() - started >= job.timeout.total_seconds():
             ctx.cancelled.set()
-            exc = TimeoutError(f"timed out after {job.timeout.total_seconds():g} s")
-        return outcome("failed", error_json(exc))
+            error = TimeoutError(f"timed out after {job.timeout.total_seconds():g} s")
+        return outcome("failed", error_json(error))
     except Exception as exc:
         return outcome("failed", error_json(exc))
 

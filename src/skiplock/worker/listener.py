@@ -23,9 +23,17 @@ Dispatch = Callable[[str, str], None]
 
 
 class Listener:
-    def __init__(self, dsn: str, channels: Sequence[str], dispatch: Dispatch, *,
-                 probe_channel: str, probe_pool: AsyncConnectionPool,
-                 probe_interval: float = 30.0, probe_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        channels: Sequence[str],
+        dispatch: Dispatch,
+        *,
+        probe_channel: str,
+        probe_pool: AsyncConnectionPool,
+        probe_interval: float = 30.0,
+        probe_timeout: float = 5.0,
+    ) -> None:
         self._dsn = dsn
         self._channels = [*channels, probe_channel]
         self._dispatch = dispatch

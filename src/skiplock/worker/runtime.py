@@ -63,9 +63,12 @@ class WorkerSettings:
         if not self.queues:
             raise ConfigError("queues must name at least one queue, got none")
         for name, value, low in (
-            ("concurrency", self.concurrency, 1), ("poll_interval", self.poll_interval, 0.01),
-            ("lease", self.lease, 1), ("rescue_interval", self.rescue_interval, 0.1),
-            ("shutdown_grace", self.shutdown_grace, 0), ("probe_interval", self.probe_interval, 0.1),
+            ("concurrency", self.concurrency, 1),
+            ("poll_interval", self.poll_interval, 0.01),
+            ("lease", self.lease, 1),
+            ("rescue_interval", self.rescue_interval, 0.1),
+            ("shutdown_grace", self.shutdown_grace, 0),
+            ("probe_interval", self.probe_interval, 0.1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
@@ -91,13 +94,15 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._grace: float = self.settings.shutdown_grace
-        self._threads = ThreadPoolExecutor(max_workers=self.settings.concurrency,
-                                           thread_name_prefix="skiplock-job")
+        self._threads = ThreadPoolExecutor(
+            max_workers=self.settings.concurrency, thread_name_prefix="skiplock-job"
+        )
         self._pool: AsyncConnectionPool | None = None
         self._completer: Completer | None = None
         self.listener: Listener | None = None
         self._progress: dict[int, tuple[float | None, str | None]] = {}
         self._progress_writing: set[int] = set()
+        self._progress_tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -134,8 +139,12 @@ class Worker:
                 asyncio.create_task(self.listener.run(), name="listener"),
                 asyncio.create_task(self.listener.probe_forever(), name="probe"),
             ]
-        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues),
-                 s.concurrency)
+        log.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.id,
+            ",".join(s.queues),
+            s.concurrency,
+        )
         try:
             await self._fetch_forever()
             await self._drain_running()
@@ -154,25 +163,40 @@ class Worker:
         if self._stopping.is_set():
             log.warning("second %s: stopping now, releasing running jobs", sig.name)
         else:
-            log.info("%s: finishing running jobs (grace %.0f s), claiming no more",
-                     sig.name, self.settings.shutdown_grace)
+            log.info(
+                "%s: finishing running jobs (grace %.0f s), claiming no more",
+                sig.name,
+                self.settings.shutdown_grace,
+            )
         self.stop()
 
     async def _open(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
-        self._pool = AsyncConnectionPool(self.app.dsn, min_size=2, max_size=4, open=False,
-                                         kwargs={"autocommit": True})
+        self._pool = AsyncConnectionPool(
+            self.app.dsn, min_size=2, max_size=4, open=False, kwargs={"autocommit": True}
+        )
         await self._pool.open(wait=True, timeout=30)
         self._completer = Completer(self._pool, self.id, self._written)
         if s.listen:
             self.listener = Listener(
-                self.app.dsn, [JOBS_CHANNEL, CANCEL_CHANNEL], self._on_notify,
-                probe_channel=f"skiplock_probe_{self.id.hex}", probe_pool=self._pool,
-                probe_interval=s.probe_interval)
-        await self._call(store.register_worker(
-            self.id, host=socket.gethostname(), pid=os.getpid(), queues=s.queues,
-            concurrency=s.concurrency, version=__version__))
+                self.app.dsn,
+                [JOBS_CHANNEL, CANCEL_CHANNEL],
+                self._on_notify,
+                probe_channel=f"skiplock_probe_{self.id.hex}",
+                probe_pool=self._pool,
+                probe_interval=s.probe_interval,
+            )
+        await self._call(
+            store.register_worker(
+                self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                queues=s.queues,
+                concurrency=s.concurrency,
+                version=__version__,
+            )
+        )
 
     async def _close(self) -> None:
         if self._pool is not None:
@@ -211,8 +235,9 @@ class Worker:
             want = min(free, batch)
             self._wake.clear()
             try:
-                jobs = await self._call(store.claim_jobs(
-                    self.id, s.queues, want, timedelta(seconds=s.lease)))
+                jobs = await self._call(
+                    store.claim_jobs(self.id, s.queues, want, timedelta(seconds=s.lease))
+                )
                 backoff.reset()
             except psycopg.OperationalError as exc:
                 delay = backoff.next()
@@ -236,8 +261,11 @@ class Worker:
             await self._open()
         assert self._completer is not None
         s = self.settings
-        jobs = await self._call(store.claim_jobs(
-            self.id, s.queues, s.batch_size or s.concurrency, timedelta(seconds=s.lease)))
+        jobs = await self._call(
+            store.claim_jobs(
+                self.id, s.queues, s.batch_size or s.concurrency, timedelta(seconds=s.lease)
+            )
+        )
         for job in jobs:
             self._start(job)
         await asyncio.gather(*(r.handle for r in list(self._running.values()) if r.handle))
@@ -262,8 +290,11 @@ class Worker:
         if job.timeout is not None:
             # Past timeout + one lease the handler is stuck beyond cancellation: stop
             # renewing so another worker can take the job.
-            running.deadline = (asyncio.get_running_loop().time() + job.timeout.total_seconds()
-                                + self.settings.lease)
+            running.deadline = (
+                asyncio.get_running_loop().time()
+                + job.timeout.total_seconds()
+                + self.settings.lease
+            )
         self._running[job.id] = running
         running.handle = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
 
@@ -300,8 +331,11 @@ class Worker:
         running.ctx.cancelled.set()
         if running.handle is not None:
             running.handle.cancel()
-        log.info("job %d %s: stopping its handler", job_id,
-                 {"cancel": "cancelled", "lost": "lease lost", "shutdown": "shutdown"}[reason])
+        log.info(
+            "job %d %s: stopping its handler",
+            job_id,
+            {"cancel": "cancelled", "lost": "lease lost", "shutdown": "shutdown"}[reason],
+        )
 
     async def _drain_running(self) -> None:
         handles = [r.handle for r in self._running.values() if r.handle]
@@ -318,18 +352,34 @@ class Worker:
         self.processed += 1
         job = outcome.job
         level = logging.INFO if status in ("succeeded", "released") else logging.WARNING
-        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
-                 "status": status, "duration_ms": round(outcome.duration * 1000, 3)}
+        extra = {
+            "job_id": job.id,
+            "task": job.task,
+            "queue": job.queue,
+            "attempt": job.attempt,
+            "status": status,
+            "duration_ms": round(outcome.duration * 1000, 3),
+        }
         if outcome.kind == "failed":
             extra["error"] = outcome.payload_json
-        log.log(level, "job %d %s %s (attempt %d, %.1f ms)", job.id, job.task, status,
-                job.attempt, outcome.duration * 1000, extra={"skiplock": extra})
+        log.log(
+            level,
+            "job %d %s %s (attempt %d, %.1f ms)",
+            job.id,
+            job.task,
+            status,
+            job.attempt,
+            outcome.duration * 1000,
+            extra={"skiplock": extra},
+        )
         if status in ("succeeded", "retrying", "failed", "cancelled") and self.app.hooks[status]:
             await self.app.emit(status, outcome.ctx, extra)
 
     # ---- progress -----------------------------------------------------------------------
 
-    def _report_progress(self, ctx: JobContext, fraction: float | None, message: str | None) -> None:
+    def _report_progress(
+        self, ctx: JobContext, fraction: float | None, message: str | None
+    ) -> None:
         loop = self._loop
         assert loop is not None
         try:
@@ -346,15 +396,18 @@ class Worker:
         self._progress[ctx.id] = (fraction, message)
         if ctx.id not in self._progress_writing:
             self._progress_writing.add(ctx.id)
-            asyncio.create_task(self._write_progress(ctx))
+            writer = asyncio.create_task(self._write_progress(ctx))
+            self._progress_tasks.add(writer)  # a task with no reference can be collected
+            writer.add_done_callback(self._progress_tasks.discard)
 
     async def _write_progress(self, ctx: JobContext) -> None:
         try:
             while ctx.id in self._progress:
                 fraction, message = self._progress.pop(ctx.id)
                 try:
-                    await self._call(store.set_job_progress(
-                        self.id, ctx.id, ctx.attempt, fraction, message))
+                    await self._call(
+                        store.set_job_progress(self.id, ctx.id, ctx.attempt, fraction, message)
+                    )
                 except psycopg.Error as exc:
                     log.warning("progress of job %d not recorded: %s", ctx.id, exc)
         finally:
@@ -378,8 +431,13 @@ class Worker:
         assert self._completer is not None
         now = asyncio.get_running_loop().time()
         renew = [i for i, r in self._running.items() if r.deadline is None or now < r.deadline]
-        held = await self._call(store.heartbeat_jobs(
-            self.id, renew + self._completer.held_job_ids(), timedelta(seconds=self.settings.lease)))
+        held = await self._call(
+            store.heartbeat_jobs(
+                self.id,
+                renew + self._completer.held_job_ids(),
+                timedelta(seconds=self.settings.lease),
+            )
+        )
         for job_id in renew:
             if job_id not in held:
                 self._stop_job(job_id, "lost")
