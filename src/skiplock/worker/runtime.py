@@ -93,6 +93,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
         self._grace: float = self.settings.shutdown_grace
         self._threads = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="skiplock-job"
@@ -139,6 +140,7 @@ class Worker:
                 asyncio.create_task(self.listener.run(), name="listener"),
                 asyncio.create_task(self.listener.probe_forever(), name="probe"),
             ]
+        self.started.set()
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.id,

@@ -1,0 +1,159 @@
+"""The producer API: enqueue (sync, async, transactional, bulk), read, wait for results."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+import skiplock
+from skiplock import RetryPolicy
+
+
+@pytest.fixture
+def app(dsn):
+    application = skiplock.App(dsn)
+    yield application
+    application.close()
+
+
+def test_task_defaults_and_per_call_options_reach_the_row(app, conn):
+    @app.task(
+        name="mail",
+        queue="emails",
+        priority=5,
+        max_attempts=4,
+        retry=RetryPolicy.linear(2),
+        timeout=30,
+    )
+    def mail(to: str) -> None: ...
+
+    a = mail.enqueue(to="a@b.c")
+    b = app.enqueue("mail", {"to": "x"}, priority=-3, delay=60, tags=["t"], meta={"k": 1})
+    rows = dict(
+        (r[0], r[1:])
+        for r in conn.execute(
+            "SELECT id, queue, priority, max_attempts, retry_policy->>'kind', timeout, status,"
+            " tags, meta FROM skiplock.all_jobs"
+        ).fetchall()
+    )
+    assert rows[a] == ("emails", 5, 4, "linear", timedelta(seconds=30), "queued", [], {})
+    assert rows[b] == (
+        "emails",
+        -3,
+        4,
+        "linear",
+        timedelta(seconds=30),
+        "scheduled",
+        ["t"],
+        {"k": 1},
+    )
+
+
+def test_enqueue_joins_the_callers_transaction(app, dsn, conn):
+    with psycopg.connect(dsn) as own:  # not autocommit: enqueue joins its transaction
+        app.enqueue("echo", {"n": 1}, conn=own)
+        own.commit()
+        app.enqueue("echo", {"n": 2}, conn=own)
+        assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 1
+        own.rollback()
+    args = [r[0] for r in conn.execute("SELECT args FROM skiplock.jobs").fetchall()]
+    assert args == [{"n": 1}]
+
+
+def test_async_enqueue_in_a_rolled_back_transaction_leaves_no_job(app, dsn, conn):
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as own:
+            await app.enqueue_async("echo", {"n": 1}, conn=own)
+            await own.rollback()
+            await app.enqueue_async("echo", {"n": 2}, conn=own)
+            await own.commit()
+        await app.aclose()
+
+    asyncio.run(main())
+    args = [r[0] for r in conn.execute("SELECT args FROM skiplock.jobs").fetchall()]
+    assert args == [{"n": 2}]
+
+
+def test_bulk_enqueue_is_one_statement_and_keeps_order(app, conn):
+    jobs = [{"task": "echo", "args": {"i": i}, "queue": f"q{i % 3}"} for i in range(5000)]
+    ids = app.enqueue_many(jobs)
+    assert len(ids) == 5000 and ids == sorted(ids)
+    rows = conn.execute("SELECT id, args->>'i', queue FROM skiplock.jobs ORDER BY id").fetchall()
+    assert [(r[1], r[2]) for r in rows] == [(str(i), f"q{i % 3}") for i in range(5000)]
+
+
+def test_bad_input_is_refused_before_anything_is_written(app, conn):
+    with pytest.raises(ValueError, match="NUL"):
+        app.enqueue("echo", {"s": "a\x00b"})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        app.enqueue("echo", {"x": float("nan")})
+    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+        app.enqueue("echo", queue="bad queue!")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        app.enqueue_many([{"task": "echo"}, {"task": "echo", "priority": 1000}])
+    with pytest.raises(skiplock.ConfigError, match="delay must be >= 0"):
+        app.enqueue("echo", delay=-1)
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 0
+
+
+def test_get_job_and_not_found(app):
+    job_id = app.enqueue("echo", {"a": 1})
+    job = app.get_job(job_id)
+    assert (job.status, job.args, job.attempt) == ("queued", {"a": 1}, 0)
+    assert job.to_json()["created_at"].endswith("+00:00")
+    with pytest.raises(skiplock.JobNotFound, match="job 999999 not found"):
+        app.get_job(999999)
+
+
+def finish(conn, job_id: int, *, result: str | None = None, error: str | None = None) -> None:
+    worker = "00000000-0000-0000-0000-000000000001"
+    conn.execute("SELECT skiplock.claim_jobs(%s, '{default}', 100)", (worker,))
+    if result is not None:
+        conn.execute(
+            "SELECT skiplock.complete_jobs(%s, ARRAY[%s]::bigint[], '{1}', ARRAY[%s]::jsonb[])",
+            (worker, job_id, result),
+        )
+    else:
+        conn.execute(
+            "SELECT skiplock.fail_jobs(%s, ARRAY[%s]::bigint[], '{1}', ARRAY[%s]::jsonb[])",
+            (worker, job_id, error),
+        )
+
+
+def test_wait_for_result_wakes_on_notify_from_another_connection(app, conn):
+    job_id = app.enqueue("echo")
+    timer = threading.Timer(0.3, finish, args=(conn, job_id), kwargs={"result": '{"ok": true}'})
+    timer.start()
+    assert app.wait_for_result(job_id, timeout=20) == {"ok": True}
+
+
+def test_wait_for_result_raises_for_failed_cancelled_and_timeout(app, conn):
+    dead = app.enqueue("echo")
+    finish(conn, dead, error='{"error": "boom", "retry": false}')
+    with pytest.raises(skiplock.JobFailed, match="boom"):
+        app.wait_for_result(dead, timeout=5)
+
+    cancelled = app.enqueue("echo")
+    app.cancel_job(cancelled)
+    with pytest.raises(skiplock.JobCancelled):
+        asyncio.run(app.wait_for_result_async(cancelled, timeout=5))
+
+    pending = app.enqueue("echo")
+    with pytest.raises(TimeoutError):
+        app.wait_for_result(pending, timeout=0.3)
+    with pytest.raises(skiplock.JobNotFound):
+        app.wait_for_result(424242, timeout=1)
+
+
+def test_cancel_and_retry_through_the_app(app, conn):
+    job_id = app.enqueue("echo")
+    assert app.cancel_job(job_id) == "cancelled"
+    assert app.cancel_job(job_id) == "cancelled"
+    assert app.retry_job(job_id) == "queued"
+    assert app.get_job(job_id).status == "queued"
+    with pytest.raises(skiplock.JobNotFound):
+        app.cancel_job(987654)

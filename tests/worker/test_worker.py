@@ -1,0 +1,371 @@
+"""The worker runtime in-process against a real database: execution, outcomes, leases,
+cancellation, timeouts, NOTIFY wake-ups, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import async_wait_until
+
+import skiplock
+from skiplock import RetryPolicy
+from skiplock.worker import Worker
+
+
+def status_of(dsn: str, job_id: int) -> str | None:
+    with psycopg.connect(dsn) as c:
+        row = c.execute("SELECT status FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
+def job_row(dsn: str, job_id: int, columns: str = "status, result, attempt") -> tuple[Any, ...]:
+    with psycopg.connect(dsn) as c:
+        row = c.execute(
+            f"SELECT {columns} FROM skiplock.all_jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def run_worker(
+    app: skiplock.App, body: Callable[[Worker], Awaitable[None]], **settings: Any
+) -> Worker:
+    """Run a worker while `body` drives the test, then stop it and wait for it to exit."""
+    settings.setdefault("poll_interval", 0.05)
+    worker = Worker(app, **settings)
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(worker.started.wait(), 30)
+            await body(worker)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
+    return worker
+
+
+def finished(dsn: str, job_id: int, status: str = "succeeded") -> Callable[[], bool]:
+    return lambda: status_of(dsn, job_id) == status
+
+
+@pytest.fixture
+def app(dsn: str) -> skiplock.App:
+    application = skiplock.App(dsn)
+    yield application
+    application.close()
+
+
+def test_async_and_sync_handlers_store_results_and_progress(app, dsn):
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="shout")
+    def shout(ctx: skiplock.JobContext, text: str) -> dict[str, Any]:
+        ctx.progress(0.5, "halfway")
+        time.sleep(0.2)  # long enough for the coalesced progress write to land
+        return {"text": text.upper(), "thread": threading.current_thread().name}
+
+    a = add.enqueue(a=2, b=3)
+    s = app.enqueue("shout", {"text": "hi"})
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, a))
+        await async_wait_until(finished(dsn, s))
+
+    run_worker(app, body)
+    assert job_row(dsn, a) == ("succeeded", 5, 1)
+    status, result, _ = job_row(dsn, s)
+    assert result["text"] == "HI" and result["thread"].startswith("skiplock-job")
+    (progress,) = job_row(dsn, s, "progress")
+    assert progress["fraction"] == 0.5 and progress["message"] == "halfway"
+
+
+def test_failures_retry_by_policy_then_dead_letter(app, dsn):
+    calls = []
+
+    @app.task(name="flaky", max_attempts=3, retry=RetryPolicy.fixed(0))
+    async def flaky() -> None:
+        calls.append(1)
+        raise ValueError("broken")
+
+    job_id = flaky.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, job_id, "failed"))
+
+    run_worker(app, body)
+    assert len(calls) == 3
+    (errors,) = job_row(dsn, job_id, "errors")
+    assert [e["attempt"] for e in errors] == [1, 2, 3]
+    assert errors[-1]["error"] == "ValueError: broken" and "Traceback" in errors[-1]["traceback"]
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM skiplock.dead_jobs").fetchone()[0] == 1
+
+
+def test_retry_and_discard_exceptions(app, dsn):
+    @app.task(name="later")
+    async def later() -> None:
+        raise skiplock.Retry(delay=3600, message="not yet")
+
+    @app.task(name="hopeless")
+    async def hopeless() -> None:
+        raise skiplock.Discard("bad input")
+
+    r = later.enqueue()
+    d = hopeless.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, r, "retrying"))
+        await async_wait_until(finished(dsn, d, "failed"))
+
+    run_worker(app, body)
+    with psycopg.connect(dsn) as c:
+        delay = c.execute(
+            "SELECT extract(epoch FROM run_at - now()) FROM skiplock.jobs WHERE id = %s", (r,)
+        ).fetchone()[0]
+    assert 3500 < delay <= 3600
+    assert job_row(dsn, d, "attempt, max_attempts") == (1, 20)
+
+
+def test_timeout_fails_the_attempt(app, dsn):
+    @app.task(name="slow", timeout=0.2, max_attempts=1)
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    job_id = slow.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, job_id, "failed"))
+
+    run_worker(app, body)
+    (last_error,) = job_row(dsn, job_id, "last_error")
+    assert last_error["error"] == "TimeoutError: timed out after 0.2 s"
+
+
+def test_unknown_task_is_retried_not_spun(app, dsn):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        job_id = c.execute("SELECT skiplock.enqueue('nobody.knows')").fetchone()[0]
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, job_id, "retrying"))
+
+    run_worker(app, body)
+    (attempt, last_error) = job_row(dsn, job_id, "attempt, last_error")
+    assert attempt == 1
+    assert "no task named 'nobody.knows'" in last_error["error"]
+
+
+def test_cancel_running_async_job(app, dsn):
+    started = threading.Event()
+    saw_cancel = threading.Event()
+
+    @app.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            saw_cancel.set()
+            raise
+
+    job_id = forever.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(started.is_set)
+        assert await app.cancel_job_async(job_id) == "running"
+        await async_wait_until(finished(dsn, job_id, "cancelled"))
+
+    run_worker(app, body)
+    assert saw_cancel.is_set()
+
+
+def test_cancel_running_sync_job_sets_its_signal(app, dsn):
+    started = threading.Event()
+
+    @app.task(name="polling")
+    def polling(ctx: skiplock.JobContext) -> str:
+        started.set()
+        ctx.cancelled.wait(30)
+        return "stopped" if ctx.cancelled.is_set() else "timed out"
+
+    job_id = polling.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(started.is_set)
+        await app.cancel_job_async(job_id)
+        await async_wait_until(finished(dsn, job_id, "cancelled"))
+
+    run_worker(app, body)
+
+
+def test_cancel_reaches_the_worker_through_the_heartbeat_without_listener(app, dsn):
+    started = threading.Event()
+
+    @app.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job_id = forever.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(started.is_set)
+        await app.cancel_job_async(job_id)
+        await worker.heartbeat_once()
+        await async_wait_until(finished(dsn, job_id, "cancelled"))
+
+    run_worker(app, body, listen=False)
+
+
+def test_lost_lease_stops_the_handler_and_writes_nothing(app, dsn):
+    started = threading.Event()
+    stopped = threading.Event()
+
+    @app.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    job_id = forever.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(started.is_set)
+        # Another party took the job over: rescue after a (simulated) expiry.
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("SELECT skiplock.rescue_expired_jobs(p_now => now() + interval '1 hour')")
+        await worker.heartbeat_once()
+        await async_wait_until(stopped.is_set)
+        assert worker.running_job_ids == []
+
+    run_worker(app, body, listen=False)
+    # The rescue's outcome stands: retrying with the LeaseExpired error, not overwritten.
+    status, last_error = job_row(dsn, job_id, "status, last_error")
+    assert status == "retrying" and last_error["type"] == "LeaseExpired"
+
+
+def test_plain_insert_wakes_an_idle_worker_through_notify(app, dsn):
+    @app.task(name="ping")
+    async def ping() -> str:
+        return "pong"
+
+    async def body(worker: Worker) -> None:
+        assert worker.listener is not None
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        await asyncio.sleep(0.2)  # let the worker go idle on its (long) poll wait
+        with psycopg.connect(dsn, autocommit=True) as c:
+            job_id = c.execute(
+                "INSERT INTO skiplock.jobs (task, args) VALUES ('ping', '{}') RETURNING id"
+            ).fetchone()[0]
+        # Far below the 60 s poll interval: only the NOTIFY can have woken it.
+        await async_wait_until(finished(dsn, job_id), timeout=10)
+
+    run_worker(app, body, poll_interval=60)
+
+
+def test_listener_reconnects_after_its_backend_is_terminated(app, dsn):
+    @app.task(name="ping")
+    async def ping() -> str:
+        return "pong"
+
+    async def body(worker: Worker) -> None:
+        listener = worker.listener
+        assert listener is not None
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            )
+        await async_wait_until(lambda: listener.reconnects >= 1, timeout=15)
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        assert await listener.probe_once()
+        job_id = await ping.enqueue_async()
+        await async_wait_until(finished(dsn, job_id), timeout=10)
+
+    run_worker(app, body, poll_interval=60)
+
+
+def test_graceful_stop_releases_jobs_past_the_grace_period(app, dsn):
+    started = threading.Event()
+
+    @app.task(name="long")
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @app.task(name="short")
+    async def short() -> str:
+        await asyncio.sleep(0.3)
+        return "done"
+
+    long_id = long.enqueue()
+    short_ids = [short.enqueue() for _ in range(3)]
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(lambda: started.is_set() and len(worker.running_job_ids) == 4)
+
+    run_worker(app, body, shutdown_grace=1.0)
+    assert all(status_of(dsn, i) == "succeeded" for i in short_ids)
+    # Released, not failed: ready again at once, the attempt not counted.
+    assert job_row(dsn, long_id, "status, attempt, worker_id") == ("queued", 0, None)
+
+
+def test_middleware_and_hooks_see_every_job(app, dsn):
+    seen: list[tuple[str, int]] = []
+
+    @app.add_middleware
+    async def record(ctx: skiplock.JobContext, call_next: Any) -> Any:
+        seen.append(("before", ctx.id))
+        result = await call_next()
+        seen.append(("after", ctx.id))
+        return result
+
+    @app.on("succeeded")
+    def on_success(event: str, ctx: Any, info: Any) -> None:
+        seen.append((event, info["job_id"]))
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    job_id = noop.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(lambda: ("succeeded", job_id) in seen)
+
+    run_worker(app, body)
+    assert seen == [("before", job_id), ("after", job_id), ("succeeded", job_id)]
+
+
+def test_result_that_is_not_json_fails_the_attempt_cleanly(app, dsn):
+    @app.task(name="bad_result", max_attempts=1)
+    async def bad_result() -> Any:
+        return {"value": float("nan")}
+
+    @app.task(name="good")
+    async def good() -> int:
+        return 1
+
+    bad = bad_result.enqueue()
+    ok = good.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, bad, "failed"))
+        await async_wait_until(finished(dsn, ok))
+
+    run_worker(app, body)
+    (last_error,) = job_row(dsn, bad, "last_error")
+    assert "not valid JSON" in last_error["error"]
