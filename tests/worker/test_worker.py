@@ -11,9 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import async_wait_until
 
 import skiplock
+from conftest import async_wait_until
 from skiplock import RetryPolicy
 from skiplock.worker import Worker
 
@@ -85,6 +85,7 @@ def test_async_and_sync_handlers_store_results_and_progress(app, dsn):
     run_worker(app, body)
     assert job_row(dsn, a) == ("succeeded", 5, 1)
     status, result, _ = job_row(dsn, s)
+    assert status == "succeeded"
     assert result["text"] == "HI" and result["thread"].startswith("skiplock-job")
     (progress,) = job_row(dsn, s, "progress")
     assert progress["fraction"] == 0.5 and progress["message"] == "halfway"
