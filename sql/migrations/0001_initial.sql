@@ -322,12 +322,12 @@ $$;
 
 -- heartbeat_jobs: extend the leases of the listed running jobs of p_worker_id in one
 -- statement and record the worker as alive. A job is extended only while it is still
--- running under this worker (the fencing check); the worker treats every listed job
--- missing from the result as lost and stops its handler. cancel_requested tells the
+-- running under this token, (p_worker_id, p_attempts[i]); the worker treats every listed
+-- job missing from the result as lost and stops its handler. cancel_requested tells the
 -- worker to cancel that handler.
 CREATE FUNCTION skiplock.heartbeat_jobs(
-    p_worker_id uuid, p_ids bigint[], p_lease interval DEFAULT interval '30 seconds',
-    p_now timestamptz DEFAULT NULL
+    p_worker_id uuid, p_ids bigint[], p_attempts integer[],
+    p_lease interval DEFAULT interval '30 seconds', p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (id bigint, cancel_requested boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -337,7 +337,9 @@ BEGIN
     UPDATE skiplock.workers w SET last_heartbeat_at = v_now WHERE w.id = p_worker_id;
     RETURN QUERY
     UPDATE skiplock.jobs j SET lease_expires_at = v_now + p_lease
-    WHERE j.id = ANY (p_ids) AND j.worker_id = p_worker_id AND j.state = 'running'
+    FROM unnest(p_ids, p_attempts) AS u(id, attempt)
+    WHERE j.id = u.id AND j.attempt = u.attempt AND j.worker_id = p_worker_id
+      AND j.state = 'running'
     RETURNING j.id, j.cancel_requested_at IS NOT NULL;
 END
 $$;
@@ -420,7 +422,7 @@ BEGIN
                     ELSE 'retrying' END AS outcome,
                jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', v_now,
                                                     'worker_id', p_worker_id)
-                                 || (u.error - 'retry' - 'retry_in')) AS entry,
+                                 || (coalesce(u.error, '{}') - 'retry' - 'retry_in')) AS entry,
                v_now + CASE WHEN jsonb_typeof(u.error->'retry_in') = 'number'
                             THEN make_interval(secs => (u.error->>'retry_in')::float8)
                             ELSE skiplock.retry_delay(j.retry_policy, j.attempt) END AS retry_at
@@ -464,30 +466,45 @@ $$;
 
 -- release_jobs: hand running jobs back to the queue without counting the attempt (a
 -- worker shutting down gives back what it could not finish). Fenced like complete_jobs.
--- The released jobs are ready at once and workers are woken. Returns the released ids.
+-- A released job whose cancellation was requested ends cancelled instead. The released
+-- jobs are ready at once and workers are woken. Returns the ids released or cancelled.
 CREATE FUNCTION skiplock.release_jobs(
     p_worker_id uuid, p_ids bigint[], p_attempts integer[], p_now timestamptz DEFAULT NULL
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_now timestamptz := coalesce(p_now, now());
     v_ids bigint[];
+    v_cancelled bigint[];
     v_queues text;
 BEGIN
+    SELECT array_agg(j.id) FILTER (WHERE j.cancel_requested_at IS NOT NULL)
+    INTO v_cancelled
+    FROM (SELECT j.id, j.cancel_requested_at
+          FROM unnest(p_ids, p_attempts) AS u(id, attempt)
+          JOIN skiplock.jobs j ON j.id = u.id
+          WHERE j.attempt = u.attempt AND j.worker_id = p_worker_id AND j.state = 'running'
+          FOR UPDATE OF j) j;
+    IF v_cancelled IS NOT NULL THEN
+        PERFORM skiplock.archive_jobs(v_cancelled, 'cancelled', NULL, v_now);
+    END IF;
+
     WITH released AS (
         UPDATE skiplock.jobs j
-        SET state = 'queued', attempt = j.attempt - 1, run_at = coalesce(p_now, now()),
+        SET state = 'queued', attempt = j.attempt - 1, run_at = v_now,
             worker_id = NULL, lease_expires_at = NULL
         FROM unnest(p_ids, p_attempts) AS u(id, attempt)
         WHERE j.id = u.id AND j.attempt = u.attempt AND j.worker_id = p_worker_id
           AND j.state = 'running'
         RETURNING j.id, j.queue
     )
-    SELECT array_agg(r.id ORDER BY r.id), string_agg(DISTINCT r.queue, ',')
+    SELECT array_agg(r.id), string_agg(DISTINCT r.queue, ',')
     INTO v_ids, v_queues FROM released r;
     IF v_queues IS NOT NULL THEN
         PERFORM pg_notify('skiplock_jobs', v_queues);
     END IF;
-    RETURN QUERY SELECT unnest(v_ids);
+    RETURN QUERY SELECT x.id FROM unnest(coalesce(v_ids, '{}') || coalesce(v_cancelled, '{}')) AS x(id)
+                 ORDER BY x.id;
 END
 $$;
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -144,9 +144,14 @@ class App:
     def dsn(self, value: str) -> None:
         self._dsn = value
 
+    @overload
+    def task(self, fn: Handler, /) -> Task: ...
+
+    @overload
     def task(
         self,
-        fn: Handler | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -155,7 +160,21 @@ class App:
         retry: RetryPolicy | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] = (),
-    ) -> Any:
+    ) -> Callable[[Handler], Task]: ...
+
+    def task(
+        self,
+        fn: Handler | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+        tags: Sequence[str] = (),
+    ) -> Task | Callable[[Handler], Task]:
         """Register a handler: `@app.task` or `@app.task(queue="emails", timeout=30)`.
 
         The job's JSON args are passed as keyword arguments; a parameter named `ctx`

@@ -212,12 +212,14 @@ def claim_jobs(
 
 
 def heartbeat_jobs(
-    worker_id: uuid.UUID, job_ids: Sequence[int], lease: timedelta
+    worker_id: uuid.UUID, tokens: Sequence[tuple[int, int]], lease: timedelta
 ) -> Call[dict[int, bool]]:
-    """Extend leases; returns {job id still held: cancel requested?}."""
+    """Extend the leases of (job id, attempt) tokens; returns {job id still held: cancel
+    requested?}."""
     return Call(
-        "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s)",
-        (worker_id, list(job_ids), lease),
+        "SELECT id, cancel_requested"
+        " FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s::integer[], %s)",
+        (worker_id, [t[0] for t in tokens], [t[1] for t in tokens], lease),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 

@@ -256,7 +256,9 @@ def test_enqueue_many_one_bad_job_rejects_all(conn: psycopg.Connection) -> None:
 
 
 BAD_ENQUEUES = [
-    pytest.param("SELECT skiplock.enqueue('t', queue => 'no spaces')", "queue_name_valid", id="queue"),
+    pytest.param(
+        "SELECT skiplock.enqueue('t', queue => 'no spaces')", "queue_name_valid", id="queue"
+    ),
     pytest.param("SELECT skiplock.enqueue('t', queue => '')", "queue_name_valid", id="empty-queue"),
     pytest.param("SELECT skiplock.enqueue('bad task!')", "task_name_valid", id="task"),
     pytest.param("SELECT skiplock.enqueue('')", "task_name_valid", id="empty-task"),
@@ -293,7 +295,9 @@ BAD_ENQUEUES = [
         id="policy-base-string",
     ),
     pytest.param(
-        "SELECT skiplock.enqueue('t', retry_policy => '[]')", "retry_policy_valid", id="policy-array"
+        "SELECT skiplock.enqueue('t', retry_policy => '[]')",
+        "retry_policy_valid",
+        id="policy-array",
     ),
     pytest.param("SELECT skiplock.enqueue('t', priority => 101)", "priority_in_range", id="prio"),
     pytest.param("SELECT skiplock.enqueue('t', priority => -101)", "priority_in_range", id="prio-"),
@@ -526,12 +530,19 @@ def test_fencing_after_rescue(conn: psycopg.Connection) -> None:
             )
             is False
         )
-    assert conn.execute("SELECT * FROM skiplock.heartbeat_jobs(%s, %s)", (W1, [job_id])).fetchall() == []
+    assert (
+        conn.execute(
+            "SELECT * FROM skiplock.heartbeat_jobs(%s, %s, %s)", (W1, [job_id], [1])
+        ).fetchall()
+        == []
+    )
     after = conn.execute("SELECT * FROM skiplock.jobs WHERE id = %s", (job_id,)).fetchone()
     assert after == before
 
     # the current owner is unaffected
-    hb = conn.execute("SELECT * FROM skiplock.heartbeat_jobs(%s, %s)", (W2, [job_id])).fetchall()
+    hb = conn.execute(
+        "SELECT * FROM skiplock.heartbeat_jobs(%s, %s, %s)", (W2, [job_id], [2])
+    ).fetchall()
     assert hb == [(job_id, False)]
     assert complete(conn, W2, [(job_id, 2)], [{"by": "w2"}]) == [job_id]
     assert status(conn, job_id) == "succeeded"
@@ -560,8 +571,7 @@ def test_complete_batch_only_completes_owned_jobs(conn: psycopg.Connection) -> N
 
 def delays(conn: psycopg.Connection, policy: dict[str, Any], attempts: range) -> list[float]:
     rows = conn.execute(
-        "SELECT extract(epoch FROM skiplock.retry_delay(%s, a))::float8"
-        " FROM unnest(%s::int[]) a",
+        "SELECT extract(epoch FROM skiplock.retry_delay(%s, a))::float8 FROM unnest(%s::int[]) a",
         (Jsonb(policy), list(attempts)),
     )
     return [r[0] for r in rows]
@@ -702,9 +712,12 @@ def test_release_does_not_count_the_attempt(conn: psycopg.Connection, connect: C
     ).fetchone()
     assert row == ("queued", 0, None)
     # released twice: the token is gone
-    assert conn.execute(
-        "SELECT * FROM skiplock.release_jobs(%s, %s, %s)", (W1, [job_id], [1])
-    ).fetchall() == []
+    assert (
+        conn.execute(
+            "SELECT * FROM skiplock.release_jobs(%s, %s, %s)", (W1, [job_id], [1])
+        ).fetchall()
+        == []
+    )
     assert claim(conn, W2, queues=["emails"]) == [(job_id, token[0][1])]
 
 
@@ -733,7 +746,9 @@ def test_cancel_running_job(conn: psycopg.Connection, connect: Connect) -> None:
     assert one(
         conn, "SELECT cancel_requested_at IS NOT NULL FROM skiplock.jobs WHERE id = %s", (job_id,)
     )
-    hb = conn.execute("SELECT * FROM skiplock.heartbeat_jobs(%s, %s)", (W1, [job_id])).fetchall()
+    hb = conn.execute(
+        "SELECT * FROM skiplock.heartbeat_jobs(%s, %s, %s)", (W1, [job_id], [1])
+    ).fetchall()
     assert hb == [(job_id, True)]
     # the handler stops and reports the failure: the job ends cancelled, not retried
     assert fail(conn, W1, token, {"error": "cancelled", "type": "CancelledError"}) == [
@@ -857,9 +872,9 @@ def test_set_job_progress(conn: psycopg.Connection) -> None:
     assert progress["fraction"] == 0.25
     complete(conn, W1, [(job_id, attempt)])
     # progress is kept in the history
-    assert one(conn, "SELECT progress ->> 'message' FROM skiplock.all_jobs WHERE id = %s", (job_id,)) == (
-        "a quarter"
-    )
+    assert one(
+        conn, "SELECT progress ->> 'message' FROM skiplock.all_jobs WHERE id = %s", (job_id,)
+    ) == ("a quarter")
 
 
 def test_queue_stats_counts(conn: psycopg.Connection) -> None:
@@ -927,8 +942,8 @@ def test_worker_registry_and_stats(conn: psycopg.Connection) -> None:
 
     # a heartbeat keeps the worker alive; prune forgets the silent one
     conn.execute(
-        "SELECT * FROM skiplock.heartbeat_jobs(%s, %s, p_now => now() + interval '2 hours')",
-        (W1, ids),
+        "SELECT * FROM skiplock.heartbeat_jobs(%s, %s, %s, p_now => now() + interval '2 hours')",
+        (W1, ids, [1] * len(ids)),
     )
     pruned = one(conn, "SELECT skiplock.prune_workers(p_now => now() + interval '2 hours')")
     assert pruned == 1

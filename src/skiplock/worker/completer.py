@@ -50,9 +50,9 @@ class Completer:
         """True while the database is too slow to take outcomes; stop claiming then."""
         return len(self._pending) >= self.max_pending
 
-    def held_job_ids(self) -> list[int]:
-        """Jobs whose outcome is not written yet: their leases must still be renewed."""
-        return [o.job.id for o in self._writing] + [o.job.id for o in self._pending]
+    def held_tokens(self) -> list[tuple[int, int]]:
+        """(job id, attempt) of outcomes not written yet: their leases must still be renewed."""
+        return [(o.job.id, o.job.attempt) for o in (*self._writing, *self._pending)]
 
     async def flush(self) -> None:
         await self._idle.wait()

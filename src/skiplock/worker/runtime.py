@@ -310,7 +310,8 @@ class Worker:
             ctx.cancelled.set()
             outcome = self._stopped_outcome(running)
         finally:
-            self._running.pop(ctx.id, None)
+            if self._running.get(ctx.id) is running:
+                del self._running[ctx.id]
             self._slot_freed.set()
         if outcome is not None:
             assert self._completer is not None
@@ -432,15 +433,19 @@ class Worker:
         outcomes not yet written; stop handlers whose job is no longer ours or is cancelled."""
         assert self._completer is not None
         now = asyncio.get_running_loop().time()
-        renew = [i for i, r in self._running.items() if r.deadline is None or now < r.deadline]
+        renew = [
+            (r.job.id, r.job.attempt)
+            for r in self._running.values()
+            if r.deadline is None or now < r.deadline
+        ]
         held = await self._call(
             store.heartbeat_jobs(
                 self.id,
-                renew + self._completer.held_job_ids(),
+                renew + self._completer.held_tokens(),
                 timedelta(seconds=self.settings.lease),
             )
         )
-        for job_id in renew:
+        for job_id, _ in renew:
             if job_id not in held:
                 self._stop_job(job_id, "lost")
             elif held[job_id]:
