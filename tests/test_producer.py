@@ -157,3 +157,19 @@ def test_cancel_and_retry_through_the_app(app, conn):
     assert app.get_job(job_id).status == "queued"
     with pytest.raises(skiplock.JobNotFound):
         app.cancel_job(987654)
+
+
+def test_enqueued_hooks_see_every_job(app):
+    seen = []
+
+    @app.on("enqueued")
+    def record(event, ctx, info):
+        seen.append((event, info["task"], info["job_id"]))
+
+    one = app.enqueue("echo")
+    many = app.enqueue_many([{"task": "a"}, {"task": "b"}])
+    assert seen == [
+        ("enqueued", "echo", one),
+        ("enqueued", "a", many[0]),
+        ("enqueued", "b", many[1]),
+    ]

@@ -226,7 +226,19 @@ class App:
             except Exception:
                 log.exception("hook %s for %s failed", getattr(hook, "__name__", hook), event)
 
-    # ---- connections --------------------------------------------------------------------
+    def _enqueued(self, requests: Sequence[EnqueueRequest], ids: Sequence[int]) -> None:
+        """Run the `enqueued` hooks, which must be plain functions: they are called from
+        sync and async producers alike, after the insert (not after the caller's commit)."""
+        for hook in self.hooks["enqueued"]:
+            for request, job_id in zip(requests, ids, strict=True):
+                try:
+                    hook(
+                        "enqueued",
+                        None,
+                        {"job_id": job_id, "task": request.task, "queue": request.queue},
+                    )
+                except Exception:
+                    log.exception("hook %s for enqueued failed", getattr(hook, "__name__", hook))
 
     def _sync_pool(self) -> ConnectionPool:
         with self._pool_lock:
@@ -287,7 +299,10 @@ class App:
     ) -> int:
         """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults)."""
-        return self.run(store.enqueue(self._request(task, args, TaskOptions(**options))), conn)
+        request = self._request(task, args, TaskOptions(**options))
+        job_id: int = self.run(store.enqueue(request), conn)
+        self._enqueued([request], [job_id])
+        return job_id
 
     async def enqueue_async(
         self,
@@ -297,8 +312,9 @@ class App:
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> int:
-        call = store.enqueue(self._request(task, args, TaskOptions(**options)))
-        job_id: int = await self.arun(call, conn)
+        request = self._request(task, args, TaskOptions(**options))
+        job_id: int = await self.arun(store.enqueue(request), conn)
+        self._enqueued([request], [job_id])
         return job_id
 
     def _requests(self, jobs: Iterable[Mapping[str, Any]]) -> list[EnqueueRequest]:
@@ -316,13 +332,17 @@ class App:
         """Enqueue many jobs in one statement; each item is {"task", "args", **options}.
         Returns ids in input order; one bad job rejects them all."""
         requests = self._requests(jobs)
-        return self.run(store.enqueue_many(requests), conn) if requests else []
+        ids = self.run(store.enqueue_many(requests), conn) if requests else []
+        self._enqueued(requests, ids)
+        return ids
 
     async def enqueue_many_async(
         self, jobs: Iterable[Mapping[str, Any]], *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> list[int]:
         requests = self._requests(jobs)
-        return await self.arun(store.enqueue_many(requests), conn) if requests else []
+        ids = await self.arun(store.enqueue_many(requests), conn) if requests else []
+        self._enqueued(requests, ids)
+        return ids
 
     # ---- reading and admin -------------------------------------------------------------
 
