@@ -120,8 +120,10 @@ class App:
     (rolled back → no job); without it they use a small pool and commit at once.
     """
 
-    def __init__(self, dsn: str | None = None) -> None:
+    def __init__(self, dsn: str | None = None, *, pool_timeout: float = 30.0) -> None:
         self._dsn = dsn
+        # How long a producer call waits for a pooled connection before PoolTimeout.
+        self.pool_timeout = pool_timeout
         self.tasks: dict[str, Task] = {}
         self.middleware: list[Middleware] = []
         self.hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
@@ -244,17 +246,30 @@ class App:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ConnectionPool(
-                    self.dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+                    self.dsn,
+                    min_size=1,
+                    max_size=4,
+                    open=True,
+                    timeout=self.pool_timeout,
+                    kwargs={"autocommit": True},
                 )
             return self._pool
 
     async def _apool(self) -> AsyncConnectionPool:
         if self._async_pool is None:
             pool = AsyncConnectionPool(
-                self.dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+                self.dsn,
+                min_size=1,
+                max_size=4,
+                open=False,
+                timeout=self.pool_timeout,
+                kwargs={"autocommit": True},
             )
             await pool.open()
-            self._async_pool = pool
+            if self._async_pool is None:
+                self._async_pool = pool
+            else:  # another caller opened one while we awaited: keep theirs
+                await pool.close()
         return self._async_pool
 
     def run(self, call: Call[T], conn: psycopg.Connection[Any] | None = None) -> T:

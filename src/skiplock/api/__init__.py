@@ -1,0 +1,62 @@
+"""The HTTP API: a Starlette app whose every route is a call into one skiplock App.
+
+    uvicorn --factory myproject.api:make  # where make() returns create_app(App(...))
+
+No route sends SQL itself; errors are JSON of one shape (see problems.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from skiplock.api import jobs
+from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
+from skiplock.api.state import ApiState
+from skiplock.errors import ConfigError
+from skiplock.registry import App
+
+__all__ = ["create_app"]
+
+
+async def health(request: Request) -> Response:
+    """Liveness only: answers without touching the database."""
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(app: App, *, max_body_bytes: int = 1_048_576, db_timeout: float = 10.0) -> Starlette:
+    """The API for `app`: GET /health, POST /api/v1/jobs, GET /api/v1/jobs/{id}.
+
+    Request bodies over `max_body_bytes` get 413. A database call that takes longer than
+    `db_timeout` seconds (typically: waiting for a connection while PostgreSQL is away)
+    gets 503 with Retry-After. Shutting the server down closes the App's async pool.
+    """
+    if max_body_bytes < 1:
+        raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    if not db_timeout > 0:
+        raise ConfigError(f"db_timeout must be > 0 seconds, got {db_timeout}")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await app.aclose()
+
+    starlette = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"], name="health"),
+            Mount("/api/v1", routes=jobs.routes),
+        ],
+        middleware=[Middleware(InternalErrorMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    starlette.state.api = ApiState(app=app, max_body_bytes=max_body_bytes, db_timeout=db_timeout)
+    return starlette
