@@ -82,9 +82,13 @@ def main() -> None:
     def summary(rates: list[float]) -> dict[str, float]:
         return {"min": min(rates), "median": statistics.median(rates), "max": max(rates)}
 
-    report = {"jobs": opts.jobs, "rounds": opts.rounds, "concurrency": opts.concurrency,
-              "bulk_enqueue_jobs_per_s": summary(enqueue_rates),
-              "drain_jobs_per_s": summary(drain_rates)}
+    report = {
+        "jobs": opts.jobs,
+        "rounds": opts.rounds,
+        "concurrency": opts.concurrency,
+        "bulk_enqueue_jobs_per_s": summary(enqueue_rates),
+        "drain_jobs_per_s": summary(drain_rates),
+    }
     if opts.json:
         print(json.dumps(report, indent=2))
         return

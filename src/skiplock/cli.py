@@ -1,0 +1,608 @@
+"""The `skiplock` command: every admin action, each a call into the same App and store.
+
+Exit codes: 0 done, 1 refused (not found, bad input, no database, a job in the wrong
+state), 2 usage (click's own). A refusal is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+import psycopg
+
+from skiplock import __version__, store
+from skiplock.config import resolve_dsn
+from skiplock.errors import SkiplockError
+from skiplock.jobs import STATUSES, Job, JSONError
+from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from skiplock.migrate import check_schema, load_migrations, migrate
+from skiplock.registry import App
+from skiplock.worker.runtime import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    import uvicorn  # imported where used: it costs ~0.2 s at every start
+
+log = logging.getLogger("skiplock.cli")
+DEFAULTS = WorkerSettings()
+DEMO_APP = "skiplock.demo:app"
+NO_DSN = "no database: pass --dsn or set SKIPLOCK_DSN / DATABASE_URL"
+DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
+STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
+
+
+class CliError(click.ClickException):
+    """A refusal: printed as one `error: ...` line on stderr, exit code 1."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class SkiplockGroup(click.Group):
+    """Turns the errors a user can cause into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except psycopg.Error as exc:
+            raise CliError(_database_message(exc)) from None
+        except (SkiplockError, JSONError) as exc:
+            raise CliError(str(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _database_message(exc: psycopg.Error) -> str:
+    # No SQLSTATE: the client lost or never had a connection; 08/57P: the server says so.
+    # (Other OperationalErrors, e.g. 55000 from retry_job, are refusals with a message.)
+    if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
+        return f"cannot connect to the database: {_first_line(exc)}"
+    message = exc.diag.message_primary or _first_line(exc)
+    if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
+        return f"{message} (run `skiplock migrate`)"
+    return message
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The global options, handed to every command."""
+
+    dsn_flag: str | None
+    log_level: str
+
+    def dsn(self) -> str:
+        dsn = resolve_dsn(self.dsn_flag)
+        if not dsn:
+            raise CliError(NO_DSN)
+        return dsn
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@contextlib.contextmanager
+def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """One autocommit connection; with `check`, refuse a missing or unknown schema."""
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
+        raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
+    with conn:
+        if check:
+            check_schema(conn)
+        yield conn
+
+
+def require_schema(dsn: str) -> None:
+    """Refuse to start a long-running command on an unreachable or unmigrated database."""
+    with connect(dsn, check=True):
+        pass
+
+
+def load_app(spec: str) -> App:
+    """Import `module:attribute` (the current directory is importable) as an App."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CliError(f"cannot import app {spec!r}: expected module:attribute, e.g. myapp:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except Exception as exc:
+        raise CliError(f"cannot import app {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, App):
+        raise CliError(f"cannot import app {spec!r}: it is a {type(value).__name__}, not an App")
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(v) for v in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+# ---- the group ----------------------------------------------------------------------
+
+
+@click.group(cls=SkiplockGroup)
+@click.option(
+    "--dsn",
+    metavar="DSN",
+    help="PostgreSQL connection string (default: $SKIPLOCK_DSN, then $DATABASE_URL).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="skiplock")
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
+    """skiplock: background jobs on PostgreSQL alone."""
+    configure_logging(log_level, "text")
+    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level)
+
+
+@main.command("migrate")
+@pass_settings
+def migrate_command(settings: Settings) -> None:
+    """Apply pending schema migrations (safe to run again, and concurrently)."""
+    with connect(settings.dsn(), check=False) as conn:
+        applied = migrate(conn)
+    names = {m.version: m.name for m in load_migrations()}
+    for version in applied:
+        click.echo(f"applied {version:04d}_{names[version]}")
+    if not applied:
+        click.echo(f"schema is up to date (version {len(names)})")
+
+
+# ---- worker -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR", help="The App to run.")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    default=tuple(DEFAULTS.queues),
+    show_default=True,
+    help="A queue to work on; repeat for more.",
+)
+@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=DEFAULTS.poll_interval,
+    show_default=True,
+    help="Seconds between polls when no notification arrives.",
+)
+@click.option(
+    "--lease", type=float, default=DEFAULTS.lease, show_default=True, help="Lease in seconds."
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=DEFAULTS.shutdown_grace,
+    show_default=True,
+    help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
+)
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    poll_interval: float,
+    lease: float,
+    shutdown_grace: float,
+    log_format: str,
+) -> None:
+    """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
+    settings: Settings = ctx.obj
+    configure_logging(settings.log_level, log_format)
+    app = load_app(app_spec)
+    app.dsn = settings.dsn()
+    worker_settings = WorkerSettings(
+        queues=queues,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        lease=lease,
+        shutdown_grace=shutdown_grace,
+    )
+    worker_settings.validate()
+    require_schema(app.dsn)
+    asyncio.run(Worker(app, worker_settings).run(install_signal_handlers=True))
+    exit_if_threads_stuck()
+
+
+def exit_if_threads_stuck() -> None:
+    """Exit now if a job thread is still alive after the worker stopped.
+
+    A sync handler cannot be interrupted; one that ignores `ctx.cancelled` would keep
+    the interpreter waiting for its thread forever. Its job was already handed back
+    (or will be rescued), so exiting is safe.
+    """
+    deadline = time.monotonic() + STUCK_THREAD_WAIT
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if stuck:
+        log.warning("exiting with %d job thread(s) still running: %s", len(stuck), stuck)
+        atexit._run_exitfuncs()  # what a normal exit would run (log flush, dev server stop)
+        os._exit(0)
+
+
+# ---- producing ----------------------------------------------------------------------
+
+
+def parse_args(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"--args is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"--args must be a JSON object, got {type(value).__name__}: {text}")
+    return value
+
+
+@main.command()
+@click.argument("task")
+@click.option("--args", "args_text", default="{}", metavar="JSON", help="A JSON object.")
+@click.option("--queue", default=None, help="Default: the database's ('default').")
+@click.option("--priority", type=int, default=None, help="-100..100, higher runs first.")
+@click.option("--delay", type=float, default=None, metavar="SECONDS", help="Run this much later.")
+@click.option(
+    "--app", "app_spec", default=None, metavar="MODULE:ATTR", help="Apply its task defaults."
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ...}.')
+@pass_settings
+def enqueue(
+    settings: Settings,
+    task: str,
+    args_text: str,
+    queue: str | None,
+    priority: int | None,
+    delay: float | None,
+    app_spec: str | None,
+    as_json: bool,
+) -> None:
+    """Enqueue one job of TASK and print its id.
+
+    Unset options take TASK's defaults when --app registers it, else the database's.
+    """
+    args = parse_args(args_text)
+    app = load_app(app_spec) if app_spec else App()
+    app.dsn = settings.dsn()
+    with connect(app.dsn) as conn:
+        job_id = app.enqueue(task, args, conn=conn, queue=queue, priority=priority, delay=delay)
+    if as_json:
+        print_json({"id": job_id})
+    else:
+        click.echo(job_id)
+
+
+# ---- jobs ---------------------------------------------------------------------------
+
+
+@main.group()
+def jobs() -> None:
+    """List, show, cancel and retry jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--queue", default=None)
+@click.option("--task", default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def list_jobs(
+    settings: Settings,
+    status: str | None,
+    queue: str | None,
+    task: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Newest jobs first."""
+    with connect(settings.dsn()) as conn:
+        found = store.list_jobs(status=status, queue=queue, task=task, limit=limit).run(conn)
+    if as_json:
+        print_json([job.to_json() for job in found])
+    elif not found:
+        click.echo("no jobs")
+    else:
+        click.echo(table(JOB_HEADERS, [job_row(job) for job in found]))
+
+
+JOB_HEADERS = ("ID", "TASK", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "FINISHED")
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.task,
+        job.queue,
+        job.status,
+        f"{job.attempt}/{job.max_attempts}",
+        when(job.created_at),
+        when(job.finished_at),
+    )
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def show_job(settings: Settings, job_id: int, as_json: bool) -> None:
+    """Every field of one job, and its last error."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        job = app.get_job(job_id, conn=conn)
+    if as_json:
+        print_json(job.to_json())
+    else:
+        click.echo(describe_job(job))
+
+
+def describe_job(job: Job) -> str:
+    fields = job.to_json()
+    errors = fields.pop("errors")
+    fields.pop("last_error")
+    fields["attempt"] = f"{job.attempt}/{fields.pop('max_attempts')}"
+    lines = [f"{name + ':':<21}{_field_text(value)}" for name, value in fields.items()]
+    lines.append(f"{'errors:':<21}{len(errors)}")
+    if job.last_error:
+        error = job.last_error
+        lines.append(f"last error (attempt {error.get('attempt', '?')}): {error.get('error')}")
+        lines.extend("  " + line for line in str(error.get("traceback", "")).splitlines())
+    return "\n".join(lines)
+
+
+def _field_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@pass_settings
+def cancel_job(settings: Settings, job_id: int) -> None:
+    """Cancel a job; a running one is asked to stop."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        status = app.cancel_job(job_id, conn=conn)
+    if status == "running":
+        click.echo(f"job {job_id} is running: cancellation requested")
+    elif status == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        raise CliError(f"job {job_id} already {status}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@pass_settings
+def retry_job(settings: Settings, job_id: int) -> None:
+    """Run a failed or finished job again, or a waiting one now."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        status = app.retry_job(job_id, conn=conn)
+    click.echo(f"job {job_id} {status}")
+
+
+# ---- queues -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def queues(settings: Settings, as_json: bool) -> None:
+    """Job counts per queue and status (finished ones: totals since install)."""
+    with connect(settings.dsn()) as conn:
+        stats = store.queue_stats().run(conn)
+    if as_json:
+        print_json(stats)
+    elif not stats:
+        click.echo("no queues")
+    else:
+        headers = [name.upper() for name in store.QUEUE_STAT_COLUMNS]
+        rows = [[_stat_text(s[k]) for k in store.QUEUE_STAT_COLUMNS] for s in stats]
+        click.echo(table(headers, rows))
+
+
+def _stat_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+# ---- serving ------------------------------------------------------------------------
+
+
+def api_factory() -> Callable[[App], Any]:
+    try:
+        from skiplock.api import create_app  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise CliError(f"the HTTP API is not available: {exc}") from None
+    factory: Callable[[App], Any] = create_app
+    return factory
+
+
+@main.command()
+@click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR", help="For task defaults.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@pass_settings
+def serve(settings: Settings, app_spec: str | None, host: str, port: int) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    app = load_app(app_spec) if app_spec else App()
+    app.dsn = settings.dsn()
+    require_schema(app.dsn)
+    uvicorn.run(api_factory()(app), host=host, port=port, log_config=None)
+
+
+@main.command()
+@click.option("--app", "app_spec", default=DEMO_APP, show_default=True, metavar="MODULE:ATTR")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".skiplock"),
+    show_default=True,
+    help="Where the private PostgreSQL keeps its data (when no DSN is given).",
+)
+@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@pass_settings
+def dev(
+    settings: Settings, app_spec: str, host: str, port: int, data_dir: Path, concurrency: int
+) -> None:
+    """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
+    from skiplock.dev import start_embedded
+
+    app = load_app(app_spec)
+    worker_settings = WorkerSettings(
+        queues=app_queues(app), concurrency=concurrency, shutdown_grace=DEV_SHUTDOWN_GRACE
+    )
+    worker_settings.validate()
+    create_app = api_factory()
+    dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
+    with connect(dsn, check=False) as conn:
+        migrate(conn)
+    app.dsn = dsn
+    click.echo(banner(dsn, host, port, app_spec, worker_settings.queues))
+    asyncio.run(serve_and_work(app, create_app(app), host, port, worker_settings))
+    exit_if_threads_stuck()
+
+
+def app_queues(app: App) -> list[str]:
+    """ "default" and every queue the app's tasks name: in dev, every task should run."""
+    named = {task.defaults.queue for task in app.tasks.values() if task.defaults.queue}
+    return sorted({"default", *named})
+
+
+def banner(dsn: str, host: str, port: int, app_spec: str, queues: Sequence[str]) -> str:
+    url = f"http://{host}:{port}"
+    sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
+    body = '{"task": "echo", "args": {"message": "hi"}}'
+    return "\n".join(
+        [
+            f"skiplock dev: worker running {app_spec} on queues {', '.join(queues)}, API at {url}",
+            f"database: {dsn}",
+            "",
+            "enqueue a job:",
+            f'  psql "{dsn}" -c "{sql}"',
+            f"  curl -X POST {url}/api/v1/jobs -H 'Content-Type: application/json' -d '{body}'",
+            "watch it:",
+            f'  psql "{dsn}" -c "SELECT id, task, status, result FROM skiplock.all_jobs"',
+            f"  curl {url}/api/v1/jobs/1",
+            "",
+            "Ctrl-C to stop.",
+        ]
+    )
+
+
+async def serve_and_work(
+    app: App, asgi: Any, host: str, port: int, worker_settings: WorkerSettings
+) -> None:
+    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one ends."""
+    import uvicorn
+
+    worker = Worker(app, worker_settings)
+    server = quiet_server(uvicorn.Config(asgi, host=host, port=port, log_config=None))
+    stops = 0
+
+    def stop() -> None:
+        nonlocal stops
+        stops += 1
+        if stops == 1:
+            log.info(
+                "stopping: running jobs get %.0f s to finish; press Ctrl-C again to stop now",
+                worker_settings.shutdown_grace,
+            )
+        server.should_exit = True
+        server.force_exit = stops > 1
+        worker.stop()  # a second call drops the grace period
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [
+        asyncio.create_task(_serve_api(server, host, port), name="api"),
+        asyncio.create_task(worker.run(), name="worker"),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if stops == 0:
+            stop()
+        # let the other one finish its shutdown before reporting a failure
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def quiet_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that leaves signals alone: it would install its own SIGINT and
+    SIGTERM handlers (and re-raise the signal once shut down), where `dev` wants one
+    handler that stops API and worker together."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer(config)
+
+
+async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; the worker must stop first
+        raise CliError(f"the API could not start on {host}:{port} (see the log above)") from None

