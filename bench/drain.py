@@ -46,7 +46,8 @@ async def drain(app: skiplock.App, jobs: int, concurrency: int) -> float:
     worker = Worker(app, concurrency=concurrency, poll_interval=0.05)
     started = time.perf_counter()
     runner = asyncio.create_task(worker.run())
-    while worker.processed < jobs:
+    # Polls an in-memory counter: cheaper than signalling an event for every job.
+    while worker.processed < jobs:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - started
     worker.stop()

@@ -370,3 +370,22 @@ def test_result_that_is_not_json_fails_the_attempt_cleanly(app, dsn):
     run_worker(app, body)
     (last_error,) = job_row(dsn, bad, "last_error")
     assert "not valid JSON" in last_error["error"]
+
+
+def test_a_completer_falling_behind_pauses_claims_but_never_stalls_them(app, dsn):
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    ids = app.enqueue_many([{"task": "noop"}] * 300)
+
+    async def body(worker: Worker) -> None:
+        # Saturate at a single unwritten outcome: the fetch loop must wait for the
+        # completer to drain and then claim again, even with no job running.
+        assert worker._completer is not None
+        worker._completer.max_pending = 1
+        await async_wait_until(lambda: worker.processed >= len(ids), timeout=60)
+
+    run_worker(app, body, concurrency=20)
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM skiplock.job_history").fetchone()[0] == 300

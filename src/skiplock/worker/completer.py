@@ -22,23 +22,36 @@ Written = Callable[[Outcome, str], Awaitable[None]]
 
 
 class Completer:
+    """Buffers outcomes and writes them in batches of at most `max_batch`.
+
+    `lock` is shared with the heartbeat: both lock the same running rows, and taking them
+    one statement at a time rules out a deadlock between the two. `on_drained` is called
+    after every write, so a fetch loop held back by `saturated` can claim again.
+    """
+
     def __init__(
         self,
         pool: AsyncConnectionPool,
         worker_id: uuid.UUID,
         on_written: Written,
         *,
+        lock: asyncio.Lock,
+        on_drained: Callable[[], None],
         max_pending: int = 10_000,
+        max_batch: int = 1_000,
     ) -> None:
         self._pool = pool
         self._worker_id = worker_id
         self._on_written = on_written
+        self._lock = lock
+        self._on_drained = on_drained
         self._pending: list[Outcome] = []
         self._writing: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.max_pending = max_pending
+        self.max_batch = max_batch
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -63,9 +76,11 @@ class Completer:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                self._writing, self._pending = self._pending, []
+                self._writing = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
                 try:
-                    await self._write(self._writing)
+                    async with self._lock:
+                        await self._write(self._writing)
                     backoff.reset()
                 except psycopg.OperationalError as exc:
                     delay = backoff.next()
@@ -76,10 +91,14 @@ class Completer:
                         delay,
                     )
                     self._pending[:0] = self._writing
-                    self._writing = []
                     await asyncio.sleep(delay)
-                    continue
-                self._writing = []
+                except psycopg.Error:
+                    # Not a connection problem: retrying the same batch would fail again.
+                    # Its leases lapse and the rescue retries those jobs (at-least-once).
+                    log.exception("dropping %d outcomes the database refused", len(self._writing))
+                finally:
+                    self._writing = []
+                    self._on_drained()
             self._idle.set()
 
     async def _write(self, batch: list[Outcome]) -> None:

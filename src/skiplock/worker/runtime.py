@@ -94,6 +94,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        # Completer and heartbeat lock the same running rows: one statement at a time.
+        self._row_lock = asyncio.Lock()
         self._grace: float = self.settings.shutdown_grace
         self._threads = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="skiplock-job"
@@ -179,7 +181,14 @@ class Worker:
             self.app.dsn, min_size=2, max_size=4, open=False, kwargs={"autocommit": True}
         )
         await self._pool.open(wait=True, timeout=30)
-        self._completer = Completer(self._pool, self.id, self._written)
+        self._completer = Completer(
+            self._pool,
+            self.id,
+            self._written,
+            lock=self._row_lock,
+            on_drained=self._slot_freed.set,
+            max_pending=max(1_000, 4 * s.concurrency),
+        )
         if s.listen:
             self.listener = Listener(
                 self.app.dsn,
@@ -232,7 +241,9 @@ class Worker:
             free = s.concurrency - len(self._running)
             if (free < min_claim and self._running) or free <= 0 or self._completer.saturated:
                 self._slot_freed.clear()
-                await self._slot_freed.wait()
+                # Bounded: a missed signal costs one poll interval, never a stuck worker.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), s.poll_interval)
                 continue
             want = min(free, batch)
             self._wake.clear()
@@ -438,13 +449,14 @@ class Worker:
             for r in self._running.values()
             if r.deadline is None or now < r.deadline
         ]
-        held = await self._call(
-            store.heartbeat_jobs(
-                self.id,
-                renew + self._completer.held_tokens(),
-                timedelta(seconds=self.settings.lease),
+        async with self._row_lock:
+            held = await self._call(
+                store.heartbeat_jobs(
+                    self.id,
+                    renew + self._completer.held_tokens(),
+                    timedelta(seconds=self.settings.lease),
+                )
             )
-        )
         for job_id, _ in renew:
             if job_id not in held:
                 self._stop_job(job_id, "lost")
