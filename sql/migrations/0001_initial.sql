@@ -345,8 +345,8 @@ BEGIN
     RETURN QUERY
     UPDATE skiplock.jobs j SET lease_expires_at = v_now + p_lease
     FROM unnest(p_ids, p_attempts) AS u(id, attempt)
-    WHERE j.id = u.id AND j.attempt = u.attempt AND j.worker_id = p_worker_id
-      AND j.state = 'running'
+    WHERE j.id = ANY (p_ids) AND j.id = u.id AND j.attempt = u.attempt
+      AND j.worker_id = p_worker_id AND j.state = 'running'
     RETURNING j.id, j.cancel_requested_at IS NOT NULL;
 END
 $$;
@@ -360,19 +360,17 @@ CREATE FUNCTION skiplock.archive_jobs(
 ) RETURNS SETOF bigint
 LANGUAGE sql AS $$
     WITH moved AS (
-        DELETE FROM skiplock.jobs j
-        USING unnest(p_ids, coalesce(p_results, array_fill(NULL::jsonb, ARRAY[cardinality(p_ids)])))
-              AS u(id, result)
-        WHERE j.id = u.id
-        RETURNING j.*, u.result
+        DELETE FROM skiplock.jobs j WHERE j.id = ANY (p_ids)
+        RETURNING j.*
     )
     INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
         max_attempts, retry_policy, timeout, tags, meta, errors, progress, result,
         created_at, started_at, finished_at, worker_id)
-    SELECT id, task, args, queue, priority, p_status, attempt, max_attempts, retry_policy,
-           timeout, tags, meta, errors, progress, result, created_at, started_at, p_now,
-           worker_id
-    FROM moved
+    SELECT m.id, m.task, m.args, m.queue, m.priority, p_status, m.attempt, m.max_attempts,
+           m.retry_policy, m.timeout, m.tags, m.meta, m.errors, m.progress, r.result,
+           m.created_at, m.started_at, p_now, m.worker_id
+    FROM moved m
+    LEFT JOIN unnest(p_ids, p_results) AS r(id, result) ON r.id = m.id
     RETURNING id
 $$;
 
@@ -393,7 +391,8 @@ BEGIN
     FROM (SELECT j.id, u.result
           FROM unnest(p_ids, p_attempts, p_results) AS u(id, attempt, result)
           JOIN skiplock.jobs j ON j.id = u.id
-          WHERE j.attempt = u.attempt AND j.worker_id = p_worker_id AND j.state = 'running'
+          WHERE j.id = ANY (p_ids) AND j.attempt = u.attempt AND j.worker_id = p_worker_id
+            AND j.state = 'running'
           FOR UPDATE OF j) owned;
     IF v_ids IS NOT NULL THEN
         RETURN QUERY SELECT skiplock.archive_jobs(v_ids, 'succeeded', v_results,
@@ -435,7 +434,8 @@ BEGIN
                             ELSE skiplock.retry_delay(j.retry_policy, j.attempt) END AS retry_at
         FROM unnest(p_ids, p_attempts, p_errors) AS u(id, attempt, error)
         JOIN skiplock.jobs j ON j.id = u.id
-        WHERE j.attempt = u.attempt AND j.worker_id = p_worker_id AND j.state = 'running'
+        WHERE j.id = ANY (p_ids) AND j.attempt = u.attempt AND j.worker_id = p_worker_id
+            AND j.state = 'running'
         FOR UPDATE OF j
     ), retried AS (
         UPDATE skiplock.jobs j
@@ -490,7 +490,8 @@ BEGIN
     FROM (SELECT j.id, j.cancel_requested_at
           FROM unnest(p_ids, p_attempts) AS u(id, attempt)
           JOIN skiplock.jobs j ON j.id = u.id
-          WHERE j.attempt = u.attempt AND j.worker_id = p_worker_id AND j.state = 'running'
+          WHERE j.id = ANY (p_ids) AND j.attempt = u.attempt AND j.worker_id = p_worker_id
+            AND j.state = 'running'
           FOR UPDATE OF j) j;
     IF v_cancelled IS NOT NULL THEN
         PERFORM skiplock.archive_jobs(v_cancelled, 'cancelled', NULL, v_now);
@@ -501,8 +502,8 @@ BEGIN
         SET state = 'queued', attempt = j.attempt - 1, run_at = v_now,
             worker_id = NULL, lease_expires_at = NULL
         FROM unnest(p_ids, p_attempts) AS u(id, attempt)
-        WHERE j.id = u.id AND j.attempt = u.attempt AND j.worker_id = p_worker_id
-          AND j.state = 'running'
+        WHERE j.id = ANY (p_ids) AND j.id = u.id AND j.attempt = u.attempt
+          AND j.worker_id = p_worker_id AND j.state = 'running'
         RETURNING j.id, j.queue
     )
     SELECT array_agg(r.id), string_agg(DISTINCT r.queue, ',')
@@ -680,6 +681,22 @@ BEGIN
     RETURN FOUND;
 END
 $$;
+
+
+-- Functions that take id arrays are planned per call. After five calls PostgreSQL may
+-- switch a function's statements to a generic plan, which cannot see the array sizes
+-- and joins a 500-id unnest in a nested loop: complete_jobs went from 10 ms to 90 ms
+-- per 500 jobs. Planning each call costs a fraction of a millisecond.
+ALTER FUNCTION skiplock.heartbeat_jobs(uuid, bigint[], integer[], interval, timestamptz)
+    SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION skiplock.complete_jobs(uuid, bigint[], integer[], jsonb[], timestamptz)
+    SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION skiplock.fail_jobs(uuid, bigint[], integer[], jsonb[], timestamptz)
+    SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION skiplock.release_jobs(uuid, bigint[], integer[], timestamptz)
+    SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION skiplock.archive_jobs(bigint[], skiplock.finished_status, jsonb[], timestamptz)
+    SET plan_cache_mode = force_custom_plan;
 
 
 -- Every job, wherever it lives, with its status in the words users see.
