@@ -1021,3 +1021,15 @@ def test_claim_function_plan_uses_claim_index(conn: psycopg.Connection) -> None:
     assert inner, plans
     assert "jobs_claim_idx" in inner[0], inner[0]
     assert "Seq Scan on jobs" not in inner[0], inner[0]
+
+
+def test_batch_functions_are_planned_per_call(conn: psycopg.Connection) -> None:
+    # A generic plan cannot see array sizes; it joined 500 ids in a nested loop (9x slower).
+    rows = conn.execute(
+        "SELECT proname, proconfig FROM pg_proc"
+        " WHERE pronamespace = 'skiplock'::regnamespace AND proname = ANY(%s)",
+        (["heartbeat_jobs", "complete_jobs", "fail_jobs", "release_jobs", "archive_jobs"],),
+    ).fetchall()
+    assert len(rows) == 5
+    for name, config in rows:
+        assert config == ["plan_cache_mode=force_custom_plan"], name
