@@ -173,3 +173,12 @@ def test_enqueued_hooks_see_every_job(app):
         ("enqueued", "a", many[0]),
         ("enqueued", "b", many[1]),
     ]
+
+
+def test_unique_key_returns_the_holder_and_bulk_refuses_it(app, conn):
+    first = app.enqueue("echo", {"n": 1}, unique_key="report-2026-11")
+    assert app.enqueue("echo", {"n": 2}, unique_key="report-2026-11") == first
+    assert app.enqueue("echo", unique_key="other", unique_for=3600) != first
+    with pytest.raises(skiplock.ConfigError, match="unique_key"):
+        app.enqueue_many([{"task": "echo", "unique_key": "x"}])
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 2

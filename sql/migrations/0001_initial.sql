@@ -11,6 +11,9 @@
 
 CREATE TYPE skiplock.job_state AS ENUM ('waiting', 'queued', 'running');
 CREATE TYPE skiplock.finished_status AS ENUM ('succeeded', 'cancelled', 'expired');
+-- How long a unique key keeps out other jobs with the same key: until the job starts
+-- (queued), until it finishes (active), or until a period after it finishes (period).
+CREATE TYPE skiplock.unique_scope AS ENUM ('queued', 'active', 'period');
 
 -- A retry policy is a small JSON object so that SQL callers can write one inline:
 --   {"kind": "exponential" | "linear" | "fixed",   default exponential
@@ -84,6 +87,8 @@ CREATE TABLE skiplock.jobs (
     timeout             interval,
     tags                text[] NOT NULL DEFAULT '{}',
     meta                skiplock.job_meta NOT NULL DEFAULT '{}',
+    -- set by enqueue(unique_key => …); the key itself is held in skiplock.unique_keys
+    unique_key          text,
     -- one entry per failed attempt: {"attempt", "at", "worker_id", "error", "traceback"}
     errors              jsonb NOT NULL DEFAULT '[]',
     progress            jsonb,
@@ -122,6 +127,7 @@ CREATE TABLE skiplock.job_history (
     timeout      interval,
     tags         text[] NOT NULL,
     meta         jsonb NOT NULL,
+    unique_key   text,
     errors       jsonb NOT NULL,
     progress     jsonb,
     result       jsonb,
@@ -144,6 +150,7 @@ CREATE TABLE skiplock.dead_jobs (
     timeout      interval,
     tags         text[] NOT NULL,
     meta         jsonb NOT NULL,
+    unique_key   text,
     errors       jsonb NOT NULL,
     progress     jsonb,
     created_at   timestamptz NOT NULL,
@@ -161,6 +168,22 @@ CREATE TABLE skiplock.queue_totals (
     total  bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, status)
 );
+
+-- Unique keys held by jobs. The primary key is the whole enforcement: enqueue inserts
+-- the key with ON CONFLICT, so concurrent enqueues of one key wait for each other and
+-- exactly one job is created; a rolled-back holder leaves no row behind. A key is
+-- released when its job starts (queued), finishes (active), or at holds_until (period).
+CREATE TABLE skiplock.unique_keys (
+    key         text PRIMARY KEY,
+    job_id      bigint NOT NULL,
+    scope       skiplock.unique_scope NOT NULL,
+    period      interval,
+    holds_until timestamptz,
+    CONSTRAINT unique_key_length CHECK (octet_length(key) BETWEEN 1 AND 512),
+    CONSTRAINT unique_period_matches_scope
+        CHECK ((scope = 'period') = (period IS NOT NULL AND period > interval '0'))
+);
+CREATE INDEX unique_keys_job_idx ON skiplock.unique_keys (job_id);
 
 CREATE TABLE skiplock.workers (
     id                uuid PRIMARY KEY,
@@ -236,6 +259,10 @@ CREATE TRIGGER dead_jobs_inserted AFTER INSERT ON skiplock.dead_jobs
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
 -- job. Parameters are named for use as `queue => 'emails'`. run_at and delay add up
 -- (run_at defaults to now()). Bad input raises (check constraints name the rule).
+-- With unique_key, the job is created only if no other job holds the key; otherwise
+-- the holder's id is returned and nothing is written. unique_scope says how long the key
+-- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
+-- or unique_for => interval (until that long after it finishes).
 CREATE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -247,15 +274,47 @@ CREATE FUNCTION skiplock.enqueue(
     retry_policy jsonb DEFAULT NULL,
     timeout      interval DEFAULT NULL,
     tags         text[] DEFAULT '{}',
-    meta         jsonb DEFAULT '{}'
+    meta         jsonb DEFAULT '{}',
+    unique_key   text DEFAULT NULL,
+    unique_scope text DEFAULT NULL,
+    unique_for   interval DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE sql AS $$
-    INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
-                               retry_policy, timeout, tags, meta)
-    VALUES ($1, coalesce($2, '{}'), coalesce($3, 'default'), coalesce($4, 0),
-            coalesce($5, now()) + coalesce($6, interval '0'), coalesce($7, 20), $8, $9,
-            coalesce($10, '{}'), coalesce($11, '{}'))
-    RETURNING id
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_scope skiplock.unique_scope;
+BEGIN
+    IF unique_key IS NOT NULL THEN
+        v_scope := CASE WHEN unique_for IS NOT NULL THEN 'period'
+                        ELSE coalesce(unique_scope, 'active') END;
+        IF unique_scope IS NOT NULL AND unique_for IS NOT NULL AND unique_scope <> 'period' THEN
+            RAISE EXCEPTION 'unique_for goes with unique_scope ''period'', got %', unique_scope
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_id := nextval(pg_get_serial_sequence('skiplock.jobs', 'id'));
+        INSERT INTO skiplock.unique_keys AS k (key, job_id, scope, period)
+        VALUES (unique_key, v_id, v_scope, unique_for)
+        ON CONFLICT (key) DO UPDATE
+            SET job_id = excluded.job_id, scope = excluded.scope, period = excluded.period,
+                holds_until = NULL
+            WHERE k.holds_until IS NOT NULL AND k.holds_until <= now()
+        RETURNING k.job_id INTO v_id;
+        IF v_id IS NULL THEN
+            RETURN (SELECT k.job_id FROM skiplock.unique_keys k WHERE k.key = enqueue.unique_key);
+        END IF;
+    END IF;
+
+    INSERT INTO skiplock.jobs (id, task, args, queue, priority, run_at, max_attempts,
+                               retry_policy, timeout, tags, meta, unique_key)
+    VALUES (coalesce(v_id, nextval(pg_get_serial_sequence('skiplock.jobs', 'id'))),
+            enqueue.task, coalesce(enqueue.args, '{}'), coalesce(enqueue.queue, 'default'),
+            coalesce(enqueue.priority, 0),
+            coalesce(enqueue.run_at, now()) + coalesce(enqueue.delay, interval '0'),
+            coalesce(enqueue.max_attempts, 20), enqueue.retry_policy, enqueue.timeout,
+            coalesce(enqueue.tags, '{}'), coalesce(enqueue.meta, '{}'), enqueue.unique_key)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
 $$;
 
 -- enqueue_many: add many jobs in one statement; returns their ids in input order.
@@ -264,7 +323,13 @@ $$;
 -- "max_attempts": …, "retry_policy": {…}, "timeout": seconds, "tags": […], "meta": {…}}).
 -- One bad job rejects the whole call.
 CREATE FUNCTION skiplock.enqueue_many(p_jobs jsonb) RETURNS SETOF bigint
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_path_exists(p_jobs, '$[*].unique_key') THEN
+        RAISE EXCEPTION 'enqueue_many does not take unique_key; enqueue unique jobs one by one'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN QUERY
     WITH inserted AS (
         INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
                                    retry_policy, timeout, tags, meta)
@@ -281,7 +346,8 @@ LANGUAGE sql AS $$
         RETURNING id
     )
     -- ids come from one sequence in row order, so sorting them gives input order
-    SELECT id FROM inserted ORDER BY id
+    SELECT i.id FROM inserted i ORDER BY i.id;
+END
 $$;
 
 -- claim_jobs: take up to p_limit ready jobs from p_queues for worker p_worker_id, highest
@@ -305,6 +371,7 @@ BEGIN
     -- primary key for exactly the picked ids (= ANY(ARRAY(...)) keeps the planner from
     -- turning the pick into a semi-join over the whole table).
     RETURN QUERY
+    WITH claimed AS (
     UPDATE skiplock.jobs j
     SET state = 'running', attempt = j.attempt + 1, worker_id = p_worker_id,
         started_at = v_now, lease_expires_at = v_now + p_lease, progress = NULL
@@ -322,8 +389,16 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM skiplock.queues pq WHERE pq.name = q.name AND pq.paused)
         ORDER BY picked.priority DESC, picked.run_at, picked.id
         LIMIT p_limit))
-    RETURNING j.id, j.task::text, j.args::jsonb, j.queue::text, j.priority, j.attempt,
-              j.max_attempts, j.timeout, j.created_at, j.tags, j.meta::jsonb;
+    RETURNING j.*
+    ), started AS (
+        -- keys held "while queued" are free once the job starts
+        DELETE FROM skiplock.unique_keys k
+        WHERE k.job_id = ANY (ARRAY(SELECT c.id FROM claimed c WHERE c.unique_key IS NOT NULL))
+          AND k.scope = 'queued'
+    )
+    SELECT c.id, c.task::text, c.args::jsonb, c.queue::text, c.priority, c.attempt,
+           c.max_attempts, c.timeout, c.created_at, c.tags, c.meta::jsonb
+    FROM claimed c;
 END
 $$;
 
@@ -351,6 +426,17 @@ BEGIN
 END
 $$;
 
+-- release_unique_keys (internal): the jobs p_ids have finished: free the unique keys they
+-- hold until they finish, and start the hold period of the others. Only keys still
+-- held by these very jobs are touched.
+CREATE FUNCTION skiplock.release_unique_keys(p_ids bigint[], p_now timestamptz)
+RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM skiplock.unique_keys k WHERE k.job_id = ANY (p_ids) AND k.scope <> 'period';
+    UPDATE skiplock.unique_keys k SET holds_until = p_now + k.period
+    WHERE k.job_id = ANY (p_ids) AND k.scope = 'period' AND k.holds_until IS NULL;
+$$;
+
 -- archive_jobs (internal): move rows out of the hot table into job_history with
 -- p_status. The caller has already locked the rows and checked their fencing token.
 -- p_results lines up with p_ids (NULL: no results). Returns the moved ids.
@@ -358,20 +444,32 @@ CREATE FUNCTION skiplock.archive_jobs(
     p_ids bigint[], p_status skiplock.finished_status, p_results jsonb[],
     p_now timestamptz
 ) RETURNS SETOF bigint
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+    v_keyed bigint[];
+BEGIN
     WITH moved AS (
         DELETE FROM skiplock.jobs j WHERE j.id = ANY (p_ids)
         RETURNING j.*
+    ), archived AS (
+        INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, errors, progress,
+            result, created_at, started_at, finished_at, worker_id)
+        SELECT m.id, m.task, m.args, m.queue, m.priority, p_status, m.attempt,
+               m.max_attempts, m.retry_policy, m.timeout, m.tags, m.meta, m.unique_key,
+               m.errors, m.progress, r.result, m.created_at, m.started_at, p_now, m.worker_id
+        FROM moved m
+        LEFT JOIN unnest(p_ids, p_results) AS r(id, result) ON r.id = m.id
+        RETURNING job_history.id, job_history.unique_key
     )
-    INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
-        max_attempts, retry_policy, timeout, tags, meta, errors, progress, result,
-        created_at, started_at, finished_at, worker_id)
-    SELECT m.id, m.task, m.args, m.queue, m.priority, p_status, m.attempt, m.max_attempts,
-           m.retry_policy, m.timeout, m.tags, m.meta, m.errors, m.progress, r.result,
-           m.created_at, m.started_at, p_now, m.worker_id
-    FROM moved m
-    LEFT JOIN unnest(p_ids, p_results) AS r(id, result) ON r.id = m.id
-    RETURNING id
+    SELECT array_agg(a.id), array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL)
+    INTO v_ids, v_keyed FROM archived a;
+    IF v_keyed IS NOT NULL THEN
+        PERFORM skiplock.release_unique_keys(v_keyed, p_now);
+    END IF;
+    RETURN QUERY SELECT unnest(v_ids);
+END
 $$;
 
 -- complete_jobs: record success for a batch of p_worker_id's jobs, p_results[i] being
@@ -419,10 +517,11 @@ DECLARE
     v_now timestamptz := coalesce(p_now, now());
     v_ids bigint[];
     v_outcomes text[];
+    v_keyed bigint[];
 BEGIN
     -- One statement: the CTEs touch disjoint rows (one outcome per job).
     WITH failed AS MATERIALIZED (
-        SELECT j.id,
+        SELECT j.id, j.unique_key,
                CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                     WHEN j.attempt >= j.max_attempts OR u.error->'retry' = 'false' THEN 'failed'
                     ELSE 'retrying' END AS outcome,
@@ -451,15 +550,20 @@ BEGIN
         RETURNING j.*, f.entry
     ), dead AS (
         INSERT INTO skiplock.dead_jobs (id, task, args, queue, priority, attempt,
-            max_attempts, retry_policy, timeout, tags, meta, errors, progress, created_at,
-            started_at, failed_at, worker_id)
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, errors, progress,
+            created_at, started_at, failed_at, worker_id)
         SELECT b.id, b.task, b.args, b.queue, b.priority, b.attempt, b.max_attempts,
-               b.retry_policy, b.timeout, b.tags, b.meta, b.errors || b.entry, b.progress,
-               b.created_at, b.started_at, v_now, b.worker_id
+               b.retry_policy, b.timeout, b.tags, b.meta, b.unique_key, b.errors || b.entry,
+               b.progress, b.created_at, b.started_at, v_now, b.worker_id
         FROM buried b
     )
-    SELECT array_agg(f.id ORDER BY f.id), array_agg(f.outcome ORDER BY f.id)
-    INTO v_ids, v_outcomes FROM failed f;
+    SELECT array_agg(f.id ORDER BY f.id), array_agg(f.outcome ORDER BY f.id),
+           array_agg(f.id) FILTER (WHERE f.outcome = 'failed' AND f.unique_key IS NOT NULL)
+    INTO v_ids, v_outcomes, v_keyed FROM failed f;
+
+    IF v_keyed IS NOT NULL THEN
+        PERFORM skiplock.release_unique_keys(v_keyed, v_now);
+    END IF;
 
     IF 'cancelled' = ANY (v_outcomes) THEN
         PERFORM skiplock.archive_jobs(
@@ -574,6 +678,7 @@ END
 $$;
 
 -- retry_job: run a job again. A failed (dead) or finished job goes back to the hot table
+-- (without its unique key: a retry is an explicit request to run it again)
 -- with the same id, attempts reset and its error history kept; a job that is waiting to
 -- run (scheduled, retrying, queued) is made ready now. Raises for a running job.
 -- Returns the job's status after the call, or NULL when no job has this id.
@@ -710,17 +815,17 @@ SELECT id, task, args, queue, priority,
        attempt, max_attempts, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, progress, NULL::jsonb AS result,
        errors -> -1 AS last_error, errors, tags, meta, retry_policy, timeout, worker_id,
-       lease_expires_at, cancel_requested_at
+       lease_expires_at, cancel_requested_at, unique_key
 FROM skiplock.jobs
 UNION ALL
 SELECT id, task, args, queue, priority, status::text, attempt, max_attempts, NULL,
        created_at, started_at, finished_at, progress, result, errors -> -1, errors, tags,
-       meta, retry_policy, timeout, worker_id, NULL, NULL
+       meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key
 FROM skiplock.job_history
 UNION ALL
 SELECT id, task, args, queue, priority, 'failed', attempt, max_attempts, NULL, created_at,
        started_at, failed_at, progress, NULL, errors -> -1, errors, tags, meta,
-       retry_policy, timeout, worker_id, NULL, NULL
+       retry_policy, timeout, worker_id, NULL, NULL, unique_key
 FROM skiplock.dead_jobs;
 
 -- The dead letters with their last error.

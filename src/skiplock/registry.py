@@ -50,6 +50,11 @@ class TaskOptions:
     timeout: timedelta | float | None = None
     tags: Sequence[str] = ()
     meta: Mapping[str, Any] | None = None
+    # At most one job with this key at a time; scope "queued", "active" (default) or,
+    # with unique_for, that long after the job finishes. See skiplock.enqueue.
+    unique_key: str | None = None
+    unique_scope: str | None = None
+    unique_for: timedelta | float | None = None
 
     def merged(self, override: TaskOptions) -> TaskOptions:
         changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
@@ -68,6 +73,9 @@ class TaskOptions:
             timeout=_seconds(self.timeout, "timeout"),
             tags=tuple(self.tags),
             meta=self.meta,
+            unique_key=self.unique_key,
+            unique_scope=self.unique_scope,
+            unique_for=_seconds(self.unique_for, "unique_for"),
         )
 
 
@@ -313,7 +321,9 @@ class App:
         **options: Any,
     ) -> int:
         """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
-        max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults)."""
+        max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
+        and unique_key / unique_scope / unique_for: when another job holds the key, no job
+        is created and the holder's id is returned."""
         request = self._request(task, args, TaskOptions(**options))
         job_id: int = self.run(store.enqueue(request), conn)
         self._enqueued([request], [job_id])
@@ -336,6 +346,8 @@ class App:
         requests = []
         for spec in jobs:
             spec = dict(spec)
+            if spec.get("unique_key") is not None:
+                raise ConfigError("enqueue_many does not take unique_key; use enqueue")
             task = spec.pop("task")
             args = spec.pop("args", None)
             requests.append(self._request(task, args, TaskOptions(**spec)))

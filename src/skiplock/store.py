@@ -64,6 +64,9 @@ class EnqueueRequest:
     timeout: timedelta | None = None
     tags: Sequence[str] = ()
     meta: Mapping[str, Any] | None = None
+    unique_key: str | None = None
+    unique_scope: str | None = None
+    unique_for: timedelta | None = None
 
     def as_json_object(self) -> str:
         """This job as one element of enqueue_many's JSON array."""
@@ -88,7 +91,8 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
     return Call(
         "SELECT skiplock.enqueue(%s, %s::jsonb, queue => %s, priority => %s, run_at => %s,"
         " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
-        " tags => %s::text[], meta => %s::jsonb)",
+        " tags => %s::text[], meta => %s::jsonb, unique_key => %s, unique_scope => %s,"
+        " unique_for => %s)",
         (
             job.task,
             job.args_json,
@@ -101,6 +105,9 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
             job.timeout,
             list(job.tags),
             json.dumps(job.meta) if job.meta is not None else None,
+            job.unique_key,
+            job.unique_scope,
+            job.unique_for,
         ),
         _scalar,
     )

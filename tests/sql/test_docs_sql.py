@@ -76,6 +76,7 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         4: "retrying",  # fail_jobs with retry_in
         5: "queued",  # dead-lettered with retry: false, then retry_job
         6: "queued",  # release_jobs
+        7: "queued",  # unique_key: the second enqueue returned 7 again
     }
     last_errors = dict(
         conn.execute("SELECT id, last_error ->> 'type' FROM skiplock.all_jobs").fetchall()
