@@ -768,6 +768,37 @@ LANGUAGE sql AS $$
     SELECT count(*)::integer FROM gone
 $$;
 
+-- prune_job_history: retention. Delete up to p_limit finished jobs (succeeded, cancelled,
+-- expired) that finished more than p_older_than ago, oldest first. Rows are taken with
+-- SKIP LOCKED, so every worker may prune at once without a leader and without blocking
+-- each other; call again while it returns p_limit. Dead letters are kept until purged.
+-- Returns how many were deleted.
+CREATE FUNCTION skiplock.prune_job_history(
+    p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
+) RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM skiplock.job_history h
+        WHERE h.id = ANY (ARRAY(
+            SELECT o.id FROM skiplock.job_history o
+            WHERE o.finished_at < coalesce(p_now, now()) - p_older_than
+            ORDER BY o.finished_at
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED))
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- prune_unique_keys: forget unique keys whose hold period is over (enqueue would
+-- overwrite them anyway; this keeps the table from growing). Returns how many.
+CREATE FUNCTION skiplock.prune_unique_keys(p_now timestamptz DEFAULT NULL) RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM skiplock.unique_keys k WHERE k.holds_until < coalesce(p_now, now())
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
 -- pause_queue / resume_queue: a paused queue keeps its jobs but claim_jobs skips it;
 -- running jobs finish. Returns false for a queue that has never been seen.
 CREATE FUNCTION skiplock.pause_queue(p_queue text) RETURNS boolean

@@ -310,5 +310,13 @@ def prune_workers(older_than: timedelta) -> Call[int]:
     return Call("SELECT skiplock.prune_workers(%s)", (older_than,), _scalar)
 
 
+def prune_job_history(older_than: timedelta, limit: int) -> Call[int]:
+    return Call("SELECT skiplock.prune_job_history(%s, %s)", (older_than, limit), _scalar)
+
+
+def prune_unique_keys() -> Call[int]:
+    return Call("SELECT skiplock.prune_unique_keys()", (), _scalar)
+
+
 def notify(channel: str, payload: str) -> Call[None]:
     return Call("SELECT pg_notify(%s, %s)", (channel, payload), lambda rows: None)

@@ -27,6 +27,8 @@ DOCUMENTED = [
     "register_worker(",
     "unregister_worker(",
     "prune_workers(",
+    "prune_job_history(",
+    "prune_unique_keys(",
     "pause_queue(",
     "resume_queue(",
     "retry_delay(",

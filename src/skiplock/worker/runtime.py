@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -56,8 +56,10 @@ class WorkerSettings:
     rescue_interval: float = 5.0
     shutdown_grace: float = 30.0
     probe_interval: float = 30.0
+    # Finished jobs (succeeded, cancelled, expired) are deleted this long after they
+    # finish; None keeps them. Dead letters are kept until purged.
+    history_retention: timedelta | None = timedelta(days=7)
     listen: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.queues:
@@ -463,6 +465,23 @@ class Worker:
             elif held[job_id]:
                 self._stop_job(job_id, "cancel")
 
+    async def prune_once(self) -> int:
+        """Retention: forget silent workers, spent unique keys and finished jobs older than
+        `history_retention`, in batches (SKIP LOCKED: every worker may do it at once).
+        Returns how many finished jobs were deleted."""
+        await self._call(store.prune_workers(timedelta(hours=1)))
+        await self._call(store.prune_unique_keys())
+        retention = self.settings.history_retention
+        deleted = 0
+        if retention is None:
+            return deleted
+        for _ in range(100):  # at most 100 batches per round; the next round goes on
+            batch: int = await self._call(store.prune_job_history(retention, 1000))
+            deleted += batch
+            if batch < 1000:
+                break
+        return deleted
+
     async def _maintain_forever(self) -> None:
         s = self.settings
         rounds = 0
@@ -474,6 +493,6 @@ class Worker:
                     log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
                 rounds += 1
                 if rounds % 60 == 0:
-                    await self._call(store.prune_workers(timedelta(hours=1)))
+                    await self.prune_once()
             except psycopg.OperationalError as exc:
                 log.warning("maintenance failed: %s", exc)
