@@ -89,6 +89,8 @@ CREATE TABLE skiplock.jobs (
     meta                skiplock.job_meta NOT NULL DEFAULT '{}',
     -- set by enqueue(unique_key => …); the key itself is held in skiplock.unique_keys
     unique_key          text,
+    -- the job is not started after this; expire_jobs ends it `expired`
+    expires_at          timestamptz,
     -- one entry per failed attempt: {"attempt", "at", "worker_id", "error", "traceback"}
     errors              jsonb NOT NULL DEFAULT '[]',
     progress            jsonb,
@@ -113,6 +115,8 @@ CREATE INDEX jobs_claim_idx ON skiplock.jobs (queue, priority DESC, run_at, id)
 -- Running rows by owner: heartbeats and rescue read the (small) running set. The lease
 -- expiry is deliberately not indexed so that a heartbeat can be a HOT update.
 CREATE INDEX jobs_running_idx ON skiplock.jobs (worker_id) WHERE state = 'running';
+-- Jobs with a deadline, for expire_jobs.
+CREATE INDEX jobs_expires_idx ON skiplock.jobs (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE skiplock.job_history (
     id           bigint PRIMARY KEY,
@@ -128,6 +132,7 @@ CREATE TABLE skiplock.job_history (
     tags         text[] NOT NULL,
     meta         jsonb NOT NULL,
     unique_key   text,
+    expires_at   timestamptz,
     errors       jsonb NOT NULL,
     progress     jsonb,
     result       jsonb,
@@ -151,6 +156,7 @@ CREATE TABLE skiplock.dead_jobs (
     tags         text[] NOT NULL,
     meta         jsonb NOT NULL,
     unique_key   text,
+    expires_at   timestamptz,
     errors       jsonb NOT NULL,
     progress     jsonb,
     created_at   timestamptz NOT NULL,
@@ -263,6 +269,8 @@ CREATE TRIGGER dead_jobs_inserted AFTER INSERT ON skiplock.dead_jobs
 -- the holder's id is returned and nothing is written. unique_scope says how long the key
 -- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
 -- or unique_for => interval (until that long after it finishes).
+-- expires_at (or expires_in, from now) is a deadline: a job not started by then is not
+-- started at all and ends `expired`.
 CREATE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -277,7 +285,9 @@ CREATE FUNCTION skiplock.enqueue(
     meta         jsonb DEFAULT '{}',
     unique_key   text DEFAULT NULL,
     unique_scope text DEFAULT NULL,
-    unique_for   interval DEFAULT NULL
+    unique_for   interval DEFAULT NULL,
+    expires_at   timestamptz DEFAULT NULL,
+    expires_in   interval DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -305,13 +315,14 @@ BEGIN
     END IF;
 
     INSERT INTO skiplock.jobs (id, task, args, queue, priority, run_at, max_attempts,
-                               retry_policy, timeout, tags, meta, unique_key)
+                               retry_policy, timeout, tags, meta, unique_key, expires_at)
     VALUES (coalesce(v_id, nextval(pg_get_serial_sequence('skiplock.jobs', 'id'))),
             enqueue.task, coalesce(enqueue.args, '{}'), coalesce(enqueue.queue, 'default'),
             coalesce(enqueue.priority, 0),
             coalesce(enqueue.run_at, now()) + coalesce(enqueue.delay, interval '0'),
             coalesce(enqueue.max_attempts, 20), enqueue.retry_policy, enqueue.timeout,
-            coalesce(enqueue.tags, '{}'), coalesce(enqueue.meta, '{}'), enqueue.unique_key)
+            coalesce(enqueue.tags, '{}'), coalesce(enqueue.meta, '{}'), enqueue.unique_key,
+            coalesce(enqueue.expires_at, now() + enqueue.expires_in))
     RETURNING id INTO v_id;
     RETURN v_id;
 END
@@ -320,7 +331,8 @@ $$;
 -- enqueue_many: add many jobs in one statement; returns their ids in input order.
 -- p_jobs is a JSON array of objects with enqueue's parameter names as keys
 -- ({"task": "a", "args": {…}, "queue": …, "priority": …, "run_at": …, "delay": seconds,
--- "max_attempts": …, "retry_policy": {…}, "timeout": seconds, "tags": […], "meta": {…}}).
+-- "max_attempts": …, "retry_policy": {…}, "timeout": seconds, "tags": […], "meta": {…},
+-- "expires_at": …, "expires_in": seconds}).
 -- One bad job rejects the whole call.
 CREATE FUNCTION skiplock.enqueue_many(p_jobs jsonb) RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
@@ -332,17 +344,18 @@ BEGIN
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
-                                   retry_policy, timeout, tags, meta)
+                                   retry_policy, timeout, tags, meta, expires_at)
         SELECT j.task, coalesce(j.args, '{}'), coalesce(j.queue, 'default'),
                coalesce(j.priority, 0),
                coalesce(j.run_at, now()) + make_interval(secs => coalesce(j.delay, 0)),
                coalesce(j.max_attempts, 20), j.retry_policy,
                make_interval(secs => j.timeout), coalesce(j.tags, '{}'),
-               coalesce(j.meta, '{}')
+               coalesce(j.meta, '{}'),
+               coalesce(j.expires_at, now() + make_interval(secs => j.expires_in))
         FROM jsonb_to_recordset(p_jobs) AS j(
                  task text, args jsonb, queue text, priority integer, run_at timestamptz,
                  delay float8, max_attempts integer, retry_policy jsonb, timeout float8,
-                 tags text[], meta jsonb)
+                 tags text[], meta jsonb, expires_at timestamptz, expires_in float8)
         RETURNING id
     )
     -- ids come from one sequence in row order, so sorting them gives input order
@@ -382,6 +395,7 @@ BEGIN
             SELECT c.id, c.priority, c.run_at
             FROM skiplock.jobs c
             WHERE c.queue = q.name AND c.state = 'queued' AND c.run_at <= v_now
+              AND (c.expires_at IS NULL OR c.expires_at > v_now)
             ORDER BY c.priority DESC, c.run_at, c.id
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED
@@ -454,11 +468,12 @@ BEGIN
         RETURNING j.*
     ), archived AS (
         INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
-            max_attempts, retry_policy, timeout, tags, meta, unique_key, errors, progress,
-            result, created_at, started_at, finished_at, worker_id)
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at, errors,
+            progress, result, created_at, started_at, finished_at, worker_id)
         SELECT m.id, m.task, m.args, m.queue, m.priority, p_status, m.attempt,
                m.max_attempts, m.retry_policy, m.timeout, m.tags, m.meta, m.unique_key,
-               m.errors, m.progress, r.result, m.created_at, m.started_at, p_now, m.worker_id
+               m.expires_at, m.errors, m.progress, r.result, m.created_at, m.started_at,
+               p_now, m.worker_id
         FROM moved m
         LEFT JOIN unnest(p_ids, p_results) AS r(id, result) ON r.id = m.id
         RETURNING job_history.id, job_history.unique_key
@@ -550,11 +565,11 @@ BEGIN
         RETURNING j.*, f.entry
     ), dead AS (
         INSERT INTO skiplock.dead_jobs (id, task, args, queue, priority, attempt,
-            max_attempts, retry_policy, timeout, tags, meta, unique_key, errors, progress,
-            created_at, started_at, failed_at, worker_id)
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at, errors,
+            progress, created_at, started_at, failed_at, worker_id)
         SELECT b.id, b.task, b.args, b.queue, b.priority, b.attempt, b.max_attempts,
-               b.retry_policy, b.timeout, b.tags, b.meta, b.unique_key, b.errors || b.entry,
-               b.progress, b.created_at, b.started_at, v_now, b.worker_id
+               b.retry_policy, b.timeout, b.tags, b.meta, b.unique_key, b.expires_at,
+               b.errors || b.entry, b.progress, b.created_at, b.started_at, v_now, b.worker_id
         FROM buried b
     )
     SELECT array_agg(f.id ORDER BY f.id), array_agg(f.outcome ORDER BY f.id),
@@ -768,6 +783,21 @@ LANGUAGE sql AS $$
     SELECT count(*)::integer FROM gone
 $$;
 
+-- expire_jobs: end, as `expired`, up to p_limit jobs waiting to start (queued, scheduled,
+-- retrying, waiting) whose deadline (expires_at) has passed; claim_jobs already skips
+-- them. Running jobs are left alone. Rows are taken with SKIP LOCKED: safe from every
+-- worker at once. Returns the expired ids.
+CREATE FUNCTION skiplock.expire_jobs(p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE sql AS $$
+    SELECT skiplock.archive_jobs(ARRAY(
+        SELECT j.id FROM skiplock.jobs j
+        WHERE j.expires_at <= coalesce(p_now, now()) AND j.state <> 'running'
+        ORDER BY j.expires_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED), 'expired', NULL, coalesce(p_now, now()))
+$$;
+
 -- prune_job_history: retention. Delete up to p_limit finished jobs (succeeded, cancelled,
 -- expired) that finished more than p_older_than ago, oldest first. Rows are taken with
 -- SKIP LOCKED, so every worker may prune at once without a leader and without blocking
@@ -846,17 +876,17 @@ SELECT id, task, args, queue, priority,
        attempt, max_attempts, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, progress, NULL::jsonb AS result,
        errors -> -1 AS last_error, errors, tags, meta, retry_policy, timeout, worker_id,
-       lease_expires_at, cancel_requested_at, unique_key
+       lease_expires_at, cancel_requested_at, unique_key, expires_at
 FROM skiplock.jobs
 UNION ALL
 SELECT id, task, args, queue, priority, status::text, attempt, max_attempts, NULL,
        created_at, started_at, finished_at, progress, result, errors -> -1, errors, tags,
-       meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key
+       meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at
 FROM skiplock.job_history
 UNION ALL
 SELECT id, task, args, queue, priority, 'failed', attempt, max_attempts, NULL, created_at,
        started_at, failed_at, progress, NULL, errors -> -1, errors, tags, meta,
-       retry_policy, timeout, worker_id, NULL, NULL, unique_key
+       retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at
 FROM skiplock.dead_jobs;
 
 -- The dead letters with their last error.

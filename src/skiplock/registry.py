@@ -55,6 +55,9 @@ class TaskOptions:
     unique_key: str | None = None
     unique_scope: str | None = None
     unique_for: timedelta | float | None = None
+    # A deadline: not started by then, the job ends `expired` instead.
+    expires_at: datetime | None = None
+    expires_in: timedelta | float | None = None
 
     def merged(self, override: TaskOptions) -> TaskOptions:
         changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
@@ -76,6 +79,8 @@ class TaskOptions:
             unique_key=self.unique_key,
             unique_scope=self.unique_scope,
             unique_for=_seconds(self.unique_for, "unique_for"),
+            expires_at=self.expires_at,
+            expires_in=_seconds(self.expires_in, "expires_in"),
         )
 
 
@@ -322,8 +327,9 @@ class App:
     ) -> int:
         """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
-        and unique_key / unique_scope / unique_for: when another job holds the key, no job
-        is created and the holder's id is returned."""
+        unique_key / unique_scope / unique_for (when another job holds the key, no job
+        is created and the holder's id is returned), and expires_at / expires_in (a
+        deadline: a job not started by then ends `expired`)."""
         request = self._request(task, args, TaskOptions(**options))
         job_id: int = self.run(store.enqueue(request), conn)
         self._enqueued([request], [job_id])

@@ -67,6 +67,8 @@ class EnqueueRequest:
     unique_key: str | None = None
     unique_scope: str | None = None
     unique_for: timedelta | None = None
+    expires_at: datetime | None = None
+    expires_in: timedelta | None = None
 
     def as_json_object(self) -> str:
         """This job as one element of enqueue_many's JSON array."""
@@ -81,6 +83,8 @@ class EnqueueRequest:
             ("run_at", self.run_at.isoformat() if self.run_at else None),
             ("delay", self.delay.total_seconds() if self.delay else None),
             ("timeout", self.timeout.total_seconds() if self.timeout else None),
+            ("expires_at", self.expires_at.isoformat() if self.expires_at else None),
+            ("expires_in", self.expires_in.total_seconds() if self.expires_in else None),
         ):
             if value is not None:
                 parts.append(f'"{key}":{json.dumps(value)}')
@@ -92,7 +96,7 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
         "SELECT skiplock.enqueue(%s, %s::jsonb, queue => %s, priority => %s, run_at => %s,"
         " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
         " tags => %s::text[], meta => %s::jsonb, unique_key => %s, unique_scope => %s,"
-        " unique_for => %s)",
+        " unique_for => %s, expires_at => %s, expires_in => %s)",
         (
             job.task,
             job.args_json,
@@ -108,6 +112,8 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
             job.unique_key,
             job.unique_scope,
             job.unique_for,
+            job.expires_at,
+            job.expires_in,
         ),
         _scalar,
     )
@@ -308,6 +314,10 @@ def unregister_worker(worker_id: uuid.UUID) -> Call[None]:
 
 def prune_workers(older_than: timedelta) -> Call[int]:
     return Call("SELECT skiplock.prune_workers(%s)", (older_than,), _scalar)
+
+
+def expire_jobs(limit: int = 1000) -> Call[list[int]]:
+    return Call("SELECT skiplock.expire_jobs(%s)", (limit,), _column)
 
 
 def prune_job_history(older_than: timedelta, limit: int) -> Call[int]:

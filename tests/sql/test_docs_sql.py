@@ -27,6 +27,7 @@ DOCUMENTED = [
     "register_worker(",
     "unregister_worker(",
     "prune_workers(",
+    "expire_jobs(",
     "prune_job_history(",
     "prune_unique_keys(",
     "pause_queue(",

@@ -491,6 +491,9 @@ class Worker:
                 rescued = await self._call(store.rescue_expired_jobs())
                 if rescued:
                     log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
+                expired = await self._call(store.expire_jobs())
+                if expired:
+                    log.info("expired %d jobs past their deadline: %s", len(expired), expired)
                 rounds += 1
                 if rounds % 60 == 0:
                     await self.prune_once()
