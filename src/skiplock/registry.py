@@ -24,6 +24,8 @@ from skiplock.context import JobContext
 from skiplock.errors import ConfigError, JobCancelled, JobFailed, JobNotFound
 from skiplock.jobs import Job, encode_json
 from skiplock.retry import RetryPolicy
+from skiplock.schedules import ScheduleSpec
+from skiplock.schedules import validate as validate_schedule
 from skiplock.store import Call, EnqueueRequest
 
 log = logging.getLogger("skiplock")
@@ -140,6 +142,7 @@ class App:
         self.tasks: dict[str, Task] = {}
         self.middleware: list[Middleware] = []
         self.hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
+        self.schedules: dict[str, ScheduleSpec] = {}
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
         self._pool_lock = threading.Lock()
@@ -214,6 +217,42 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+    ) -> Callable[[Task | Handler], Task]:
+        """Run a task on a cron schedule: put `@app.periodic("0 3 * * *")` above
+        `@app.task(...)` (a plain function is registered as a task with defaults).
+
+        Workers write the schedule to the database when they start (replacing one of the
+        same name), and any worker may fire it; each fire time is enqueued once.
+        """
+        validate_schedule(cron, timezone)
+        args_json = encode_json(dict(args or {}), what="args")
+
+        def register(target: Task | Handler) -> Task:
+            task = target if isinstance(target, Task) else self.task(target)
+            schedule_name = name or task.name
+            if schedule_name in self.schedules:
+                raise ConfigError(f"schedule {schedule_name!r} is already declared")
+            self.schedules[schedule_name] = ScheduleSpec(
+                name=schedule_name,
+                cron=cron,
+                task=task.name,
+                args_json=args_json,
+                queue=task.defaults.queue or "default",
+                priority=task.defaults.priority or 0,
+                timezone=timezone,
+                max_attempts=task.defaults.max_attempts or 20,
+            )
+            return task
+
+        return register
 
     def add_middleware(self, middleware: Middleware) -> Middleware:
         """Wrap every job execution: `async def mw(ctx, call_next): ... await call_next()`."""

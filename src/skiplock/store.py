@@ -320,6 +320,85 @@ def expire_jobs(limit: int = 1000) -> Call[list[int]]:
     return Call("SELECT skiplock.expire_jobs(%s)", (limit,), _column)
 
 
+# ---- schedules ------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = (
+    "name",
+    "cron",
+    "timezone",
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "max_attempts",
+    "enabled",
+    "next_run_at",
+    "last_run_at",
+    "last_job_id",
+    "last_error",
+)
+
+
+def create_schedule(
+    name: str,
+    *,
+    cron: str,
+    task: str,
+    args_json: str,
+    queue: str,
+    priority: int,
+    timezone: str,
+    max_attempts: int,
+    enabled: bool = True,
+    replace: bool = False,
+) -> Call[None]:
+    return Call(
+        "SELECT skiplock.create_schedule(%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)",
+        (name, cron, task, args_json, queue, priority, timezone, max_attempts, enabled, replace),
+        lambda rows: None,
+    )
+
+
+def list_schedules(name: str | None = None) -> Call[list[dict[str, Any]]]:
+    return Call(
+        f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM skiplock.schedules"
+        " WHERE %(name)s::text IS NULL OR name = %(name)s ORDER BY name",
+        {"name": name},
+        lambda rows: [dict(zip(SCHEDULE_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def set_schedule_enabled(name: str, enabled: bool) -> Call[bool]:
+    function = "enable_schedule" if enabled else "disable_schedule"
+    return Call(f"SELECT skiplock.{function}(%s)", (name,), lambda rows: bool(_scalar(rows)))
+
+
+def delete_schedule(name: str) -> Call[bool]:
+    return Call("SELECT skiplock.delete_schedule(%s)", (name,), lambda rows: bool(_scalar(rows)))
+
+
+def lock_due_schedules(limit: int) -> Call[list[Row]]:
+    return Call(
+        "SELECT name, cron, timezone, next_run_at, db_now FROM skiplock.lock_due_schedules(%s)",
+        (limit,),
+        list,
+    )
+
+
+def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime) -> Call[int]:
+    return Call("SELECT skiplock.fire_schedule(%s, %s, %s)", (name, fire_at, next_run_at), _scalar)
+
+
+def set_schedule_next_run(
+    name: str, next_run_at: datetime | None, error: str | None = None
+) -> Call[bool]:
+    return Call(
+        "SELECT skiplock.set_schedule_next_run(%s, %s, %s)",
+        (name, next_run_at, error),
+        lambda rows: bool(_scalar(rows)),
+    )
+
+
 def prune_job_history(older_than: timedelta, limit: int) -> Call[int]:
     return Call("SELECT skiplock.prune_job_history(%s, %s)", (older_than, limit), _scalar)
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from skiplock import __version__, store
+from skiplock import __version__, schedules, store
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
@@ -59,6 +59,8 @@ class WorkerSettings:
     # Finished jobs (succeeded, cancelled, expired) are deleted this long after they
     # finish; None keeps them. Dead letters are kept until purged.
     history_retention: timedelta | None = timedelta(days=7)
+    # How often this worker looks for due schedules (0 turns its scheduler off).
+    schedule_interval: float = 1.0
     listen: bool = True
 
     def validate(self) -> None:
@@ -139,6 +141,8 @@ class Worker:
             asyncio.create_task(self._heartbeat_forever(), name="heartbeat"),
             asyncio.create_task(self._maintain_forever(), name="maintenance"),
         ]
+        if s.schedule_interval > 0:
+            background.append(asyncio.create_task(self._schedule_forever(), name="scheduler"))
         if self.listener is not None:
             background += [
                 asyncio.create_task(self.listener.run(), name="listener"),
@@ -481,6 +485,22 @@ class Worker:
             if batch < 1000:
                 break
         return deleted
+
+    async def _schedule_forever(self) -> None:
+        for spec in self.app.schedules.values():
+            await self._call(schedules.create_call(spec))
+        while True:
+            try:
+                await self.schedule_once()
+            except psycopg.OperationalError as exc:
+                log.warning("scheduler failed: %s", exc)
+            await asyncio.sleep(self.settings.schedule_interval)
+
+    async def schedule_once(self) -> list[int]:
+        """One scheduler pass (see skiplock.schedules.tick); returns the enqueued ids."""
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            return await schedules.tick(conn)
 
     async def _maintain_forever(self) -> None:
         s = self.settings
