@@ -115,12 +115,17 @@ def migrate(conn: psycopg.Connection) -> list[int]:
 
 def check_schema(conn: psycopg.Connection) -> int:
     """Raise SchemaError unless the schema is the one this code knows; return its version."""
-    known = load_migrations()
     try:
         with conn.transaction():
             applied = _applied(conn)
     except psycopg.errors.UndefinedTable:
         raise SchemaError("skiplock schema not found; run `skiplock migrate`") from None
+    return verify_applied(applied)
+
+
+def verify_applied(applied: dict[int, str]) -> int:
+    """check_schema's rules for {version: checksum} read by any means (sync or async)."""
+    known = load_migrations()
     _check_known(applied, known)
     if len(applied) < len(known):
         raise SchemaError(

@@ -307,7 +307,8 @@ class App:
                 )
             return self._pool
 
-    async def _apool(self) -> AsyncConnectionPool:
+    async def async_pool(self) -> AsyncConnectionPool:
+        """The app's async connection pool (autocommit), opened on first use."""
         if self._async_pool is None:
             pool = AsyncConnectionPool(
                 self.dsn,
@@ -334,7 +335,7 @@ class App:
     async def arun(self, call: Call[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
         if conn is not None:
             return await call.arun(conn)
-        async with (await self._apool()).connection() as pooled:
+        async with (await self.async_pool()).connection() as pooled:
             return await call.arun(pooled)
 
     def close(self) -> None:

@@ -409,3 +409,249 @@ def prune_unique_keys() -> Call[int]:
 
 def notify(channel: str, payload: str) -> Call[None]:
     return Call("SELECT pg_notify(%s, %s)", (channel, payload), lambda rows: None)
+
+
+# ---- admin (0002_admin.sql) -------------------------------------------------------------
+# The statements behind the REST API's admin routes. Sort keys and filters are
+# allow-listed here: the API passes names, never SQL.
+
+# Sort field → the key expression it orders by. finished_at is NULL for a job that has
+# not finished; ordering by coalesce(…, 'infinity') puts those after every finished job
+# ascending (first descending) and keeps the keyset comparison a plain row comparison.
+JOB_SORT_KEYS: dict[str, str] = {
+    "id": "id",
+    "created_at": "created_at",
+    "finished_at": "coalesce(finished_at, 'infinity'::timestamptz)",
+    "priority": "priority",
+}
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a page lists; None (or empty) means "any"."""
+
+    statuses: Sequence[str] = ()
+    queue: str | None = None
+    task: str | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+
+
+def list_jobs_page(
+    filters: JobFilter,
+    *,
+    sort: str = "id",
+    descending: bool = True,
+    after: tuple[Any, int] | None = None,
+    limit: int = 50,
+) -> Call[list[Job]]:
+    """One keyset page of jobs ordered by (`sort`, id); `after` is the (key, id) of the
+    last row of the previous page. For `finished_at`, a key of None stands for a job
+    that has not finished (ordered as +infinity)."""
+    key = JOB_SORT_KEYS.get(sort)
+    if key is None:
+        raise ValueError(f"sort must be one of {', '.join(JOB_SORT_KEYS)}, got {sort!r}")
+    for status in filters.statuses:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    direction, compare = ("DESC", "<") if descending else ("ASC", ">")
+    after_key = None if after is None else after[0]
+    if sort == "finished_at":
+        cursor_key = "coalesce(%(after_key)s::timestamptz, 'infinity'::timestamptz)"
+    elif sort == "created_at":
+        cursor_key = "%(after_key)s::timestamptz"
+    else:
+        cursor_key = "%(after_key)s::bigint"
+    return Call(
+        f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs"
+        " WHERE (cardinality(%(statuses)s::text[]) = 0 OR status = ANY (%(statuses)s::text[]))"
+        "   AND (%(queue)s::text IS NULL OR queue = %(queue)s)"
+        "   AND (%(task)s::text IS NULL OR task = %(task)s)"
+        "   AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY (tags))"
+        "   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)"
+        "   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)"
+        "   AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)"
+        "   AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)"
+        f"  AND (NOT %(paging)s OR ({key}, id) {compare} ({cursor_key}, %(after_id)s::bigint))"
+        f" ORDER BY {key} {direction}, id {direction} LIMIT %(limit)s",
+        {
+            "statuses": list(filters.statuses),
+            "queue": filters.queue,
+            "task": filters.task,
+            "tag": filters.tag,
+            "created_after": filters.created_after,
+            "created_before": filters.created_before,
+            "finished_after": filters.finished_after,
+            "finished_before": filters.finished_before,
+            "paging": after is not None,
+            "after_key": after_key,
+            "after_id": None if after is None else after[1],
+            "limit": limit,
+        },
+        _jobs,
+    )
+
+
+def delete_job(job_id: int) -> Call[str | None]:
+    """The deleted job's status; None when no job has this id. Raises (SQLSTATE 55000)
+    for a job that has not finished."""
+    return Call("SELECT skiplock.delete_job(%s)", (job_id,), _scalar)
+
+
+def get_queue(queue: str) -> Call[dict[str, Any] | None]:
+    return Call(
+        f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats WHERE queue = %s",
+        (queue,),
+        lambda rows: dict(zip(QUEUE_STAT_COLUMNS, rows[0], strict=True)) if rows else None,
+    )
+
+
+def create_queue(queue: str, *, paused: bool = False) -> Call[bool]:
+    """True when created, False when a queue of this name already exists."""
+    return Call(
+        "SELECT skiplock.create_queue(%s, %s)", (queue, paused), lambda rows: bool(_scalar(rows))
+    )
+
+
+def delete_queue(queue: str) -> Call[bool]:
+    """False when no such queue; raises (SQLSTATE 55000) while it still has jobs."""
+    return Call("SELECT skiplock.delete_queue(%s)", (queue,), lambda rows: bool(_scalar(rows)))
+
+
+THROUGHPUT_COLUMNS = ("minute", "succeeded", "failed", "cancelled", "expired")
+
+
+def queue_throughput(queue: str, minutes: int) -> Call[list[dict[str, Any]]]:
+    return Call(
+        f"SELECT {', '.join(THROUGHPUT_COLUMNS)} FROM skiplock.queue_throughput(%s, %s)",
+        (queue, minutes),
+        lambda rows: [dict(zip(THROUGHPUT_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def queue_workers(queue: str) -> Call[int]:
+    """How many live workers (heartbeat within the last minute) serve `queue`."""
+    return Call(
+        "SELECT count(*) FROM skiplock.worker_stats WHERE alive AND %s = ANY (queues)",
+        (queue,),
+        lambda rows: int(_scalar(rows) or 0),
+    )
+
+
+def queue_totals() -> Call[list[tuple[str, str, int]]]:
+    """(queue, status, total) of finished jobs since install: counters, never a COUNT."""
+    return Call(
+        "SELECT queue, status, total FROM skiplock.queue_totals ORDER BY queue, status",
+        (),
+        lambda rows: [(row[0], row[1], int(row[2])) for row in rows],
+    )
+
+
+DEAD_LETTER_COLUMNS = (
+    "id",
+    "task",
+    "queue",
+    "attempt",
+    "max_attempts",
+    "last_error",
+    "failed_at",
+    "args",
+    "errors",
+    "created_at",
+)
+
+
+def _dead_letters(rows: list[Row]) -> list[dict[str, Any]]:
+    return [dict(zip(DEAD_LETTER_COLUMNS, row, strict=True)) for row in rows]
+
+
+def list_dead_letters(
+    *,
+    queue: str | None = None,
+    task: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> Call[list[dict[str, Any]]]:
+    """Newest first; `before_id` pages back (keyset: ids below it)."""
+    return Call(
+        f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM skiplock.dead_letters"
+        " WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)"
+        "   AND (%(task)s::text IS NULL OR task = %(task)s)"
+        "   AND (%(before)s::bigint IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"queue": queue, "task": task, "before": before_id, "limit": limit},
+        _dead_letters,
+    )
+
+
+def get_dead_letter(job_id: int) -> Call[dict[str, Any] | None]:
+    return Call(
+        f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM skiplock.dead_letters WHERE id = %s",
+        (job_id,),
+        lambda rows: _dead_letters(rows)[0] if rows else None,
+    )
+
+
+def redrive_dead_jobs(
+    *, queue: str | None = None, task: str | None = None, limit: int = 1000
+) -> Call[list[int]]:
+    """One batch of up to `limit`; call again until it returns fewer to redrive all."""
+    return Call("SELECT skiplock.redrive_dead_jobs(%s, %s, %s)", (queue, task, limit), _column)
+
+
+def purge_dead_jobs(
+    *, queue: str | None = None, task: str | None = None, older_than: timedelta | None = None
+) -> Call[int]:
+    return Call(
+        "SELECT skiplock.purge_dead_jobs(%s, %s, %s)",
+        (queue, task, older_than),
+        lambda rows: int(_scalar(rows) or 0),
+    )
+
+
+WORKER_COLUMNS = (
+    "id",
+    "host",
+    "pid",
+    "queues",
+    "concurrency",
+    "version",
+    "started_at",
+    "last_heartbeat_at",
+    "running_jobs",
+    "alive",
+)
+
+
+def list_workers() -> Call[list[dict[str, Any]]]:
+    return Call(
+        f"SELECT {', '.join(WORKER_COLUMNS)} FROM skiplock.worker_stats ORDER BY started_at, id",
+        (),
+        lambda rows: [dict(zip(WORKER_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def stop_worker(worker_id: uuid.UUID) -> Call[bool]:
+    """Ask a worker to stop gracefully (NOTIFY skiplock_control); False if unknown."""
+    return Call("SELECT skiplock.stop_worker(%s)", (worker_id,), lambda rows: bool(_scalar(rows)))
+
+
+def applied_migrations() -> Call[dict[int, str]]:
+    """{version: checksum} of the applied migrations (see migrate.check_schema)."""
+    return Call(
+        "SELECT version, checksum FROM skiplock.schema_migrations",
+        (),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def set_statement_timeout(milliseconds: int) -> Call[None]:
+    """statement_timeout for the rest of the current transaction only (SET LOCAL)."""
+    return Call(
+        "SELECT set_config('statement_timeout', %s, true)",
+        (str(milliseconds),),
+        lambda rows: None,
+    )

@@ -398,9 +398,9 @@ def test_id_that_cannot_be_a_job_is_404(client: TestClient, raw: str) -> None:
 
 def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> None:
     assert_problem(client.get("/api/v1/nope"), 404, "not found")
-    response = client.delete("/api/v1/jobs/1")
+    response = client.put("/api/v1/jobs/1")
     assert_problem(response, 405, "method not allowed")
-    assert "GET" in response.headers["allow"]
+    assert "GET" in response.headers["allow"] and "DELETE" in response.headers["allow"]
 
 
 # ---- failures -------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from skiplock.api import jobs
+from skiplock.api import dead_letters, jobs, observability, openapi, queues, workers
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
+from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
 from skiplock.errors import ConfigError
 from skiplock.registry import App
@@ -30,33 +31,65 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(app: App, *, max_body_bytes: int = 1_048_576, db_timeout: float = 10.0) -> Starlette:
-    """The API for `app`: GET /health, POST /api/v1/jobs, GET /api/v1/jobs/{id}.
+def create_app(
+    app: App,
+    *,
+    max_body_bytes: int = 1_048_576,
+    db_timeout: float = 10.0,
+    statement_timeout: float = 5.0,
+) -> Starlette:
+    """The API for `app`: jobs, queues, dead letters, workers under /api/v1, plus /health,
+    /ready, /metrics, /openapi.json and /docs (see docs/api.md).
 
     Request bodies over `max_body_bytes` get 413. A database call that takes longer than
     `db_timeout` seconds (typically: waiting for a connection while PostgreSQL is away)
-    gets 503 with Retry-After. Shutting the server down closes the App's async pool.
+    gets 503 with Retry-After; each SQL statement is cancelled by PostgreSQL after
+    `statement_timeout` seconds (503 "query timeout"). Shutting the server down closes
+    the App's async pool and the result listener.
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
     if not db_timeout > 0:
         raise ConfigError(f"db_timeout must be > 0 seconds, got {db_timeout}")
+    if not 0.001 <= statement_timeout <= 3600:
+        raise ConfigError(
+            f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
+        )
+    finished = FinishedListener(lambda: app.dsn)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await finished.close()
             await app.aclose()
 
     starlette = Starlette(
         routes=[
             Route("/health", health, methods=["GET"], name="health"),
-            Mount("/api/v1", routes=jobs.routes),
+            *observability.routes,
+            *openapi.routes,
+            Mount(
+                "/api/v1",
+                routes=[
+                    *jobs.routes,
+                    *queues.routes,
+                    *dead_letters.routes,
+                    *workers.routes,
+                    *observability.api_routes,
+                ],
+            ),
         ],
         middleware=[Middleware(InternalErrorMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    starlette.state.api = ApiState(app=app, max_body_bytes=max_body_bytes, db_timeout=db_timeout)
+    starlette.state.api = ApiState(
+        app=app,
+        max_body_bytes=max_body_bytes,
+        db_timeout=db_timeout,
+        statement_timeout=statement_timeout,
+        finished=finished,
+    )
     return starlette

@@ -1,4 +1,5 @@
-"""/api/v1/jobs: enqueue a job and read one back.
+"""/api/v1/jobs: enqueue jobs (one or a list), list and read them, wait for a result,
+cancel, retry and delete.
 
 Every field of an enqueue is checked here, before the database sees it, so that a bad
 request gets a 422 naming its field; the database's own checks stay the last word
@@ -19,10 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from skiplock.api.body import read_json_object
+from skiplock import store
+from skiplock.api.body import read_json
 from skiplock.api.problems import Problem, invalid_field
-from skiplock.api.state import api_state
-from skiplock.jobs import JSONError, encode_json
+from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
+from skiplock.api.routing import route
+from skiplock.api.state import Conn, api_state
+from skiplock.jobs import STATUSES, Job, JSONError, encode_json
+from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page
 
 # The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -185,34 +190,238 @@ def parse_job_id(text: str) -> int | None:
     return job_id if job_id <= BIGINT_MAX else None
 
 
-async def enqueue_job(request: Request) -> Response:
-    """POST /api/v1/jobs → 201 {"id", "status"} with Location /api/v1/jobs/{id}."""
-    api = api_state(request)
-    job = parse_enqueue(await read_json_object(request, limit=api.max_body_bytes))
-    job_id = await api.call(api.app.enqueue_async(job.task, job.args, **job.options))
-    # The status comes from the database's clock (all_jobs), not ours: "scheduled" when
-    # run_at is still ahead of now(), and a worker may already have claimed it.
-    created = await api.call(api.app.get_job_async(job_id))
-    location = request.url_for("get_job", job_id=str(job_id)).path
-    return JSONResponse(
-        {"id": job_id, "status": created.status}, status_code=201, headers={"Location": location}
-    )
+# The longest a result long-poll may hold a request: past a minute, proxies and load
+# balancers start cutting idle connections; clients poll again on 202.
+MAX_WAIT_SECONDS = 60.0
+# A bulk enqueue is one statement; the body limit bounds it too.
+MAX_BULK_JOBS = 10_000
 
 
-async def get_job(request: Request) -> Response:
-    """GET /api/v1/jobs/{id} → 200 with the job; 404 for an unknown or impossible id."""
-    api = api_state(request)
+def job_id_of(request: Request) -> int:
+    """The job id in the URL; 404 when it cannot be a job id."""
     raw = request.path_params["job_id"]
     job_id = parse_job_id(raw)
     if job_id is None:
         # An id that cannot exist is just another job that is not there.
         raise Problem(404, "not found", f"job {raw} not found")
-    job = await api.call(api.app.get_job_async(job_id))
+    return job_id
+
+
+def parse_bulk(items: list[Any]) -> list[EnqueueBody]:
+    """Check every job of a bulk enqueue; a bad one is a 422 naming `[index].field`."""
+    if not items:
+        raise Problem(422, "invalid field", "a list of jobs must hold at least one job")
+    if len(items) > MAX_BULK_JOBS:
+        raise Problem(422, "invalid field", f"a list of jobs may hold at most {MAX_BULK_JOBS} jobs")
+    checked = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Problem(400, "invalid json", f"job {index} of the list must be a JSON object")
+        try:
+            checked.append(parse_enqueue(item))
+        except Problem as problem:
+            raise Problem(
+                problem.status,
+                problem.error,
+                f"job {index}: {problem.detail}",
+                field=f"[{index}].{problem.field}" if problem.field else f"[{index}]",
+            ) from None
+    return checked
+
+
+async def enqueue_job(request: Request) -> Response:
+    """POST /api/v1/jobs: one job (an object) → 201 {"id", "status"} with Location; a list
+    of jobs → 201 {"ids"} in input order, one statement, all or nothing."""
+    api = api_state(request)
+    body = await read_json(request, limit=api.max_body_bytes)
+    if isinstance(body, list):
+        jobs = parse_bulk(body)
+        specs = [{"task": j.task, "args": j.args, **j.options} for j in jobs]
+        ids = await api.db(lambda conn: api.app.enqueue_many_async(specs, conn=conn))
+        return JSONResponse({"ids": ids}, status_code=201)
+    if not isinstance(body, dict):
+        raise Problem(
+            400, "invalid json", "the request body must be a JSON object or a list of them"
+        )
+    job = parse_enqueue(body)
+
+    async def enqueue(conn: Conn) -> Job:
+        job_id = await api.app.enqueue_async(job.task, job.args, conn=conn, **job.options)
+        # The status comes from the database's clock (all_jobs), not ours: "scheduled"
+        # when run_at is still ahead of now().
+        return await api.app.get_job_async(job_id, conn=conn)
+
+    created = await api.db(enqueue)
+    location = request.url_for("get_job", job_id=str(created.id)).path
+    return JSONResponse(
+        {"id": created.id, "status": created.status},
+        status_code=201,
+        headers={"Location": location},
+    )
+
+
+LIST_PARAMETERS = (
+    "status",
+    "queue",
+    "task",
+    "tag",
+    "created_after",
+    "created_before",
+    "finished_after",
+    "finished_before",
+    "sort",
+    "order",
+    "limit",
+    "cursor",
+)
+
+
+def _job_filter(query: Query) -> JobFilter:
+    statuses: tuple[str, ...] = ()
+    raw_status = query.text("status")
+    if raw_status is not None:
+        statuses = tuple(raw_status.split(","))
+        for status in statuses:
+            if status not in STATUSES:
+                raise invalid_field_parameter(
+                    "status",
+                    f"status must be one or more (comma-separated) of {', '.join(STATUSES)}",
+                )
+    queue = query.text("queue")
+    if queue is not None and not QUEUE_NAME.fullmatch(queue):
+        raise invalid_field_parameter("queue", "queue must be a valid queue name")
+    return JobFilter(
+        statuses=statuses,
+        queue=queue,
+        task=query.text("task"),
+        tag=query.text("tag"),
+        created_after=query.timestamp("created_after"),
+        created_before=query.timestamp("created_before"),
+        finished_after=query.timestamp("finished_after"),
+        finished_before=query.timestamp("finished_before"),
+    )
+
+
+def invalid_field_parameter(name: str, detail: str) -> Problem:
+    return Problem(422, "invalid parameter", detail, field=name)
+
+
+def _sort_key(job: Job, sort: str) -> Any:
+    value = getattr(job, sort)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _cursor_after(document: dict[str, Any], sort: str, order: str) -> tuple[Any, int]:
+    key, last_id = document.get("k"), document.get("i")
+    if document.get("s") != sort or document.get("o") != order:
+        raise bad_cursor()
+    if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= BIGINT_MAX:
+        raise bad_cursor()
+    if sort in ("id", "priority"):
+        if isinstance(key, bool) or not isinstance(key, int) or abs(key) > BIGINT_MAX:
+            raise bad_cursor()
+        return key, last_id
+    if key is None and sort == "finished_at":
+        return None, last_id
+    when = parse_timestamp(key) if isinstance(key, str) else None
+    if when is None:
+        raise bad_cursor()
+    return when, last_id
+
+
+async def list_jobs(request: Request) -> Response:
+    """GET /api/v1/jobs → 200 {"jobs": [...], "next_cursor"}; keyset pages, filtered and
+    sorted by an allow-listed field."""
+    api = api_state(request)
+    query = Query(request, LIST_PARAMETERS)
+    filters = _job_filter(query)
+    sort = query.choice("sort", tuple(JOB_SORT_KEYS), "id")
+    order = query.choice("order", ("desc", "asc"), "desc")
+    limit = query.limit()
+    cursor = query.cursor()
+    after = None if cursor is None else _cursor_after(cursor, sort, order)
+    # One row more than asked tells whether there is a next page without a COUNT.
+    call = list_jobs_page(
+        filters, sort=sort, descending=order == "desc", after=after, limit=limit + 1
+    )
+    jobs = await api.run(call)
+    next_cursor = None
+    if len(jobs) > limit:
+        jobs = jobs[:limit]
+        last = jobs[-1]
+        next_cursor = encode_cursor(
+            {"s": sort, "o": order, "k": _sort_key(last, sort), "i": last.id}
+        )
+    return JSONResponse({"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor})
+
+
+async def get_job(request: Request) -> Response:
+    """GET /api/v1/jobs/{id} → 200 with the job; 404 for an unknown or impossible id."""
+    api = api_state(request)
+    job_id = job_id_of(request)
+    job = await api.db(lambda conn: api.app.get_job_async(job_id, conn=conn))
     return JSONResponse(job.to_json())
 
 
+async def get_job_result(request: Request) -> Response:
+    """GET /api/v1/jobs/{id}/result?wait=SECONDS: 200 {"id", "status", "result"} once the
+    job succeeded; 202 {"id", "status"} while it has not finished when `wait` (0..60,
+    default 0) runs out; 409 when it failed, expired or was cancelled; 404 unknown."""
+    api = api_state(request)
+    job_id = job_id_of(request)
+    wait = Query(request, ("wait",)).number("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
+
+    async def read() -> Job:
+        return await api.db(lambda conn: api.app.get_job_async(job_id, conn=conn))
+
+    job = await api.finished.wait(job_id, read, wait) if api.finished else await read()
+    if job.status == "succeeded":
+        return JSONResponse({"id": job.id, "status": job.status, "result": job.result})
+    if not job.finished:
+        return JSONResponse({"id": job.id, "status": job.status}, status_code=202)
+    reason = (job.last_error or {}).get("error") if job.status == "failed" else None
+    raise Problem(
+        409, f"job {job.status}", f"job {job.id} {job.status}" + (f": {reason}" if reason else "")
+    )
+
+
+async def cancel_job(request: Request) -> Response:
+    """POST /api/v1/jobs/{id}/cancel → 200 {"id", "status": "cancelled"} (also when it
+    already was), 202 {"id", "status": "running"} when its worker was told to stop it,
+    409 when it already finished otherwise, 404 unknown."""
+    api = api_state(request)
+    job_id = job_id_of(request)
+    status = await api.db(lambda conn: api.app.cancel_job_async(job_id, conn=conn))
+    if status == "running":
+        return JSONResponse({"id": job_id, "status": status}, status_code=202)
+    if status != "cancelled":
+        raise Problem(409, "conflict", f"job {job_id} already finished ({status})")
+    return JSONResponse({"id": job_id, "status": status})
+
+
+async def retry_job(request: Request) -> Response:
+    """POST /api/v1/jobs/{id}/retry → 200 {"id", "status"}; 409 while it runs; 404."""
+    api = api_state(request)
+    job_id = job_id_of(request)
+    status = await api.db(lambda conn: api.app.retry_job_async(job_id, conn=conn))
+    return JSONResponse({"id": job_id, "status": status})
+
+
+async def delete_job(request: Request) -> Response:
+    """DELETE /api/v1/jobs/{id} → 204 for a finished job (history or dead letters);
+    409 for a job that has not finished; 404 unknown."""
+    api = api_state(request)
+    job_id = job_id_of(request)
+    if await api.run(store.delete_job(job_id)) is None:
+        raise Problem(404, "not found", f"job {job_id} not found")
+    return Response(status_code=204)
+
+
 routes = [
-    Route("/jobs", enqueue_job, methods=["POST"], name="enqueue_job"),
-    Route("/jobs/{job_id}", get_job, methods=["GET"], name="get_job"),
+    route("/jobs", {"GET": list_jobs, "POST": enqueue_job}, name="jobs"),
+    route("/jobs/{job_id}", {"GET": get_job, "DELETE": delete_job}, name="get_job"),
+    Route("/jobs/{job_id}/result", get_job_result, methods=["GET"], name="get_job_result"),
+    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
+    Route("/jobs/{job_id}/retry", retry_job, methods=["POST"], name="retry_job"),
 ]
 """Mounted under /api/v1 by create_app."""

@@ -133,6 +133,18 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     return problem_response(409, "conflict", _primary_message(exc))
 
 
+async def _query_timeout(request: Request, exc: Exception) -> Response:
+    # statement_timeout (see ApiState.db): the database is there but too slow for this
+    # request; QueryCanceled is an OperationalError, so it needs its own handler.
+    log.warning("query timeout in %s %s", request.method, request.url.path)
+    return problem_response(
+        503,
+        "query timeout",
+        "the query took longer than the API's statement timeout; retry later or narrow it",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     # Expected while PostgreSQL restarts: one line, no traceback, and never the DSN.
     log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
@@ -148,6 +160,7 @@ EXCEPTION_HANDLERS = {
     psycopg.errors.CheckViolation: _rejected_by_database,
     psycopg.DataError: _rejected_by_database,
     psycopg.errors.ObjectNotInPrerequisiteState: _conflict,
+    psycopg.errors.QueryCanceled: _query_timeout,
     psycopg.OperationalError: _database_unavailable,
     PoolTimeout: _database_unavailable,
 }

@@ -33,6 +33,8 @@ log = logging.getLogger("skiplock.worker")
 
 JOBS_CHANNEL = "skiplock_jobs"
 CANCEL_CHANNEL = "skiplock_cancel"
+# skiplock.stop_worker sends "stop:<worker id>" here; only the named worker acts.
+CONTROL_CHANNEL = "skiplock_control"
 StopReason = Literal["cancel", "lost", "shutdown"]
 
 
@@ -198,7 +200,7 @@ class Worker:
         if s.listen:
             self.listener = Listener(
                 self.app.dsn,
-                [JOBS_CHANNEL, CANCEL_CHANNEL],
+                [JOBS_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL],
                 self._on_notify,
                 probe_channel=f"skiplock_probe_{self.id.hex}",
                 probe_pool=self._pool,
@@ -233,6 +235,10 @@ class Worker:
         if channel == CANCEL_CHANNEL:
             with contextlib.suppress(ValueError):
                 self._stop_job(int(payload), "cancel")
+        elif channel == CONTROL_CHANNEL:
+            if payload == f"stop:{self.id}":
+                log.info("worker %s: stop requested (skiplock.stop_worker)", self.id)
+                self.stop()
         elif payload == "*" or not set(payload.split(",")).isdisjoint(self.settings.queues):
             self._wake.set()
 

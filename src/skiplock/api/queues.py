@@ -1,0 +1,210 @@
+"""/api/v1/queues: create, list, read, change, delete, pause and resume queues, and a
+queue's recent stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from skiplock import store
+from skiplock.api.body import read_json_object
+from skiplock.api.jobs import QUEUE_NAME
+from skiplock.api.problems import Problem, invalid_field
+from skiplock.api.query import Query
+from skiplock.api.routing import route
+from skiplock.api.state import ApiState, Conn, api_state
+
+# Statuses of jobs that have not finished (counted in the hot table).
+PENDING = ("waiting", "scheduled", "queued", "retrying")
+FINISHED = ("succeeded", "failed", "cancelled", "expired")
+# The stats window: up to a day of per-minute buckets, read through the finished_at index.
+MINUTES_DEFAULT = 60
+MINUTES_MAX = 1440
+
+
+def queue_of(request: Request) -> str:
+    """The queue name in the URL; 404 when it cannot be a queue name."""
+    name: str = request.path_params["name"]
+    if not QUEUE_NAME.fullmatch(name):
+        raise not_found(name)
+    return name
+
+
+def not_found(name: str) -> Problem:
+    return Problem(404, "not found", f"queue {name} not found")
+
+
+def _check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Problem(
+            422,
+            "unknown field",
+            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(allowed)}",
+            field=unknown[0],
+        )
+
+
+def _paused(body: dict[str, Any], *, default: bool | None) -> bool | None:
+    value = body.get("paused")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid_field("paused", "paused must be true or false")
+    return value
+
+
+async def _found(api: ApiState, name: str) -> dict[str, Any]:
+    queue = await api.run(store.get_queue(name))
+    if queue is None:
+        raise not_found(name)
+    return queue
+
+
+async def list_queues(request: Request) -> Response:
+    """GET /api/v1/queues → 200 {"queues": [...]}: counts by status per queue."""
+    api = api_state(request)
+    Query(request, ())
+    return JSONResponse({"queues": await api.run(store.queue_stats())})
+
+
+async def create_queue(request: Request) -> Response:
+    """POST /api/v1/queues {"name", "paused"?} → 201 with the queue; 409 if it exists."""
+    api = api_state(request)
+    body = await read_json_object(request, limit=api.max_body_bytes)
+    _check_fields(body, ("name", "paused"))
+    name = body.get("name")
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+        raise invalid_field(
+            "name", "name must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"
+        )
+    paused = bool(_paused(body, default=False))
+
+    async def create(conn: Conn) -> dict[str, Any] | None:
+        if not await api.app.arun(store.create_queue(name, paused=paused), conn):
+            return None
+        return await api.app.arun(store.get_queue(name), conn)
+
+    created = await api.db(create)
+    if created is None:
+        raise Problem(409, "conflict", f"queue {name} already exists", field="name")
+    location = request.url_for("get_queue", name=name).path
+    return JSONResponse(created, status_code=201, headers={"Location": location})
+
+
+async def get_queue(request: Request) -> Response:
+    """GET /api/v1/queues/{name} → 200 with its counts; 404 unknown."""
+    api = api_state(request)
+    return JSONResponse(await _found(api, queue_of(request)))
+
+
+async def update_queue(request: Request) -> Response:
+    """PUT /api/v1/queues/{name} {"paused"?} → 200 with the queue; 404 unknown."""
+    api = api_state(request)
+    name = queue_of(request)
+    body = await read_json_object(request, limit=api.max_body_bytes)
+    _check_fields(body, ("paused",))
+    paused = _paused(body, default=None)
+
+    async def update(conn: Conn) -> dict[str, Any] | None:
+        if paused is not None:
+            change = store.pause_queue(name) if paused else store.resume_queue(name)
+            if not await api.app.arun(change, conn):
+                return None
+        return await api.app.arun(store.get_queue(name), conn)
+
+    queue = await api.db(update)
+    if queue is None:
+        raise not_found(name)
+    return JSONResponse(queue)
+
+
+async def delete_queue(request: Request) -> Response:
+    """DELETE /api/v1/queues/{name} → 204; 409 while it has jobs; 404 unknown."""
+    api = api_state(request)
+    name = queue_of(request)
+    if not await api.run(store.delete_queue(name)):
+        raise not_found(name)
+    return Response(status_code=204)
+
+
+async def pause_queue(request: Request) -> Response:
+    """POST /api/v1/queues/{name}/pause → 200 {"queue", "paused": true}; 404 unknown."""
+    api = api_state(request)
+    name = queue_of(request)
+    if not await api.run(store.pause_queue(name)):
+        raise not_found(name)
+    return JSONResponse({"queue": name, "paused": True})
+
+
+async def resume_queue(request: Request) -> Response:
+    """POST /api/v1/queues/{name}/resume → 200 {"queue", "paused": false}; 404 unknown."""
+    api = api_state(request)
+    name = queue_of(request)
+    if not await api.run(store.resume_queue(name)):
+        raise not_found(name)
+    return JSONResponse({"queue": name, "paused": False})
+
+
+async def queue_stats(request: Request) -> Response:
+    """GET /api/v1/queues/{name}/stats?minutes=N → 200: counts by status, live workers
+    serving it, and finished jobs per minute over the last N minutes; 404 unknown."""
+    api = api_state(request)
+    name = queue_of(request)
+    minutes = Query(request, ("minutes",)).integer("minutes", MINUTES_DEFAULT, 1, MINUTES_MAX)
+
+    async def read(conn: Conn) -> dict[str, Any] | None:
+        queue = await api.app.arun(store.get_queue(name), conn)
+        if queue is None:
+            return None
+        workers = await api.app.arun(store.queue_workers(name), conn)
+        buckets = await api.app.arun(store.queue_throughput(name, minutes), conn)
+        return {"queue": queue, "workers": workers, "buckets": buckets}
+
+    found = await api.db(read)
+    if found is None:
+        raise not_found(name)
+    queue, buckets = found["queue"], found["buckets"]
+    per_minute = [
+        {
+            "minute": bucket["minute"].isoformat(),
+            **{status: bucket[status] for status in FINISHED},
+        }
+        for bucket in buckets
+    ]
+    finished = sum(bucket[status] for bucket in buckets for status in FINISHED)
+    return JSONResponse(
+        {
+            "queue": name,
+            "paused": queue["paused"],
+            "counts": {status: queue[status] for status in (*PENDING, "running", *FINISHED)},
+            "pending": sum(queue[status] for status in PENDING),
+            "running": queue["running"],
+            "succeeded": queue["succeeded"],
+            "failed": queue["failed"],
+            "workers": found["workers"],
+            "throughput": {
+                "minutes": minutes,
+                "finished": finished,
+                "per_minute_average": round(finished / minutes, 3),
+                "per_minute": per_minute,
+            },
+        }
+    )
+
+
+routes = [
+    route("/queues", {"GET": list_queues, "POST": create_queue}, name="queues"),
+    route(
+        "/queues/{name}",
+        {"GET": get_queue, "PUT": update_queue, "DELETE": delete_queue},
+        name="get_queue",
+    ),
+    Route("/queues/{name}/pause", pause_queue, methods=["POST"], name="pause_queue"),
+    Route("/queues/{name}/resume", resume_queue, methods=["POST"], name="resume_queue"),
+    Route("/queues/{name}/stats", queue_stats, methods=["GET"], name="queue_stats"),
+]
+"""Mounted under /api/v1 by create_app."""

@@ -1,0 +1,109 @@
+"""Long-polling for job results over one shared LISTEN connection per API process.
+
+App.wait_for_result_async opens a connection per waiter; an API with a hundred clients
+long-polling would hold a hundred connections. Here one connection LISTENs on
+skiplock_finished and wakes the waiters whose job ids a notification names. NOTIFY is
+only a hint: waiters re-read the job at least every RECHECK_SECONDS, so a lost
+notification or a listener that is reconnecting costs latency, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+
+import psycopg
+
+from skiplock.jobs import Job
+from skiplock.registry import FINISHED_CHANNEL
+
+log = logging.getLogger("skiplock.api")
+
+RECHECK_SECONDS = 2.0
+RECONNECT_SECONDS = 1.0
+
+
+class FinishedListener:
+    """Started on first use, stopped by the API's lifespan."""
+
+    def __init__(self, dsn: Callable[[], str]) -> None:
+        self._dsn = dsn
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def _ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="skiplock-api-finished")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn(), autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+                    self.connected.set()
+                    # Anything that finished while we were away notified nobody.
+                    self._wake_all()
+                    async for notice in conn.notifies():
+                        self._dispatch(notice.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("result listener: %s; reconnecting", type(exc).__name__)
+            self.connected.clear()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    def _dispatch(self, payload: str) -> None:
+        if payload == "*":
+            self._wake_all()
+            return
+        for part in payload.split(","):
+            with contextlib.suppress(ValueError):
+                for event in self._waiters.get(int(part), ()):
+                    event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    @contextlib.contextmanager
+    def _registered(self, job_id: int) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._waiters.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiters[job_id]
+
+    async def wait(self, job_id: int, read: Callable[[], Awaitable[Job]], timeout: float) -> Job:
+        """Read the job until it has finished or `timeout` seconds have passed; return
+        the last read. `read` raises for an unknown job."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self._registered(job_id) as event:
+            # Registered before the first read: a finish between read and wait is seen.
+            if timeout > 0:
+                self._ensure_started()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.connected.wait(), min(timeout, 1.0))
+            while True:
+                event.clear()
+                job = await read()
+                remaining = deadline - loop.time()
+                if job.finished or remaining <= 0:
+                    return job
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, RECHECK_SECONDS))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

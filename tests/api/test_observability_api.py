@@ -1,0 +1,151 @@
+"""/ready, /api/v1/metrics, /metrics (Prometheus), /openapi.json, /docs, and the
+database-level limits (statement timeout, database away)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from api_checks import DOWN_DSN, W1, assert_problem, enqueue, kill, succeed
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+import skiplock
+from skiplock.api import create_app
+from skiplock.api.openapi import DOCUMENT
+
+
+@pytest.fixture
+def client(dsn: str) -> Iterator[TestClient]:
+    with TestClient(create_app(skiplock.App(dsn))) as c:
+        yield c
+
+
+def test_ready(client: TestClient) -> None:
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready" and response.json()["schema_version"] >= 2
+
+
+def test_not_ready_when_schema_is_behind(client: TestClient, conn: psycopg.Connection) -> None:
+    conn.execute("DELETE FROM skiplock.schema_migrations WHERE version = 2")
+    response = client.get("/ready")
+    assert_problem(response, 503, "schema not current")
+    assert "skiplock migrate" in response.json()["detail"]
+
+
+def test_not_ready_and_503_when_database_is_away() -> None:
+    with TestClient(create_app(skiplock.App(DOWN_DSN), db_timeout=0.5)) as client:
+        for path in ("/ready", "/metrics", "/api/v1/metrics", "/api/v1/queues"):
+            response = client.get(path)
+            assert_problem(response, 503, "database unavailable")
+            assert response.headers["retry-after"]
+        assert client.get("/health").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_statement_timeout_is_503(dsn: str, conn: psycopg.Connection) -> None:
+    enqueue(conn, 1, queue="q")
+    succeed(conn, "q")
+    with psycopg.connect(dsn) as locker:  # holds the queue row: delete_queue must wait
+        locker.execute("SELECT 1 FROM skiplock.queues WHERE name = 'q' FOR UPDATE")
+        with TestClient(create_app(skiplock.App(dsn), statement_timeout=0.2)) as client:
+            response = client.delete("/api/v1/queues/q")
+        locker.rollback()
+    assert_problem(response, 503, "query timeout")
+    assert conn.execute("SELECT count(*) FROM skiplock.queues").fetchone() == (1,)
+
+
+@pytest.fixture
+def activity(conn: psycopg.Connection) -> None:
+    enqueue(conn, 3, queue="emails")
+    succeed(conn, "emails")
+    enqueue(conn, 2, queue="emails")
+    kill(conn, "emails")
+    enqueue(conn, 4, queue="emails")
+    enqueue(conn, 1, queue="reports", delay=3600)
+    conn.execute("SELECT skiplock.pause_queue('reports')")
+    conn.execute("SELECT skiplock.register_worker(%s, 'h', 1, ARRAY['emails'], 8, 'v')", (W1,))
+
+
+def test_metrics_json(client: TestClient, activity: None) -> None:
+    body = client.get("/api/v1/metrics").json()
+    assert [q["queue"] for q in body["queues"]] == ["emails", "reports"]
+    totals = body["totals"]
+    assert (totals["queued"], totals["scheduled"], totals["succeeded"], totals["failed"]) == (
+        4,
+        1,
+        3,
+        2,
+    )
+    assert body["workers"] == {"registered": 1, "alive": 1, "running_jobs": 0, "concurrency": 8}
+    assert body["uptime_seconds"] >= 0
+
+
+def test_prometheus_text_parses_with_expected_metrics(client: TestClient, activity: None) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert (
+        samples[("skiplock_jobs_finished_total", (("queue", "emails"), ("status", "succeeded")))]
+        == 3
+    )
+    assert (
+        samples[("skiplock_jobs_finished_total", (("queue", "emails"), ("status", "failed")))] == 2
+    )
+    assert samples[("skiplock_queue_jobs", (("queue", "emails"), ("status", "queued")))] == 4
+    assert samples[("skiplock_queue_jobs", (("queue", "reports"), ("status", "scheduled")))] == 1
+    assert samples[("skiplock_queue_paused", (("queue", "reports"),))] == 1
+    assert samples[("skiplock_queue_paused", (("queue", "emails"),))] == 0
+    assert samples[("skiplock_workers_active", ())] == 1
+    assert samples[("skiplock_workers_registered", ())] == 1
+    assert samples[("skiplock_worker_running_jobs", ())] == 0
+    assert samples[("skiplock_api_uptime_seconds", ())] >= 0
+
+
+def app_operations(routes: list[object], prefix: str = "") -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Mount):
+            found |= app_operations(list(route.routes), prefix + route.path)
+        elif isinstance(route, Route):
+            for method in route.methods or ():
+                if method != "HEAD":
+                    found.add((prefix + route.path, method.lower()))
+    return found
+
+
+def test_openapi_describes_every_route_and_nothing_else(dsn: str) -> None:
+    api = create_app(skiplock.App(dsn))
+    documented = {(path, method) for path, item in DOCUMENT["paths"].items() for method in item}
+    assert documented == app_operations(list(api.routes))
+    with TestClient(api) as client:
+        served = client.get("/openapi.json").json()
+    assert served["openapi"].startswith("3.")
+    for path, item in served["paths"].items():
+        for method, op in item.items():
+            assert op["summary"] and op["responses"], (path, method)
+            names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert names == {part[1:-1] for part in path.split("/") if part.startswith("{")}
+    # Every documented error answer uses the one error shape.
+    for item in served["paths"].values():
+        for op in item.values():
+            for status, answer in op["responses"].items():
+                if int(status) >= 400:
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_docs_page_is_offline_html(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+    assert "https://" not in response.text and "http://" not in response.text

@@ -1,0 +1,51 @@
+"""POST /api/v1/workers/{id}/stop reaches a running worker (NOTIFY skiplock_control) and
+it stops gracefully; the workers listing shows it while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+from starlette.testclient import TestClient
+
+import skiplock
+from skiplock.api import create_app
+from skiplock.worker import Worker
+
+
+def test_stop_route_stops_that_worker(dsn: str) -> None:
+    app = skiplock.App(dsn)
+    worker = Worker(app, poll_interval=0.05)
+    with TestClient(create_app(skiplock.App(dsn))) as client:
+
+        async def main() -> None:
+            runner = asyncio.create_task(worker.run())
+            await asyncio.wait_for(worker.started.wait(), 30)
+            assert worker.listener is not None
+            await asyncio.wait_for(worker.listener.connected.wait(), 30)
+            listed = await asyncio.to_thread(client.get, "/api/v1/workers")
+            (row,) = listed.json()["workers"]
+            assert row["id"] == str(worker.id) and row["alive"] is True
+            assert row["queues"] == ["default"] and row["running_jobs"] == 0
+            other = await asyncio.to_thread(client.post, f"/api/v1/workers/{uuid.uuid4()}/stop")
+            assert other.status_code == 404
+            response = await asyncio.to_thread(client.post, f"/api/v1/workers/{worker.id}/stop")
+            assert response.status_code == 202
+            assert response.json() == {"id": str(worker.id), "stopping": True}
+            # No worker.stop() here: only the notification can end the run.
+            await asyncio.wait_for(runner, 30)
+
+        asyncio.run(main())
+        assert client.get("/api/v1/workers").json() == {"workers": []}
+        assert client.post("/api/v1/workers/not-a-uuid/stop").status_code == 404
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM skiplock.workers").fetchone() == (0,)
+
+
+def test_a_stop_for_another_worker_is_ignored(dsn: str) -> None:
+    worker = Worker(skiplock.App(dsn), listen=False)
+    worker._on_notify("skiplock_control", f"stop:{uuid.uuid4()}")
+    assert not worker._stopping.is_set()
+    worker._on_notify("skiplock_control", f"stop:{worker.id}")
+    assert worker._stopping.is_set()
