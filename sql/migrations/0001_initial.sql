@@ -14,6 +14,8 @@ CREATE TYPE skiplock.finished_status AS ENUM ('succeeded', 'cancelled', 'expired
 -- How long a unique key keeps out other jobs with the same key: until the job starts
 -- (queued), until it finishes (active), or until a period after it finishes (period).
 CREATE TYPE skiplock.unique_scope AS ENUM ('queued', 'active', 'period');
+-- What a waiting job does when a job it depends on fails, is cancelled or expires.
+CREATE TYPE skiplock.dependency_policy AS ENUM ('fail', 'cancel', 'run');
 
 -- A retry policy is a small JSON object so that SQL callers can write one inline:
 --   {"kind": "exponential" | "linear" | "fixed",   default exponential
@@ -91,6 +93,9 @@ CREATE TABLE skiplock.jobs (
     unique_key          text,
     -- the job is not started after this; expire_jobs ends it `expired`
     expires_at          timestamptz,
+    -- jobs that must succeed before this one runs (it is `waiting` until then)
+    depends_on          bigint[],
+    on_dependency_failure skiplock.dependency_policy NOT NULL DEFAULT 'fail',
     -- one entry per failed attempt: {"attempt", "at", "worker_id", "error", "traceback"}
     errors              jsonb NOT NULL DEFAULT '[]',
     progress            jsonb,
@@ -115,6 +120,8 @@ CREATE INDEX jobs_claim_idx ON skiplock.jobs (queue, priority DESC, run_at, id)
 -- Running rows by owner: heartbeats and rescue read the (small) running set. The lease
 -- expiry is deliberately not indexed so that a heartbeat can be a HOT update.
 CREATE INDEX jobs_running_idx ON skiplock.jobs (worker_id) WHERE state = 'running';
+-- Waiting jobs, for the dependency sweep.
+CREATE INDEX jobs_waiting_idx ON skiplock.jobs (id) WHERE state = 'waiting';
 -- Jobs with a deadline, for expire_jobs.
 CREATE INDEX jobs_expires_idx ON skiplock.jobs (expires_at) WHERE expires_at IS NOT NULL;
 
@@ -133,6 +140,7 @@ CREATE TABLE skiplock.job_history (
     meta         jsonb NOT NULL,
     unique_key   text,
     expires_at   timestamptz,
+    depends_on   bigint[],
     errors       jsonb NOT NULL,
     progress     jsonb,
     result       jsonb,
@@ -157,6 +165,7 @@ CREATE TABLE skiplock.dead_jobs (
     meta         jsonb NOT NULL,
     unique_key   text,
     expires_at   timestamptz,
+    depends_on   bigint[],
     errors       jsonb NOT NULL,
     progress     jsonb,
     created_at   timestamptz NOT NULL,
@@ -190,6 +199,16 @@ CREATE TABLE skiplock.unique_keys (
         CHECK ((scope = 'period') = (period IS NOT NULL AND period > interval '0'))
 );
 CREATE INDEX unique_keys_job_idx ON skiplock.unique_keys (job_id);
+
+-- The dependencies a waiting job still waits on: one row per (job, dependency) until the
+-- dependency succeeds. Empty unless dependencies are used, so finishing jobs costs
+-- nothing extra otherwise.
+CREATE TABLE skiplock.job_dependencies (
+    depends_on bigint NOT NULL,
+    job_id     bigint NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+);
+CREATE INDEX job_dependencies_job_idx ON skiplock.job_dependencies (job_id);
 
 CREATE TABLE skiplock.workers (
     id                uuid PRIMARY KEY,
@@ -271,6 +290,9 @@ CREATE TRIGGER dead_jobs_inserted AFTER INSERT ON skiplock.dead_jobs
 -- or unique_for => interval (until that long after it finishes).
 -- expires_at (or expires_in, from now) is a deadline: a job not started by then is not
 -- started at all and ends `expired`.
+-- depends_on lists jobs that must succeed first: the job is `waiting` until they all
+-- have; if one fails, is cancelled or expires, on_dependency_failure decides: 'fail'
+-- (the job goes to the dead letters), 'cancel', or 'run' (it runs anyway).
 CREATE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -287,12 +309,15 @@ CREATE FUNCTION skiplock.enqueue(
     unique_scope text DEFAULT NULL,
     unique_for   interval DEFAULT NULL,
     expires_at   timestamptz DEFAULT NULL,
-    expires_in   interval DEFAULT NULL
+    expires_in   interval DEFAULT NULL,
+    depends_on   bigint[] DEFAULT NULL,
+    on_dependency_failure text DEFAULT 'fail'
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id bigint;
     v_scope skiplock.unique_scope;
+    v_missing bigint[];
 BEGIN
     IF unique_key IS NOT NULL THEN
         v_scope := CASE WHEN unique_for IS NOT NULL THEN 'period'
@@ -314,16 +339,37 @@ BEGIN
         END IF;
     END IF;
 
+    IF cardinality(depends_on) > 0 THEN
+        v_missing := ARRAY(SELECT d FROM unnest(depends_on) AS d
+                           WHERE NOT EXISTS (SELECT 1 FROM skiplock.all_jobs a WHERE a.id = d));
+        IF cardinality(v_missing) > 0 THEN
+            RAISE EXCEPTION 'depends_on names jobs that do not exist: %', v_missing
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END IF;
+
     INSERT INTO skiplock.jobs (id, task, args, queue, priority, run_at, max_attempts,
-                               retry_policy, timeout, tags, meta, unique_key, expires_at)
+                               retry_policy, timeout, tags, meta, unique_key, expires_at,
+                               depends_on, on_dependency_failure, state)
     VALUES (coalesce(v_id, nextval(pg_get_serial_sequence('skiplock.jobs', 'id'))),
             enqueue.task, coalesce(enqueue.args, '{}'), coalesce(enqueue.queue, 'default'),
             coalesce(enqueue.priority, 0),
             coalesce(enqueue.run_at, now()) + coalesce(enqueue.delay, interval '0'),
             coalesce(enqueue.max_attempts, 20), enqueue.retry_policy, enqueue.timeout,
             coalesce(enqueue.tags, '{}'), coalesce(enqueue.meta, '{}'), enqueue.unique_key,
-            coalesce(enqueue.expires_at, now() + enqueue.expires_in))
+            coalesce(enqueue.expires_at, now() + enqueue.expires_in),
+            nullif(enqueue.depends_on, '{}'),
+            coalesce(enqueue.on_dependency_failure, 'fail')::skiplock.dependency_policy,
+            CASE WHEN cardinality(enqueue.depends_on) > 0 THEN 'waiting' ELSE 'queued' END
+            ::skiplock.job_state)
     RETURNING id INTO v_id;
+
+    IF cardinality(depends_on) > 0 THEN
+        INSERT INTO skiplock.job_dependencies (depends_on, job_id)
+        SELECT DISTINCT d, v_id FROM unnest(depends_on) AS d;
+        -- Dependencies that already finished settle it now (maybe to queued at once).
+        PERFORM skiplock.settle_waiting_jobs(ARRAY[v_id], now());
+    END IF;
     RETURN v_id;
 END
 $$;
@@ -337,8 +383,8 @@ $$;
 CREATE FUNCTION skiplock.enqueue_many(p_jobs jsonb) RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF jsonb_path_exists(p_jobs, '$[*].unique_key') THEN
-        RAISE EXCEPTION 'enqueue_many does not take unique_key; enqueue unique jobs one by one'
+    IF jsonb_path_exists(p_jobs, '$[*] ? (exists(@.unique_key) || exists(@.depends_on))') THEN
+        RAISE EXCEPTION 'enqueue_many does not take unique_key or depends_on; enqueue those jobs one by one'
             USING ERRCODE = 'feature_not_supported';
     END IF;
     RETURN QUERY
@@ -468,12 +514,13 @@ BEGIN
         RETURNING j.*
     ), archived AS (
         INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
-            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at, errors,
-            progress, result, created_at, started_at, finished_at, worker_id)
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at,
+            depends_on, errors, progress, result, created_at, started_at, finished_at,
+            worker_id)
         SELECT m.id, m.task, m.args, m.queue, m.priority, p_status, m.attempt,
                m.max_attempts, m.retry_policy, m.timeout, m.tags, m.meta, m.unique_key,
-               m.expires_at, m.errors, m.progress, r.result, m.created_at, m.started_at,
-               p_now, m.worker_id
+               m.expires_at, m.depends_on, m.errors, m.progress, r.result, m.created_at,
+               m.started_at, p_now, m.worker_id
         FROM moved m
         LEFT JOIN unnest(p_ids, p_results) AS r(id, result) ON r.id = m.id
         RETURNING job_history.id, job_history.unique_key
@@ -483,7 +530,157 @@ BEGIN
     IF v_keyed IS NOT NULL THEN
         PERFORM skiplock.release_unique_keys(v_keyed, p_now);
     END IF;
+    PERFORM skiplock.resolve_dependents(v_ids, p_now);
     RETURN QUERY SELECT unnest(v_ids);
+END
+$$;
+
+-- bury_jobs (internal): move rows out of the hot table into dead_jobs (status `failed`);
+-- the caller has locked them, checked their token and appended the error entry. Frees
+-- their unique keys and settles the jobs waiting on them. Returns the buried ids.
+CREATE FUNCTION skiplock.bury_jobs(p_ids bigint[], p_now timestamptz) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+    v_keyed bigint[];
+BEGIN
+    WITH buried AS (
+        DELETE FROM skiplock.jobs j WHERE j.id = ANY (p_ids)
+        RETURNING j.*
+    ), dead AS (
+        INSERT INTO skiplock.dead_jobs (id, task, args, queue, priority, attempt,
+            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at,
+            depends_on, errors, progress, created_at, started_at, failed_at, worker_id)
+        SELECT b.id, b.task, b.args, b.queue, b.priority, b.attempt, b.max_attempts,
+               b.retry_policy, b.timeout, b.tags, b.meta, b.unique_key, b.expires_at,
+               b.depends_on, b.errors, b.progress, b.created_at, b.started_at, p_now,
+               b.worker_id
+        FROM buried b
+        RETURNING dead_jobs.id, dead_jobs.unique_key
+    )
+    SELECT array_agg(d.id), array_agg(d.id) FILTER (WHERE d.unique_key IS NOT NULL)
+    INTO v_ids, v_keyed FROM dead d;
+    IF v_keyed IS NOT NULL THEN
+        PERFORM skiplock.release_unique_keys(v_keyed, p_now);
+    END IF;
+    PERFORM skiplock.resolve_dependents(v_ids, p_now);
+    RETURN QUERY SELECT unnest(v_ids);
+END
+$$;
+
+-- resolve_dependents (internal): jobs p_ids have just finished, whatever the outcome:
+-- settle the jobs waiting on them, and drop the dependencies p_ids themselves waited on
+-- (a waiting job can be cancelled or expire). One cheap probe when nobody waits.
+CREATE FUNCTION skiplock.resolve_dependents(p_ids bigint[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_ids IS NULL OR NOT EXISTS (SELECT 1 FROM skiplock.job_dependencies) THEN
+        RETURN;
+    END IF;
+    DELETE FROM skiplock.job_dependencies d WHERE d.job_id = ANY (p_ids);
+    PERFORM skiplock.settle_waiting_jobs(
+        ARRAY(SELECT DISTINCT d.job_id FROM skiplock.job_dependencies d
+              WHERE d.depends_on = ANY (p_ids)),
+        p_now);
+END
+$$;
+
+-- settle_waiting_jobs: look again at waiting jobs p_ids. Dependencies that succeeded are
+-- crossed off; a job with none left becomes queued (workers are woken). A job with a
+-- dependency that failed, was cancelled, expired or no longer exists follows its
+-- on_dependency_failure: 'fail' → dead letters (DependencyFailed), 'cancel' →
+-- cancelled, 'run' → the dependency is crossed off. Jobs locked by someone else are
+-- skipped (SKIP LOCKED; the sweep comes back to them). Safe to call at any time.
+CREATE FUNCTION skiplock.settle_waiting_jobs(p_ids bigint[], p_now timestamptz DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    v_job record;
+    v_bad bigint;
+    v_ready bigint[] := '{}';
+    v_fail bigint[] := '{}';
+    v_cancel bigint[] := '{}';
+    v_queues text;
+BEGIN
+    FOR v_job IN
+        SELECT j.id, j.on_dependency_failure FROM skiplock.jobs j
+        WHERE j.id = ANY (p_ids) AND j.state = 'waiting'
+        ORDER BY j.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        -- cross off what succeeded
+        DELETE FROM skiplock.job_dependencies d
+        WHERE d.job_id = v_job.id
+          AND EXISTS (SELECT 1 FROM skiplock.job_history h
+                      WHERE h.id = d.depends_on AND h.status = 'succeeded');
+        SELECT d.depends_on INTO v_bad
+        FROM skiplock.job_dependencies d
+        WHERE d.job_id = v_job.id
+          AND NOT EXISTS (SELECT 1 FROM skiplock.jobs j WHERE j.id = d.depends_on)
+        ORDER BY d.depends_on LIMIT 1;
+        IF v_bad IS NOT NULL AND v_job.on_dependency_failure = 'run' THEN
+            DELETE FROM skiplock.job_dependencies d
+            WHERE d.job_id = v_job.id
+              AND NOT EXISTS (SELECT 1 FROM skiplock.jobs j WHERE j.id = d.depends_on);
+            v_bad := NULL;
+        END IF;
+        IF v_bad IS NOT NULL THEN
+            DELETE FROM skiplock.job_dependencies d WHERE d.job_id = v_job.id;
+            UPDATE skiplock.jobs j
+            SET errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempt, 'at', v_now, 'type', 'DependencyFailed',
+                    'error', format('dependency %s did not succeed (%s)', v_bad,
+                                    coalesce((SELECT a.status FROM skiplock.all_jobs a
+                                              WHERE a.id = v_bad), 'deleted'))))
+            WHERE j.id = v_job.id;
+            IF v_job.on_dependency_failure = 'cancel' THEN
+                v_cancel := v_cancel || v_job.id;
+            ELSE
+                v_fail := v_fail || v_job.id;
+            END IF;
+        ELSIF NOT EXISTS (SELECT 1 FROM skiplock.job_dependencies d WHERE d.job_id = v_job.id) THEN
+            v_ready := v_ready || v_job.id;
+        END IF;
+    END LOOP;
+
+    IF cardinality(v_ready) > 0 THEN
+        WITH ready AS (
+            UPDATE skiplock.jobs j SET state = 'queued', run_at = greatest(j.run_at, v_now)
+            WHERE j.id = ANY (v_ready)
+            RETURNING j.queue)
+        SELECT string_agg(DISTINCT r.queue, ',') INTO v_queues FROM ready r;
+        PERFORM pg_notify('skiplock_jobs', v_queues);
+    END IF;
+    IF cardinality(v_cancel) > 0 THEN
+        PERFORM skiplock.archive_jobs(v_cancel, 'cancelled', NULL, v_now);
+    END IF;
+    IF cardinality(v_fail) > 0 THEN
+        PERFORM skiplock.bury_jobs(v_fail, v_now);
+    END IF;
+END
+$$;
+
+-- sweep_waiting_jobs: the safety net for a dependency that finished while its dependent
+-- was being enqueued (neither transaction saw the other). Settles up to p_limit waiting
+-- jobs that still list a dependency which has left the hot table. Run by every worker's
+-- maintenance; returns how many jobs it looked at.
+CREATE FUNCTION skiplock.sweep_waiting_jobs(p_limit integer DEFAULT 100,
+                                            p_now timestamptz DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    v_ids := ARRAY(
+        SELECT DISTINCT d.job_id FROM skiplock.job_dependencies d
+        WHERE NOT EXISTS (SELECT 1 FROM skiplock.jobs j WHERE j.id = d.depends_on)
+        LIMIT p_limit);
+    IF cardinality(v_ids) > 0 THEN
+        PERFORM skiplock.settle_waiting_jobs(v_ids, p_now);
+    END IF;
+    RETURN cardinality(v_ids);
 END
 $$;
 
@@ -532,11 +729,10 @@ DECLARE
     v_now timestamptz := coalesce(p_now, now());
     v_ids bigint[];
     v_outcomes text[];
-    v_keyed bigint[];
 BEGIN
     -- One statement: the CTEs touch disjoint rows (one outcome per job).
     WITH failed AS MATERIALIZED (
-        SELECT j.id, j.unique_key,
+        SELECT j.id,
                CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                     WHEN j.attempt >= j.max_attempts OR u.error->'retry' = 'false' THEN 'failed'
                     ELSE 'retrying' END AS outcome,
@@ -558,26 +754,16 @@ BEGIN
         FROM failed f WHERE j.id = f.id AND f.outcome = 'retrying'
     ), noted AS (
         UPDATE skiplock.jobs j SET errors = j.errors || f.entry
-        FROM failed f WHERE j.id = f.id AND f.outcome = 'cancelled'
-    ), buried AS (
-        DELETE FROM skiplock.jobs j USING failed f
-        WHERE j.id = f.id AND f.outcome = 'failed'
-        RETURNING j.*, f.entry
-    ), dead AS (
-        INSERT INTO skiplock.dead_jobs (id, task, args, queue, priority, attempt,
-            max_attempts, retry_policy, timeout, tags, meta, unique_key, expires_at, errors,
-            progress, created_at, started_at, failed_at, worker_id)
-        SELECT b.id, b.task, b.args, b.queue, b.priority, b.attempt, b.max_attempts,
-               b.retry_policy, b.timeout, b.tags, b.meta, b.unique_key, b.expires_at,
-               b.errors || b.entry, b.progress, b.created_at, b.started_at, v_now, b.worker_id
-        FROM buried b
+        FROM failed f WHERE j.id = f.id AND f.outcome IN ('cancelled', 'failed')
     )
-    SELECT array_agg(f.id ORDER BY f.id), array_agg(f.outcome ORDER BY f.id),
-           array_agg(f.id) FILTER (WHERE f.outcome = 'failed' AND f.unique_key IS NOT NULL)
-    INTO v_ids, v_outcomes, v_keyed FROM failed f;
+    SELECT array_agg(f.id ORDER BY f.id), array_agg(f.outcome ORDER BY f.id)
+    INTO v_ids, v_outcomes FROM failed f;
 
-    IF v_keyed IS NOT NULL THEN
-        PERFORM skiplock.release_unique_keys(v_keyed, v_now);
+    IF 'failed' = ANY (v_outcomes) THEN
+        PERFORM skiplock.bury_jobs(
+            ARRAY(SELECT c.id FROM unnest(v_ids, v_outcomes) AS c(id, outcome)
+                  WHERE c.outcome = 'failed'),
+            v_now);
     END IF;
 
     IF 'cancelled' = ANY (v_outcomes) THEN
@@ -1024,17 +1210,17 @@ SELECT id, task, args, queue, priority,
        attempt, max_attempts, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, progress, NULL::jsonb AS result,
        errors -> -1 AS last_error, errors, tags, meta, retry_policy, timeout, worker_id,
-       lease_expires_at, cancel_requested_at, unique_key, expires_at
+       lease_expires_at, cancel_requested_at, unique_key, expires_at, depends_on
 FROM skiplock.jobs
 UNION ALL
 SELECT id, task, args, queue, priority, status::text, attempt, max_attempts, NULL,
        created_at, started_at, finished_at, progress, result, errors -> -1, errors, tags,
-       meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at
+       meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at, depends_on
 FROM skiplock.job_history
 UNION ALL
 SELECT id, task, args, queue, priority, 'failed', attempt, max_attempts, NULL, created_at,
        started_at, failed_at, progress, NULL, errors -> -1, errors, tags, meta,
-       retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at
+       retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at, depends_on
 FROM skiplock.dead_jobs;
 
 -- The dead letters with their last error.

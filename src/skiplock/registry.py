@@ -60,6 +60,9 @@ class TaskOptions:
     # A deadline: not started by then, the job ends `expired` instead.
     expires_at: datetime | None = None
     expires_in: timedelta | float | None = None
+    # Jobs that must succeed first; if one does not: "fail" (default), "cancel" or "run".
+    depends_on: Sequence[int] = ()
+    on_dependency_failure: str | None = None
 
     def merged(self, override: TaskOptions) -> TaskOptions:
         changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
@@ -83,6 +86,8 @@ class TaskOptions:
             unique_for=_seconds(self.unique_for, "unique_for"),
             expires_at=self.expires_at,
             expires_in=_seconds(self.expires_in, "expires_in"),
+            depends_on=tuple(self.depends_on),
+            on_dependency_failure=self.on_dependency_failure,
         )
 
 
@@ -368,8 +373,9 @@ class App:
         """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
         unique_key / unique_scope / unique_for (when another job holds the key, no job
-        is created and the holder's id is returned), and expires_at / expires_in (a
-        deadline: a job not started by then ends `expired`)."""
+        is created and the holder's id is returned), expires_at / expires_in (a deadline:
+        a job not started by then ends `expired`), and depends_on / on_dependency_failure
+        (the job waits until those jobs succeed; see skiplock.enqueue)."""
         request = self._request(task, args, TaskOptions(**options))
         job_id: int = self.run(store.enqueue(request), conn)
         self._enqueued([request], [job_id])
@@ -392,8 +398,9 @@ class App:
         requests = []
         for spec in jobs:
             spec = dict(spec)
-            if spec.get("unique_key") is not None:
-                raise ConfigError("enqueue_many does not take unique_key; use enqueue")
+            for option in ("unique_key", "depends_on"):
+                if spec.get(option):
+                    raise ConfigError(f"enqueue_many does not take {option}; use enqueue")
             task = spec.pop("task")
             args = spec.pop("args", None)
             requests.append(self._request(task, args, TaskOptions(**spec)))

@@ -69,6 +69,8 @@ class EnqueueRequest:
     unique_for: timedelta | None = None
     expires_at: datetime | None = None
     expires_in: timedelta | None = None
+    depends_on: Sequence[int] = ()
+    on_dependency_failure: str | None = None
 
     def as_json_object(self) -> str:
         """This job as one element of enqueue_many's JSON array."""
@@ -96,7 +98,8 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
         "SELECT skiplock.enqueue(%s, %s::jsonb, queue => %s, priority => %s, run_at => %s,"
         " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
         " tags => %s::text[], meta => %s::jsonb, unique_key => %s, unique_scope => %s,"
-        " unique_for => %s, expires_at => %s, expires_in => %s)",
+        " unique_for => %s, expires_at => %s, expires_in => %s, depends_on => %s::bigint[],"
+        " on_dependency_failure => %s)",
         (
             job.task,
             job.args_json,
@@ -114,6 +117,8 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
             job.unique_for,
             job.expires_at,
             job.expires_in,
+            list(job.depends_on) or None,
+            job.on_dependency_failure,
         ),
         _scalar,
     )
@@ -314,6 +319,10 @@ def unregister_worker(worker_id: uuid.UUID) -> Call[None]:
 
 def prune_workers(older_than: timedelta) -> Call[int]:
     return Call("SELECT skiplock.prune_workers(%s)", (older_than,), _scalar)
+
+
+def sweep_waiting_jobs(limit: int = 100) -> Call[int]:
+    return Call("SELECT skiplock.sweep_waiting_jobs(%s)", (limit,), _scalar)
 
 
 def expire_jobs(limit: int = 1000) -> Call[list[int]]:

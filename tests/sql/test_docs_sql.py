@@ -28,6 +28,8 @@ DOCUMENTED = [
     "unregister_worker(",
     "prune_workers(",
     "expire_jobs(",
+    "settle_waiting_jobs(",
+    "sweep_waiting_jobs(",
     "prune_job_history(",
     "prune_unique_keys(",
     "pause_queue(",
@@ -80,6 +82,9 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         5: "queued",  # dead-lettered with retry: false, then retry_job
         6: "queued",  # release_jobs
         7: "queued",  # unique_key: the second enqueue returned 7 again
+        # (the deduplicated enqueue above used up id 8: sequences never give one back)
+        9: "queued",  # extract
+        10: "waiting",  # load, waiting on 9
     }
     last_errors = dict(
         conn.execute("SELECT id, last_error ->> 'type' FROM skiplock.all_jobs").fetchall()

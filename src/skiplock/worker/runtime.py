@@ -517,6 +517,7 @@ class Worker:
                 rescued = await self._call(store.rescue_expired_jobs())
                 if rescued:
                     log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
+                await self._call(store.sweep_waiting_jobs())
                 expired = await self._call(store.expire_jobs())
                 if expired:
                     log.info("expired %d jobs past their deadline: %s", len(expired), expired)
