@@ -184,3 +184,10 @@ def test_the_sql_examples_of_docs_schedules_run(conn: psycopg.Connection) -> Non
     for block in blocks:
         conn.execute(block.encode())
     assert conn.execute("SELECT count(*) FROM skiplock.schedules").fetchone() == (0,)
+
+
+def test_validate_refuses_seconds_fields_and_absurd_zones() -> None:
+    with pytest.raises(skiplock.ConfigError, match="cron"):
+        schedules.validate("* * * * * *", "UTC")
+    with pytest.raises(skiplock.ConfigError, match="timezone"):
+        schedules.validate("* * * * *", "A" * 300)

@@ -45,11 +45,14 @@ def validate(cron: str, tz: str) -> None:
     """ConfigError naming the bad field, for a cron expression or time zone we cannot use."""
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(
-            f"timezone must be an IANA name such as Europe/Paris, got {tz!r}"
+            f"timezone must be an IANA name such as Europe/Paris, got {tz[:100]!r}"
         ) from None
-    if not croniter.is_valid(cron):
+    # Five fields or an @ alias: croniter would also take a sixth (seconds) field, which the
+    # database's cron_shape_valid rule refuses.
+    fields = cron.split()
+    if not (cron.startswith("@") or len(fields) == 5) or not croniter.is_valid(cron):
         raise ConfigError(
             f"cron must be a 5-field cron expression or @hourly/@daily/…, got {cron!r}"
         )

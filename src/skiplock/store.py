@@ -345,6 +345,8 @@ SCHEDULE_COLUMNS = (
     "last_run_at",
     "last_job_id",
     "last_error",
+    "created_at",
+    "updated_at",
 )
 
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from skiplock.api import dead_letters, jobs, observability, openapi, queues, workers
+from skiplock.api import dead_letters, jobs, observability, openapi, queues, schedules, workers
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
@@ -38,8 +38,8 @@ def create_app(
     db_timeout: float = 10.0,
     statement_timeout: float = 5.0,
 ) -> Starlette:
-    """The API for `app`: jobs, queues, dead letters, workers under /api/v1, plus /health,
-    /ready, /metrics, /openapi.json and /docs (see docs/api.md).
+    """The API for `app`: jobs, queues, dead letters, schedules, workers under /api/v1,
+    plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
 
     Request bodies over `max_body_bytes` get 413. A database call that takes longer than
     `db_timeout` seconds (typically: waiting for a connection while PostgreSQL is away)
@@ -76,6 +76,7 @@ def create_app(
                     *jobs.routes,
                     *queues.routes,
                     *dead_letters.routes,
+                    *schedules.routes,
                     *workers.routes,
                     *observability.api_routes,
                 ],

@@ -29,7 +29,7 @@ STATUSES = [
 
 ERRORS = {
     400: "The body is not JSON of the expected shape (`invalid json`).",
-    404: "No such job, queue, worker or dead letter (`not found`).",
+    404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
     413: "The body is larger than the API's limit (`body too large`).",
     422: "A parameter or field fails its check; `field` names it.",
@@ -57,6 +57,9 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 JOB_ID = _param("job_id", "path", {"type": "integer", "minimum": 0}, "The job id.")
 QUEUE = _param("name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "Queue.")
+SCHEDULE = _param(
+    "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}, "Schedule name."
+)
 WORKER = _param("worker_id", "path", {"type": "string", "format": "uuid"}, "Worker id.")
 LIMIT = _param(
     "limit", "query", {"type": "integer", "default": 50}, "Page size, clamped to 1..500."
@@ -438,6 +441,70 @@ def _document() -> dict[str, Any]:
                 errors=(400, 413, 422, 503),
             )
         },
+        "/api/v1/schedules": {
+            "get": _op(
+                "Recurring schedules, by name.",
+                {
+                    200: _json(
+                        _obj(schedules={"type": "array", "items": _ref("Schedule")}), "Schedules."
+                    )
+                },
+                tag="schedules",
+                errors=(422, 503),
+            ),
+            "post": _op(
+                "Create a schedule (`?replace=true`: or replace the one of the same name).",
+                {
+                    200: _json(_ref("Schedule"), "Replaced (only with `replace=true`)."),
+                    201: _json(_ref("Schedule"), "Created; a Location header names it."),
+                },
+                tag="schedules",
+                params=[
+                    _param(
+                        "replace",
+                        "query",
+                        {"enum": ["true", "false"], "default": "false"},
+                        "Replace a schedule of the same name instead of answering 409.",
+                    )
+                ],
+                body=_ref("CreateSchedule"),
+                errors=(400, 409, 413, 422, 503),
+            ),
+        },
+        "/api/v1/schedules/{name}": {
+            "get": _op(
+                "Read a schedule.",
+                {200: _json(_ref("Schedule"), "The schedule.")},
+                tag="schedules",
+                params=[SCHEDULE],
+                errors=(404, 503),
+            ),
+            "delete": _op(
+                "Delete a schedule; jobs it already enqueued stay.",
+                {204: {"description": "Deleted."}},
+                tag="schedules",
+                params=[SCHEDULE],
+                errors=(404, 503),
+            ),
+        },
+        "/api/v1/schedules/{name}/enable": {
+            "post": _op(
+                "Enable a schedule; its next fire time is computed from now (no catch-up).",
+                {200: _json(_ref("Schedule"), "Enabled.")},
+                tag="schedules",
+                params=[SCHEDULE],
+                errors=(404, 503),
+            )
+        },
+        "/api/v1/schedules/{name}/disable": {
+            "post": _op(
+                "Disable a schedule: it fires no more until enabled.",
+                {200: _json(_ref("Schedule"), "Disabled.")},
+                tag="schedules",
+                params=[SCHEDULE],
+                errors=(404, 503),
+            )
+        },
         "/api/v1/workers": {
             "get": _op(
                 "Registered worker processes.",
@@ -501,6 +568,40 @@ def _document() -> dict[str, Any]:
             errors={"type": "array"},
             tags={"type": "array", "items": {"type": "string"}},
             meta={"type": "object"},
+        ),
+        "CreateSchedule": {
+            **_obj(
+                name={"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"},
+                cron={
+                    "type": "string",
+                    "description": "5 fields (minute hour day-of-month month day-of-week)"
+                    " or @hourly, @daily, @midnight, @weekly, @monthly, @yearly.",
+                },
+                task={"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,200}$"},
+                args={"type": ["object", "null"]},
+                queue={"type": ["string", "null"]},
+                priority={"type": ["integer", "null"], "minimum": -100, "maximum": 100},
+                timezone={"type": ["string", "null"], "default": "UTC"},
+                max_attempts={"type": ["integer", "null"], "minimum": 1},
+                enabled={"type": ["boolean", "null"], "default": True},
+            ),
+            "required": ["name", "cron", "task"],
+            "additionalProperties": False,
+        },
+        "Schedule": _obj(
+            name={"type": "string"},
+            cron={"type": "string"},
+            timezone={"type": "string"},
+            task={"type": "string"},
+            args={"type": "object"},
+            queue={"type": "string"},
+            priority={"type": "integer"},
+            max_attempts={"type": "integer"},
+            enabled={"type": "boolean"},
+            next_run_at={"type": ["string", "null"], "format": "date-time"},
+            last_run_at={"type": ["string", "null"], "format": "date-time"},
+            last_job_id={"type": ["integer", "null"]},
+            last_error={"type": ["string", "null"]},
         ),
         "Queue": _obj(queue={"type": "string"}, paused={"type": "boolean"}, **counts),
         "DeadLetter": _obj(
