@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Status = Literal[
     "waiting",
@@ -18,17 +18,7 @@ Status = Literal[
     "cancelled",
     "expired",
 ]
-STATUSES: tuple[str, ...] = (
-    "waiting",
-    "scheduled",
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-)
+STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
 

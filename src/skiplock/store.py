@@ -173,19 +173,7 @@ def list_jobs(
     )
 
 
-QUEUE_STAT_COLUMNS = (
-    "queue",
-    "paused",
-    "waiting",
-    "scheduled",
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-)
+QUEUE_STAT_COLUMNS = ("queue", "paused", *STATUSES)
 
 
 def queue_stats() -> Call[list[dict[str, Any]]]:

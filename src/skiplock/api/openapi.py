@@ -13,19 +13,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from skiplock import __version__
+from skiplock.jobs import STATUSES as JOB_STATUSES
 
 JSON = "application/json"
-STATUSES = [
-    "waiting",
-    "scheduled",
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-]
+STATUSES = list(JOB_STATUSES)
 
 ERRORS = {
     400: "The body is not JSON of the expected shape (`invalid json`).",
