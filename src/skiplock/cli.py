@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from skiplock.jobs import STATUSES, Job, JSONError
 from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema, load_migrations, migrate
 from skiplock.registry import App
+from skiplock.schedules import validate as validate_schedule
 from skiplock.worker.runtime import Worker, WorkerSettings
 
 if TYPE_CHECKING:
@@ -317,6 +318,141 @@ def enqueue(
         click.echo(job_id)
 
 
+# ---- bench --------------------------------------------------------------------------
+
+
+@main.command("bench")
+@click.option("--jobs", type=click.IntRange(1), default=20_000, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Jobs at once per worker process.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Most jobs per claim (default: all free slots).",
+)
+@click.option("--payload-bytes", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--handler",
+    type=click.Choice(["async-noop", "sync-noop", "sleep-1ms"]),
+    default="async-noop",
+    show_default=True,
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Report min / median / max over this many rounds.",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    metavar="NAME",
+    type=click.Choice(["bulk-enqueue", "single-enqueue", "drain", "steady", "latency", "idle"]),
+    help="Repeat for more (default: all).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds of the steady scenario.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=10_000.0,
+    show_default=True,
+    help="Jobs/s the steady scenario's producer aims for.",
+)
+@click.option("--idle-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--yes", is_flag=True, help="Go ahead on a database that already holds jobs.")
+@pass_settings
+def bench(
+    settings: Settings,
+    jobs: int,
+    workers: int,
+    concurrency: int,
+    batch_size: int | None,
+    payload_bytes: int,
+    handler: str,
+    rounds: int,
+    scenarios: tuple[str, ...],
+    duration: float,
+    rate: float,
+    idle_seconds: float,
+    as_json: bool,
+    yes: bool,
+) -> None:
+    """Measure enqueue, drain, steady-state throughput, latency and idle cost.
+
+    Every round empties the skiplock tables (TRUNCATE): on a database that holds jobs
+    it refuses unless --yes. Without a DSN it runs on a private PostgreSQL in a
+    temporary directory.
+    """
+    from skiplock.bench import (
+        SCENARIOS,
+        Bench,
+        BenchError,
+        BenchSettings,
+        embedded_dsn,
+        render_table,
+    )
+
+    dsn = resolve_dsn(settings.dsn_flag)
+    if dsn:
+        require_schema(dsn)
+    else:
+        dsn = embedded_dsn()
+        with connect(dsn, check=False) as conn:
+            migrate(conn)
+    runner = Bench(
+        dsn,
+        BenchSettings(
+            jobs=jobs,
+            workers=workers,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            payload_bytes=payload_bytes,
+            handler=handler,
+            rounds=rounds,
+            duration=duration,
+            rate=rate,
+            idle_seconds=idle_seconds,
+        ),
+    )
+    held = runner.foreign_jobs()
+    if held and not yes:
+        raise CliError(
+            f"this database holds {held} jobs and the bench deletes every job"
+            " (TRUNCATE of the skiplock tables); pass --yes to go ahead"
+        )
+    if held:
+        click.echo(
+            f"WARNING: deleting {held} jobs: the bench empties the skiplock tables", err=True
+        )
+    progress = None if as_json else lambda line: click.echo(line, err=True)
+    try:
+        report = runner.run(scenarios or SCENARIOS, progress=progress)
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(render_table(report))
+
+
 # ---- jobs ---------------------------------------------------------------------------
 
 
@@ -433,11 +569,15 @@ def retry_job(settings: Settings, job_id: int) -> None:
 # ---- queues -------------------------------------------------------------------------
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
-@pass_settings
-def queues(settings: Settings, as_json: bool) -> None:
-    """Job counts per queue and status (finished ones: totals since install)."""
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """Job counts per queue and status (finished ones: totals since install);
+    `queues pause|resume NAME` stops and restarts claiming from a queue."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
     with connect(settings.dsn()) as conn:
         stats = store.queue_stats().run(conn)
     if as_json:
@@ -606,3 +746,252 @@ async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
     except SystemExit:
         # uvicorn exits the process when it cannot bind; the worker must stop first
         raise CliError(f"the API could not start on {host}:{port} (see the log above)") from None
+
+
+@queues.command("pause")
+@click.argument("name")
+@pass_settings
+def pause_queue(settings: Settings, name: str) -> None:
+    """Stop claiming from a queue; running jobs finish."""
+    with connect(settings.dsn()) as conn:
+        if not store.pause_queue(name).run(conn):
+            raise CliError(f"queue {name} not found")
+    click.echo(f"queue {name} paused")
+
+
+@queues.command("resume")
+@click.argument("name")
+@pass_settings
+def resume_queue(settings: Settings, name: str) -> None:
+    """Claim from a paused queue again."""
+    with connect(settings.dsn()) as conn:
+        if not store.resume_queue(name).run(conn):
+            raise CliError(f"queue {name} not found")
+    click.echo(f"queue {name} resumed")
+
+
+# ---- dead letters -------------------------------------------------------------------
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Jobs that failed for good: list, redrive, purge."""
+
+
+@dead_letters.command("list")
+@click.option("--queue", default=None)
+@click.option("--task", default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def list_dead_letters(
+    settings: Settings, queue: str | None, task: str | None, limit: int, as_json: bool
+) -> None:
+    """Newest first, with each job's last error."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_dead_letters(queue=queue, task=task, limit=limit).run(conn)
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        click.echo("no dead letters")
+    else:
+        headers = ["ID", "TASK", "QUEUE", "ATTEMPTS", "FAILED", "LAST ERROR"]
+        click.echo(
+            table(
+                headers,
+                [
+                    [
+                        r["id"],
+                        r["task"],
+                        r["queue"],
+                        f"{r['attempt']}/{r['max_attempts']}",
+                        when(r["failed_at"]),
+                        (r["last_error"] or "")[:60],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+
+
+@dead_letters.command("redrive")
+@click.argument("job_id", type=int, required=False)
+@click.option("--queue", default=None, help="Every dead letter of this queue.")
+@click.option("--task", default=None, help="Every dead letter of this task.")
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@pass_settings
+def redrive_dead_letters(
+    settings: Settings,
+    job_id: int | None,
+    queue: str | None,
+    task: str | None,
+    everything: bool,
+) -> None:
+    """Queue dead letters again (attempts reset): one by id, or a filtered set."""
+    if (job_id is None) == (not (queue or task or everything)):
+        raise click.UsageError("give a job id, or --queue/--task/--all (not both)")
+    with connect(settings.dsn()) as conn:
+        if job_id is not None:
+            if store.get_dead_letter(job_id).run(conn) is None:
+                raise CliError(f"dead letter {job_id} not found")
+            store.retry_job(job_id).run(conn)
+            click.echo(f"job {job_id} queued again")
+            return
+        total = 0
+        while batch := store.redrive_dead_jobs(queue=queue, task=task, limit=1000).run(conn):
+            total += len(batch)
+    click.echo(f"{total} dead letters queued again")
+
+
+@dead_letters.command("purge")
+@click.option("--queue", default=None)
+@click.option("--task", default=None)
+@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
+@click.option("--yes", is_flag=True, help="Required: purging deletes for good.")
+@pass_settings
+def purge_dead_letters(
+    settings: Settings,
+    queue: str | None,
+    task: str | None,
+    older_than: float | None,
+    yes: bool,
+) -> None:
+    """Delete dead letters for good (filtered by queue, task, age)."""
+    if not yes:
+        raise click.UsageError("purging deletes dead letters for good: add --yes")
+    age = timedelta(seconds=older_than) if older_than is not None else None
+    with connect(settings.dsn()) as conn:
+        count = store.purge_dead_jobs(queue=queue, task=task, older_than=age).run(conn)
+    click.echo(f"{count} dead letters purged")
+
+
+# ---- schedules ----------------------------------------------------------------------
+
+
+@main.group()
+def schedules() -> None:
+    """Recurring schedules (cron): list, show, create, enable, disable, delete."""
+
+
+@schedules.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def list_schedules(settings: Settings, as_json: bool) -> None:
+    """Every schedule with its next run."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_schedules().run(conn)
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        click.echo("no schedules")
+    else:
+        headers = ["NAME", "CRON", "TIMEZONE", "TASK", "QUEUE", "ENABLED", "NEXT RUN", "LAST RUN"]
+        click.echo(
+            table(
+                headers,
+                [
+                    [
+                        r["name"],
+                        r["cron"],
+                        r["timezone"],
+                        r["task"],
+                        r["queue"],
+                        "yes" if r["enabled"] else "no",
+                        when(r["next_run_at"]),
+                        when(r["last_run_at"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+
+
+@schedules.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def show_schedule(settings: Settings, name: str, as_json: bool) -> None:
+    """Every field of one schedule."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_schedules(name).run(conn)
+    if not rows:
+        raise CliError(f"schedule {name} not found")
+    if as_json:
+        print_json(rows[0])
+    else:
+        click.echo("\n".join(f"{key:13} {_field_text(value)}" for key, value in rows[0].items()))
+
+
+@schedules.command("create")
+@click.argument("name")
+@click.option("--cron", required=True, help='5 fields, or @hourly/@daily/…: "*/5 * * * *".')
+@click.option("--task", required=True)
+@click.option("--args", "args_text", default="{}", metavar="JSON", help="A JSON object.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--timezone", default="UTC", show_default=True, help="An IANA name.")
+@click.option("--max-attempts", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
+@pass_settings
+def create_schedule(
+    settings: Settings,
+    name: str,
+    cron: str,
+    task: str,
+    args_text: str,
+    queue: str,
+    priority: int,
+    timezone: str,
+    max_attempts: int,
+    replace: bool,
+) -> None:
+    """Create a schedule (workers fire it; the first computes its next run)."""
+    validate_schedule(cron, timezone)
+    args_json = json.dumps(parse_args(args_text))
+    with connect(settings.dsn()) as conn:
+        store.create_schedule(
+            name,
+            cron=cron,
+            task=task,
+            args_json=args_json,
+            queue=queue,
+            priority=priority,
+            timezone=timezone,
+            max_attempts=max_attempts,
+            replace=replace,
+        ).run(conn)
+    click.echo(f"schedule {name} {'saved' if replace else 'created'}")
+
+
+@schedules.command("enable")
+@click.argument("name")
+@pass_settings
+def enable_schedule(settings: Settings, name: str) -> None:
+    """Enable a schedule (its next run is computed from now)."""
+    _set_schedule(settings, name, enabled=True)
+
+
+@schedules.command("disable")
+@click.argument("name")
+@pass_settings
+def disable_schedule(settings: Settings, name: str) -> None:
+    """Disable a schedule; it keeps its settings."""
+    _set_schedule(settings, name, enabled=False)
+
+
+def _set_schedule(settings: Settings, name: str, *, enabled: bool) -> None:
+    with connect(settings.dsn()) as conn:
+        if not store.set_schedule_enabled(name, enabled).run(conn):
+            raise CliError(f"schedule {name} not found")
+    click.echo(f"schedule {name} {'enabled' if enabled else 'disabled'}")
+
+
+@schedules.command("delete")
+@click.argument("name")
+@pass_settings
+def delete_schedule(settings: Settings, name: str) -> None:
+    """Delete a schedule (jobs it already enqueued stay)."""
+    with connect(settings.dsn()) as conn:
+        if not store.delete_schedule(name).run(conn):
+            raise CliError(f"schedule {name} not found")
+    click.echo(f"schedule {name} deleted")

