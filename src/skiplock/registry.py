@@ -66,7 +66,7 @@ class TaskOptions:
 
     def merged(self, override: TaskOptions) -> TaskOptions:
         changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
-        return replace(self, **changes)
+        return replace(self, **changes) if changes else self
 
     def request(self, task: str, args: Mapping[str, Any] | None) -> EnqueueRequest:
         return EnqueueRequest(

@@ -376,8 +376,13 @@ class Worker:
 
     async def _written(self, outcome: Outcome, status: str) -> None:
         self.processed += 1
-        job = outcome.job
         level = logging.INFO if status in ("succeeded", "released") else logging.WARNING
+        hooked = status in ("succeeded", "retrying", "failed", "cancelled") and bool(
+            self.app.hooks[status]
+        )
+        if not (hooked or log.isEnabledFor(level)):
+            return  # the common case under load: nothing to build
+        job = outcome.job
         extra = {
             "job_id": job.id,
             "task": job.task,
@@ -398,7 +403,7 @@ class Worker:
             outcome.duration * 1000,
             extra={"skiplock": extra},
         )
-        if status in ("succeeded", "retrying", "failed", "cancelled") and self.app.hooks[status]:
+        if hooked:
             await self.app.emit(status, outcome.ctx, extra)
 
     # ---- progress -----------------------------------------------------------------------
