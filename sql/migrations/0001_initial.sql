@@ -68,9 +68,21 @@ CREATE DOMAIN skiplock.retry_policy AS jsonb
     CONSTRAINT retry_policy_valid CHECK (VALUE IS NULL OR skiplock.retry_policy_is_valid(VALUE));
 
 CREATE TABLE skiplock.queues (
-    name       skiplock.queue_name PRIMARY KEY,
-    paused     boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT now()
+    name              skiplock.queue_name PRIMARY KEY,
+    paused            boolean NOT NULL DEFAULT false,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    -- Limits across all workers, enforced inside claim_jobs (NULL: none). A queue with
+    -- a limit is claimed under its row lock, so concurrent claimers cannot overshoot.
+    max_running       integer,
+    rate_limit        integer,
+    rate_period       interval,
+    -- the current fixed rate window: when it began and how many jobs started in it
+    rate_window_start timestamptz,
+    rate_window_count integer NOT NULL DEFAULT 0,
+    CONSTRAINT max_running_positive CHECK (max_running IS NULL OR max_running >= 1),
+    CONSTRAINT rate_limit_complete CHECK (
+        (rate_limit IS NULL) = (rate_period IS NULL)
+        AND (rate_limit IS NULL OR (rate_limit >= 1 AND rate_period > interval '0')))
 );
 
 CREATE TABLE skiplock.jobs (
@@ -425,7 +437,35 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
+    v_limited text[];
+    v_budgets integer[];
 BEGIN
+    -- Queues with limits: lock their rows (claimers of a limited queue take turns) and
+    -- work out how many jobs each may start now. Unlimited queues skip all of this.
+    IF EXISTS (SELECT 1 FROM skiplock.queues lq WHERE lq.name = ANY (p_queues)
+               AND (lq.max_running IS NOT NULL OR lq.rate_limit IS NOT NULL)) THEN
+        -- Lock first, count after: the counting statement must take its snapshot once
+        -- the previous claimer of this queue has committed, or it would not see that
+        -- claimer's jobs running.
+        PERFORM 1 FROM skiplock.queues lq
+        WHERE lq.name = ANY (p_queues)
+          AND (lq.max_running IS NOT NULL OR lq.rate_limit IS NOT NULL)
+        ORDER BY lq.name
+        FOR UPDATE;
+        UPDATE skiplock.queues lq
+        SET rate_window_start = v_now, rate_window_count = 0
+        WHERE lq.name = ANY (p_queues) AND lq.rate_limit IS NOT NULL
+          AND (lq.rate_window_start IS NULL OR lq.rate_window_start + lq.rate_period <= v_now);
+        SELECT array_agg(lq.name), array_agg(greatest(0, least(
+                   lq.max_running - (SELECT count(*) FROM skiplock.jobs r
+                                     WHERE r.state = 'running' AND r.queue = lq.name),
+                   lq.rate_limit - lq.rate_window_count)))
+        INTO v_limited, v_budgets
+        FROM skiplock.queues lq
+        WHERE lq.name = ANY (p_queues)
+          AND (lq.max_running IS NOT NULL OR lq.rate_limit IS NOT NULL);
+    END IF;
+
     -- The pick walks jobs_claim_idx per queue (LATERAL) and the UPDATE then probes the
     -- primary key for exactly the picked ids (= ANY(ARRAY(...)) keeps the planner from
     -- turning the pick into a semi-join over the whole table).
@@ -437,13 +477,14 @@ BEGIN
     WHERE j.id = ANY (ARRAY(
         SELECT picked.id
         FROM unnest(p_queues) AS q(name)
+        LEFT JOIN unnest(v_limited, v_budgets) AS budget(name, jobs) ON budget.name = q.name
         CROSS JOIN LATERAL (
             SELECT c.id, c.priority, c.run_at
             FROM skiplock.jobs c
             WHERE c.queue = q.name AND c.state = 'queued' AND c.run_at <= v_now
               AND (c.expires_at IS NULL OR c.expires_at > v_now)
             ORDER BY c.priority DESC, c.run_at, c.id
-            LIMIT p_limit
+            LIMIT least(p_limit, coalesce(budget.jobs, p_limit))
             FOR UPDATE SKIP LOCKED
         ) picked
         WHERE NOT EXISTS (SELECT 1 FROM skiplock.queues pq WHERE pq.name = q.name AND pq.paused)
@@ -455,6 +496,13 @@ BEGIN
         DELETE FROM skiplock.unique_keys k
         WHERE k.job_id = ANY (ARRAY(SELECT c.id FROM claimed c WHERE c.unique_key IS NOT NULL))
           AND k.scope = 'queued'
+    ), counted AS (
+        -- starts count against the rate window of rate-limited queues (rows locked above)
+        UPDATE skiplock.queues lq
+        SET rate_window_count = lq.rate_window_count + n.started
+        FROM (SELECT c.queue, count(*)::integer AS started FROM claimed c
+              WHERE c.queue = ANY (v_limited) GROUP BY c.queue) n
+        WHERE lq.name = n.queue AND lq.rate_limit IS NOT NULL
     )
     SELECT c.id, c.task::text, c.args::jsonb, c.queue::text, c.priority, c.attempt,
            c.max_attempts, c.timeout, c.created_at, c.tags, c.meta::jsonb
@@ -1199,6 +1247,27 @@ ALTER FUNCTION skiplock.archive_jobs(bigint[], skiplock.finished_status, jsonb[]
     SET plan_cache_mode = force_custom_plan;
 
 
+-- set_queue_limits: cap a queue across all workers: at most p_max_running jobs running
+-- at once, and at most p_rate_limit jobs started per p_rate_period (fixed windows that
+-- open at the first start after the previous one closed, so up to twice the limit can
+-- start across a window boundary). NULL removes a limit. Creates the queue row if
+-- needed. Enforced by claim_jobs under the queue's row lock.
+CREATE FUNCTION skiplock.set_queue_limits(
+    p_queue text, p_max_running integer DEFAULT NULL, p_rate_limit integer DEFAULT NULL,
+    p_rate_period interval DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO skiplock.queues AS q (name, max_running, rate_limit, rate_period)
+    VALUES (p_queue, p_max_running, p_rate_limit, p_rate_period)
+    ON CONFLICT (name) DO UPDATE
+        SET max_running = excluded.max_running, rate_limit = excluded.rate_limit,
+            rate_period = excluded.rate_period, rate_window_start = NULL,
+            rate_window_count = 0;
+    PERFORM pg_notify('skiplock_jobs', p_queue);
+END
+$$;
+
 -- Every job, wherever it lives, with its status in the words users see.
 CREATE VIEW skiplock.all_jobs AS
 SELECT id, task, args, queue, priority,
@@ -1232,7 +1301,7 @@ FROM skiplock.dead_jobs;
 -- Per-queue counts by status. Pending statuses are counted in the (small) hot table;
 -- finished ones are totals since install, kept by triggers.
 CREATE VIEW skiplock.queue_stats AS
-SELECT q.name AS queue, q.paused,
+SELECT q.name AS queue, q.paused, q.max_running, q.rate_limit, q.rate_period,
        coalesce(h.waiting, 0) AS waiting, coalesce(h.scheduled, 0) AS scheduled,
        coalesce(h.queued, 0) AS queued, coalesce(h.running, 0) AS running,
        coalesce(h.retrying, 0) AS retrying,

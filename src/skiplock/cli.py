@@ -585,8 +585,9 @@ def queues(ctx: click.Context, as_json: bool) -> None:
     elif not stats:
         click.echo("no queues")
     else:
-        headers = [name.upper() for name in store.QUEUE_STAT_COLUMNS]
-        rows = [[_stat_text(s[k]) for k in store.QUEUE_STAT_COLUMNS] for s in stats]
+        columns = ("queue", "paused", *STATUSES)
+        headers = [*(name.upper() for name in columns), "LIMITS"]
+        rows = [[*(_stat_text(s[k]) for k in columns), _limits_text(s)] for s in stats]
         click.echo(table(headers, rows))
 
 
@@ -594,6 +595,50 @@ def _stat_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def _limits_text(stat: dict[str, Any]) -> str:
+    limits = []
+    if stat["max_running"] is not None:
+        limits.append(f"max {stat['max_running']} running")
+    if stat["rate_limit"] is not None:
+        limits.append(f"{stat['rate_limit']} per {stat['rate_period']:g} s")
+    return ", ".join(limits) or "-"
+
+
+@queues.command("set")
+@click.argument("name")
+@click.option("--max-running", type=click.IntRange(1), default=None, help="Across all workers.")
+@click.option(
+    "--rate", default=None, metavar="N/SECONDS", help='e.g. "100/60": 100 starts a minute.'
+)
+@pass_settings
+def set_queue_limits(
+    settings: Settings, name: str, max_running: int | None, rate: str | None
+) -> None:
+    """Set a queue's limits, enforced in the claim across all workers (omitted: none)."""
+    rate_limit, rate_period = _parse_rate(rate) if rate else (None, None)
+    with connect(settings.dsn()) as conn:
+        store.set_queue_limits(
+            name, max_running=max_running, rate_limit=rate_limit, rate_period=rate_period
+        ).run(conn)
+    click.echo(f"queue {name}: {_limits_text(_limits(max_running, rate_limit, rate_period))}")
+
+
+def _parse_rate(text: str) -> tuple[int, timedelta]:
+    count, _, seconds = text.partition("/")
+    try:
+        limit, period = int(count), float(seconds)
+    except ValueError:
+        raise click.BadParameter(f"expected N/SECONDS such as 100/60, got {text!r}") from None
+    if limit < 1 or period <= 0:
+        raise click.BadParameter(f"N must be >= 1 and SECONDS > 0, got {text!r}")
+    return limit, timedelta(seconds=period)
+
+
+def _limits(max_running: int | None, rate: int | None, period: timedelta | None) -> dict[str, Any]:
+    seconds = period.total_seconds() if period else None
+    return {"max_running": max_running, "rate_limit": rate, "rate_period": seconds}
 
 
 # ---- serving ------------------------------------------------------------------------

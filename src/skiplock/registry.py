@@ -453,6 +453,24 @@ class App:
     ) -> str:
         return _found(job_id, await self.arun(store.retry_job(job_id), conn))
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_running: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Cap `queue` across all workers: at most `max_running` jobs at once and
+        `rate_limit` starts per `rate_period`; None removes a limit. See
+        skiplock.set_queue_limits."""
+        period = _seconds(rate_period, "rate_period")
+        call = store.set_queue_limits(
+            queue, max_running=max_running, rate_limit=rate_limit, rate_period=period
+        )
+        self.run(call, conn)
+
     def wait_for_result(self, job_id: int, *, timeout: float | None = None) -> Any:
         """Block until the job finishes and return its result.
 

@@ -173,14 +173,35 @@ def list_jobs(
     )
 
 
-QUEUE_STAT_COLUMNS = ("queue", "paused", *STATUSES)
+QUEUE_STAT_COLUMNS = ("queue", "paused", "max_running", "rate_limit", "rate_period", *STATUSES)
+
+
+def _queue_stat(row: Row) -> dict[str, Any]:
+    stat = dict(zip(QUEUE_STAT_COLUMNS, row, strict=True))
+    if stat["rate_period"] is not None:  # seconds, so the row is plain JSON
+        stat["rate_period"] = stat["rate_period"].total_seconds()
+    return stat
 
 
 def queue_stats() -> Call[list[dict[str, Any]]]:
     return Call(
         f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats ORDER BY queue",
         (),
-        lambda rows: [dict(zip(QUEUE_STAT_COLUMNS, row, strict=True)) for row in rows],
+        lambda rows: [_queue_stat(row) for row in rows],
+    )
+
+
+def set_queue_limits(
+    queue: str,
+    *,
+    max_running: int | None = None,
+    rate_limit: int | None = None,
+    rate_period: timedelta | None = None,
+) -> Call[None]:
+    return Call(
+        "SELECT skiplock.set_queue_limits(%s, %s, %s, %s)",
+        (queue, max_running, rate_limit, rate_period),
+        lambda rows: None,
     )
 
 
@@ -504,7 +525,7 @@ def get_queue(queue: str) -> Call[dict[str, Any] | None]:
     return Call(
         f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats WHERE queue = %s",
         (queue,),
-        lambda rows: dict(zip(QUEUE_STAT_COLUMNS, rows[0], strict=True)) if rows else None,
+        lambda rows: _queue_stat(rows[0]) if rows else None,
     )
 
 

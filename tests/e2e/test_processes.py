@@ -141,3 +141,25 @@ def test_four_processes_drain_twenty_thousand_jobs_with_none_lost(dsn, ledger, s
     pids = {row[0] for row in ledger.execute("SELECT DISTINCT pid FROM ledger").fetchall()}
     assert pids <= {p.pid for p in workers} and len(pids) >= 2
     app.close()
+
+
+def test_max_running_holds_across_worker_processes(dsn, ledger, start_worker):
+    app = skiplock.App(dsn)
+    app.set_queue_limits("default", max_running=2)
+    ids = [app.enqueue("ledger.sleep", {"seconds": 0.3}) for _ in range(8)]
+    workers = [start_worker("--concurrency", "5", "--poll-interval", "0.05") for _ in range(3)]
+    wait_until(lambda: all(status_of(ledger, i) == "succeeded" for i in ids), 120, 0.2)
+    for proc in workers:
+        proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        assert proc.wait(30) == 0
+    # Most handlers running at the same moment, from the ledger's start/finish times.
+    events = ledger.execute(
+        "SELECT at, CASE event WHEN 'start' THEN 1 ELSE -1 END FROM ledger ORDER BY at, event DESC"
+    ).fetchall()
+    running, most = 0, 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    assert most == 2
+    app.close()

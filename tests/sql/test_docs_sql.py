@@ -34,6 +34,7 @@ DOCUMENTED = [
     "prune_unique_keys(",
     "pause_queue(",
     "resume_queue(",
+    "set_queue_limits(",
     "retry_delay(",
     "retry_policy_is_valid(",
     "skiplock.all_jobs",
