@@ -545,6 +545,20 @@ LANGUAGE sql AS $$
     WHERE k.job_id = ANY (p_ids) AND k.scope = 'period' AND k.holds_until IS NULL;
 $$;
 
+-- jobs_left (internal): what follows jobs p_ids leaving the hot table for good, for
+-- archive_jobs and bury_jobs alike: free the unique keys of p_keyed (the ids that carry
+-- one) and settle the jobs waiting on p_ids.
+CREATE FUNCTION skiplock.jobs_left(p_ids bigint[], p_keyed bigint[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_keyed IS NOT NULL THEN
+        PERFORM skiplock.release_unique_keys(p_keyed, p_now);
+    END IF;
+    PERFORM skiplock.resolve_dependents(p_ids, p_now);
+END
+$$;
+
 -- archive_jobs (internal): move rows out of the hot table into job_history with
 -- p_status. The caller has already locked the rows and checked their fencing token.
 -- p_results lines up with p_ids (NULL: no results). Returns the moved ids.
@@ -575,10 +589,7 @@ BEGIN
     )
     SELECT array_agg(a.id), array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL)
     INTO v_ids, v_keyed FROM archived a;
-    IF v_keyed IS NOT NULL THEN
-        PERFORM skiplock.release_unique_keys(v_keyed, p_now);
-    END IF;
-    PERFORM skiplock.resolve_dependents(v_ids, p_now);
+    PERFORM skiplock.jobs_left(v_ids, v_keyed, p_now);
     RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
@@ -608,10 +619,7 @@ BEGIN
     )
     SELECT array_agg(d.id), array_agg(d.id) FILTER (WHERE d.unique_key IS NOT NULL)
     INTO v_ids, v_keyed FROM dead d;
-    IF v_keyed IS NOT NULL THEN
-        PERFORM skiplock.release_unique_keys(v_keyed, p_now);
-    END IF;
-    PERFORM skiplock.resolve_dependents(v_ids, p_now);
+    PERFORM skiplock.jobs_left(v_ids, v_keyed, p_now);
     RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
