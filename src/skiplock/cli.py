@@ -44,6 +44,7 @@ DEFAULTS = WorkerSettings()
 DEMO_APP = "skiplock.demo:app"
 NO_DSN = "no database: pass --dsn or set SKIPLOCK_DSN / DATABASE_URL"
 DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
+DEV_TOKEN_NAME = "dev"
 STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
 
 
@@ -644,28 +645,96 @@ def _limits(max_running: int | None, rate: int | None, period: timedelta | None)
 # ---- serving ------------------------------------------------------------------------
 
 
-def api_factory() -> Callable[[App], Any]:
+def api_factory() -> Callable[..., Any]:
     try:
         from skiplock.api import create_app  # type: ignore[import-not-found]
     except ImportError as exc:
         raise CliError(f"the HTTP API is not available: {exc}") from None
-    factory: Callable[[App], Any] = create_app
+    factory: Callable[..., Any] = create_app
     return factory
+
+
+def read_public_key(value: str | None) -> str | None:
+    """PEM text as given, or the contents of the file it names."""
+    if value is None or "-----BEGIN" in value:
+        return value
+    try:
+        return Path(value).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read the JWT public key {value}: {exc.strerror}") from None
+
+
+def live_token_count(dsn: str) -> int:
+    with connect(dsn) as conn:
+        return sum(1 for t in store.list_api_tokens().run(conn) if t["revoked_at"] is None)
 
 
 @main.command()
 @click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR", help="For task defaults.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without authentication (only behind something that authenticates).",
+)
+@click.option(
+    "--jwt-secret",
+    envvar="SKIPLOCK_JWT_SECRET",
+    default=None,
+    help="HS256 secret for JWTs (>= 32 bytes; prefer the env var: flags show in ps).",
+)
+@click.option(
+    "--jwt-public-key",
+    envvar="SKIPLOCK_JWT_PUBLIC_KEY",
+    default=None,
+    metavar="PEM|PATH",
+    help="RS256 public key for JWTs: PEM text or a file.",
+)
+@click.option("--jwt-issuer", envvar="SKIPLOCK_JWT_ISSUER", default=None, help="Required iss.")
+@click.option("--jwt-audience", envvar="SKIPLOCK_JWT_AUDIENCE", default=None, help="Required aud.")
 @pass_settings
-def serve(settings: Settings, app_spec: str | None, host: str, port: int) -> None:
-    """Serve the HTTP API."""
+def serve(
+    settings: Settings,
+    app_spec: str | None,
+    host: str,
+    port: int,
+    no_auth: bool,
+    jwt_secret: str | None,
+    jwt_public_key: str | None,
+    jwt_issuer: str | None,
+    jwt_audience: str | None,
+) -> None:
+    """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
+    needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
     import uvicorn
+
+    from skiplock.api.auth import AuthConfig
 
     app = load_app(app_spec) if app_spec else App()
     app.dsn = settings.dsn()
+    auth = None
+    if no_auth:
+        click.echo(
+            "warning: serving without authentication (--no-auth): anyone who can"
+            " reach the port can run every admin action",
+            err=True,
+        )
+    else:
+        auth = AuthConfig(
+            jwt_secret=jwt_secret,
+            jwt_public_key=read_public_key(jwt_public_key),
+            jwt_issuer=jwt_issuer,
+            jwt_audience=jwt_audience,
+        )
     require_schema(app.dsn)
-    uvicorn.run(api_factory()(app), host=host, port=port, log_config=None)
+    if auth is not None and not auth.jwt_enabled and live_token_count(app.dsn) == 0:
+        # Start anyway: the first token is made with the CLI, not through the API.
+        log.warning(
+            "auth is on and no API token exists yet: create one with"
+            " `skiplock tokens create --name NAME --scope admin`"
+        )
+    uvicorn.run(api_factory()(app, auth=auth), host=host, port=port, log_config=None)
 
 
 @main.command()
@@ -697,8 +766,19 @@ def dev(
     with connect(dsn, check=False) as conn:
         migrate(conn)
     app.dsn = dsn
-    click.echo(banner(dsn, host, port, app_spec, worker_settings.queues))
-    asyncio.run(serve_and_work(app, create_app(app), host, port, worker_settings))
+    from skiplock.api.auth import AuthConfig, hash_token, new_token
+
+    # dev serves with auth on, as production does, and hands out an admin token so the
+    # API stays one copy-paste away; each start replaces the previous dev token.
+    token = new_token()
+    with connect(dsn) as conn:
+        store.create_api_token(DEV_TOKEN_NAME, "admin", None, hash_token(token), replace=True).run(
+            conn
+        )
+    click.echo(banner(dsn, host, port, app_spec, worker_settings.queues, token=token))
+    asyncio.run(
+        serve_and_work(app, create_app(app, auth=AuthConfig()), host, port, worker_settings)
+    )
     exit_if_threads_stuck()
 
 
@@ -708,21 +788,36 @@ def app_queues(app: App) -> list[str]:
     return sorted({"default", *named})
 
 
-def banner(dsn: str, host: str, port: int, app_spec: str, queues: Sequence[str]) -> str:
+def banner(
+    dsn: str,
+    host: str,
+    port: int,
+    app_spec: str,
+    queues: Sequence[str],
+    *,
+    token: str | None = None,
+) -> str:
     url = f"http://{host}:{port}"
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
     body = '{"task": "echo", "args": {"message": "hi"}}'
+    auth = f' -H "Authorization: Bearer {token}"' if token else ""
     return "\n".join(
         [
             f"skiplock dev: worker running {app_spec} on queues {', '.join(queues)}, API at {url}",
             f"database: {dsn}",
+            *(
+                [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
+                if token
+                else []
+            ),
             "",
             "enqueue a job:",
             f'  psql "{dsn}" -c "{sql}"',
-            f"  curl -X POST {url}/api/v1/jobs -H 'Content-Type: application/json' -d '{body}'",
+            f"  curl{auth} -X POST {url}/api/v1/jobs -H 'Content-Type: application/json'"
+            f" -d '{body}'",
             "watch it:",
             f'  psql "{dsn}" -c "SELECT id, task, status, result FROM skiplock.all_jobs"',
-            f"  curl {url}/api/v1/jobs/1",
+            f"  curl{auth} {url}/api/v1/jobs/1",
             "",
             "Ctrl-C to stop.",
         ]
@@ -1040,3 +1135,97 @@ def delete_schedule(settings: Settings, name: str) -> None:
         if not store.delete_schedule(name).run(conn):
             raise CliError(f"schedule {name} not found")
     click.echo(f"schedule {name} deleted")
+
+
+# ---- tokens and audit ---------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens for `skiplock serve` (stored hashed; the secret is shown once)."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Unique; it names the caller in the audit log.")
+@click.option("--scope", type=click.Choice(("read", "write", "admin")), required=True)
+@click.option("--queues", default=None, metavar="PATTERN", help="Only these queues: emails*.")
+@pass_settings
+def create_token(settings: Settings, name: str, scope: str, queues: str | None) -> None:
+    """Create a token and print it (stdout, alone, so `$(...)` captures it)."""
+    from skiplock.api.auth import check_queue_pattern, check_token_name, hash_token, new_token
+
+    check_token_name(name)
+    check_queue_pattern(queues)
+    token = new_token()
+    with connect(settings.dsn()) as conn:
+        if not store.create_api_token(name, scope, queues, hash_token(token)).run(conn):
+            raise CliError(f"token {name} already exists (revoke it and pick another name)")
+    limit = f", queues {queues}" if queues else ""
+    click.echo(f"token {name} created (scope {scope}{limit}); it is not shown again", err=True)
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def list_tokens(settings: Settings, as_json: bool) -> None:
+    """Every token, revoked ones too; never the secret or its hash."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_api_tokens().run(conn)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no tokens")
+        return
+    headers = ("NAME", "SCOPE", "QUEUES", "CREATED", "LAST USED", "REVOKED")
+    click.echo(
+        table(
+            headers,
+            [
+                (
+                    t["name"],
+                    t["scope"],
+                    t["queue_pattern"] or "*",
+                    when(t["created_at"]),
+                    when(t["last_used_at"]),
+                    when(t["revoked_at"]),
+                )
+                for t in rows
+            ],
+        )
+    )
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@pass_settings
+def revoke_token(settings: Settings, name: str) -> None:
+    """Revoke a token: its next request gets 401."""
+    with connect(settings.dsn()) as conn:
+        if not store.revoke_api_token(name).run(conn):
+            raise CliError(f"token {name} not found (or already revoked)")
+    click.echo(f"token {name} revoked")
+
+
+@main.command("audit")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def audit(settings: Settings, limit: int, as_json: bool) -> None:
+    """The API's audit log of mutating calls, newest first."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_audit(limit=limit).run(conn)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no audit entries")
+        return
+    headers = ("ID", "AT", "ACTOR", "ACTION", "STATUS")
+    click.echo(
+        table(
+            headers,
+            [(r["id"], when(r["at"]), r["actor"], r["action"], r["status"]) for r in rows],
+        )
+    )

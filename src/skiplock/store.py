@@ -675,3 +675,100 @@ def set_statement_timeout(milliseconds: int) -> Call[None]:
         (str(milliseconds),),
         lambda rows: None,
     )
+
+
+# ---- auth (sql/migrations/0003_auth.sql) ----------------------------------------------
+
+API_TOKEN_COLUMNS = ("name", "scope", "queue_pattern", "created_at", "last_used_at", "revoked_at")
+AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "status", "detail")
+
+
+def create_api_token(
+    name: str, scope: str, queue_pattern: str | None, token_hash: str, *, replace: bool = False
+) -> Call[bool]:
+    """Store a token's sha256 hex under `name`; False when the name is taken (and not
+    `replace`). A bad name or pattern raises (SQLSTATE 23514)."""
+    return Call(
+        "SELECT skiplock.create_api_token(%s, %s::skiplock.token_scope, %s, %s, %s)",
+        (name, scope, queue_pattern, token_hash, replace),
+        lambda rows: bool(_scalar(rows)),
+    )
+
+
+def revoke_api_token(name: str) -> Call[bool]:
+    """False when no live token has this name."""
+    return Call("SELECT skiplock.revoke_api_token(%s)", (name,), lambda rows: bool(_scalar(rows)))
+
+
+def find_api_token(token_hash: str) -> Call[tuple[str, str, str | None, str] | None]:
+    """(name, scope, queue_pattern, token_hash) of the live token with this hash, or None;
+    records its last use (at most once a minute)."""
+    return Call(
+        "SELECT name, scope, queue_pattern, token_hash FROM skiplock.find_api_token(%s)",
+        (token_hash,),
+        lambda rows: (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None,
+    )
+
+
+def list_api_tokens() -> Call[list[dict[str, Any]]]:
+    """Every token, revoked ones too, oldest first; never the hash."""
+    return Call(
+        f"SELECT {', '.join(API_TOKEN_COLUMNS)} FROM skiplock.api_tokens ORDER BY id",
+        (),
+        lambda rows: [dict(zip(API_TOKEN_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def record_audit(
+    actor: str, action: str, target: str | None, status: int, detail: Mapping[str, Any]
+) -> Call[int]:
+    return Call(
+        "SELECT skiplock.record_audit(%s, %s, %s, %s, %s::jsonb)",
+        (actor, action, target, status, json.dumps(detail)),
+        _scalar,
+    )
+
+
+def list_audit(*, limit: int = 50, before_id: int | None = None) -> Call[list[dict[str, Any]]]:
+    """Newest first; `before_id` pages back (keyset on id)."""
+    return Call(
+        f"SELECT {', '.join(AUDIT_COLUMNS)} FROM skiplock.audit_log"
+        " WHERE (%(before)s::bigint IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"before": before_id, "limit": limit},
+        lambda rows: [dict(zip(AUDIT_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def list_jobs_page_matching(
+    filters: JobFilter,
+    queue_pattern: str | None,
+    *,
+    sort: str = "id",
+    descending: bool = True,
+    after: tuple[Any, int] | None = None,
+    limit: int = 50,
+) -> Call[list[Job]]:
+    """list_jobs_page, restricted to queues matching a token's pattern (None: all).
+
+    Built on list_jobs_page's statement so the two never drift; the pattern is a bound
+    parameter, matched by skiplock.queue_matches.
+    """
+    page = list_jobs_page(filters, sort=sort, descending=descending, after=after, limit=limit)
+    assert isinstance(page.params, Mapping)
+    return Call(
+        page.sql.replace(
+            " WHERE ", " WHERE skiplock.queue_matches(queue, %(queue_pattern)s) AND ", 1
+        ),
+        {**page.params, "queue_pattern": queue_pattern},
+        page.parse,
+    )
+
+
+def job_queues(job_ids: Sequence[int]) -> Call[set[str]]:
+    """The queues the given jobs are in (ids not found are left out)."""
+    return Call(
+        "SELECT DISTINCT queue FROM skiplock.all_jobs WHERE id = ANY (%s::bigint[])",
+        (list(job_ids),),
+        lambda rows: {row[0] for row in rows},
+    )

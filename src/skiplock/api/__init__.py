@@ -16,14 +16,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from skiplock.api import dead_letters, jobs, observability, openapi, queues, schedules, workers
+from skiplock.api import (
+    dead_letters,
+    jobs,
+    observability,
+    openapi,
+    queues,
+    schedules,
+    workers,
+)
+from skiplock.api.auth import AuthConfig, AuthMiddleware
+from skiplock.api.auth import routes as auth_routes
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
 from skiplock.errors import ConfigError
 from skiplock.registry import App
 
-__all__ = ["create_app"]
+__all__ = ["AuthConfig", "create_app"]
 
 
 async def health(request: Request) -> Response:
@@ -37,6 +47,7 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     db_timeout: float = 10.0,
     statement_timeout: float = 5.0,
+    auth: AuthConfig | None = None,
 ) -> Starlette:
     """The API for `app`: jobs, queues, dead letters, schedules, workers under /api/v1,
     plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
@@ -46,6 +57,10 @@ def create_app(
     gets 503 with Retry-After; each SQL statement is cancelled by PostgreSQL after
     `statement_timeout` seconds (503 "query timeout"). Shutting the server down closes
     the App's async pool and the result listener.
+
+    With `auth`, every route but /health, /ready, /metrics, /openapi.json and /docs
+    needs a bearer token (see api/auth.py); without it (None) the API is open, which is
+    only right behind something else that authenticates.
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
@@ -56,6 +71,16 @@ def create_app(
             f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
         )
     finished = FinishedListener(lambda: app.dsn)
+    state = ApiState(
+        app=app,
+        max_body_bytes=max_body_bytes,
+        db_timeout=db_timeout,
+        statement_timeout=statement_timeout,
+        finished=finished,
+    )
+    middleware = [Middleware(InternalErrorMiddleware)]
+    if auth is not None:
+        middleware.append(Middleware(AuthMiddleware, api=state, config=auth))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -79,18 +104,13 @@ def create_app(
                     *schedules.routes,
                     *workers.routes,
                     *observability.api_routes,
+                    *auth_routes,
                 ],
             ),
         ],
-        middleware=[Middleware(InternalErrorMiddleware)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    starlette.state.api = ApiState(
-        app=app,
-        max_body_bytes=max_body_bytes,
-        db_timeout=db_timeout,
-        statement_timeout=statement_timeout,
-        finished=finished,
-    )
+    starlette.state.api = state
     return starlette

@@ -21,13 +21,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from skiplock import store
+from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json
 from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
-from skiplock.api.state import Conn, api_state
+from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.jobs import STATUSES, Job, JSONError, encode_json
-from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page
+from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
 
 # The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -229,6 +230,40 @@ def parse_bulk(items: list[Any]) -> list[EnqueueBody]:
     return checked
 
 
+def queue_pattern(request: Request) -> str | None:
+    """The caller's queue pattern (a queue-limited token), or None: every queue."""
+    principal = principal_of(request)
+    return principal.queue_pattern if principal else None
+
+
+async def check_job_visible(request: Request, api: ApiState, job_id: int) -> None:
+    """404 for a job outside a queue-limited caller's queues, exactly as for a job
+    that does not exist: such a token must not learn which ids are taken."""
+    principal = principal_of(request)
+    if principal is None or principal.queue_pattern is None:
+        return
+    job = await api.run(store.get_job(job_id))
+    if job is None or not principal.sees(job.queue):
+        raise Problem(404, "not found", f"job {job_id} not found")
+
+
+def check_enqueue_queues(request: Request, queues: set[str]) -> None:
+    """403 when a queue-limited caller enqueued outside its queues. Checked after the
+    INSERT, inside its transaction, so the queue a task's defaults pick counts too; the
+    Problem rolls the jobs back. 403, not 404: the caller named the queue itself."""
+    principal = principal_of(request)
+    if principal is None:
+        return
+    outside = sorted(queue for queue in queues if not principal.sees(queue))
+    if outside:
+        raise Problem(
+            403,
+            "forbidden",
+            f"this token may only use queues {principal.queue_pattern}, not {outside[0]}",
+            field="queue",
+        )
+
+
 async def enqueue_job(request: Request) -> Response:
     """POST /api/v1/jobs: one job (an object) → 201 {"id", "status"} with Location; a list
     of jobs → 201 {"ids"} in input order, one statement, all or nothing."""
@@ -237,7 +272,14 @@ async def enqueue_job(request: Request) -> Response:
     if isinstance(body, list):
         jobs = parse_bulk(body)
         specs = [{"task": j.task, "args": j.args, **j.options} for j in jobs]
-        ids = await api.db(lambda conn: api.app.enqueue_many_async(specs, conn=conn))
+
+        async def enqueue_many(conn: Conn) -> list[int]:
+            ids = await api.app.enqueue_many_async(specs, conn=conn)
+            if queue_pattern(request) is not None:
+                check_enqueue_queues(request, await api.app.arun(store.job_queues(ids), conn))
+            return ids
+
+        ids = await api.db(enqueue_many)
         return JSONResponse({"ids": ids}, status_code=201)
     if not isinstance(body, dict):
         raise Problem(
@@ -249,7 +291,9 @@ async def enqueue_job(request: Request) -> Response:
         job_id = await api.app.enqueue_async(job.task, job.args, conn=conn, **job.options)
         # The status comes from the database's clock (all_jobs), not ours: "scheduled"
         # when run_at is still ahead of now().
-        return await api.app.get_job_async(job_id, conn=conn)
+        created = await api.app.get_job_async(job_id, conn=conn)
+        check_enqueue_queues(request, {created.queue})
+        return created
 
     created = await api.db(enqueue)
     location = request.url_for("get_job", job_id=str(created.id)).path
@@ -341,8 +385,13 @@ async def list_jobs(request: Request) -> Response:
     cursor = query.cursor()
     after = None if cursor is None else _cursor_after(cursor, sort, order)
     # One row more than asked tells whether there is a next page without a COUNT.
-    call = list_jobs_page(
-        filters, sort=sort, descending=order == "desc", after=after, limit=limit + 1
+    call = list_jobs_page_matching(
+        filters,
+        queue_pattern(request),
+        sort=sort,
+        descending=order == "desc",
+        after=after,
+        limit=limit + 1,
     )
     jobs = await api.run(call)
     next_cursor = None
@@ -359,6 +408,7 @@ async def get_job(request: Request) -> Response:
     """GET /api/v1/jobs/{id} → 200 with the job; 404 for an unknown or impossible id."""
     api = api_state(request)
     job_id = job_id_of(request)
+    await check_job_visible(request, api, job_id)
     job = await api.db(lambda conn: api.app.get_job_async(job_id, conn=conn))
     return JSONResponse(job.to_json())
 
@@ -369,6 +419,7 @@ async def get_job_result(request: Request) -> Response:
     default 0) runs out; 409 when it failed, expired or was cancelled; 404 unknown."""
     api = api_state(request)
     job_id = job_id_of(request)
+    await check_job_visible(request, api, job_id)
     wait = Query(request, ("wait",)).number("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
 
     async def read() -> Job:
@@ -391,6 +442,7 @@ async def cancel_job(request: Request) -> Response:
     409 when it already finished otherwise, 404 unknown."""
     api = api_state(request)
     job_id = job_id_of(request)
+    await check_job_visible(request, api, job_id)
     status = await api.db(lambda conn: api.app.cancel_job_async(job_id, conn=conn))
     if status == "running":
         return JSONResponse({"id": job_id, "status": status}, status_code=202)
@@ -403,6 +455,7 @@ async def retry_job(request: Request) -> Response:
     """POST /api/v1/jobs/{id}/retry → 200 {"id", "status"}; 409 while it runs; 404."""
     api = api_state(request)
     job_id = job_id_of(request)
+    await check_job_visible(request, api, job_id)
     status = await api.db(lambda conn: api.app.retry_job_async(job_id, conn=conn))
     return JSONResponse({"id": job_id, "status": status})
 
@@ -412,6 +465,7 @@ async def delete_job(request: Request) -> Response:
     409 for a job that has not finished; 404 unknown."""
     api = api_state(request)
     job_id = job_id_of(request)
+    await check_job_visible(request, api, job_id)
     if await api.run(store.delete_job(job_id)) is None:
         raise Problem(404, "not found", f"job {job_id} not found")
     return Response(status_code=204)

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from skiplock import __version__
+from skiplock.api.auth import required_scope
 from skiplock.jobs import STATUSES as JOB_STATUSES
 
 JSON = "application/json"
@@ -20,10 +21,14 @@ STATUSES = list(JOB_STATUSES)
 
 ERRORS = {
     400: "The body is not JSON of the expected shape (`invalid json`).",
+    401: "No bearer token, or one that is unknown, revoked, expired or badly signed"
+    " (`unauthorized`); only when the API runs with auth.",
+    403: "The token lacks the scope this call needs, or is limited to other queues (`forbidden`).",
     404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
     413: "The body is larger than the API's limit (`body too large`).",
     422: "A parameter or field fails its check; `field` names it.",
+    429: "Too many failed authentication attempts from this address; see Retry-After.",
     503: "The database is unreachable or too slow; see Retry-After.",
 }
 
@@ -496,6 +501,31 @@ def _document() -> dict[str, Any]:
                 errors=(404, 503),
             )
         },
+        "/api/v1/audit": {
+            "get": _op(
+                "The audit log of mutating calls, newest first (admin).",
+                {
+                    200: _json(
+                        _obj(
+                            entries={"type": "array", "items": _ref("AuditEntry")},
+                            next_before={"type": ["integer", "null"]},
+                        ),
+                        "Entries.",
+                    )
+                },
+                tag="auth",
+                params=[
+                    LIMIT,
+                    _param(
+                        "before",
+                        "query",
+                        {"type": "integer", "minimum": 1},
+                        "`next_before` of the previous page.",
+                    ),
+                ],
+                errors=(422, 503),
+            )
+        },
         "/api/v1/workers": {
             "get": _op(
                 "Registered worker processes.",
@@ -607,6 +637,15 @@ def _document() -> dict[str, Any]:
             errors={"type": "array"},
             created_at={"type": "string"},
         ),
+        "AuditEntry": _obj(
+            id={"type": "integer"},
+            at={"type": "string", "format": "date-time"},
+            actor={"type": "string"},
+            action={"type": "string"},
+            target={"type": ["string", "null"]},
+            status={"type": "integer"},
+            detail={"type": "object"},
+        ),
         "Worker": _obj(
             id={"type": "string"},
             host={"type": "string"},
@@ -620,6 +659,7 @@ def _document() -> dict[str, Any]:
             alive={"type": "boolean"},
         ),
     }
+    _secure(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -628,8 +668,35 @@ def _document() -> dict[str, Any]:
             "description": "Background jobs on PostgreSQL. Errors: {error, detail, field}.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A skiplock API token (`sk_…`) or a JWT; see docs/api.md."
+                    " Each operation lists the scope it needs.",
+                }
+            },
+        },
     }
+
+
+def _secure(paths: dict[str, dict[str, Any]]) -> None:
+    """Each operation's security requirement and auth errors, from the same rule the
+    middleware applies (auth.required_scope), so the two cannot disagree."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            scope = required_scope(method.upper(), path)
+            if scope is None:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": [scope]}]
+            for status in (401, 403, 429):
+                operation["responses"][str(status)] = {
+                    "description": ERRORS[status],
+                    "content": {JSON: {"schema": _ref("Problem")}},
+                }
 
 
 DOCUMENT = _document()

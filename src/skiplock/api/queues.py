@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from skiplock import store
+from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
 from skiplock.api.jobs import QUEUE_NAME
 from skiplock.api.problems import Problem, invalid_field
@@ -28,7 +29,9 @@ MINUTES_MAX = 1440
 def queue_of(request: Request) -> str:
     """The queue name in the URL; 404 when it cannot be a queue name."""
     name: str = request.path_params["name"]
-    if not QUEUE_NAME.fullmatch(name):
+    principal = principal_of(request)
+    # A queue-limited token sees other queues as absent (404, not 403).
+    if not QUEUE_NAME.fullmatch(name) or (principal is not None and not principal.sees(name)):
         raise not_found(name)
     return name
 
@@ -68,7 +71,11 @@ async def list_queues(request: Request) -> Response:
     """GET /api/v1/queues → 200 {"queues": [...]}: counts by status per queue."""
     api = api_state(request)
     Query(request, ())
-    return JSONResponse({"queues": await api.run(store.queue_stats())})
+    principal = principal_of(request)
+    rows = await api.run(store.queue_stats())
+    if principal is not None:
+        rows = [row for row in rows if principal.sees(row["queue"])]
+    return JSONResponse({"queues": rows})
 
 
 async def create_queue(request: Request) -> Response:
@@ -82,6 +89,14 @@ async def create_queue(request: Request) -> Response:
             "name", "name must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"
         )
     paused = bool(_paused(body, default=False))
+    principal = principal_of(request)
+    if principal is not None and not principal.sees(name):
+        raise Problem(
+            403,
+            "forbidden",
+            f"this token may only use queues {principal.queue_pattern}, not {name}",
+            field="name",
+        )
 
     async def create(conn: Conn) -> dict[str, Any] | None:
         if not await api.app.arun(store.create_queue(name, paused=paused), conn):
