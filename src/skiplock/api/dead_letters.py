@@ -13,7 +13,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.body import read_json_object
 from skiplock.api.jobs import BIGINT_MAX, MAX_SECONDS, QUEUE_NAME, TASK_NAME, job_id_of
-from skiplock.api.problems import Problem, invalid_field
+from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.state import Conn, api_state
 
@@ -84,14 +84,7 @@ async def redrive_dead_letter(request: Request) -> Response:
 
 
 def _filter(body: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str | None, str | None]:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Problem(
-            422,
-            "unknown field",
-            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(allowed)}",
-            field=unknown[0],
-        )
+    reject_unknown_fields(body, allowed)
     queue, task = body.get("queue"), body.get("task")
     if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
         raise invalid_field("queue", "queue must be a queue name (or null for any)")

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json
-from skiplock.api.problems import Problem, invalid_field
+from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
@@ -165,14 +165,7 @@ def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
 
     `null` counts as "not given" for every optional field.
     """
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise Problem(
-            422,
-            "unknown field",
-            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(FIELDS)}",
-            field=unknown[0],
-        )
+    reject_unknown_fields(body, FIELDS)
     if body.get("task") is None:
         raise invalid_field("task", "task is required")
     task = _task(body["task"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -199,3 +199,15 @@ class InternalErrorMiddleware:
                 # Half a response is out; all that is left is to drop the connection.
                 raise
             await problem_response(500, "internal error")(scope, receive, send)
+
+
+def reject_unknown_fields(body: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """422 naming the first field of `body` that is not in `allowed` (and listing all)."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Problem(
+            422,
+            "unknown field",
+            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(allowed)}",
+            field=unknown[0],
+        )

@@ -13,7 +13,7 @@ from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
 from skiplock.api.jobs import QUEUE_NAME
-from skiplock.api.problems import Problem, invalid_field
+from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
@@ -38,17 +38,6 @@ def queue_of(request: Request) -> str:
 
 def not_found(name: str) -> Problem:
     return Problem(404, "not found", f"queue {name} not found")
-
-
-def _check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Problem(
-            422,
-            "unknown field",
-            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(allowed)}",
-            field=unknown[0],
-        )
 
 
 def _paused(body: dict[str, Any], *, default: bool | None) -> bool | None:
@@ -82,7 +71,7 @@ async def create_queue(request: Request) -> Response:
     """POST /api/v1/queues {"name", "paused"?} → 201 with the queue; 409 if it exists."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    _check_fields(body, ("name", "paused"))
+    reject_unknown_fields(body, ("name", "paused"))
     name = body.get("name")
     if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
         raise invalid_field(
@@ -121,7 +110,7 @@ async def update_queue(request: Request) -> Response:
     api = api_state(request)
     name = queue_of(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    _check_fields(body, ("paused",))
+    reject_unknown_fields(body, ("paused",))
     paused = _paused(body, default=None)
 
     async def update(conn: Conn) -> dict[str, Any] | None:

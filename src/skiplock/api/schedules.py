@@ -20,7 +20,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.body import read_json_object
 from skiplock.api.jobs import parse_enqueue
-from skiplock.api.problems import Problem, invalid_field
+from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
@@ -130,14 +130,7 @@ async def create_schedule(request: Request) -> Response:
     api = api_state(request)
     replace = Query(request, ("replace",)).choice("replace", ("true", "false"), "false") == "true"
     body = await read_json_object(request, limit=api.max_body_bytes)
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise Problem(
-            422,
-            "unknown field",
-            f"unknown field(s): {', '.join(unknown)}; expected some of {', '.join(FIELDS)}",
-            field=unknown[0],
-        )
+    reject_unknown_fields(body, FIELDS)
     # `null` is "not given", as for an enqueue.
     if body.get("name") is None:
         raise invalid_field("name", "name is required")
