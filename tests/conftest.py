@@ -65,6 +65,18 @@ postgresql_noproc = factories.postgresql_noproc(
 postgresql = factories.postgresql("postgresql_noproc")
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger; give the next test the one it had."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def dsn(postgresql: psycopg.Connection) -> str:
     """Connection string of this test's fresh, migrated database."""

@@ -4,8 +4,6 @@ every job the bench enqueued ran and succeeded, and its refusals. Never its timi
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,16 +13,6 @@ from skiplock.bench import QUEUE
 from skiplock.cli import main
 
 pytestmark = pytest.mark.slow  # spawns worker processes
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; give the next test the one it had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def bench(dsn: str, *args: str) -> Result:

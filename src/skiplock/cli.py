@@ -136,6 +136,15 @@ def load_app(spec: str) -> App:
     return value
 
 
+def run_found(settings: Settings, call: store.Call[bool], missing: str, done: str) -> None:
+    """Run an admin call that answers false for an unknown name: `missing` on stderr and
+    exit 1 then, `done` on stdout otherwise."""
+    with connect(settings.dsn()) as conn:
+        if not call.run(conn):
+            raise CliError(missing)
+    click.echo(done)
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -893,10 +902,7 @@ async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
 @pass_settings
 def pause_queue(settings: Settings, name: str) -> None:
     """Stop claiming from a queue; running jobs finish."""
-    with connect(settings.dsn()) as conn:
-        if not store.pause_queue(name).run(conn):
-            raise CliError(f"queue {name} not found")
-    click.echo(f"queue {name} paused")
+    run_found(settings, store.pause_queue(name), f"queue {name} not found", f"queue {name} paused")
 
 
 @queues.command("resume")
@@ -904,10 +910,9 @@ def pause_queue(settings: Settings, name: str) -> None:
 @pass_settings
 def resume_queue(settings: Settings, name: str) -> None:
     """Claim from a paused queue again."""
-    with connect(settings.dsn()) as conn:
-        if not store.resume_queue(name).run(conn):
-            raise CliError(f"queue {name} not found")
-    click.echo(f"queue {name} resumed")
+    run_found(
+        settings, store.resume_queue(name), f"queue {name} not found", f"queue {name} resumed"
+    )
 
 
 # ---- dead letters -------------------------------------------------------------------
@@ -1120,10 +1125,10 @@ def disable_schedule(settings: Settings, name: str) -> None:
 
 
 def _set_schedule(settings: Settings, name: str, *, enabled: bool) -> None:
-    with connect(settings.dsn()) as conn:
-        if not store.set_schedule_enabled(name, enabled).run(conn):
-            raise CliError(f"schedule {name} not found")
-    click.echo(f"schedule {name} {'enabled' if enabled else 'disabled'}")
+    done = f"schedule {name} {'enabled' if enabled else 'disabled'}"
+    run_found(
+        settings, store.set_schedule_enabled(name, enabled), f"schedule {name} not found", done
+    )
 
 
 @schedules.command("delete")
@@ -1131,10 +1136,12 @@ def _set_schedule(settings: Settings, name: str, *, enabled: bool) -> None:
 @pass_settings
 def delete_schedule(settings: Settings, name: str) -> None:
     """Delete a schedule (jobs it already enqueued stay)."""
-    with connect(settings.dsn()) as conn:
-        if not store.delete_schedule(name).run(conn):
-            raise CliError(f"schedule {name} not found")
-    click.echo(f"schedule {name} deleted")
+    run_found(
+        settings,
+        store.delete_schedule(name),
+        f"schedule {name} not found",
+        f"schedule {name} deleted",
+    )
 
 
 # ---- tokens and audit ---------------------------------------------------------------
@@ -1202,10 +1209,12 @@ def list_tokens(settings: Settings, as_json: bool) -> None:
 @pass_settings
 def revoke_token(settings: Settings, name: str) -> None:
     """Revoke a token: its next request gets 401."""
-    with connect(settings.dsn()) as conn:
-        if not store.revoke_api_token(name).run(conn):
-            raise CliError(f"token {name} not found (or already revoked)")
-    click.echo(f"token {name} revoked")
+    run_found(
+        settings,
+        store.revoke_api_token(name),
+        f"token {name} not found (or already revoked)",
+        f"token {name} revoked",
+    )
 
 
 @main.command("audit")

@@ -4,7 +4,6 @@ line on stderr (never a traceback) for every mistake a user can make."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -21,16 +20,6 @@ from skiplock import App
 from skiplock.cli import app_queues, banner, main
 
 WORKER = uuid.UUID("00000000-0000-4000-8000-00000000c11e")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; give the next test the one it had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,16 +19,6 @@ JOB_FIELDS = {
     "duration_ms": 1.5,
     "error": '{"error": "RuntimeError: boom", "type": "RuntimeError"}',
 }
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; give the next test the one it had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_json_lines_carry_the_job_fields(capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,20 +137,21 @@ async def delete_queue(request: Request) -> Response:
 
 async def pause_queue(request: Request) -> Response:
     """POST /api/v1/queues/{name}/pause → 200 {"queue", "paused": true}; 404 unknown."""
-    api = api_state(request)
-    name = queue_of(request)
-    if not await api.run(store.pause_queue(name)):
-        raise not_found(name)
-    return JSONResponse({"queue": name, "paused": True})
+    return await _set_paused(request, paused=True)
 
 
 async def resume_queue(request: Request) -> Response:
     """POST /api/v1/queues/{name}/resume → 200 {"queue", "paused": false}; 404 unknown."""
+    return await _set_paused(request, paused=False)
+
+
+async def _set_paused(request: Request, *, paused: bool) -> Response:
     api = api_state(request)
     name = queue_of(request)
-    if not await api.run(store.resume_queue(name)):
+    call = store.pause_queue(name) if paused else store.resume_queue(name)
+    if not await api.run(call):
         raise not_found(name)
-    return JSONResponse({"queue": name, "paused": False})
+    return JSONResponse({"queue": name, "paused": paused})
 
 
 async def queue_stats(request: Request) -> Response:
