@@ -13,10 +13,12 @@ from skiplock.errors import (
     SchemaError,
     SkiplockError,
     UnknownTask,
+    WorkflowNotFound,
 )
 from skiplock.jobs import Job
 from skiplock.registry import App, Task
 from skiplock.retry import RetryPolicy
+from skiplock.workflows import Step, Workflow, chain, group
 
 __all__ = [
     "App",
@@ -31,7 +33,12 @@ __all__ = [
     "RetryPolicy",
     "SchemaError",
     "SkiplockError",
+    "Step",
     "Task",
     "UnknownTask",
+    "Workflow",
+    "WorkflowNotFound",
     "__version__",
+    "chain",
+    "group",
 ]

@@ -45,6 +45,14 @@ class JobCancelled(SkiplockError):
         self.job_id = job_id
 
 
+class WorkflowNotFound(SkiplockError):
+    """No workflow has this id."""
+
+    def __init__(self, workflow_id: int) -> None:
+        super().__init__(f"workflow {workflow_id} not found")
+        self.workflow_id = workflow_id
+
+
 class Retry(Exception):
     """Raise from a handler to retry the job after `delay` seconds instead of the policy's."""
 

@@ -21,12 +21,14 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from skiplock import store
 from skiplock.config import resolve_dsn
 from skiplock.context import JobContext
-from skiplock.errors import ConfigError, JobCancelled, JobFailed, JobNotFound
+from skiplock.errors import ConfigError, JobCancelled, JobFailed, JobNotFound, WorkflowNotFound
 from skiplock.jobs import Job, encode_json
 from skiplock.retry import RetryPolicy
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import Call, EnqueueRequest
+from skiplock.workflows import Step, Workflow, chain, group, named
+from skiplock.workflows import document as workflow_document
 
 log = logging.getLogger("skiplock")
 T = TypeVar("T")
@@ -122,6 +124,11 @@ class Task:
         self, conn: psycopg.AsyncConnection[Any] | None = None, **args: Any
     ) -> int:
         return await self.app.enqueue_async(self.name, args, conn=conn)
+
+    def step(self, *, name: str | None = None, **args: Any) -> Step:
+        """This task as a workflow step with `args` (see App.workflow / chain / group);
+        use Step(...) directly for after, result_arg and enqueue options."""
+        return Step(self.name, args, name=name)
 
     async def run(self, ctx: JobContext, args: Mapping[str, Any], threads: Executor | None) -> Any:
         """Run the handler for one job: async on the loop, sync on the thread pool."""
@@ -424,6 +431,105 @@ class App:
         self._enqueued(requests, ids)
         return ids
 
+    # ---- workflows ----------------------------------------------------------------------
+
+    def _workflow_document(
+        self, steps: Sequence[Step], name: str | None, meta: Mapping[str, Any] | None
+    ) -> str:
+        encoded = []
+        for step in named(steps):
+            request = self._request(step.task, step.args, TaskOptions(**step.options))
+            encoded.append((step, request.as_json_object()))
+        return workflow_document(encoded, name=name, meta=meta)
+
+    def workflow(
+        self,
+        *steps: Step,
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> WorkflowHandle:
+        """Enqueue a graph of steps in one statement (one transaction; inside the
+        caller's with `conn`) and return its handle. Steps refer to each other by name
+        in `after`; the database checks the graph (unknown names, cycles, bad fields)
+        and writes nothing when it is wrong. See skiplock.enqueue_workflow."""
+        document = self._workflow_document(steps, name, meta)
+        if conn is not None:
+            return self._handle(*_enqueued_workflow(conn, document))
+        with self._sync_pool().connection() as pooled:
+            return self._handle(*_enqueued_workflow(pooled, document))
+
+    async def workflow_async(
+        self,
+        *steps: Step,
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> WorkflowHandle:
+        document = self._workflow_document(steps, name, meta)
+        if conn is not None:
+            return self._handle(*await _enqueued_workflow_async(conn, document))
+        async with (await self.async_pool()).connection() as pooled:
+            return self._handle(*await _enqueued_workflow_async(pooled, document))
+
+    def chain(
+        self,
+        *steps: Step,
+        result_arg: str | None = "previous",
+        name: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> WorkflowHandle:
+        """Run steps one after another, each receiving the previous step's result as the
+        keyword argument `result_arg` (None: not passed). See workflows.chain."""
+        return self.workflow(*chain(*steps, result_arg=result_arg), name=name, conn=conn)
+
+    def group(
+        self,
+        *steps: Step,
+        then: Step | None = None,
+        results_arg: str = "results",
+        name: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> WorkflowHandle:
+        """Run steps in parallel, then (if given) the callback `then` with the list of
+        their results, in order, as the keyword argument `results_arg`."""
+        return self.workflow(
+            *group(*steps, then=then, results_arg=results_arg), name=name, conn=conn
+        )
+
+    def _handle(self, workflow_id: int, jobs: dict[str, int]) -> WorkflowHandle:
+        return WorkflowHandle(self, workflow_id, jobs)
+
+    def get_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> Workflow:
+        """The workflow's state, counts and steps; WorkflowNotFound for an unknown id."""
+        if conn is not None:
+            return _read_workflow(conn, workflow_id)
+        with self._sync_pool().connection() as pooled:
+            return _read_workflow(pooled, workflow_id)
+
+    def wait_for_workflow(self, workflow_id: int, *, timeout: float | None = None) -> Workflow:
+        """Block until every step of the workflow has finished and return it (check
+        `state`: succeeded, failed or cancelled; `results` maps steps to results).
+
+        Listens on skiplock_finished like wait_for_result; TimeoutError after `timeout`
+        seconds, WorkflowNotFound for an unknown id.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+            while True:
+                workflow = _read_workflow(conn, workflow_id)
+                if workflow.finished:
+                    return workflow
+                waiting_on = {s.job_id for s in workflow.steps}
+                for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                    if any(_mentions(notice.payload, job_id) for job_id in waiting_on):
+                        break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
+
     # ---- reading and admin -------------------------------------------------------------
 
     def get_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job:
@@ -504,6 +610,41 @@ class App:
                         break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+
+
+@dataclass(frozen=True)
+class WorkflowHandle:
+    """An enqueued workflow: its id and {step name: job id}."""
+
+    app: App
+    id: int
+    jobs: dict[str, int]
+
+    def status(self) -> Workflow:
+        return self.app.get_workflow(self.id)
+
+    def wait(self, *, timeout: float | None = None) -> Workflow:
+        """Block until every step has finished; see App.wait_for_workflow."""
+        return self.app.wait_for_workflow(self.id, timeout=timeout)
+
+
+def _enqueued_workflow(conn: psycopg.Connection[Any], document: str) -> tuple[int, dict[str, int]]:
+    workflow_id: int = store.enqueue_workflow(document).run(conn)
+    return workflow_id, store.workflow_job_ids(workflow_id).run(conn)
+
+
+async def _enqueued_workflow_async(
+    conn: psycopg.AsyncConnection[Any], document: str
+) -> tuple[int, dict[str, int]]:
+    workflow_id: int = await store.enqueue_workflow(document).arun(conn)
+    return workflow_id, await store.workflow_job_ids(workflow_id).arun(conn)
+
+
+def _read_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
+    summary = store.get_workflow_summary(workflow_id).run(conn)
+    if summary is None:
+        raise WorkflowNotFound(workflow_id)
+    return Workflow.from_rows(summary, store.list_workflow_steps(workflow_id).run(conn))
 
 
 def _found(job_id: int, value: T | None) -> T:

@@ -338,6 +338,81 @@ def expire_jobs(limit: int = 1000) -> Call[list[int]]:
     return Call("SELECT skiplock.expire_jobs(%s)", (limit,), _column)
 
 
+# ---- workflows (0004_workflows.sql) ----------------------------------------------------
+
+WORKFLOW_COLUMNS = ("id", "name", "meta", "created_at", "state", "steps", *STATUSES, "finished_at")
+WORKFLOW_STEP_COLUMNS = (
+    "step",
+    "job_id",
+    "after",
+    "task",
+    "queue",
+    "status",
+    "attempt",
+    "max_attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "last_error",
+)
+
+
+def enqueue_workflow(document_json: str) -> Call[int]:
+    """Enqueue a workflow document (see skiplock.enqueue_workflow); returns its id."""
+    return Call("SELECT skiplock.enqueue_workflow(%s::jsonb)", (document_json,), _scalar)
+
+
+def workflow_job_ids(workflow_id: int) -> Call[dict[str, int]]:
+    """{step name: job id}, in declaration order."""
+    return Call(
+        "SELECT name, job_id FROM skiplock.workflow_steps WHERE workflow_id = %s ORDER BY position",
+        (workflow_id,),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def _workflow_summaries(rows: list[Row]) -> list[dict[str, Any]]:
+    return [dict(zip(WORKFLOW_COLUMNS, row, strict=True)) for row in rows]
+
+
+def get_workflow_summary(
+    workflow_id: int, queue_pattern: str | None = None
+) -> Call[dict[str, Any] | None]:
+    """Counts by status and overall state of one workflow, over the steps in queues
+    matching `queue_pattern` (None: all); None when it has no such step or no such id."""
+    return Call(
+        f"SELECT {', '.join(WORKFLOW_COLUMNS)} FROM skiplock.summarize_workflows(%s) WHERE id = %s",
+        (queue_pattern, workflow_id),
+        lambda rows: _workflow_summaries(rows)[0] if rows else None,
+    )
+
+
+def list_workflow_summaries(
+    queue_pattern: str | None = None, *, before_id: int | None = None, limit: int = 50
+) -> Call[list[dict[str, Any]]]:
+    """Newest first; `before_id` pages back (keyset on id)."""
+    return Call(
+        f"SELECT {', '.join(WORKFLOW_COLUMNS)} FROM skiplock.summarize_workflows(%(pattern)s)"
+        " WHERE (%(before)s::bigint IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"pattern": queue_pattern, "before": before_id, "limit": limit},
+        _workflow_summaries,
+    )
+
+
+def list_workflow_steps(
+    workflow_id: int, queue_pattern: str | None = None
+) -> Call[list[dict[str, Any]]]:
+    """The steps of a workflow with their jobs' status, in declaration order."""
+    return Call(
+        f"SELECT {', '.join(WORKFLOW_STEP_COLUMNS)} FROM skiplock.workflow_jobs"
+        " WHERE workflow_id = %s AND skiplock.queue_matches(queue, %s) ORDER BY position",
+        (workflow_id, queue_pattern),
+        lambda rows: [dict(zip(WORKFLOW_STEP_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
 # ---- schedules ------------------------------------------------------------------------
 
 SCHEDULE_COLUMNS = (
