@@ -10,7 +10,8 @@ liveness, readiness, Prometheus scrapes and the API description) needs
   aud checked and `alg: none` refused; its `scope` and `queues` claims map to the same
   scopes and queue patterns as a token's.
 
-Scopes nest: read (GET) < write (enqueue, cancel, retry) < admin (everything else).
+Scopes nest: read (GET) < write (enqueue jobs and workflows, cancel, retry) < admin
+(everything else).
 A token limited to a queue pattern sees only those queues: jobs and queues of others
 answer 404, as if they did not exist, and routes that are not per queue answer 403.
 Failed attempts are limited per client address (a sliding window, in memory, per
@@ -54,10 +55,10 @@ TOKEN_PREFIX = "sk_"
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
-WRITE_ROUTES = re.compile(r"/api/v1/jobs(/[^/]+/(cancel|retry))?/?")
+WRITE_ROUTES = re.compile(r"/api/v1/(jobs(/[^/]+/(cancel|retry))?|workflows)/?")
 ADMIN_READS = re.compile(r"/api/v1/audit/?")
 # Routes that know which queue they touch, and so can serve a queue-limited token.
-QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues)(/.*)?")
+QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues|workflows)(/.*)?")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 PRINCIPAL_KEY = "skiplock.principal"
@@ -375,7 +376,7 @@ def forbidden_reason(principal: Principal, needed: str, path: str) -> str | None
     if principal.queue_pattern is not None and not QUEUE_AWARE.fullmatch(path):
         return (
             f"the token is limited to queues {principal.queue_pattern};"
-            " only the jobs and queues routes serve it"
+            " only the jobs, workflows and queues routes serve it"
         )
     return None
 

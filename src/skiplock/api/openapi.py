@@ -354,6 +354,50 @@ def _document() -> dict[str, Any]:
                 errors=(404, 422, 503),
             )
         },
+        "/api/v1/workflows": {
+            "post": _op(
+                "Enqueue a workflow: a graph of steps, in one transaction (all or nothing).",
+                {
+                    201: _json(
+                        _obj(
+                            id={"type": "integer"},
+                            jobs={"type": "object", "additionalProperties": {"type": "integer"}},
+                            state={"const": "running"},
+                        ),
+                        "Created; a Location header names it. `jobs` maps step names to job ids.",
+                    )
+                },
+                tag="workflows",
+                body=_ref("EnqueueWorkflow"),
+                errors=(400, 413, 422, 503),
+            ),
+            "get": _op(
+                "List workflows, newest first, with their state and counts.",
+                {
+                    200: _json(
+                        _obj(
+                            workflows={"type": "array", "items": _ref("WorkflowSummary")},
+                            next_cursor={"type": ["string", "null"]},
+                        ),
+                        "A page.",
+                    )
+                },
+                tag="workflows",
+                params=[LIMIT, CURSOR],
+                errors=(422, 503),
+            ),
+        },
+        "/api/v1/workflows/{workflow_id}": {
+            "get": _op(
+                "Read a workflow: its state, counts by status and every step.",
+                {200: _json(_ref("Workflow"), "The workflow.")},
+                tag="workflows",
+                params=[
+                    _param("workflow_id", "path", {"type": "integer", "minimum": 0}, "Workflow.")
+                ],
+                errors=(404, 503),
+            )
+        },
         "/api/v1/dead-letters": {
             "get": _op(
                 "List dead letters, newest first.",
@@ -659,6 +703,7 @@ def _document() -> dict[str, Any]:
             alive={"type": "boolean"},
         ),
     }
+    schemas.update(_workflow_schemas(schemas["EnqueueJob"], counts, STATUSES))
     _secure(paths)
     return {
         "openapi": "3.1.0",
@@ -679,6 +724,86 @@ def _document() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _workflow_schemas(
+    enqueue_job: dict[str, Any], counts: dict[str, Any], statuses: list[str]
+) -> dict[str, Any]:
+    """EnqueueWorkflow (a step is an EnqueueJob plus its place in the graph),
+    WorkflowSummary and Workflow."""
+    state = {"enum": ["running", "succeeded", "failed", "cancelled"]}
+    return {
+        "EnqueueWorkflow": {
+            **_obj(
+                name={"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.:/-]{1,200}$"},
+                meta={"type": ["object", "null"]},
+                steps={
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "description": "An EnqueueJob plus the step's place in the graph.",
+                        **_obj(
+                            name={"type": ["string", "null"], "description": "Default: task."},
+                            after={
+                                "type": ["array", "null"],
+                                "items": {"type": "string"},
+                                "description": "Steps that must succeed first.",
+                            },
+                            result_arg={
+                                "type": ["string", "null"],
+                                "description": "Receives the one parent's result.",
+                            },
+                            results_arg={
+                                "type": ["string", "null"],
+                                "description": "Receives all parents' results, in after order.",
+                            },
+                            on_dependency_failure={"enum": ["fail", "cancel", "run", None]},
+                            **enqueue_job["properties"],
+                        ),
+                        "required": ["task"],
+                    },
+                },
+            ),
+            "required": ["steps"],
+            "additionalProperties": False,
+        },
+        "WorkflowSummary": _obj(
+            id={"type": "integer"},
+            name={"type": ["string", "null"]},
+            meta={"type": "object"},
+            created_at={"type": "string"},
+            state=state,
+            counts=_obj(steps={"type": "integer"}, **counts),
+            finished_at={"type": ["string", "null"]},
+        ),
+        "Workflow": _obj(
+            id={"type": "integer"},
+            name={"type": ["string", "null"]},
+            meta={"type": "object"},
+            created_at={"type": "string"},
+            state=state,
+            counts=_obj(steps={"type": "integer"}, **counts),
+            finished_at={"type": ["string", "null"]},
+            steps={
+                "type": "array",
+                "items": _obj(
+                    step={"type": "string"},
+                    job_id={"type": "integer"},
+                    after={"type": "array", "items": {"type": "string"}},
+                    task={"type": ["string", "null"]},
+                    queue={"type": ["string", "null"]},
+                    status={"enum": [*statuses, None]},
+                    attempt={"type": ["integer", "null"]},
+                    max_attempts={"type": ["integer", "null"]},
+                    created_at={"type": ["string", "null"]},
+                    started_at={"type": ["string", "null"]},
+                    finished_at={"type": ["string", "null"]},
+                    result={},
+                    last_error={"type": ["string", "null"]},
+                ),
+            },
+        ),
     }
 
 

@@ -1,0 +1,203 @@
+"""/api/v1/workflows: enqueue a workflow (a graph of steps, one transaction), list
+workflows and read one with its steps.
+
+A step's enqueue fields are checked by the jobs route's own checks (parse_enqueue), so
+a bad step gets the same 422 with its field prefixed `steps[i].`; the graph itself
+(unknown step names, cycles) is checked by skiplock.enqueue_workflow and comes back as
+a 422 on `steps`. A queue-limited token sees only the steps in its queues (counts and
+state are over those), and may enqueue only into its queues.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from skiplock import store
+from skiplock.api.body import read_json_object
+from skiplock.api.jobs import (
+    BIGINT_MAX,
+    MAX_BULK_JOBS,
+    check_enqueue_queues,
+    parse_enqueue,
+    parse_job_id,
+    queue_pattern,
+)
+from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.query import Query, bad_cursor, encode_cursor
+from skiplock.api.routing import route
+from skiplock.api.state import Conn, api_state
+from skiplock.jobs import JSONError, encode_json
+from skiplock.workflows import STEP_FIELDS, Step, Workflow
+
+# The same rules as the workflows and workflow_steps tables (0004_workflows.sql).
+WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+STEP_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
+ARG_NAME_MAX = 200
+POLICIES = ("fail", "cancel", "run")
+
+
+def _step_fields(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
+    """The graph fields of step `index` (name, after, result_arg, ...), checked."""
+
+    def bad(name: str, detail: str) -> Problem:
+        return invalid_field(f"steps[{index}].{name}", f"step {index}: {detail}")
+
+    fields: dict[str, Any] = {}
+    name = item.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
+            raise bad("name", "name must be 1 to 100 of A-Z a-z 0-9 _ . : / -")
+        fields["name"] = name
+    after = item.get("after")
+    if after is not None:
+        if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+            raise bad("after", "after must be a list of step names")
+        fields["after"] = after
+    for key in ("result_arg", "results_arg"):
+        value = item.get(key)
+        if value is not None:
+            if not isinstance(value, str) or not 1 <= len(value) <= ARG_NAME_MAX:
+                raise bad(key, f"{key} must be an argument name (a string of 1 to 200)")
+            fields[key] = value
+    policy = item.get("on_dependency_failure")
+    if policy is not None:
+        if policy not in POLICIES:
+            raise bad("on_dependency_failure", "on_dependency_failure must be fail, cancel or run")
+        fields["on_dependency_failure"] = policy
+    return fields
+
+
+def parse_steps(items: Any) -> list[Step]:
+    """The steps of a POST body, each checked; 422 naming `steps[i].field`."""
+    if not isinstance(items, list) or not items:
+        raise invalid_field("steps", "steps must be a non-empty list of step objects")
+    if len(items) > MAX_BULK_JOBS:
+        raise invalid_field("steps", f"a workflow may hold at most {MAX_BULK_JOBS} steps")
+    steps = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise invalid_field(f"steps[{index}]", f"step {index} must be a JSON object")
+        graph = _step_fields(index, item)
+        try:
+            job = parse_enqueue({k: v for k, v in item.items() if k not in STEP_FIELDS})
+        except Problem as problem:
+            raise Problem(
+                problem.status,
+                problem.error,
+                f"step {index}: {problem.detail}",
+                field=f"steps[{index}].{problem.field}" if problem.field else f"steps[{index}]",
+            ) from None
+        steps.append(Step(job.task, job.args, **graph, **job.options))
+    return steps
+
+
+def workflow_id_of(request: Request) -> int:
+    raw = request.path_params["workflow_id"]
+    workflow_id = parse_job_id(raw)  # the same shape: a bigint >= 0
+    if workflow_id is None:
+        raise not_found(raw)
+    return workflow_id
+
+
+def not_found(workflow_id: object) -> Problem:
+    return Problem(404, "not found", f"workflow {workflow_id} not found")
+
+
+async def enqueue_workflow(request: Request) -> Response:
+    """POST /api/v1/workflows {"name"?, "meta"?, "steps": [...]} → 201 {"id", "jobs",
+    "state"} with Location; all steps in one transaction, or none."""
+    api = api_state(request)
+    body = await read_json_object(request, limit=api.max_body_bytes)
+    reject_unknown_fields(body, ("name", "meta", "steps"))
+    name, meta = body.get("name"), body.get("meta")
+    if name is not None and (not isinstance(name, str) or not WORKFLOW_NAME.fullmatch(name)):
+        raise invalid_field("name", "name must be 1 to 200 of A-Z a-z 0-9 _ . : / -")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise invalid_field("meta", "meta must be a JSON object")
+        try:
+            encode_json(meta, what="meta")
+        except JSONError as exc:
+            raise invalid_field("meta", str(exc)) from None
+    steps = parse_steps(body.get("steps"))
+
+    async def enqueue(conn: Conn) -> tuple[int, dict[str, int]]:
+        try:
+            handle = await api.app.workflow_async(*steps, name=name, meta=meta, conn=conn)
+        except psycopg.errors.InvalidParameterValue as exc:
+            # The graph's own rules (unknown names, cycles, result_arg with two parents).
+            raise invalid_field("steps", exc.diag.message_primary or str(exc)) from None
+        if queue_pattern(request) is not None:
+            check_enqueue_queues(
+                request, await api.app.arun(store.job_queues(list(handle.jobs.values())), conn)
+            )
+        return handle.id, handle.jobs
+
+    workflow_id, jobs = await api.db(enqueue)
+    location = request.url_for("get_workflow", workflow_id=str(workflow_id)).path
+    return JSONResponse(
+        {"id": workflow_id, "jobs": jobs, "state": "running"},
+        status_code=201,
+        headers={"Location": location},
+    )
+
+
+def _summary_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    # The step count is in counts["steps"]; the steps themselves are on the workflow's page.
+    return {k: v for k, v in Workflow.from_rows(row, []).to_json().items() if k != "steps"}
+
+
+async def list_workflows(request: Request) -> Response:
+    """GET /api/v1/workflows?limit&cursor → 200 {"workflows", "next_cursor"}, newest
+    first; each with its state and counts (no steps: read one for those)."""
+    api = api_state(request)
+    query = Query(request, ("limit", "cursor"))
+    limit = query.limit()
+    cursor = query.cursor()
+    before = None
+    if cursor is not None:
+        before = cursor.get("b")
+        if isinstance(before, bool) or not isinstance(before, int) or not 0 <= before <= BIGINT_MAX:
+            raise bad_cursor()
+    rows = await api.run(
+        store.list_workflow_summaries(queue_pattern(request), before_id=before, limit=limit + 1)
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"b": rows[-1]["id"]})
+    return JSONResponse({"workflows": [_summary_json(r) for r in rows], "next_cursor": next_cursor})
+
+
+async def get_workflow(request: Request) -> Response:
+    """GET /api/v1/workflows/{id} → 200 with state, counts and steps; 404 unknown (or
+    with no step in a queue-limited token's queues)."""
+    api = api_state(request)
+    workflow_id = workflow_id_of(request)
+    pattern = queue_pattern(request)
+
+    async def read(conn: Conn) -> Workflow | None:
+        summary = await api.app.arun(store.get_workflow_summary(workflow_id, pattern), conn)
+        if summary is None:
+            return None
+        steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
+        return Workflow.from_rows(summary, steps)
+
+    workflow = await api.db(read)
+    if workflow is None:
+        raise not_found(workflow_id)
+    return JSONResponse(workflow.to_json())
+
+
+routes = [
+    route("/workflows", {"GET": list_workflows, "POST": enqueue_workflow}, name="workflows"),
+    Route("/workflows/{workflow_id}", get_workflow, methods=["GET"], name="get_workflow"),
+]
+"""Mounted under /api/v1 by create_app."""
