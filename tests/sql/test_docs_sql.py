@@ -41,6 +41,10 @@ DOCUMENTED = [
     "skiplock.dead_letters",
     "skiplock.queue_stats",
     "skiplock.worker_stats",
+    "enqueue_workflow(",
+    "skiplock.workflow_jobs",
+    "skiplock.workflow_stats",
+    "summarize_workflows(",
     "LISTEN skiplock_jobs",
     "LISTEN skiplock_finished",
     "LISTEN skiplock_cancel",
@@ -86,7 +90,11 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         # (the deduplicated enqueue above used up id 8: sequences never give one back)
         9: "queued",  # extract
         10: "waiting",  # load, waiting on 9
+        11: "succeeded",  # workflow step fetch
+        12: "queued",  # workflow step store, queued once fetch succeeded
     }
+    (args,) = conn.execute("SELECT args FROM skiplock.jobs WHERE id = 12").fetchone()
+    assert args == {"rows": [["ada", 36], ["grace", 45]]}
     last_errors = dict(
         conn.execute("SELECT id, last_error ->> 'type' FROM skiplock.all_jobs").fetchall()
     )

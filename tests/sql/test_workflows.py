@@ -4,6 +4,8 @@ steps receive their parents' results, and the views follow the workflow as a uni
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -310,3 +312,15 @@ def test_reading_a_workflow_probes_indexes_not_the_whole_history(conn: psycopg.C
         plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {query}"))
         assert "Seq Scan on job_history" not in plan, plan
         assert "job_history_pkey" in plan, plan
+
+
+def test_the_sql_example_of_the_guide_runs(conn: psycopg.Connection) -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "workflows.md"
+    (block,) = re.findall(r"^```sql\n(.*?)^```", doc.read_text(), re.MULTILINE | re.DOTALL)
+    conn.execute(block.encode())
+    assert steps(conn, 1) == {
+        "orders": "queued",
+        "refunds": "queued",
+        "merge": "waiting",
+        "email": "waiting",
+    }
