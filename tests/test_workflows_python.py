@@ -178,3 +178,27 @@ def test_async_workflow_with_task_defaults(dsn: str) -> None:
     assert [s.queue for s in workflow.steps] == ["slow", "slow"]
     assert [s.status for s in workflow.steps] == ["queued", "waiting"]
     app.close()
+
+
+def test_chain_and_group_shapes_without_a_database() -> None:
+    a, b, c = Step("t.a"), Step("t.b", results_arg="xs"), Step("t.a", name="last")
+    linked = skiplock.chain(a, b, c, result_arg="value")
+    assert [(s.name, s.after, s.result_arg, s.results_arg) for s in linked] == [
+        ("t.a", (), None, None),
+        ("t.b", ("t.a",), None, "xs"),  # its own results_arg kept: a list of one
+        ("last", ("t.b",), "value", None),
+    ]
+    assert [s.after for s in skiplock.chain(a, b, result_arg=None)][1] == ("t.a",)
+    assert skiplock.chain(a, b, result_arg=None)[1].result_arg is None
+
+    members = skiplock.group(Step("t.x"), Step("t.x"), then=Step("t.sum", result_arg="one"))
+    assert [(s.name, s.after) for s in members] == [
+        ("t.x", ()),
+        ("t.x-2", ()),
+        ("t.sum", ("t.x", "t.x-2")),
+    ]
+    # the callback's own result_arg wins (the database then insists on one parent)
+    assert (members[2].result_arg, members[2].results_arg) == ("one", None)
+    assert [s.after for s in skiplock.group(Step("t.x"), Step("t.y"))] == [(), ()]
+    with pytest.raises(skiplock.ConfigError, match="list of step names"):
+        Step("t", after="a")  # type: ignore[arg-type]

@@ -148,6 +148,12 @@ BEGIN
             RAISE EXCEPTION 'step "%": after and tags must be lists of strings', v_name
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
+        SELECT f INTO v_field FROM unnest(ARRAY['result_arg', 'results_arg']) f
+        WHERE NOT coalesce(length(v_step ->> f) BETWEEN 1 AND 200, true) LIMIT 1;
+        IF v_field IS NOT NULL THEN
+            RAISE EXCEPTION 'step "%": % must be an argument name of 1 to 200 characters',
+                v_name, v_field USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         IF coalesce(v_step ->> 'on_dependency_failure', 'fail') NOT IN ('fail', 'cancel', 'run') THEN
             RAISE EXCEPTION 'step "%": on_dependency_failure must be fail, cancel or run, got "%"',
                 v_name, v_step ->> 'on_dependency_failure' USING ERRCODE = 'invalid_parameter_value';

@@ -181,6 +181,10 @@ def test_steps_take_enqueue_options(conn: psycopg.Connection) -> None:
             "results_arg needs at least one",
         ),
         (
+            {"steps": [{"name": "a", "task": "t", "after": [], "results_arg": ""}]},
+            'step "a": results_arg must be an argument name',
+        ),
+        (
             {"steps": [{"name": "a", "task": "t", "on_dependency_failure": "shrug"}]},
             "fail, cancel or run",
         ),
