@@ -170,13 +170,24 @@ def test_async_workflow_with_task_defaults(dsn: str) -> None:
         return None
 
     async def body() -> skiplock.Workflow:
-        handle = await app.workflow_async(*skiplock.chain(Step("slow"), Step("slow")))
+        handle = await app.workflow_async(
+            *skiplock.chain(Step("slow"), Step("slow"), result_arg=None)
+        )
         await app.aclose()
-        return app.get_workflow(handle.id)
+        with pytest.raises(TimeoutError):
+            await handle.wait_async(timeout=0.1)
+        with pytest.raises(skiplock.WorkflowNotFound):
+            await app.wait_for_workflow_async(handle.id + 1, timeout=0.1)
+        worker = Worker(app, poll_interval=0.05, queues=["slow"])
+        runner = asyncio.create_task(worker.run())
+        finished = await handle.wait_async(timeout=20)
+        worker.stop()
+        await runner
+        return finished
 
     workflow = asyncio.run(body())
     assert [s.queue for s in workflow.steps] == ["slow", "slow"]
-    assert [s.status for s in workflow.steps] == ["queued", "waiting"]
+    assert workflow.state == "succeeded"
     app.close()
 
 

@@ -530,6 +530,23 @@ class App:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
 
+    async def wait_for_workflow_async(
+        self, workflow_id: int, *, timeout: float | None = None
+    ) -> Workflow:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+            while True:
+                workflow = await _read_workflow_async(conn, workflow_id)
+                if workflow.finished:
+                    return workflow
+                waiting_on = {s.job_id for s in workflow.steps}
+                async for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                    if any(_mentions(notice.payload, job_id) for job_id in waiting_on):
+                        break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
+
     # ---- reading and admin -------------------------------------------------------------
 
     def get_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job:
@@ -627,6 +644,9 @@ class WorkflowHandle:
         """Block until every step has finished; see App.wait_for_workflow."""
         return self.app.wait_for_workflow(self.id, timeout=timeout)
 
+    async def wait_async(self, *, timeout: float | None = None) -> Workflow:
+        return await self.app.wait_for_workflow_async(self.id, timeout=timeout)
+
 
 def _enqueued_workflow(conn: psycopg.Connection[Any], document: str) -> tuple[int, dict[str, int]]:
     workflow_id: int = store.enqueue_workflow(document).run(conn)
@@ -645,6 +665,13 @@ def _read_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
     if summary is None:
         raise WorkflowNotFound(workflow_id)
     return Workflow.from_rows(summary, store.list_workflow_steps(workflow_id).run(conn))
+
+
+async def _read_workflow_async(conn: psycopg.AsyncConnection[Any], workflow_id: int) -> Workflow:
+    summary = await store.get_workflow_summary(workflow_id).arun(conn)
+    if summary is None:
+        raise WorkflowNotFound(workflow_id)
+    return Workflow.from_rows(summary, await store.list_workflow_steps(workflow_id).arun(conn))
 
 
 def _found(job_id: int, value: T | None) -> T:

@@ -153,7 +153,7 @@ def test_scopes_and_queue_limited_tokens(dsn: str, conn: psycopg.Connection) -> 
 
         # The loads-only token sees the workflow, but only its step in `loads`.
         body = client.get(f"/api/v1/workflows/{created['id']}", headers=loads).json()
-        assert [s["step"] for s in body["steps"]] == ["load"]
+        assert [(s["step"], s["after"]) for s in body["steps"]] == [("load", [])]
         assert body["counts"]["steps"] == 1 and body["counts"]["waiting"] == 1
         listed = client.get("/api/v1/workflows", headers=loads).json()["workflows"]
         assert [w["counts"]["steps"] for w in listed] == [1]

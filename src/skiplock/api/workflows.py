@@ -188,6 +188,10 @@ async def get_workflow(request: Request) -> Response:
         if summary is None:
             return None
         steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
+        if pattern is not None:
+            # Not even the names of steps in other queues: drop them from `after` too.
+            visible = {step["step"] for step in steps}
+            steps = [{**s, "after": [a for a in s["after"] if a in visible]} for s in steps]
         return Workflow.from_rows(summary, steps)
 
     workflow = await api.db(read)
