@@ -403,3 +403,27 @@ $$;
 -- How every workflow is doing: SELECT * FROM skiplock.workflow_stats WHERE id = 1.
 CREATE VIEW skiplock.workflow_stats AS
 SELECT * FROM skiplock.summarize_workflows(NULL);
+
+-- prune_workflows: retention for workflow records. Deletes up to p_limit workflows (with
+-- their step rows) created more than p_older_than ago whose steps have all left the hot
+-- table (finished); the steps' jobs stay in job_history and dead_jobs for their own
+-- retention. Rows are taken with SKIP LOCKED, so it is safe from several places at once;
+-- call again while it returns p_limit. Returns how many workflows were deleted.
+CREATE FUNCTION skiplock.prune_workflows(
+    p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
+) RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM skiplock.workflows w
+        WHERE w.id = ANY (ARRAY(
+            SELECT o.id FROM skiplock.workflows o
+            WHERE o.created_at < coalesce(p_now, now()) - p_older_than
+              AND NOT EXISTS (SELECT 1 FROM skiplock.workflow_steps s
+                              JOIN skiplock.jobs j ON j.id = s.job_id
+                              WHERE s.workflow_id = o.id)
+            ORDER BY o.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED))
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;

@@ -638,6 +638,23 @@ def list_workflows(settings: Settings, limit: int, as_json: bool) -> None:
         click.echo(table(WORKFLOW_HEADERS, rows))
 
 
+@workflows.command("prune")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    required=True,
+    metavar="SECONDS",
+    help="Created at least this long ago.",
+)
+@pass_settings
+def prune_workflows(settings: Settings, older_than: float) -> None:
+    """Forget finished workflows (their jobs' history and dead letters stay)."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        deleted = app.prune_workflows(older_than, conn=conn)
+    click.echo(f"{deleted} workflow{'s' if deleted != 1 else ''} pruned")
+
+
 STEP_HEADERS = ("STEP", "JOB", "TASK", "QUEUE", "STATUS", "AFTER", "ATTEMPT", "FINISHED", "ERROR")
 
 

@@ -39,6 +39,8 @@ Hook = Callable[[str, JobContext | None, Mapping[str, Any]], Any]
 
 HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancelled")
 FINISHED_CHANNEL = "skiplock_finished"
+# Workflows deleted per statement by App.prune_workflows.
+PRUNE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -529,6 +531,20 @@ class App:
                         break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
+
+    def prune_workflows(
+        self, older_than: timedelta | float, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Forget workflows created more than `older_than` ago whose steps have all
+        finished (their jobs' records stay); returns how many. See skiplock.prune_workflows."""
+        period = _seconds(older_than, "older_than")
+        assert period is not None
+        deleted = 0
+        while True:  # bounded batches, one short statement each
+            batch: int = self.run(store.prune_workflows(period, PRUNE_BATCH), conn)
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                return deleted
 
     async def wait_for_workflow_async(
         self, workflow_id: int, *, timeout: float | None = None

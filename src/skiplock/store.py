@@ -413,6 +413,11 @@ def list_workflow_steps(
     )
 
 
+def prune_workflows(older_than: timedelta, limit: int = 1000) -> Call[int]:
+    """Delete up to `limit` finished workflows older than `older_than`; how many."""
+    return Call("SELECT skiplock.prune_workflows(%s, %s)", (older_than, limit), _scalar)
+
+
 # ---- schedules ------------------------------------------------------------------------
 
 SCHEDULE_COLUMNS = (

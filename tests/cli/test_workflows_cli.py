@@ -77,3 +77,13 @@ def test_unknown_workflow_and_bad_documents(dsn: str, conn: psycopg.Connection) 
     code, _, err = run(dsn, "workflows", "enqueue", "-", stdin=json.dumps(cycle))
     assert (code, err) == (1, 'error: step "a": a step cannot come after itself\n')
     assert conn.execute("SELECT count(*) FROM skiplock.all_jobs").fetchone() == (0,)
+
+
+def test_prune(dsn: str, conn: psycopg.Connection) -> None:
+    assert run(dsn, "workflows", "enqueue", "-", stdin=json.dumps(DOCUMENT))[0] == 0
+    assert run(dsn, "workflows", "prune", "--older-than", "0")[:2] == (0, "0 workflows pruned\n")
+    conn.execute("SELECT skiplock.cancel_job(id) FROM skiplock.jobs")
+    assert run(dsn, "workflows", "prune", "--older-than", "0")[:2] == (0, "1 workflow pruned\n")
+    assert run(dsn, "workflows", "list")[1] == "no workflows\n"
+    code, _, err = run(dsn, "workflows", "prune")
+    assert code == 2 and "--older-than" in err

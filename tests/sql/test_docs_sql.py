@@ -45,6 +45,7 @@ DOCUMENTED = [
     "skiplock.workflow_jobs",
     "skiplock.workflow_stats",
     "summarize_workflows(",
+    "prune_workflows(",
     "LISTEN skiplock_jobs",
     "LISTEN skiplock_finished",
     "LISTEN skiplock_cancel",

@@ -328,3 +328,19 @@ def test_the_sql_example_of_the_guide_runs(conn: psycopg.Connection) -> None:
         "merge": "waiting",
         "email": "waiting",
     }
+
+
+def test_prune_workflows_forgets_old_finished_ones(conn: psycopg.Connection) -> None:
+    one_step = {"steps": [{"name": "a", "task": "t.a"}]}
+    finished, running = enqueue_workflow(conn, one_step), enqueue_workflow(conn, DIAMOND)
+    run(conn)  # finishes `finished`, and step a of `running`
+    later = "now() + interval '2 days'"
+    prune = f"SELECT skiplock.prune_workflows(interval '1 day', p_now => {later})"
+    assert conn.execute("SELECT skiplock.prune_workflows(interval '1 day')").fetchone() == (0,)
+    assert conn.execute(prune).fetchone() == (1,)
+    assert [r[0] for r in conn.execute("SELECT id FROM skiplock.workflows")] == [running]
+    assert conn.execute(
+        "SELECT count(*) FROM skiplock.workflow_steps WHERE workflow_id = %s", (finished,)
+    ).fetchone() == (0,)
+    # the finished job itself stays in the history
+    assert conn.execute("SELECT count(*) FROM skiplock.job_history").fetchone() == (2,)
