@@ -63,6 +63,8 @@ def run_worker_until(app: skiplock.App, done: Any) -> None:
 
 def test_a_chain_passes_each_result_to_the_next_step(dsn: str) -> None:
     app = make_app(dsn)
+    enqueued: list[tuple[int, str]] = []
+    app.on("enqueued")(lambda event, ctx, info: enqueued.append((info["job_id"], info["task"])))
     handle = app.chain(
         Step("fetch", {"url": "https://example.com"}),
         app.tasks["parse"].step(),
@@ -70,6 +72,7 @@ def test_a_chain_passes_each_result_to_the_next_step(dsn: str) -> None:
         name="crawl",
     )
     assert list(handle.jobs) == ["fetch", "parse", "store"]
+    assert enqueued == [(handle.jobs[t], t) for t in ("fetch", "parse", "store")]
     assert handle.status().state == "running"
     run_worker_until(app, lambda: handle.status().finished)
     workflow = handle.status()

@@ -127,10 +127,10 @@ class Task:
     ) -> int:
         return await self.app.enqueue_async(self.name, args, conn=conn)
 
-    def step(self, *, name: str | None = None, **args: Any) -> Step:
-        """This task as a workflow step with `args` (see App.workflow / chain / group);
-        use Step(...) directly for after, result_arg and enqueue options."""
-        return Step(self.name, args, name=name)
+    def step(self, **args: Any) -> Step:
+        """This task as a workflow step with `args` as its arguments (see App.workflow,
+        chain, group); use Step(...) for a name, after, result_arg or enqueue options."""
+        return Step(self.name, args)
 
     async def run(self, ctx: JobContext, args: Mapping[str, Any], threads: Executor | None) -> Any:
         """Run the handler for one job: async on the loop, sync on the thread pool."""
@@ -437,12 +437,21 @@ class App:
 
     def _workflow_document(
         self, steps: Sequence[Step], name: str | None, meta: Mapping[str, Any] | None
-    ) -> str:
-        encoded = []
+    ) -> tuple[str, list[EnqueueRequest]]:
+        """The enqueue_workflow document, with each step's task defaults applied, and
+        the steps' requests (in declaration order) for the `enqueued` hooks."""
+        encoded, requests = [], []
         for step in named(steps):
             request = self._request(step.task, step.args, TaskOptions(**step.options))
             encoded.append((step, request.as_json_object()))
-        return workflow_document(encoded, name=name, meta=meta)
+            requests.append(request)
+        return workflow_document(encoded, name=name, meta=meta), requests
+
+    def _workflow_enqueued(
+        self, requests: list[EnqueueRequest], workflow_id: int, jobs: dict[str, int]
+    ) -> WorkflowHandle:
+        self._enqueued(requests, list(jobs.values()))
+        return WorkflowHandle(self, workflow_id, jobs)
 
     def workflow(
         self,
@@ -455,11 +464,11 @@ class App:
         caller's with `conn`) and return its handle. Steps refer to each other by name
         in `after`; the database checks the graph (unknown names, cycles, bad fields)
         and writes nothing when it is wrong. See skiplock.enqueue_workflow."""
-        document = self._workflow_document(steps, name, meta)
+        document, requests = self._workflow_document(steps, name, meta)
         if conn is not None:
-            return self._handle(*_enqueued_workflow(conn, document))
+            return self._workflow_enqueued(requests, *_enqueued_workflow(conn, document))
         with self._sync_pool().connection() as pooled:
-            return self._handle(*_enqueued_workflow(pooled, document))
+            return self._workflow_enqueued(requests, *_enqueued_workflow(pooled, document))
 
     async def workflow_async(
         self,
@@ -468,11 +477,15 @@ class App:
         meta: Mapping[str, Any] | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> WorkflowHandle:
-        document = self._workflow_document(steps, name, meta)
+        document, requests = self._workflow_document(steps, name, meta)
         if conn is not None:
-            return self._handle(*await _enqueued_workflow_async(conn, document))
+            return self._workflow_enqueued(
+                requests, *await _enqueued_workflow_async(conn, document)
+            )
         async with (await self.async_pool()).connection() as pooled:
-            return self._handle(*await _enqueued_workflow_async(pooled, document))
+            return self._workflow_enqueued(
+                requests, *await _enqueued_workflow_async(pooled, document)
+            )
 
     def chain(
         self,
@@ -498,9 +511,6 @@ class App:
         return self.workflow(
             *group(*steps, then=then, results_arg=results_arg), name=name, conn=conn
         )
-
-    def _handle(self, workflow_id: int, jobs: dict[str, int]) -> WorkflowHandle:
-        return WorkflowHandle(self, workflow_id, jobs)
 
     def get_workflow(
         self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
@@ -532,20 +542,6 @@ class App:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
 
-    def prune_workflows(
-        self, older_than: timedelta | float, *, conn: psycopg.Connection[Any] | None = None
-    ) -> int:
-        """Forget workflows created more than `older_than` ago whose steps have all
-        finished (their jobs' records stay); returns how many. See skiplock.prune_workflows."""
-        period = _seconds(older_than, "older_than")
-        assert period is not None
-        deleted = 0
-        while True:  # bounded batches, one short statement each
-            batch: int = self.run(store.prune_workflows(period, PRUNE_BATCH), conn)
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
-
     async def wait_for_workflow_async(
         self, workflow_id: int, *, timeout: float | None = None
     ) -> Workflow:
@@ -562,6 +558,20 @@ class App:
                         break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
+
+    def prune_workflows(
+        self, older_than: timedelta | float, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Forget workflows created more than `older_than` ago whose steps have all
+        finished (their jobs' records stay); returns how many. See skiplock.prune_workflows."""
+        period = _seconds(older_than, "older_than")
+        assert period is not None
+        deleted = 0
+        while True:  # bounded batches, one short statement each
+            batch: int = self.run(store.prune_workflows(period, PRUNE_BATCH), conn)
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                return deleted
 
     # ---- reading and admin -------------------------------------------------------------
 
