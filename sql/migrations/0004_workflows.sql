@@ -7,7 +7,7 @@
 --
 -- Results are passed at dependency resolution: when a step that asks for its parents'
 -- results becomes ready, settle_waiting_jobs writes them into its args, in the same
--- UPDATE transaction that queues it. The claim then hands the handler its args as
+-- transaction that queues it. The claim then hands the handler its args as
 -- always; no lookup happens on the claim path.
 
 CREATE TABLE skiplock.workflows (
@@ -65,11 +65,12 @@ DECLARE
     v_field text;
     v_kind text;
     v_after text[];
-    v_by_name jsonb := '{}';   -- step name → step object
     v_names text[] := '{}';    -- declaration order
-    v_order text[] := '{}';    -- parents before children
-    v_ready text[];
-    v_ids jsonb := '{}';       -- step name → job id
+    v_by_name jsonb;           -- step name → step object
+    v_position jsonb;          -- step name → declaration position (1-based)
+    v_order text[];            -- parents before children
+    v_stuck text[];            -- steps on (or after) a cycle
+    v_job_ids bigint[];        -- job id by declaration position
     v_workflow bigint;
     v_job bigint;
 BEGIN
@@ -143,8 +144,9 @@ BEGIN
             RAISE EXCEPTION 'step "%": % must be a JSON %', v_name, v_field, v_kind
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF jsonb_path_exists(v_step, '$.after[*] ? (@.type() != "string")')
-           OR jsonb_path_exists(v_step, '$.tags[*] ? (@.type() != "string")') THEN
+        -- strict: a missing or null list has no elements (lax would see one null)
+        IF jsonb_path_exists(v_step, 'strict $.after[*] ? (@.type() != "string")', silent => true)
+           OR jsonb_path_exists(v_step, 'strict $.tags[*] ? (@.type() != "string")', silent => true) THEN
             RAISE EXCEPTION 'step "%": after and tags must be lists of strings', v_name
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -159,14 +161,17 @@ BEGIN
                 v_name, v_step ->> 'on_dependency_failure' USING ERRCODE = 'invalid_parameter_value';
         END IF;
         v_names := v_names || v_name;
-        v_by_name := v_by_name || jsonb_build_object(v_name, v_step);
     END LOOP;
+    SELECT jsonb_object_agg(e.s ->> 'name', e.s), jsonb_object_agg(e.s ->> 'name', e.n)
+    INTO v_by_name, v_position
+    FROM jsonb_array_elements(v_steps) WITH ORDINALITY AS e(s, n);
 
     -- The graph: parents exist, appear once, and results are asked for sensibly.
     FOREACH v_name IN ARRAY v_names LOOP
         v_step := v_by_name -> v_name;
-        v_after := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_step -> 'after', '[]')));
-        SELECT a INTO v_field FROM unnest(v_after) a WHERE a <> ALL (v_names) LIMIT 1;
+        v_after := ARRAY(SELECT jsonb_array_elements_text(
+                             coalesce(nullif(v_step -> 'after', 'null'), '[]')));
+        SELECT a INTO v_field FROM unnest(v_after) a WHERE NOT v_by_name ? a LIMIT 1;
         IF v_field IS NOT NULL THEN
             RAISE EXCEPTION 'step "%": after names an unknown step "%"', v_name, v_field
                 USING ERRCODE = 'invalid_parameter_value';
@@ -193,22 +198,31 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Parents before children (Kahn's algorithm); what cannot be placed is on a cycle.
-    LOOP
-        v_ready := ARRAY(
-            SELECT n FROM unnest(v_names) WITH ORDINALITY AS d(n, i)
-            WHERE n <> ALL (v_order)
-              AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(
-                                  coalesce(v_by_name -> n -> 'after', '[]')) p
-                              WHERE p <> ALL (v_order))
-            ORDER BY i);
-        EXIT WHEN cardinality(v_ready) = 0;
-        v_order := v_order || v_ready;
-    END LOOP;
-    IF cardinality(v_order) < cardinality(v_names) THEN
+    -- Parents before children: order by each step's depth, the longest path to it from a
+    -- step without parents. No path in a DAG has as many edges as there are steps, so the
+    -- recursion stops there; a step on a cycle, or after one, gets no depth or that one.
+    -- One statement, unlike placing steps level by level (a 1,000-step chain took 19 s).
+    WITH RECURSIVE edge AS (
+        SELECT p AS parent, s.key AS child
+        FROM jsonb_each(v_by_name) AS s,
+             jsonb_array_elements_text(coalesce(nullif(s.value -> 'after', 'null'), '[]')) AS p
+    ), depth (name, d) AS (
+        SELECT n, 0 FROM unnest(v_names) AS n
+        WHERE NOT EXISTS (SELECT 1 FROM edge e WHERE e.child = n)
+        UNION
+        SELECT e.child, depth.d + 1 FROM depth JOIN edge e ON e.parent = depth.name
+        WHERE depth.d < cardinality(v_names)
+    ), deepest AS (
+        SELECT depth.name, max(depth.d) AS d FROM depth GROUP BY depth.name
+    )
+    SELECT array_agg(u.n ORDER BY x.d, u.i) FILTER (WHERE x.d < cardinality(v_names)),
+           array_agg(u.n ORDER BY u.i) FILTER (WHERE x.d IS NULL OR x.d >= cardinality(v_names))
+    INTO v_order, v_stuck
+    FROM unnest(v_names) WITH ORDINALITY AS u(n, i)
+    LEFT JOIN deepest x ON x.name = u.n;
+    IF v_stuck IS NOT NULL THEN
         RAISE EXCEPTION 'workflow steps form a cycle: % cannot start',
-            array_to_string(ARRAY(SELECT n FROM unnest(v_names) n WHERE n <> ALL (v_order)), ', ')
-            USING ERRCODE = 'invalid_parameter_value';
+            array_to_string(v_stuck, ', ') USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     INSERT INTO skiplock.workflows (name, meta)
@@ -218,9 +232,12 @@ BEGIN
     -- One block (one subtransaction, however many steps) to put the step's name on any
     -- error enqueue raises; the whole call is undone either way.
     BEGIN
+        v_job_ids := array_fill(NULL::bigint, ARRAY[cardinality(v_names)]);
         FOREACH v_name IN ARRAY v_order LOOP
             v_step := v_by_name -> v_name;
-            v_after := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_step -> 'after', '[]')));
+            v_index := (v_position ->> v_name)::integer;
+            v_after := ARRAY(SELECT jsonb_array_elements_text(
+                                 coalesce(nullif(v_step -> 'after', 'null'), '[]')));
             v_job := skiplock.enqueue(
                 v_step ->> 'task',
                 coalesce(nullif(v_step -> 'args', 'null'), '{}'),
@@ -237,14 +254,14 @@ BEGIN
                         || jsonb_build_object('workflow_id', v_workflow, 'workflow_step', v_name),
                 expires_at => (v_step ->> 'expires_at')::timestamptz,
                 expires_in => make_interval(secs => (v_step ->> 'expires_in')::float8),
-                depends_on => ARRAY(SELECT (v_ids ->> p.name)::bigint
+                depends_on => ARRAY(SELECT v_job_ids[(v_position ->> p.name)::integer]
                                     FROM unnest(v_after) WITH ORDINALITY AS p(name, i)
                                     ORDER BY p.i),
                 on_dependency_failure => coalesce(v_step ->> 'on_dependency_failure', 'fail'));
-            v_ids := v_ids || jsonb_build_object(v_name, v_job);
+            v_job_ids[v_index] := v_job;
             INSERT INTO skiplock.workflow_steps (workflow_id, name, position, job_id, after,
                                                  result_arg, results_arg)
-            VALUES (v_workflow, v_name, array_position(v_names, v_name), v_job, v_after,
+            VALUES (v_workflow, v_name, v_index, v_job, v_after,
                     v_step ->> 'result_arg', v_step ->> 'results_arg');
         END LOOP;
     EXCEPTION WHEN OTHERS THEN

@@ -91,6 +91,7 @@ def test_enqueue_read_and_list(client: TestClient, conn: psycopg.Connection) -> 
         ({"steps": [{"task": "t"}], "colour": 1}, "colour"),
         ({"steps": [{"task": "t"}], "name": "has space"}, "name"),
         ({"steps": [{"task": "t"}], "meta": []}, "meta"),
+        ({"steps": [{"task": "t"}] * 1001}, "steps"),
         ({"steps": ["t"]}, "steps[0]"),
         ({"steps": [{"task": "t"}, {"args": {}}]}, "steps[1].task"),
         ({"steps": [{"task": "t", "priority": 500}]}, "steps[0].priority"),

@@ -344,3 +344,21 @@ def test_prune_workflows_forgets_old_finished_ones(conn: psycopg.Connection) -> 
     ).fetchone() == (0,)
     # the finished job itself stays in the history
     assert conn.execute("SELECT count(*) FROM skiplock.job_history").fetchone() == (2,)
+
+
+def test_steps_may_be_declared_in_any_order(conn: psycopg.Connection) -> None:
+    # a long chain declared backwards: the parents are still enqueued first
+    n = 300
+    declared = [
+        {"name": f"s{i}", "task": "t", "after": [f"s{i - 1}"] if i else None}
+        for i in reversed(range(n))
+    ]
+    wf = enqueue_workflow(conn, {"steps": declared})
+    rows = conn.execute(
+        "SELECT step, position, job_id, status FROM skiplock.workflow_jobs"
+        " WHERE workflow_id = %s ORDER BY job_id",
+        (wf,),
+    ).fetchall()
+    assert [r[0] for r in rows] == [f"s{i}" for i in range(n)]  # enqueued parents first
+    assert rows[0][1:] == (n, rows[0][2], "queued")  # position is declaration order
+    assert {r[3] for r in rows[1:]} == {"waiting"}
