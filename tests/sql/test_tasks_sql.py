@@ -16,9 +16,7 @@ T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
 def register(conn: psycopg.Connection, worker: uuid.UUID) -> None:
-    conn.execute(
-        "SELECT skiplock.register_worker(%s, 'h', 1, ARRAY['default'], 1, 'v')", (worker,)
-    )
+    conn.execute("SELECT skiplock.register_worker(%s, 'h', 1, ARRAY['default'], 1, 'v')", (worker,))
 
 
 def publish(conn: psycopg.Connection, worker: uuid.UUID | None, tasks: list[Any], **kw: Any) -> int:
@@ -40,7 +38,7 @@ def test_publish_is_an_idempotent_upsert_keeping_first_seen(conn: psycopg.Connec
     assert publish(conn, W1, [spec, {"name": "plain"}], now=T0 + timedelta(hours=1)) == 2
     rows = {row[0]: row for row in tasks(conn)}
     assert set(rows) == {"plain", "send"}
-    name, queue, description, args_schema, first, last, workers = rows["send"]
+    _, queue, description, args_schema, first, last, workers = rows["send"]
     assert (queue, description, args_schema) == ("emails", "Send.", schema)
     assert first == T0 and last == T0 + timedelta(hours=1)
     assert workers == [W1]
@@ -125,8 +123,8 @@ def test_durations_fill_histogram_buckets(conn: psycopg.Connection) -> None:
         (W1, j1, T0 + timedelta(seconds=0.2)),
     )
     conn.execute(
-        "SELECT skiplock.fail_jobs(%s, ARRAY[%s]::bigint[], '{1}', '{\"{\\\"retry\\\": false}\"}', %s)",
-        (W1, j2, T0 + timedelta(hours=2)),
+        "SELECT skiplock.fail_jobs(%s, ARRAY[%s]::bigint[], '{1}', ARRAY[%s::jsonb], %s)",
+        (W1, j2, '{"retry": false}', T0 + timedelta(hours=2)),
     )
     rows = conn.execute(
         "SELECT status, le, n, seconds FROM skiplock.read_job_counts() WHERE event = 'duration'"
