@@ -11,14 +11,16 @@ import psycopg
 
 W1 = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 DOWN_DSN = "host=/nonexistent port=1 connect_timeout=1"
-ERROR_KEYS = {"error", "detail", "field"}
+ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}
 
 
 def assert_problem(response: Any, status: int, error: str, field: str | None = None) -> None:
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert set(body) <= ERROR_KEYS
+    assert body["status"] == status and body["title"] == body["error"]
+    assert body["type"].startswith("urn:skiplock:problem:")
     assert body["error"] == error, body
     assert body.get("field") == field, body
     assert "Traceback" not in response.text

@@ -139,7 +139,7 @@ def test_openapi_describes_every_route_and_nothing_else(dsn: str) -> None:
         for op in item.values():
             for status, answer in op["responses"].items():
                 if int(status) >= 400:
-                    schema = answer["content"]["application/json"]["schema"]
+                    schema = answer["content"]["application/problem+json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Problem"}
 
 

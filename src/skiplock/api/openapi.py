@@ -17,6 +17,7 @@ from skiplock.api.auth import required_scope
 from skiplock.jobs import STATUSES as JOB_STATUSES
 
 JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
 STATUSES = list(JOB_STATUSES)
 
 ERRORS = {
@@ -76,7 +77,7 @@ def _op(
     for status in errors:
         responses[str(status)] = {
             "description": ERRORS[status],
-            "content": {JSON: {"schema": _ref("Problem")}},
+            "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
         }
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if params:
@@ -551,8 +552,15 @@ def _document() -> dict[str, Any]:
     counts = {s: {"type": "integer"} for s in STATUSES}
     schemas = {
         "Problem": {
-            **_obj(error={"type": "string"}, detail={"type": "string"}, field={"type": "string"}),
-            "required": ["error"],
+            **_obj(
+                type={"type": "string", "format": "uri"},
+                title={"type": "string"},
+                status={"type": "integer"},
+                error={"type": "string"},
+                detail={"type": "string"},
+                field={"type": "string"},
+            ),
+            "required": ["type", "title", "status", "error"],
         },
         "EnqueueJob": {
             **_obj(
@@ -695,7 +703,7 @@ def _secure(paths: dict[str, dict[str, Any]]) -> None:
             for status in (401, 403, 429):
                 operation["responses"][str(status)] = {
                     "description": ERRORS[status],
-                    "content": {JSON: {"schema": _ref("Problem")}},
+                    "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
                 }
 
 
