@@ -58,3 +58,10 @@ def kill(conn: psycopg.Connection, queue: str = "default", error: str = "boom") 
         (W1, ids, [1] * len(ids), [entry] * len(ids)),
     )
     return ids
+
+
+def publish_tasks(dsn: str, *names: str) -> None:
+    """Register `names` as a worker would, so POST /api/v1/jobs accepts them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tasks = json.dumps([{"name": name} for name in names])
+        conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (tasks,))

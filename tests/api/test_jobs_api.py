@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from api_checks import publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
@@ -25,6 +26,7 @@ ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}
 
 @pytest.fixture
 def app(dsn: str) -> skiplock.App:
+    publish_tasks(dsn, "t", "x", "emails.send")
     return skiplock.App(dsn)
 
 

@@ -23,6 +23,7 @@ from skiplock.api import (
     openapi,
     queues,
     schedules,
+    tasks,
     workers,
 )
 from skiplock.api.auth import AuthConfig, AuthMiddleware
@@ -49,7 +50,7 @@ def create_app(
     statement_timeout: float = 5.0,
     auth: AuthConfig | None = None,
 ) -> Starlette:
-    """The API for `app`: jobs, queues, dead letters, schedules, workers under /api/v1,
+    """The API for `app`: jobs, queues, dead letters, schedules, workers, tasks under /api/v1,
     plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
 
     Request bodies over `max_body_bytes` get 413. A database call that takes longer than
@@ -103,6 +104,7 @@ def create_app(
                     *dead_letters.routes,
                     *schedules.routes,
                     *workers.routes,
+                    *tasks.routes,
                     *observability.api_routes,
                     *auth_routes,
                 ],

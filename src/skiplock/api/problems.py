@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skiplock.errors import ConfigError, JobNotFound
 from skiplock.jobs import JSONError
+from skiplock.validation import InvalidArgs
 
 log = logging.getLogger("skiplock.api")
 
@@ -129,6 +130,12 @@ async def _job_not_found(request: Request, exc: Exception) -> Response:
     return problem_response(404, "not found", str(exc))
 
 
+async def _invalid_args(request: Request, exc: Exception) -> Response:
+    # The App's own check, for a task this API process registered itself.
+    assert isinstance(exc, InvalidArgs)
+    return problem_response(422, "invalid args", str(exc), field=exc.path)
+
+
 async def _invalid_value(request: Request, exc: Exception) -> Response:
     # Raised by the core when a value slipped past the API's own checks.
     return problem_response(422, "invalid value", str(exc))
@@ -174,6 +181,7 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_exception,
     JobNotFound: _job_not_found,
     JSONError: _invalid_value,
+    InvalidArgs: _invalid_args,
     ConfigError: _invalid_value,
     psycopg.errors.CheckViolation: _rejected_by_database,
     psycopg.DataError: _rejected_by_database,
