@@ -194,7 +194,6 @@ class SnapshotCollector(Collector):
             value=snap.uptime,
         )
 
-
     def job_counters(self) -> Iterator[Metric]:
         families = {
             event: CounterMetricFamily(

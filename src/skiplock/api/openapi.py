@@ -202,7 +202,15 @@ def _document() -> dict[str, Any]:
                 },
                 tag="jobs",
                 body={
-                    "oneOf": [_ref("EnqueueJob"), {"type": "array", "items": _ref("EnqueueJob")}]
+                    "oneOf": [
+                        _ref("EnqueueJob"),
+                        {
+                            "type": "array",
+                            "items": _ref("EnqueueJob"),
+                            "minItems": 1,
+                            "maxItems": 10_000,
+                        },
+                    ]
                 },
                 errors=(400, 413, 422, 503),
             ),
