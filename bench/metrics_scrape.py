@@ -23,18 +23,26 @@ from skiplock.bench import embedded_dsn
 from skiplock.migrate import migrate
 
 FILL_BATCH = 10_000
+# What one scrape reads (api/observability.py snapshot), for the SQL-only timing.
+SNAPSHOT_SQL = (
+    "SELECT * FROM skiplock.queue_stats",
+    "SELECT * FROM skiplock.queue_totals",
+    "SELECT * FROM skiplock.worker_stats",
+    "SELECT * FROM skiplock.read_job_counts()",
+    "SELECT skiplock.job_duration_bounds()",
+)
 HISTORY_FILL = """
 INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
     max_attempts, tags, meta, errors, created_at, started_at, finished_at)
-SELECT n, 'task_' || (n % 20), '{}', 'queue_' || (n % 4), 0,
-       CASE WHEN n % 50 = 0 THEN 'cancelled' ELSE 'succeeded' END::skiplock.finished_status,
-       1, 20, '{}', '{}', '[]', now(), now() - (n % 1000) * interval '1 ms', now()
+SELECT n, 'task_' || (n %% 20), '{}', 'queue_' || (n %% 4), 0,
+       CASE WHEN n %% 50 = 0 THEN 'cancelled' ELSE 'succeeded' END::skiplock.finished_status,
+       1, 20, '{}', '{}', '[]', now(), now() - (n %% 1000) * interval '1 ms', now()
 FROM generate_series(%s::bigint, %s::bigint) AS n
 """
 DEAD_FILL = """
 INSERT INTO skiplock.dead_jobs (id, task, args, queue, priority, attempt, max_attempts,
     tags, meta, errors, created_at, started_at, failed_at)
-SELECT n, 'task_' || (n % 20), '{}', 'queue_' || (n % 4), 0, 20, 20, '{}', '{}', '[]',
+SELECT n, 'task_' || (n %% 20), '{}', 'queue_' || (n %% 4), 0, 20, 20, '{}', '{}', '[]',
        now(), now() - interval '2 s', now()
 FROM generate_series(%s::bigint, %s::bigint) AS n
 """
@@ -75,6 +83,17 @@ def main() -> None:
             timings.append((time.perf_counter() - began) * 1000)
             assert response.status_code == 200, response.text
         size = len(response.content)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sql_timings = []
+        for _ in range(options.scrapes):
+            began = time.perf_counter()
+            for statement in SNAPSHOT_SQL:
+                conn.execute(statement).fetchall()
+            sql_timings.append((time.perf_counter() - began) * 1000)
+    print(
+        f"of which the SQL (same statements, one connection): min {min(sql_timings):.1f} ms,"
+        f" median {statistics.median(sql_timings):.1f} ms, max {max(sql_timings):.1f} ms"
+    )
     print(
         f"GET /metrics x{options.scrapes} ({size:,} bytes): min {min(timings):.1f} ms, "
         f"median {statistics.median(timings):.1f} ms, max {max(timings):.1f} ms"
