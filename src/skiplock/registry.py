@@ -390,7 +390,8 @@ class App:
         registered = self.tasks.get(task)
         if registered is None:
             return options.request(task, args)
-        check_args(task, registered.validator, dict(args or {}))
+        if registered.validator is not None:
+            check_args(task, registered.validator, dict(args or {}))
         return registered.defaults.merged(options).request(task, args)
 
     def enqueue(

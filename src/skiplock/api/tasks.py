@@ -22,7 +22,7 @@ from skiplock.api.query import Query
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
-from skiplock.validation import first_error
+from skiplock.validation import Validator, first_error
 
 
 def task_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +76,18 @@ async def check_jobs_against_registry(
     spot: `task`, `args.to`, or with `bulk` `[3].args.to`. One query for all tasks."""
     names = sorted({task for task, _, _ in jobs})
     known = {row["name"]: row for row in await api.app.arun(store.list_tasks(names), conn)}
+    validators: dict[str, Validator | None] = {}
+    for name, entry in known.items():
+        try:
+            validators[name] = (
+                None
+                if entry["args_schema"] is None
+                else api.schemas.validator(name, entry["args_schema"])
+            )
+        except ConfigError:
+            # A schema this jsonschema cannot compile was published by a worker (which
+            # compiled it itself, maybe with another version): the worker still checks.
+            validators[name] = None
     for index, (task, args, allow_unregistered) in enumerate(jobs):
         prefix = f"[{index}]." if bulk else ""
         where = f"job {index}: " if bulk else ""
@@ -90,13 +102,8 @@ async def check_jobs_against_registry(
                 'worker that serves it, or send "allow_unregistered_task": true',
                 field=prefix + "task",
             )
-        if row["args_schema"] is None:
-            continue
-        try:
-            validator = api.schemas.validator(task, row["args_schema"])
-        except ConfigError:
-            # A schema this jsonschema cannot compile was published by a worker (which
-            # compiled it itself, maybe with another version): the worker still checks.
+        validator = validators[task]
+        if validator is None:
             continue
         error = first_error(validator, args)
         if error is not None:
