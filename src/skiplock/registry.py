@@ -9,6 +9,7 @@ import inspect
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from skiplock.retry import RetryPolicy
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import Call, EnqueueRequest
+from skiplock.validation import Validator, check_args, compile_schema
 from skiplock.workflows import Step, Workflow, chain, group, named
 from skiplock.workflows import document as workflow_document
 
@@ -104,13 +106,31 @@ def _seconds(value: timedelta | float | None, name: str) -> timedelta | None:
 
 
 class Task:
-    """A registered handler with its defaults. Call it directly to run it inline."""
+    """A registered handler with its defaults. Call it directly to run it inline.
 
-    def __init__(self, app: App, fn: Handler, name: str, defaults: TaskOptions) -> None:
+    `schema` is the JSON Schema of its args (None: any object), compiled once into
+    `validator`; `description` documents it in the task registry.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        fn: Handler,
+        name: str,
+        defaults: TaskOptions,
+        *,
+        schema: Mapping[str, Any] | bool | None = None,
+        description: str | None = None,
+    ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.defaults = defaults
+        self.schema = schema
+        self.validator: Validator | None = (
+            None if schema is None else compile_schema(schema, what=f"the schema of task {name}")
+        )
+        self.description = (inspect.getdoc(fn) or "") if description is None else description
         self.is_async = inspect.iscoroutinefunction(fn)
         self.wants_context = "ctx" in inspect.signature(fn).parameters
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -192,6 +212,8 @@ class App:
         retry: RetryPolicy | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] = (),
+        schema: Mapping[str, Any] | bool | None = None,
+        description: str | None = None,
     ) -> Callable[[Handler], Task]: ...
 
     def task(
@@ -206,12 +228,19 @@ class App:
         retry: RetryPolicy | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] = (),
+        schema: Mapping[str, Any] | bool | None = None,
+        description: str | None = None,
     ) -> Task | Callable[[Handler], Task]:
         """Register a handler: `@app.task` or `@app.task(queue="emails", timeout=30)`.
 
         The job's JSON args are passed as keyword arguments; a parameter named `ctx`
         receives the JobContext. Handlers may be `async def` or plain `def` (run in a
         thread). A job can run more than once (at-least-once): make handlers idempotent.
+
+        `schema` (a JSON Schema) is checked against the args on enqueue, by the API and
+        by the worker before the handler runs (a job whose args fail it is not retried:
+        it goes to the dead letters). `description` (default: the docstring) and the
+        schema are published to the task registry when a worker starts.
         """
         defaults = TaskOptions(
             queue=queue,
@@ -226,7 +255,7 @@ class App:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             if task_name in self.tasks:
                 raise ConfigError(f"task {task_name!r} is already registered")
-            task = Task(self, f, task_name, defaults)
+            task = Task(self, f, task_name, defaults, schema=schema, description=description)
             self.tasks[task_name] = task
             return task
 
@@ -368,8 +397,11 @@ class App:
         self, task: str, args: Mapping[str, Any] | None, options: TaskOptions
     ) -> EnqueueRequest:
         registered = self.tasks.get(task)
-        merged = registered.defaults.merged(options) if registered else options
-        return merged.request(task, args)
+        if registered is None:
+            return options.request(task, args)
+        if registered.validator is not None:
+            check_args(task, registered.validator, dict(args or {}))
+        return registered.defaults.merged(options).request(task, args)
 
     def enqueue(
         self,
@@ -572,6 +604,28 @@ class App:
             deleted += batch
             if batch < PRUNE_BATCH:
                 return deleted
+
+    # ---- the task registry ---------------------------------------------------------------
+
+    def published_tasks(self) -> list[dict[str, Any]]:
+        """This app's tasks as publish_tasks takes them: name, queue, description, schema."""
+        return [
+            {
+                "name": task.name,
+                "queue": task.defaults.queue or "default",
+                "description": task.description,
+                "args_schema": task.schema,
+            }
+            for task in self.tasks.values()
+        ]
+
+    def publish_tasks(
+        self, *, worker_id: uuid.UUID | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Write this app's tasks to the registry (workers do it when they start; call it
+        to publish from a deploy step without starting one). Returns how many."""
+        published: int = self.run(store.publish_tasks(worker_id, self.published_tasks()), conn)
+        return published
 
     # ---- reading and admin -------------------------------------------------------------
 

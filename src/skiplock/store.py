@@ -852,3 +852,57 @@ def job_queues(job_ids: Sequence[int]) -> Call[set[str]]:
         (list(job_ids),),
         lambda rows: {row[0] for row in rows},
     )
+
+
+# ---- the task registry (sql/migrations/0005_tasks.sql) ---------------------------------
+
+TASK_COLUMNS = (
+    "name",
+    "queue",
+    "description",
+    "args_schema",
+    "first_seen_at",
+    "last_seen_at",
+    "workers",
+)
+
+
+def publish_tasks(worker_id: uuid.UUID | None, tasks: Sequence[Mapping[str, Any]]) -> Call[int]:
+    """Upsert the registry entries of `tasks` ({name, queue, description, args_schema})."""
+    return Call(
+        "SELECT skiplock.publish_tasks(%s, %s::jsonb)",
+        (worker_id, json.dumps(list(tasks))),
+        lambda rows: int(_scalar(rows) or 0),
+    )
+
+
+def list_tasks(names: Sequence[str] | None = None) -> Call[list[dict[str, Any]]]:
+    """Registered tasks (all, or those in `names`), by name."""
+    return Call(
+        f"SELECT {', '.join(TASK_COLUMNS)} FROM skiplock.list_tasks(%s::text[])",
+        (None if names is None else list(names),),
+        lambda rows: [dict(zip(TASK_COLUMNS, row, strict=True)) for row in rows],
+    )
+
+
+def forget_task(name: str) -> Call[bool]:
+    """Remove a task from the registry; False when it is not there."""
+    return Call("SELECT skiplock.forget_task(%s)", (name,), lambda rows: bool(_scalar(rows)))
+
+
+def read_job_counts() -> Call[list[tuple[str, str, str, str | None, float | None, int, float]]]:
+    """(queue, task, event, status, le, n, seconds) of every job counter (see
+    skiplock.read_job_counts): a few rows per queue and task, never a COUNT."""
+    return Call(
+        "SELECT queue, task, event, status, le, n, seconds FROM skiplock.read_job_counts()",
+        (),
+        lambda rows: [
+            (row[0], row[1], row[2], row[3], row[4], int(row[5]), float(row[6] or 0.0))
+            for row in rows
+        ],
+    )
+
+
+def job_duration_bounds() -> Call[list[float]]:
+    """The duration histogram's bucket bounds in seconds (+Inf implied)."""
+    return Call("SELECT skiplock.job_duration_bounds()", (), lambda rows: list(_scalar(rows)))

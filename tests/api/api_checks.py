@@ -11,14 +11,16 @@ import psycopg
 
 W1 = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 DOWN_DSN = "host=/nonexistent port=1 connect_timeout=1"
-ERROR_KEYS = {"error", "detail", "field"}
+ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}
 
 
 def assert_problem(response: Any, status: int, error: str, field: str | None = None) -> None:
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert set(body) <= ERROR_KEYS
+    assert body["status"] == status and body["title"] == body["error"]
+    assert body["type"].startswith("urn:skiplock:problem:")
     assert body["error"] == error, body
     assert body.get("field") == field, body
     assert "Traceback" not in response.text
@@ -56,3 +58,10 @@ def kill(conn: psycopg.Connection, queue: str = "default", error: str = "boom") 
         (W1, ids, [1] * len(ids), [entry] * len(ids)),
     )
     return ids
+
+
+def publish_tasks(dsn: str, *names: str) -> None:
+    """Register `names` as a worker would, so POST /api/v1/jobs accepts them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tasks = json.dumps([{"name": name} for name in names])
+        conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (tasks,))

@@ -9,7 +9,7 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-from api_checks import assert_problem, enqueue
+from api_checks import assert_problem, enqueue, publish_tasks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
@@ -46,6 +46,7 @@ def client(dsn: str, rsa_key: rsa.RSAPrivateKey) -> Iterator[TestClient]:
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
     )
+    publish_tasks(dsn, "t")
     with TestClient(create_app(skiplock.App(dsn), auth=config)) as c:
         yield c
 

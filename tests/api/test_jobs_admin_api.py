@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_checks import assert_problem, claim, enqueue, kill, succeed
+from api_checks import assert_problem, claim, enqueue, kill, publish_tasks, succeed
 from starlette.testclient import TestClient
 
 import skiplock
@@ -20,6 +20,7 @@ from skiplock.api import create_app
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
+    publish_tasks(dsn, "t", "a", "b", "c")
     with TestClient(create_app(skiplock.App(dsn))) as c:
         yield c
 

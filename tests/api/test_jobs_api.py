@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from api_checks import publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
@@ -20,11 +21,12 @@ from skiplock.api import create_app
 
 W1 = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 DOWN_DSN = "host=/nonexistent port=1 connect_timeout=1"
-ERROR_KEYS = {"error", "detail", "field"}
+ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}
 
 
 @pytest.fixture
 def app(dsn: str) -> skiplock.App:
+    publish_tasks(dsn, "t", "x", "emails.send")
     return skiplock.App(dsn)
 
 
@@ -44,9 +46,11 @@ def job_count(conn: psycopg.Connection) -> int:
 
 def assert_problem(response: Any, status: int, error: str, field: str | None = None) -> None:
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert set(body) <= ERROR_KEYS
+    assert body["status"] == status and body["title"] == body["error"]
+    assert body["type"].startswith("urn:skiplock:problem:")
     assert body["error"] == error
     assert body.get("field") == field
     assert "Traceback" not in response.text
@@ -388,7 +392,13 @@ def test_declared_length_over_the_limit_is_refused_before_reading() -> None:
 def test_unknown_id_is_404(client: TestClient) -> None:
     response = client.get("/api/v1/jobs/5")
     assert_problem(response, 404, "not found")
-    assert response.json() == {"error": "not found", "detail": "job 5 not found"}
+    assert response.json() == {
+        "type": "urn:skiplock:problem:not-found",
+        "title": "not found",
+        "status": 404,
+        "error": "not found",
+        "detail": "job 5 not found",
+    }
 
 
 @pytest.mark.parametrize("raw", ["abc", "-1", "1.5", "9223372036854775808", "9" * 40, "\u0661"])
@@ -445,6 +455,11 @@ def test_unexpected_error_is_500_without_traceback(
         with TestClient(create_app(app)) as client:
             response = client.get("/api/v1/jobs/1")
     assert response.status_code == 500
-    assert response.json() == {"error": "internal error"}
+    assert response.json() == {
+        "type": "urn:skiplock:problem:internal-error",
+        "title": "internal error",
+        "status": 500,
+        "error": "internal error",
+    }
     assert "secret" not in response.text
     assert any(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in caplog.records)

@@ -3,11 +3,12 @@ database-level limits (statement timeout, database away)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from api_checks import DOWN_DSN, W1, assert_problem, enqueue, kill, succeed
+from api_checks import DOWN_DSN, W1, assert_problem, claim, enqueue, kill, succeed
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
@@ -110,6 +111,59 @@ def test_prometheus_text_parses_with_expected_metrics(client: TestClient, activi
     assert samples[("skiplock_api_uptime_seconds", ())] >= 0
 
 
+def test_prometheus_counts_jobs_by_queue_and_task_with_durations(
+    client: TestClient, activity: None, conn: psycopg.Connection
+) -> None:
+    enqueue(conn, 2, queue="emails", max_attempts=3)
+    ids = claim(conn, "emails", 2)
+    retry_entry = json.dumps({"error": "again"})
+    conn.execute(  # both attempts fail and will run again
+        "SELECT skiplock.fail_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
+        (W1, ids, [1] * len(ids), [retry_entry] * len(ids)),
+    )
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    emails_t = {"queue": "emails", "task": "t"}
+
+    def value(name: str, labels: dict[str, str]) -> float:
+        return next(s.value for s in families[name].samples if s.labels == labels)
+
+    # created: 3 + 2 + 4 + 2 in emails, 1 in reports
+    assert value("skiplock_jobs_created", emails_t) == 11
+    assert value("skiplock_jobs_created", {"queue": "reports", "task": "t"}) == 1
+    assert value("skiplock_jobs_succeeded", emails_t) == 3
+    assert value("skiplock_jobs_failed", emails_t) == 2
+    assert value("skiplock_jobs_retried", emails_t) == 2
+    assert families["skiplock_jobs_created"].type == "counter"
+
+    duration = families["skiplock_job_duration_seconds"]
+    assert duration.type == "histogram"
+    succeeded = {**emails_t, "status": "succeeded"}
+    buckets = [
+        s
+        for s in duration.samples
+        if s.name.endswith("_bucket") and s.labels.items() >= succeeded.items()
+    ]
+    assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 3
+    assert [b.value for b in buckets] == sorted(b.value for b in buckets)  # cumulative
+    count = next(s for s in duration.samples if s.name.endswith("_count") and s.labels == succeeded)
+    assert count.value == 3
+
+
+def test_metrics_json_by_task(client: TestClient, activity: None) -> None:
+    body = client.get("/api/v1/metrics").json()
+    emails = next(r for r in body["tasks"] if r["queue"] == "emails")
+    assert emails == {
+        "queue": "emails",
+        "task": "t",
+        "created": 9,
+        "succeeded": 3,
+        "failed": 2,
+        "retried": 0,
+        "cancelled": 0,
+        "expired": 0,
+    }
+
+
 def app_operations(routes: list[object], prefix: str = "") -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for route in routes:
@@ -139,7 +193,7 @@ def test_openapi_describes_every_route_and_nothing_else(dsn: str) -> None:
         for op in item.values():
             for status, answer in op["responses"].items():
                 if int(status) >= 400:
-                    schema = answer["content"]["application/json"]["schema"]
+                    schema = answer["content"]["application/problem+json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Problem"}
 
 

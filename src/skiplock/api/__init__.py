@@ -23,6 +23,7 @@ from skiplock.api import (
     openapi,
     queues,
     schedules,
+    tasks,
     workers,
     workflows,
 )
@@ -50,8 +51,8 @@ def create_app(
     statement_timeout: float = 5.0,
     auth: AuthConfig | None = None,
 ) -> Starlette:
-    """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers under /api/v1,
-    plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
+    """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers, tasks
+    under /api/v1, plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
 
     Request bodies over `max_body_bytes` get 413. A database call that takes longer than
     `db_timeout` seconds (typically: waiting for a connection while PostgreSQL is away)
@@ -105,6 +106,7 @@ def create_app(
                     *schedules.routes,
                     *workers.routes,
                     *workflows.routes,
+                    *tasks.routes,
                     *observability.api_routes,
                     *auth_routes,
                 ],

@@ -27,6 +27,7 @@ from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
+from skiplock.api.tasks import check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, JSONError, encode_json
 from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
 
@@ -46,6 +47,8 @@ class EnqueueBody:
     task: str
     args: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
+    # true: enqueue even if no worker has published the task (see api/tasks.py)
+    allow_unregistered_task: bool = False
 
 
 def _task(value: Any) -> str:
@@ -157,7 +160,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "tags": _tags,
     "meta": _json_object("meta"),
 }
-FIELDS = ("task", "args", *OPTIONS)
+FIELDS = ("task", "args", *OPTIONS, "allow_unregistered_task")
 
 
 def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
@@ -173,7 +176,10 @@ def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
     options = {
         name: check(body[name]) for name, check in OPTIONS.items() if body.get(name) is not None
     }
-    return EnqueueBody(task, args, options)
+    allow = body.get("allow_unregistered_task")
+    if allow is not None and not isinstance(allow, bool):
+        raise invalid_field("allow_unregistered_task", "allow_unregistered_task must be a boolean")
+    return EnqueueBody(task, args, options, allow_unregistered_task=bool(allow))
 
 
 def parse_job_id(text: str) -> int | None:
@@ -267,6 +273,7 @@ async def enqueue_job(request: Request) -> Response:
         specs = [{"task": j.task, "args": j.args, **j.options} for j in jobs]
 
         async def enqueue_many(conn: Conn) -> list[int]:
+            await check_jobs_against_registry(api, conn, _registry_view(jobs), bulk=True)
             ids = await api.app.enqueue_many_async(specs, conn=conn)
             if queue_pattern(request) is not None:
                 check_enqueue_queues(request, await api.app.arun(store.job_queues(ids), conn))
@@ -281,6 +288,7 @@ async def enqueue_job(request: Request) -> Response:
     job = parse_enqueue(body)
 
     async def enqueue(conn: Conn) -> Job:
+        await check_jobs_against_registry(api, conn, _registry_view([job]), bulk=False)
         job_id = await api.app.enqueue_async(job.task, job.args, conn=conn, **job.options)
         # The status comes from the database's clock (all_jobs), not ours: "scheduled"
         # when run_at is still ahead of now().
@@ -295,6 +303,10 @@ async def enqueue_job(request: Request) -> Response:
         status_code=201,
         headers={"Location": location},
     )
+
+
+def _registry_view(jobs: list[EnqueueBody]) -> list[tuple[str, dict[str, Any], bool]]:
+    return [(job.task, job.args, job.allow_unregistered_task) for job in jobs]
 
 
 LIST_PARAMETERS = (

@@ -1,20 +1,27 @@
 """Readiness and metrics: GET /ready, GET /api/v1/metrics (JSON), GET /metrics (Prometheus).
 
 Every figure comes from a cheap source read at request time: the counters in
-skiplock.queue_totals (kept by triggers), the per-queue counts of the small hot table
-(queue_stats), the queues and workers tables. Nothing counts job_history or dead_jobs,
-so a scrape costs the same with ten or ten million finished jobs.
+skiplock.queue_totals and skiplock.job_counts (kept by triggers; by queue and task, with
+the duration histogram), the per-queue counts of the small hot table (queue_stats), the
+queues and workers tables. Nothing counts job_history or dead_jobs, so a scrape costs
+the same with ten or ten million finished jobs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -29,6 +36,16 @@ from skiplock.migrate import verify_applied
 
 PENDING_STATUSES = ("waiting", "scheduled", "queued", "running", "retrying")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "expired")
+# The job_counts events exported as counters, with their help text.
+JOB_EVENTS = {
+    "created": "Jobs created (inserted into the jobs table; a manual retry of a finished "
+    "job counts again)",
+    "succeeded": "Jobs that succeeded",
+    "failed": "Jobs that failed for good (moved to the dead letters)",
+    "retried": "Failed attempts that will run again",
+    "cancelled": "Jobs cancelled",
+    "expired": "Jobs that expired before they started",
+}
 
 
 async def ready(request: Request) -> Response:
@@ -62,6 +79,19 @@ class Snapshot:
     totals: list[tuple[str, str, int]]
     workers: list[dict[str, Any]]
     uptime: float
+    counts: list[tuple[str, str, str, str | None, float | None, int, float]]
+    duration_bounds: list[float]
+
+    def by_task(self) -> list[dict[str, Any]]:
+        """{"queue", "task", <event>: n, ...} per queue and task, events as JOB_EVENTS."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for queue, task, event, _, _, n, _ in self.counts:
+            if event in JOB_EVENTS:
+                row = rows.setdefault(
+                    (queue, task), {"queue": queue, "task": task, **dict.fromkeys(JOB_EVENTS, 0)}
+                )
+                row[event] += n
+        return list(rows.values())
 
 
 async def snapshot(request: Request) -> Snapshot:
@@ -73,6 +103,8 @@ async def snapshot(request: Request) -> Snapshot:
             totals=await api.app.arun(store.queue_totals(), conn),
             workers=await api.app.arun(store.list_workers(), conn),
             uptime=api.uptime(),
+            counts=await api.app.arun(store.read_job_counts(), conn),
+            duration_bounds=await api.app.arun(store.job_duration_bounds(), conn),
         )
 
     return await api.db(read)
@@ -99,6 +131,7 @@ async def metrics_json(request: Request) -> Response:
                 "running_jobs": sum(w["running_jobs"] for w in snap.workers),
                 "concurrency": sum(w["concurrency"] for w in snap.workers if w["alive"]),
             },
+            "tasks": snap.by_task(),
             "uptime_seconds": round(snap.uptime, 3),
         }
     )
@@ -121,6 +154,8 @@ class SnapshotCollector(Collector):
         for queue, status, total in snap.totals:
             finished.add_metric([queue, status], total)
         yield finished
+        yield from self.job_counters()
+        yield self.durations()
 
         depth = GaugeMetricFamily(
             "skiplock_queue_jobs",
@@ -158,6 +193,41 @@ class SnapshotCollector(Collector):
             "Seconds since this API process started.",
             value=snap.uptime,
         )
+
+    def job_counters(self) -> Iterator[Metric]:
+        families = {
+            event: CounterMetricFamily(
+                f"skiplock_jobs_{event}", f"{text}, by queue and task.", labels=["queue", "task"]
+            )
+            for event, text in JOB_EVENTS.items()
+        }
+        for row in self.snap.by_task():
+            for event, family in families.items():
+                family.add_metric([row["queue"], row["task"]], row[event])
+        yield from families.values()
+
+    def durations(self) -> Metric:
+        """The last attempt's run time of finished jobs, as a Prometheus histogram: the
+        stored per-bucket counts, made cumulative over every bound."""
+        family = HistogramMetricFamily(
+            "skiplock_job_duration_seconds",
+            "Run time of the last attempt of jobs that succeeded or failed for good.",
+            labels=["queue", "task", "status"],
+        )
+        per_key: dict[tuple[str, str, str], tuple[dict[float, int], list[float]]] = {}
+        for queue, task, event, status, le, n, seconds in self.snap.counts:
+            if event != "duration" or status is None or le is None:
+                continue
+            buckets, total = per_key.setdefault((queue, task, status), ({}, [0.0]))
+            buckets[le] = buckets.get(le, 0) + n
+            total[0] += seconds
+        for key, (buckets, total) in per_key.items():
+            cumulative, running = [], 0
+            for bound in [*self.snap.duration_bounds, math.inf]:
+                running += buckets.get(bound, 0)
+                cumulative.append(("+Inf" if bound == math.inf else f"{bound:g}", running))
+            family.add_metric(list(key), cumulative, sum_value=total[0])
+        return family
 
 
 async def metrics_prometheus(request: Request) -> Response:

@@ -17,6 +17,7 @@ from skiplock.api.auth import required_scope
 from skiplock.jobs import STATUSES as JOB_STATUSES
 
 JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
 STATUSES = list(JOB_STATUSES)
 
 ERRORS = {
@@ -27,7 +28,8 @@ ERRORS = {
     404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
     413: "The body is larger than the API's limit (`body too large`).",
-    422: "A parameter or field fails its check; `field` names it.",
+    422: "A parameter or field fails its check; `field` names it (for job args, the path"
+    " in them: `args.to`; `unknown task` when no worker published the task).",
     429: "Too many failed authentication attempts from this address; see Retry-After.",
     503: "The database is unreachable or too slow; see Retry-After.",
 }
@@ -57,6 +59,9 @@ SCHEDULE = _param(
     "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}, "Schedule name."
 )
 WORKER = _param("worker_id", "path", {"type": "string", "format": "uuid"}, "Worker id.")
+TASK = _param(
+    "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}, "Task name."
+)
 LIMIT = _param(
     "limit", "query", {"type": "integer", "default": 50}, "Page size, clamped to 1..500."
 )
@@ -76,7 +81,7 @@ def _op(
     for status in errors:
         responses[str(status)] = {
             "description": ERRORS[status],
-            "content": {JSON: {"schema": _ref("Problem")}},
+            "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
         }
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if params:
@@ -197,7 +202,15 @@ def _document() -> dict[str, Any]:
                 },
                 tag="jobs",
                 body={
-                    "oneOf": [_ref("EnqueueJob"), {"type": "array", "items": _ref("EnqueueJob")}]
+                    "oneOf": [
+                        _ref("EnqueueJob"),
+                        {
+                            "type": "array",
+                            "items": _ref("EnqueueJob"),
+                            "minItems": 1,
+                            "maxItems": 10_000,
+                        },
+                    ]
                 },
                 errors=(400, 413, 422, 503),
             ),
@@ -578,6 +591,30 @@ def _document() -> dict[str, Any]:
                 errors=(422, 503),
             )
         },
+        "/api/v1/tasks": {
+            "get": _op(
+                "The task registry: every task a worker has published, with its args schema.",
+                {200: _json(_obj(tasks={"type": "array", "items": _ref("Task")}), "Tasks.")},
+                tag="tasks",
+                errors=(422, 503),
+            )
+        },
+        "/api/v1/tasks/{name}": {
+            "get": _op(
+                "One registered task.",
+                {200: _json(_ref("Task"), "The task.")},
+                tag="tasks",
+                params=[TASK],
+                errors=(404, 503),
+            ),
+            "delete": _op(
+                "Remove a task from the registry (its jobs are not touched).",
+                {204: {"description": "Removed."}},
+                tag="tasks",
+                params=[TASK],
+                errors=(404, 503),
+            ),
+        },
         "/api/v1/workers/{worker_id}/stop": {
             "post": _op(
                 "Ask a worker to stop gracefully (NOTIFY skiplock_control).",
@@ -595,8 +632,15 @@ def _document() -> dict[str, Any]:
     counts = {s: {"type": "integer"} for s in STATUSES}
     schemas = {
         "Problem": {
-            **_obj(error={"type": "string"}, detail={"type": "string"}, field={"type": "string"}),
-            "required": ["error"],
+            **_obj(
+                type={"type": "string", "format": "uri"},
+                title={"type": "string"},
+                status={"type": "integer"},
+                error={"type": "string"},
+                detail={"type": "string"},
+                field={"type": "string"},
+            ),
+            "required": ["type", "title", "status", "error"],
         },
         "EnqueueJob": {
             **_obj(
@@ -610,10 +654,23 @@ def _document() -> dict[str, Any]:
                 timeout={"type": ["number", "null"], "exclusiveMinimum": 0},
                 tags={"type": ["array", "null"], "items": {"type": "string"}},
                 meta={"type": ["object", "null"]},
+                allow_unregistered_task={
+                    "type": ["boolean", "null"],
+                    "description": "Enqueue even if no worker has published the task.",
+                },
             ),
             "required": ["task"],
             "additionalProperties": False,
         },
+        "Task": _obj(
+            name={"type": "string"},
+            queue={"type": "string"},
+            description={"type": "string"},
+            args_schema={"type": ["object", "boolean", "null"]},
+            first_seen_at={"type": "string", "format": "date-time"},
+            last_seen_at={"type": "string", "format": "date-time"},
+            workers={"type": "array", "items": {"type": "string", "format": "uuid"}},
+        ),
         "Job": _obj(
             id={"type": "integer"},
             task={"type": "string"},
@@ -820,7 +877,7 @@ def _secure(paths: dict[str, dict[str, Any]]) -> None:
             for status in (401, 403, 429):
                 operation["responses"][str(status)] = {
                     "description": ERRORS[status],
-                    "content": {JSON: {"schema": _ref("Problem")}},
+                    "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
                 }
 
 

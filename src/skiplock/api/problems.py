@@ -1,9 +1,12 @@
-"""Every 4xx/5xx the API sends, as one JSON shape: {"error", "detail", "field"?}.
+"""Every 4xx/5xx the API sends, as RFC 9457 problem details
+(`application/problem+json`): {"type", "title", "status", "detail", "error", "field"?}.
 
-`error` is a short, stable phrase a client can switch on; `detail` is for people;
-`field` names the request field at fault when there is one. Handlers raise `Problem`
-(or let skiplock/psycopg exceptions through) and the handlers below turn them into
-responses, so no route builds an error body by hand.
+`error` (also the `title`) is a short, stable phrase a client can switch on, and `type`
+the same as a URI (urn:skiplock:problem:invalid-field); `detail` is for people; `field`
+names the request field at fault when there is one (a path such as `args.to` or
+`[2].args.to` for a job's args). Handlers raise `Problem` (or let skiplock/psycopg
+exceptions through) and the handlers below turn them into responses, so no route builds
+an error body by hand.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skiplock.errors import ConfigError, JobNotFound
 from skiplock.jobs import JSONError
+from skiplock.validation import InvalidArgs
 
 log = logging.getLogger("skiplock.api")
 
 # Seconds a client should wait before retrying while the database is away: long enough
 # not to hammer a restarting server, short enough that a blip costs little.
 RETRY_AFTER_SECONDS = 5
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:skiplock:problem:"
 
 
 class Problem(Exception):
@@ -59,13 +65,26 @@ def problem_response(
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The JSON error response; `detail` and `field` are left out when None."""
-    body: dict[str, Any] = {"error": error}
+    """The problem+json response; `detail` and `field` are left out when None."""
+    body: dict[str, Any] = {
+        "type": problem_type(error),
+        "title": error,
+        "status": status,
+        "error": error,
+    }
     if detail is not None:
         body["detail"] = detail
     if field is not None:
         body["field"] = field
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
+
+
+def problem_type(error: str) -> str:
+    """The problem's type URI: `invalid field` → urn:skiplock:problem:invalid-field."""
+    slug = "".join(c if c.isalnum() else "-" for c in error.lower()).strip("-")
+    return PROBLEM_TYPE_PREFIX + (slug or "error")
 
 
 def invalid_field(field: str, detail: str) -> Problem:
@@ -109,6 +128,12 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _job_not_found(request: Request, exc: Exception) -> Response:
     return problem_response(404, "not found", str(exc))
+
+
+async def _invalid_args(request: Request, exc: Exception) -> Response:
+    # The App's own check, for a task this API process registered itself.
+    assert isinstance(exc, InvalidArgs)
+    return problem_response(422, "invalid args", str(exc), field=exc.path)
 
 
 async def _invalid_value(request: Request, exc: Exception) -> Response:
@@ -156,6 +181,7 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_exception,
     JobNotFound: _job_not_found,
     JSONError: _invalid_value,
+    InvalidArgs: _invalid_args,
     ConfigError: _invalid_value,
     psycopg.errors.CheckViolation: _rejected_by_database,
     psycopg.DataError: _rejected_by_database,

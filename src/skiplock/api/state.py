@@ -16,6 +16,7 @@ from skiplock import store
 from skiplock.api.problems import database_unavailable
 from skiplock.api.results import FinishedListener
 from skiplock.registry import App
+from skiplock.validation import SchemaCache
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -31,6 +32,8 @@ class ApiState:
     statement_timeout: float = 5.0
     started: float = field(default_factory=time.monotonic)
     finished: FinishedListener | None = None
+    # compiled validators of the task schemas workers published (POST /jobs checks)
+    schemas: SchemaCache = field(default_factory=SchemaCache)
 
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Await one App call; 503 if it takes longer than `db_timeout` seconds.

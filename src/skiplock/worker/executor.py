@@ -14,6 +14,7 @@ from skiplock.context import JobContext
 from skiplock.errors import Discard, Retry, UnknownTask
 from skiplock.jobs import ClaimedJob, JSONError, encode_json
 from skiplock.registry import App
+from skiplock.validation import rejected_args
 
 OutcomeKind = Literal["succeeded", "failed", "released"]
 
@@ -65,6 +66,9 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
                 with_traceback=False,
             ),
         )
+
+    if (invalid := rejected_args(task, job.args)) is not None:
+        return outcome("failed", invalid)
 
     async def call_handler() -> Any:
         return await task.run(ctx, job.args, threads)

@@ -216,6 +216,7 @@ class Worker:
                 version=__version__,
             )
         )
+        await self._call(store.publish_tasks(self.id, self.app.published_tasks()))
 
     async def _close(self) -> None:
         if self._pool is not None:

@@ -1,0 +1,122 @@
+"""/api/v1/tasks: the task registry (what workers serve, with the JSON Schema of each
+task's args), and the check of an enqueue against it.
+
+Workers publish their tasks when they start (skiplock.publish_tasks). POST /api/v1/jobs
+refuses a task no worker has published (unless the job says
+"allow_unregistered_task": true) and args that fail the published schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from skiplock import store
+from skiplock.api.problems import Problem
+from skiplock.api.query import Query
+from skiplock.api.routing import route
+from skiplock.api.state import ApiState, Conn, api_state
+from skiplock.errors import ConfigError
+from skiplock.validation import Validator, first_error
+
+
+def task_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("first_seen_at", "last_seen_at"):
+        value = out[key]
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    out["workers"] = [str(worker) for worker in out["workers"]]
+    return out
+
+
+def task_name_of(request: Request) -> str:
+    name: str = request.path_params["name"]
+    return name
+
+
+async def list_tasks(request: Request) -> Response:
+    """GET /api/v1/tasks → 200 {"tasks": [...]}: name, queue, description, args_schema,
+    first_seen_at, last_seen_at, workers (the live workers serving it)."""
+    api = api_state(request)
+    Query(request, ())
+    rows = await api.run(store.list_tasks())
+    return JSONResponse({"tasks": [task_json(row) for row in rows]})
+
+
+async def get_task(request: Request) -> Response:
+    """GET /api/v1/tasks/{name} → 200 with the task; 404 when no worker published it."""
+    api = api_state(request)
+    name = task_name_of(request)
+    rows = await api.run(store.list_tasks([name]))
+    if not rows:
+        raise Problem(404, "not found", f"task {name} not found")
+    return JSONResponse(task_json(rows[0]))
+
+
+async def forget_task(request: Request) -> Response:
+    """DELETE /api/v1/tasks/{name} → 204: drop a task from the registry (jobs are not
+    touched; a worker that still serves it publishes it again when it starts); 404."""
+    api = api_state(request)
+    name = task_name_of(request)
+    if not await api.run(store.forget_task(name)):
+        raise Problem(404, "not found", f"task {name} not found")
+    return Response(status_code=204)
+
+
+async def check_jobs_against_registry(
+    api: ApiState, conn: Conn, jobs: Sequence[tuple[str, dict[str, Any], bool]], *, bulk: bool
+) -> None:
+    """422 for the first job (task, args, allow_unregistered) whose task nobody
+    published (unless allowed) or whose args fail the task's schema. `field` names the
+    spot: `task`, `args.to`, or with `bulk` `[3].args.to`. One query for all tasks."""
+    names = sorted({task for task, _, _ in jobs})
+    known = {row["name"]: row for row in await api.app.arun(store.list_tasks(names), conn)}
+    validators: dict[str, Validator | None] = {}
+    for name, entry in known.items():
+        try:
+            validators[name] = (
+                None
+                if entry["args_schema"] is None
+                else api.schemas.validator(name, entry["args_schema"])
+            )
+        except ConfigError:
+            # A schema this jsonschema cannot compile was published by a worker (which
+            # compiled it itself, maybe with another version): the worker still checks.
+            validators[name] = None
+    for index, (task, args, allow_unregistered) in enumerate(jobs):
+        prefix = f"[{index}]." if bulk else ""
+        where = f"job {index}: " if bulk else ""
+        row = known.get(task)
+        if row is None:
+            if allow_unregistered or task in api.app.tasks:
+                continue
+            raise Problem(
+                422,
+                "unknown task",
+                f"{where}no worker has registered task {task}; check the name, start a "
+                'worker that serves it, or send "allow_unregistered_task": true',
+                field=prefix + "task",
+            )
+        validator = validators[task]
+        if validator is None:
+            continue
+        error = first_error(validator, args)
+        if error is not None:
+            raise Problem(
+                422,
+                "invalid args",
+                f"{where}{error.path} does not match the schema of task {task}: {error.message}",
+                field=prefix + error.path,
+            )
+
+
+routes = [
+    Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
+    route("/tasks/{name}", {"GET": get_task, "DELETE": forget_task}, name="get_task"),
+]
+"""Mounted under /api/v1 by create_app."""
