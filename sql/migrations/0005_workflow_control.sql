@@ -118,14 +118,14 @@ BEGIN
     FROM skiplock.workflow_steps s JOIN skiplock.jobs j ON j.id = s.job_id
     WHERE s.workflow_id = p_id AND skiplock.queue_matches(j.queue, p_queue_pattern);
     IF v_steps IS NOT NULL THEN
-        RAISE EXCEPTION 'workflow % has not finished (step % has not); wait for it or cancel it first',
+        RAISE EXCEPTION 'workflow % has not finished (unfinished steps: %); wait for it or cancel it first',
             p_id, array_to_string(v_steps, ', ')
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     SELECT array_agg(s.step ORDER BY s.position) INTO v_steps
     FROM skiplock.workflow_jobs s WHERE s.workflow_id = p_id AND s.status IS NULL;
     IF v_steps IS NOT NULL THEN
-        RAISE EXCEPTION 'workflow %: the records of step % were pruned, so it cannot be retried',
+        RAISE EXCEPTION 'workflow % cannot be retried: the job records of steps % were pruned',
             p_id, array_to_string(v_steps, ', ')
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;

@@ -248,7 +248,9 @@ def test_retry_refuses_an_unfinished_workflow_and_pruned_records(
         retry(conn, wf)
     run(conn, {"t.a": "FAIL"})
     conn.execute("DELETE FROM skiplock.dead_jobs WHERE id = %s", (job_of(conn, wf, "a"),))
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="step a were pruned"):
+    with pytest.raises(
+        psycopg.errors.ObjectNotInPrerequisiteState, match="records of steps a were pruned"
+    ):
         retry(conn, wf)
 
 
