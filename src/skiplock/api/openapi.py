@@ -433,11 +433,7 @@ def _document() -> dict[str, Any]:
         "/api/v1/workflows/{workflow_id}/retry": {
             "post": _op(
                 "Run the steps of a finished workflow that did not succeed again, in graph order.",
-                {
-                    200: _json(
-                        workflow_control("retried"), "Retried (0 if none needed it)."
-                    )
-                },
+                {200: _json(workflow_control("retried"), "Retried (0 if none needed it).")},
                 tag="workflows",
                 params=[WORKFLOW_ID],
                 errors=(404, 409, 503),
