@@ -122,8 +122,12 @@ BEGIN
             p_id, array_to_string(v_steps, ', ')
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- A pruned step has no queue: only a caller without a pattern is told of it (a
+    -- queue-limited one must not learn other queues' step names).
     SELECT array_agg(s.step ORDER BY s.position) INTO v_steps
-    FROM skiplock.workflow_jobs s WHERE s.workflow_id = p_id AND s.status IS NULL;
+    FROM skiplock.workflow_jobs s
+    WHERE s.workflow_id = p_id AND s.status IS NULL
+      AND skiplock.queue_matches(s.queue, p_queue_pattern);
     IF v_steps IS NOT NULL THEN
         RAISE EXCEPTION 'workflow % cannot be retried: the job records of steps % were pruned',
             p_id, array_to_string(v_steps, ', ')

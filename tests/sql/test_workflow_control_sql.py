@@ -252,6 +252,10 @@ def test_retry_refuses_an_unfinished_workflow_and_pruned_records(
         psycopg.errors.ObjectNotInPrerequisiteState, match="records of steps a were pruned"
     ):
         retry(conn, wf)
+    # a queue-limited caller is not told of a pruned step (it has no queue any more); its
+    # steps retried after a parent whose record is gone fail again at once
+    assert retry(conn, wf, "default") == 3
+    assert steps(conn, wf) == {"a": None, "b": "failed", "c": "failed", "d": "failed"}
 
 
 def test_retrying_a_succeeded_workflow_does_nothing(conn: psycopg.Connection) -> None:
