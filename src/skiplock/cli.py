@@ -655,6 +655,39 @@ def prune_workflows(settings: Settings, older_than: float) -> None:
     click.echo(f"{deleted} workflow{'s' if deleted != 1 else ''} pruned")
 
 
+@workflows.command("cancel")
+@click.argument("workflow_id", type=int)
+@pass_settings
+def cancel_workflow(settings: Settings, workflow_id: int) -> None:
+    """Cancel every unfinished step; running ones are asked to stop."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        count = app.cancel_workflow(workflow_id, conn=conn)
+    if count == 0:
+        click.echo(f"workflow {workflow_id} has already finished; nothing to cancel")
+    else:
+        done = f"{_steps(count)} cancelled (running ones are told to stop)"
+        click.echo(f"workflow {workflow_id}: {done}")
+
+
+@workflows.command("retry")
+@click.argument("workflow_id", type=int)
+@pass_settings
+def retry_workflow(settings: Settings, workflow_id: int) -> None:
+    """Run the steps of a finished workflow that did not succeed again, in graph order."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        count = app.retry_workflow(workflow_id, conn=conn)
+    if count == 0:
+        click.echo(f"workflow {workflow_id} has no step to retry")
+    else:
+        click.echo(f"workflow {workflow_id}: {_steps(count)} retried")
+
+
+def _steps(count: int) -> str:
+    return f"{count} step{'s' if count != 1 else ''}"
+
+
 STEP_HEADERS = ("STEP", "JOB", "TASK", "QUEUE", "STATUS", "AFTER", "ATTEMPT", "FINISHED", "ERROR")
 
 

@@ -4,19 +4,21 @@ the producer calls (enqueue, read, wait, cancel, retry) in sync and async form."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import psycopg
+import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from skiplock import store
@@ -591,6 +593,41 @@ class App:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout} s")
 
+    def cancel_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Cancel every unfinished step: those not yet running at once, running ones
+        through their workers' cancellation signal (they end cancelled unless they finish
+        first). Returns how many steps it cancelled or asked to stop, 0 when the workflow
+        had already finished; WorkflowNotFound for an unknown id. See
+        skiplock.cancel_workflow."""
+        with _workflow_known(workflow_id):
+            return self.run(store.cancel_workflow(workflow_id), conn)
+
+    async def cancel_workflow_async(
+        self, workflow_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        with _workflow_known(workflow_id):
+            return await self.arun(store.cancel_workflow(workflow_id), conn)
+
+    def retry_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Run again the steps of a finished workflow that did not succeed (failed,
+        cancelled, expired), each waiting for its parents and receiving their results as
+        on the first run; steps that succeeded keep their results. Returns how many steps
+        it retried (0: none needed it). WorkflowNotFound for an unknown id;
+        psycopg.errors.ObjectNotInPrerequisiteState while a step has not finished. Like
+        any job, a retried step can run more than once. See skiplock.retry_workflow."""
+        with _workflow_known(workflow_id):
+            return self.run(store.retry_workflow(workflow_id), conn)
+
+    async def retry_workflow_async(
+        self, workflow_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        with _workflow_known(workflow_id):
+            return await self.arun(store.retry_workflow(workflow_id), conn)
+
     def prune_workflows(
         self, older_than: timedelta | float, *, conn: psycopg.Connection[Any] | None = None
     ) -> int:
@@ -727,6 +764,20 @@ class WorkflowHandle:
     async def wait_async(self, *, timeout: float | None = None) -> Workflow:
         return await self.app.wait_for_workflow_async(self.id, timeout=timeout)
 
+    def cancel(self) -> int:
+        """Cancel every unfinished step; see App.cancel_workflow."""
+        return self.app.cancel_workflow(self.id)
+
+    async def cancel_async(self) -> int:
+        return await self.app.cancel_workflow_async(self.id)
+
+    def retry(self) -> int:
+        """Run the steps that did not succeed again; see App.retry_workflow."""
+        return self.app.retry_workflow(self.id)
+
+    async def retry_async(self) -> int:
+        return await self.app.retry_workflow_async(self.id)
+
 
 def _enqueued_workflow(conn: psycopg.Connection[Any], document: str) -> tuple[int, dict[str, int]]:
     workflow_id: int = store.enqueue_workflow(document).run(conn)
@@ -752,6 +803,15 @@ async def _read_workflow_async(conn: psycopg.AsyncConnection[Any], workflow_id: 
     if summary is None:
         raise WorkflowNotFound(workflow_id)
     return Workflow.from_rows(summary, await store.list_workflow_steps(workflow_id).arun(conn))
+
+
+@contextlib.contextmanager
+def _workflow_known(workflow_id: int) -> Iterator[None]:
+    """skiplock's own exception for the SQL functions' "workflow N not found"."""
+    try:
+        yield
+    except psycopg.errors.NoDataFound:
+        raise WorkflowNotFound(workflow_id) from None
 
 
 def _found(job_id: int, value: T | None) -> T:

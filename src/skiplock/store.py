@@ -413,6 +413,18 @@ def list_workflow_steps(
     )
 
 
+def cancel_workflow(workflow_id: int, queue_pattern: str | None = None) -> Call[int]:
+    """Cancel the workflow's unfinished steps (in queues matching `queue_pattern`; None:
+    all); how many were cancelled or asked to stop. See skiplock.cancel_workflow."""
+    return Call("SELECT skiplock.cancel_workflow(%s, %s)", (workflow_id, queue_pattern), _scalar)
+
+
+def retry_workflow(workflow_id: int, queue_pattern: str | None = None) -> Call[int]:
+    """Run the workflow's steps that did not succeed again, in graph order; how many.
+    See skiplock.retry_workflow."""
+    return Call("SELECT skiplock.retry_workflow(%s, %s)", (workflow_id, queue_pattern), _scalar)
+
+
 def prune_workflows(older_than: timedelta, limit: int = 1000) -> Call[int]:
     """Delete up to `limit` finished workflows older than `older_than`; how many."""
     return Call("SELECT skiplock.prune_workflows(%s, %s)", (older_than, limit), _scalar)

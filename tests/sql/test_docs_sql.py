@@ -52,6 +52,8 @@ DOCUMENTED = [
     "skiplock.workflow_stats",
     "summarize_workflows(",
     "prune_workflows(",
+    "cancel_workflow(",
+    "retry_workflow(",
     "LISTEN skiplock_jobs",
     "LISTEN skiplock_finished",
     "LISTEN skiplock_cancel",

@@ -55,7 +55,7 @@ TOKEN_PREFIX = "sk_"
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
-WRITE_ROUTES = re.compile(r"/api/v1/(jobs(/[^/]+/(cancel|retry))?|workflows)/?")
+WRITE_ROUTES = re.compile(r"/api/v1/(jobs|workflows)(/[^/]+/(cancel|retry))?/?")
 ADMIN_READS = re.compile(r"/api/v1/audit/?")
 # Routes that know which queue they touch, and so can serve a queue-limited token.
 QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues|workflows)(/.*)?")

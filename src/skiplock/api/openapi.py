@@ -54,6 +54,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 JOB_ID = _param("job_id", "path", {"type": "integer", "minimum": 0}, "The job id.")
+WORKFLOW_ID = _param("workflow_id", "path", {"type": "integer", "minimum": 0}, "Workflow.")
 QUEUE = _param("name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "Queue.")
 SCHEDULE = _param(
     "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}, "Schedule name."
@@ -93,6 +94,15 @@ def _op(
 
 def _obj(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
+
+
+def workflow_control(counted: str) -> dict[str, Any]:
+    """The answer of a workflow's cancel or retry: how many steps, and its state after."""
+    return _obj(
+        id={"type": "integer"},
+        **{counted: {"type": "integer", "minimum": 0}},
+        state={"enum": ["running", "succeeded", "failed", "cancelled"]},
+    )
 
 
 def _document() -> dict[str, Any]:
@@ -402,13 +412,44 @@ def _document() -> dict[str, Any]:
         },
         "/api/v1/workflows/{workflow_id}": {
             "get": _op(
-                "Read a workflow: its state, counts by status and every step.",
-                {200: _json(_ref("Workflow"), "The workflow.")},
+                "Read a workflow: its state, counts by status and every step; with `wait`,"
+                " long-poll until its state is final.",
+                {
+                    200: _json(_ref("Workflow"), "The workflow."),
+                    202: _json(_ref("Workflow"), "Still running when `wait` ran out."),
+                },
                 tag="workflows",
                 params=[
-                    _param("workflow_id", "path", {"type": "integer", "minimum": 0}, "Workflow.")
+                    WORKFLOW_ID,
+                    _param(
+                        "wait",
+                        "query",
+                        {"type": "number", "minimum": 0, "maximum": 60},
+                        "Seconds to wait for the workflow's state to be final.",
+                    ),
                 ],
+                errors=(404, 422, 503),
+            )
+        },
+        "/api/v1/workflows/{workflow_id}/cancel": {
+            "post": _op(
+                "Cancel every unfinished step (running ones are asked to stop).",
+                {
+                    200: _json(workflow_control("cancelled"), "Final (cancelled: 0 if it was)."),
+                    202: _json(workflow_control("cancelled"), "Running steps were told to stop."),
+                },
+                tag="workflows",
+                params=[WORKFLOW_ID],
                 errors=(404, 503),
+            )
+        },
+        "/api/v1/workflows/{workflow_id}/retry": {
+            "post": _op(
+                "Run the steps of a finished workflow that did not succeed again, in graph order.",
+                {200: _json(workflow_control("retried"), "Retried (0 if none needed it).")},
+                tag="workflows",
+                params=[WORKFLOW_ID],
+                errors=(404, 409, 503),
             )
         },
         "/api/v1/dead-letters": {

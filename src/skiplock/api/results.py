@@ -1,4 +1,5 @@
-"""Long-polling for job results over one shared LISTEN connection per API process.
+"""Long-polling for job results (and workflows) over one shared LISTEN connection per
+API process.
 
 App.wait_for_result_async opens a connection per waiter; an API with a hundred clients
 long-polling would hold a hundred connections. Here one connection LISTENs on
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from typing import TypeVar
 
 import psycopg
 
@@ -20,6 +22,7 @@ from skiplock.jobs import Job
 from skiplock.registry import FINISHED_CHANNEL
 
 log = logging.getLogger("skiplock.api")
+T = TypeVar("T")
 
 RECHECK_SECONDS = 2.0
 RECONNECT_SECONDS = 1.0
@@ -70,24 +73,38 @@ class FinishedListener:
                 event.set()
 
     @contextlib.contextmanager
-    def _registered(self, job_id: int) -> Iterator[asyncio.Event]:
+    def _registered(self, job_ids: Collection[int]) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
-        self._waiters.setdefault(job_id, set()).add(event)
+        for job_id in job_ids:
+            self._waiters.setdefault(job_id, set()).add(event)
         try:
             yield event
         finally:
-            events = self._waiters.get(job_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._waiters[job_id]
+            for job_id in job_ids:
+                events = self._waiters.get(job_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._waiters[job_id]
 
     async def wait(self, job_id: int, read: Callable[[], Awaitable[Job]], timeout: float) -> Job:
         """Read the job until it has finished or `timeout` seconds have passed; return
         the last read. `read` raises for an unknown job."""
+        return await self.wait_for([job_id], read, lambda job: job.finished, timeout)
+
+    async def wait_for(
+        self,
+        job_ids: Collection[int],
+        read: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        timeout: float,
+    ) -> T:
+        """Call `read` until `done` says yes of what it returned or `timeout` seconds have
+        passed, re-reading whenever one of `job_ids` finishes; return the last read. A
+        workflow waits on its steps' jobs this way."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        with self._registered(job_id) as event:
+        with self._registered(job_ids) as event:
             # Registered before the first read: a finish between read and wait is seen.
             if timeout > 0:
                 self._ensure_started()
@@ -95,10 +112,10 @@ class FinishedListener:
                     await asyncio.wait_for(self.connected.wait(), min(timeout, 1.0))
             while True:
                 event.clear()
-                job = await read()
+                value = await read()
                 remaining = deadline - loop.time()
-                if job.finished or remaining <= 0:
-                    return job
+                if done(value) or remaining <= 0:
+                    return value
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), min(remaining, RECHECK_SECONDS))
 

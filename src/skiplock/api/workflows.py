@@ -1,5 +1,5 @@
 """/api/v1/workflows: enqueue a workflow (a graph of steps, one transaction), list
-workflows and read one with its steps.
+workflows, read one with its steps (or long-poll until it is final), cancel and retry.
 
 A step's enqueue fields are checked by the jobs route's own checks (parse_enqueue), so
 a bad step gets the same 422 with its field prefixed `steps[i].`; the graph itself
@@ -11,10 +11,11 @@ state are over those), and may enqueue only into its queues.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from skiplock import store
 from skiplock.api.body import read_json_object
 from skiplock.api.jobs import (
     BIGINT_MAX,
+    MAX_WAIT_SECONDS,
     check_enqueue_queues,
     parse_enqueue,
     parse_job_id,
@@ -31,7 +33,7 @@ from skiplock.api.jobs import (
 from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.routing import route
-from skiplock.api.state import Conn, api_state
+from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.jobs import JSONError, encode_json
 from skiplock.workflows import STEP_FIELDS, Step, Workflow
 
@@ -179,31 +181,95 @@ async def list_workflows(request: Request) -> Response:
 
 
 async def get_workflow(request: Request) -> Response:
-    """GET /api/v1/workflows/{id} → 200 with state, counts and steps; 404 unknown (or
-    with no step in a queue-limited token's queues)."""
+    """GET /api/v1/workflows/{id}?wait=SECONDS → 200 with state, counts and steps; 404
+    unknown (or with no step in a queue-limited token's queues). With `wait` (0..60), a
+    long poll: answers as soon as the workflow's state is final (200), or with the
+    running workflow and 202 when the wait runs out."""
+    api = api_state(request)
+    workflow_id = workflow_id_of(request)
+    pattern = queue_pattern(request)
+    wait = Query(request, ("wait",)).number("wait", -1.0, 0.0, MAX_WAIT_SECONDS)
+
+    async def read() -> Workflow:
+        workflow = await api.db(lambda conn: _read_workflow(api, conn, workflow_id, pattern))
+        if workflow is None:
+            raise not_found(workflow_id)
+        return workflow
+
+    workflow = await read()
+    if wait < 0:
+        return JSONResponse(workflow.to_json())
+    if not workflow.finished and api.finished is not None:
+        # Woken whenever one of its steps' jobs finishes (skiplock_finished).
+        steps = [step.job_id for step in workflow.steps]
+        workflow = await api.finished.wait_for(steps, read, lambda w: w.finished, wait)
+    return JSONResponse(workflow.to_json(), status_code=200 if workflow.finished else 202)
+
+
+async def _read_workflow(
+    api: ApiState, conn: Conn, workflow_id: int, pattern: str | None
+) -> Workflow | None:
+    summary = await api.app.arun(store.get_workflow_summary(workflow_id, pattern), conn)
+    if summary is None:
+        return None
+    steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
+    if pattern is not None:
+        # Not even the names of steps in other queues: drop them from `after` too.
+        visible = {step["step"] for step in steps}
+        steps = [{**s, "after": [a for a in s["after"] if a in visible]} for s in steps]
+    return Workflow.from_rows(summary, steps)
+
+
+async def cancel_workflow(request: Request) -> Response:
+    """POST /api/v1/workflows/{id}/cancel → {"id", "cancelled", "state"}: every unfinished
+    step (a queue-limited token: every one in its queues) cancelled, running ones asked to
+    stop. 200 once the workflow is final (`cancelled: 0` when it already was), 202 while
+    running steps have yet to stop; 404 unknown (or no step the token can see)."""
+    return await _control(request, store.cancel_workflow, "cancelled", accepted_while_running=True)
+
+
+async def retry_workflow(request: Request) -> Response:
+    """POST /api/v1/workflows/{id}/retry → 200 {"id", "retried", "state"}: the steps that
+    did not succeed run again, in graph order (a queue-limited token: those in its
+    queues); 409 while a step has not finished; 404 unknown."""
+    return await _control(request, store.retry_workflow, "retried", accepted_while_running=False)
+
+
+async def _control(
+    request: Request,
+    call: Callable[[int, str | None], store.Call[int]],
+    counted: str,
+    *,
+    accepted_while_running: bool,
+) -> Response:
     api = api_state(request)
     workflow_id = workflow_id_of(request)
     pattern = queue_pattern(request)
 
-    async def read(conn: Conn) -> Workflow | None:
-        summary = await api.app.arun(store.get_workflow_summary(workflow_id, pattern), conn)
-        if summary is None:
-            return None
-        steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
-        if pattern is not None:
-            # Not even the names of steps in other queues: drop them from `after` too.
-            visible = {step["step"] for step in steps}
-            steps = [{**s, "after": [a for a in s["after"] if a in visible]} for s in steps]
-        return Workflow.from_rows(summary, steps)
+    async def control(conn: Conn) -> tuple[int, Workflow | None]:
+        try:
+            count = await api.app.arun(call(workflow_id, pattern), conn)
+        except psycopg.errors.NoDataFound:
+            raise not_found(workflow_id) from None
+        return count, await _read_workflow(api, conn, workflow_id, pattern)
 
-    workflow = await api.db(read)
-    if workflow is None:
-        raise not_found(workflow_id)
-    return JSONResponse(workflow.to_json())
+    count, workflow = await api.db(control)
+    state = workflow.state if workflow else None
+    status = 202 if accepted_while_running and state == "running" else 200
+    return JSONResponse({"id": workflow_id, counted: count, "state": state}, status_code=status)
 
 
 routes = [
     route("/workflows", {"GET": list_workflows, "POST": enqueue_workflow}, name="workflows"),
     Route("/workflows/{workflow_id}", get_workflow, methods=["GET"], name="get_workflow"),
+    Route(
+        "/workflows/{workflow_id}/cancel",
+        cancel_workflow,
+        methods=["POST"],
+        name="cancel_workflow",
+    ),
+    Route(
+        "/workflows/{workflow_id}/retry", retry_workflow, methods=["POST"], name="retry_workflow"
+    ),
 ]
 """Mounted under /api/v1 by create_app."""
