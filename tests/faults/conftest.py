@@ -9,7 +9,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import AckedIds, Workers, install
+from harness import AckedIds, PgServer, Workers, install
+
+from skiplock.migrate import migrate
 
 
 @pytest.fixture
@@ -31,3 +33,16 @@ def acked(tmp_path: Path) -> Iterator[AckedIds]:
     ids = AckedIds(tmp_path / "acked-ids")
     yield ids
     ids.close()
+
+
+@pytest.fixture
+def pg_server() -> Iterator[PgServer]:
+    """A private PostgreSQL server this test may stop or kill; migrated, with the ledger."""
+    server = PgServer()
+    try:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            migrate(conn)
+            install(conn)
+        yield server
+    finally:
+        server.destroy()

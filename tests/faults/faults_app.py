@@ -36,7 +36,11 @@ def record(ctx: skiplock.JobContext, event: str) -> None:
     if conn is None or conn.closed:
         # Its own application_name: the faults target the worker's connections, not this.
         conn = _local.conn = psycopg.connect(
-            app.dsn, autocommit=True, application_name="faults-ledger"
+            app.dsn,
+            autocommit=True,
+            application_name="faults-ledger",
+            # Flushed locally, never waiting for a standby (a scenario stalls those).
+            options="-c synchronous_commit=local",
         )
     conn.execute(
         "INSERT INTO ledger (job_id, attempt, worker_id, event, pid) VALUES (%s, %s, %s, %s, %s)",

@@ -353,9 +353,12 @@ def backends(conn: psycopg.Connection[Any], worker: str) -> list[tuple[int, str]
     ]
 
 
-def listen_backend(conn: psycopg.Connection[Any], worker: str) -> int | None:
+def listen_backend(
+    conn: psycopg.Connection[Any], worker: str, *, besides: int | None = None
+) -> int | None:
+    """The backend of a worker's LISTEN connection (other than `besides`)."""
     for pid, query in backends(conn, worker):
-        if query.startswith("LISTEN"):
+        if query.startswith("LISTEN") and pid != besides:
             return pid
     return None
 
