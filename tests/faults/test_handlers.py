@@ -1,0 +1,123 @@
+"""Scenarios 11-14: unknown tasks, handlers that hang, poison jobs, cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from harness import AckedIds, Figures, Workers, check_all, hot_count, wait_for
+
+import skiplock
+
+pytestmark = pytest.mark.slow
+FAST = {"lease": 2, "poll_interval": 0.2, "rescue_interval": 0.5, "schedule_interval": 0}
+
+
+def status(conn: psycopg.Connection[Any], job_id: int) -> str | None:
+    row = conn.execute("SELECT status FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def claims(conn: psycopg.Connection[Any], job_id: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM state_log WHERE job_id = %s AND new_state = 'running'", (job_id,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def errors(conn: psycopg.Connection[Any], job_id: int) -> list[str]:
+    row = conn.execute("SELECT errors FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    return [e.get("type", "") for e in row[0]] if row else []
+
+
+def test_11_unknown_task_is_retried_by_policy_then_dead(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    unknown = app.enqueue(
+        "faults.nobody_knows_me", max_attempts=3, retry=skiplock.RetryPolicy.fixed(0.2)
+    )
+    others = app.enqueue_many([{"task": "faults.record"}] * 50)
+    acked.add([unknown, *others])
+    w = workers.start(concurrency=2, **FAST)
+    wait_for(lambda: status(ledger, unknown) == "failed", 30)
+    wait_for(lambda: hot_count(ledger) == 0, 30)
+    # Claimed once per attempt, never in a loop; the others were not held up.
+    assert claims(ledger, unknown) == 3
+    assert errors(ledger, unknown) == ["UnknownTask"] * 3
+    assert all(status(ledger, i) == "succeeded" for i in others)
+    assert workers.alive(w)
+    figures = check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("11")
+    )
+    figures["unknown_task_claims"] = claims(ledger, unknown)
+    figures.report()
+    app.close()
+
+
+def test_12a_async_handler_that_never_returns_times_out_and_frees_its_slot(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hung = app.enqueue("faults.hang_async", timeout=1, max_attempts=2)
+    after = app.enqueue("faults.record")
+    acked.add([hung, after])
+    workers.start(concurrency=1, **FAST)  # one slot: `after` runs only if it is freed
+    wait_for(lambda: status(ledger, hung) == "failed", 30)
+    wait_for(lambda: status(ledger, after) == "succeeded", 30)
+    assert errors(ledger, hung) == ["TimeoutError", "TimeoutError"]
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("12a")
+    ).report()
+    app.close()
+
+
+def test_12b_sync_handler_stuck_in_its_thread(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hung = app.enqueue("faults.hang_thread", {"seconds": 60}, timeout=1, max_attempts=1)
+    acked.add([hung])
+    w1 = workers.start(concurrency=1, **FAST)
+    wait_for(lambda: status(ledger, hung) == "failed", 30)
+    wait_for(lambda: "cannot be stopped" in workers.log(w1), 30)
+    # w1's only thread is stuck: it must not claim jobs it cannot run (and then hold
+    # them, renewing their leases). A healthy worker takes them.
+    after = app.enqueue_many([{"task": "faults.sync_sleep", "args": {"seconds": 0.1}}] * 3)
+    acked.add(after)
+    workers.start(concurrency=1, **FAST)
+    wait_for(lambda: all(status(ledger, i) == "succeeded" for i in after), 30)
+    assert errors(ledger, hung) == ["TimeoutError"]
+    pids = ledger.execute(
+        "SELECT DISTINCT pid FROM ledger WHERE job_id = ANY(%s)", (after,)
+    ).fetchall()
+    assert pids == [(workers.pid("w2"),)]
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("12b")
+    ).report()
+    app.close()
+
+
+def test_12c_cpu_loop_holding_the_event_loop(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hog = app.enqueue("faults.cpu_loop", {"seconds": 8}, timeout=1, max_attempts=1)
+    acked.add([hog])
+    w1 = workers.start(concurrency=1, **FAST)
+    wait_for(lambda: claims(ledger, hog) == 1, 30)
+    w2 = workers.start(concurrency=2, **FAST)
+    others = app.enqueue_many([{"task": "faults.record"}] * 20)
+    acked.add(others)
+    # w1 cannot renew the lease while its loop is held: the job is rescued elsewhere.
+    wait_for(lambda: status(ledger, hog) == "failed", 30)
+    wait_for(lambda: all(status(ledger, i) == "succeeded" for i in others), 30)
+    assert errors(ledger, hog) == ["LeaseExpired"]
+    # Once the loop is free again, w1 reports what happened and goes on working.
+    wait_for(lambda: "event loop was blocked" in workers.log(w1), 30)
+    assert workers.alive(w1) and workers.alive(w2)
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=1, figures=Figures("12c")
+    ).report()
+    app.close()
