@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 import pytest
-from harness import AckedIds, Figures, Workers, check_all, hot_count, wait_for
+from harness import (
+    AckedIds,
+    Figures,
+    Workers,
+    check_all,
+    freeze_backend,
+    hot_count,
+    listen_backend,
+    terminate_backend,
+    thaw_backend,
+    wait_for,
+)
 
 import skiplock
 
@@ -119,5 +131,88 @@ def test_12c_cpu_loop_holding_the_event_loop(
     assert workers.alive(w1) and workers.alive(w2)
     check_all(
         ledger, acked.read(), rescue_interval=0.5, in_flight=1, figures=Figures("12c")
+    ).report()
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("task", "prefix"),
+    [("faults.exit", ()), ("faults.eat_memory", ("prlimit", f"--as={1536 * 2**20}", "--"))],
+    ids=["os_exit", "memory_exhausted"],
+)
+def test_13_poison_job_reaches_the_dead_letters(
+    dsn: str,
+    ledger: psycopg.Connection[Any],
+    workers: Workers,
+    acked: AckedIds,
+    task: str,
+    prefix: tuple[str, ...],
+) -> None:
+    app = skiplock.App(dsn)
+    poison = app.enqueue(task, max_attempts=3)
+    others = app.enqueue_many([{"task": "faults.sleep", "args": {"seconds": 0.05}}] * 40)
+    acked.add([poison, *others])
+    # A supervisor: whenever the worker dies, start another (as systemd or k8s would).
+    current = workers.start(concurrency=4, prefix=prefix, **FAST)
+    crashes = in_flight = 0
+    end = time.monotonic() + 60
+    while status(ledger, poison) != "failed" or hot_count(ledger):
+        assert time.monotonic() < end, "poison job not dead within 60 s"
+        if not workers.alive(current):
+            crashes += 1
+            in_flight += ledger.execute(
+                "SELECT count(*) FROM skiplock.jobs WHERE state = 'running' AND id <> %s",
+                (poison,),
+            ).fetchone()[0]
+            current = workers.start(concurrency=4, prefix=prefix, **FAST)
+        time.sleep(0.05)
+    assert claims(ledger, poison) == 3
+    assert all(status(ledger, i) == "succeeded" for i in others)
+    figures = check_all(
+        ledger,
+        acked.read(),
+        rescue_interval=0.5,
+        in_flight=in_flight,
+        figures=Figures(f"13-{task}"),
+    )
+    figures["worker_crashes"] = crashes
+    figures["poison_errors"] = errors(ledger, poison)
+    figures.report()
+    app.close()
+
+
+@pytest.mark.parametrize("listener", ["alive", "frozen"])
+def test_14_cancel_running_jobs(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds, listener: str
+) -> None:
+    app = skiplock.App(dsn)
+    cooperative = app.enqueue("faults.sleep", {"seconds": 60})
+    sync = app.enqueue("faults.sync_sleep", {"seconds": 60})
+    acked.add([cooperative, sync])
+    # Lease 3 s: a heartbeat every second carries the request when the listener is deaf.
+    w = workers.start(concurrency=2, **{**FAST, "lease": 3, "probe_interval": 600})
+    wait_for(lambda: claims(ledger, cooperative) == claims(ledger, sync) == 1, 30)
+    frozen = None
+    if listener == "frozen":
+        frozen = wait_for(lambda: listen_backend(ledger, w), 30)
+        freeze_backend(frozen)
+    try:
+        assert app.cancel_job(cooperative) == "running"
+        assert app.cancel_job(sync) == "running"
+        wait_for(lambda: status(ledger, cooperative) == status(ledger, sync) == "cancelled", 30)
+        # Past several leases and rescue rounds: neither ever runs again.
+        time.sleep(4)
+    finally:
+        if frozen is not None:
+            thaw_backend(frozen)
+            terminate_backend(ledger, frozen)
+    starts = ledger.execute(
+        "SELECT job_id, count(*) FROM ledger WHERE event = 'start' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert starts == [(cooperative, 1), (sync, 1)]
+    assert status(ledger, cooperative) == status(ledger, sync) == "cancelled"
+    assert workers.alive(w)
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures(f"14-{listener}")
     ).report()
     app.close()
