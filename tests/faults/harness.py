@@ -34,8 +34,16 @@ import psycopg
 from faults_app import LEDGER_DDL
 
 HERE = Path(__file__).resolve().parent
-# Counts and durations of the chaos tier are multiplied by this (CI runs 1).
-SCALE = float(os.environ.get("SKIPLOCK_FAULT_SCALE", "1"))
+# The chaos tier's size: "ci" (the default, ~10 min on 2 cores) or "full" (the sizes in
+# the issue: 100,000-job backlog, 5-minute storm). See docs/reliability.md.
+SIZE = os.environ.get("SKIPLOCK_FAULT_SIZE", "ci")
+if SIZE not in ("ci", "full"):
+    raise ValueError(f"SKIPLOCK_FAULT_SIZE must be ci or full, got {SIZE!r}")
+
+
+def sized(ci: float, full: float) -> float:
+    return full if SIZE == "full" else ci
+
 
 # Every change of a job's state or attempt, written by statement triggers on the hot
 # table (old NULL: inserted; new NULL: left the hot table). Test scaffolding only.
@@ -131,7 +139,7 @@ class Figures:
         return self.values[key]
 
     def report(self) -> None:
-        line = json.dumps({"scenario": self.name, **self.values}, default=str)
+        line = json.dumps({"scenario": self.name, "size": SIZE, **self.values}, default=str)
         print(f"\nFAULT-FIGURES {line}")
         out = os.environ.get("SKIPLOCK_FAULT_FIGURES")
         if out:
@@ -312,6 +320,9 @@ class Workers:
                 env=env,
             )
         return name
+
+    def names(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is None]
 
     def pid(self, name: str) -> int:
         return self.procs[name].pid
