@@ -453,7 +453,12 @@ class PgServer:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._pg("pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "log"), "-w", "start")
+        try:
+            self._pg("pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "log"), "-w", "start")
+        except subprocess.CalledProcessError:
+            log = (self.root / "log").read_text(errors="replace")
+            lines = [line for line in log.splitlines() if "postmaster exit" not in line]
+            raise AssertionError("PostgreSQL did not start:\n" + "\n".join(lines[-15:])) from None
 
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop")
@@ -470,6 +475,11 @@ class PgServer:
         os.kill(pid, signal.SIGKILL)
         # The next start needs the orphans gone (they hold the old shared memory).
         wait_for(lambda: not any(_alive(c) for c in [pid, *children]), 30)
+        # A postmaster orphaned to a PID 1 that does not reap stays a zombie, which the
+        # next start would take for a running server: the lock file goes, as an operator
+        # would remove it once the processes are gone.
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
 
     def running(self) -> bool:
         try:
