@@ -199,3 +199,77 @@ def test_9_backlog_across_queues_and_priorities(
     assert figures["priority_inversions_beyond_100ms"] == 0
     workers.stop_all()
     app.close()
+
+
+def test_15_concurrency_storm(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    from starlette.testclient import TestClient
+
+    from skiplock.api import create_app
+
+    seconds = sized(60, 300)
+    settings = {
+        "concurrency": 5,
+        "lease": 2,
+        "rescue_interval": 0.2,
+        "schedule_interval": 0,
+        "poll_interval": 0.2,
+    }
+    for _ in range(8):
+        workers.start(**settings)
+    app = skiplock.App(dsn)
+    rng = random.Random(15)
+    codes: dict[int, int] = {}
+    calls = retried = 0
+    end = time.monotonic() + seconds
+    with TestClient(create_app(app)) as client:
+        while time.monotonic() < end:
+            ids = app.enqueue_many(
+                [
+                    {"task": "faults.sleep", "args": {"seconds": rng.uniform(0.01, 0.5)}}
+                    for _ in range(5)
+                ]
+            )
+            acked.add(ids)
+            # A cancel and a retry of random jobs, wherever they are, and a rescue pass.
+            candidates = [
+                row[0]
+                for row in ledger.execute(
+                    "SELECT id FROM skiplock.all_jobs ORDER BY random() LIMIT 2"
+                ).fetchall()
+            ]
+            for job_id, action in zip(candidates, ("cancel", "retry"), strict=False):
+                response = client.post(f"/api/v1/jobs/{job_id}/{action}")
+                codes[response.status_code] = codes.get(response.status_code, 0) + 1
+                assert response.status_code < 500, response.text
+                retried += action == "retry" and response.status_code == 200
+                calls += 1
+            ledger.execute("SELECT skiplock.rescue_expired_jobs()")
+            time.sleep(0.1)
+        wait_for(lambda: hot_count(ledger) == 0, 120, 0.5)
+    workers.stop_all()
+    # No deadlock or serialization failure surfaced as a failed attempt.
+    surfaced = ledger.execute(
+        "SELECT id, e->>'type' FROM skiplock.all_jobs, jsonb_array_elements(errors) e"
+        " WHERE e->>'type' IN ('DeadlockDetected', 'SerializationFailure')"
+    ).fetchall()
+    assert not surfaced, surfaced
+    logs = "".join(workers.log(name) for name in workers.procs)
+    (rescued,) = ledger.execute(
+        "SELECT count(*) FROM skiplock.all_jobs, jsonb_array_elements(errors) e"
+        " WHERE e->>'type' = 'LeaseExpired'"
+    ).fetchone() or (0,)
+    figures = check_all(
+        ledger,
+        acked.read(),
+        rescue_interval=0.2,
+        in_flight=retried + int(rescued),
+        figures=Figures("15"),
+    )
+    figures["seconds"], figures["api_calls"], figures["api_codes"] = seconds, calls, codes
+    figures["deadlocks_retried_in_workers"] = logs.count("deadlock detected")
+    figures["rescues"] = rescued
+    figures.report()
+    assert "failed" not in figures["statuses"]
+    app.close()
