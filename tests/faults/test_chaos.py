@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fault_fixtures import acked_fixture, ledger_fixture, workers_fixture  # noqa: F401
 from harness import (
     AckedIds,
     Figures,

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fault_fixtures import pg_server_fixture, workers_fixture  # noqa: F401
 from harness import (
     AckedIds,
     Figures,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fault_fixtures import pg_server_fixture  # noqa: F401
 from harness import Figures, PgServer, free_port
 
 PASSWORD = "s3cret-Pa55word"

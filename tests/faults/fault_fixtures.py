@@ -1,5 +1,11 @@
 """Fixtures of the fault suite: the ledger and state log installed in this test's
-database, worker processes that are all gone at teardown, and an acknowledged-ids file."""
+database, worker processes that are all gone at teardown, an acknowledged-ids file and
+a private PostgreSQL server.
+
+Test modules import them (`from fault_fixtures import ...`): a conftest.py here would
+replace the root one as module `conftest`, which other tests import helpers from. Each
+is registered under its short name and defined as `*_fixture`, so importing it does not
+clash with the test's parameter of the same name."""
 
 from __future__ import annotations
 
@@ -14,29 +20,29 @@ from harness import AckedIds, PgServer, Workers, install
 from skiplock.migrate import migrate
 
 
-@pytest.fixture
-def ledger(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+@pytest.fixture(name="ledger")
+def ledger_fixture(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """The test's autocommit connection, with the ledger and the state log installed."""
     install(conn)
     return conn
 
 
-@pytest.fixture
-def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
+@pytest.fixture(name="workers")
+def workers_fixture(dsn: str, tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(dsn, tmp_path)
     yield pool
     pool.kill_all()
 
 
-@pytest.fixture
-def acked(tmp_path: Path) -> Iterator[AckedIds]:
+@pytest.fixture(name="acked")
+def acked_fixture(tmp_path: Path) -> Iterator[AckedIds]:
     ids = AckedIds(tmp_path / "acked-ids")
     yield ids
     ids.close()
 
 
-@pytest.fixture
-def pg_server() -> Iterator[PgServer]:
+@pytest.fixture(name="pg_server")
+def pg_server_fixture() -> Iterator[PgServer]:
     """A private PostgreSQL server this test may stop or kill; migrated, with the ledger."""
     server = PgServer()
     try:
