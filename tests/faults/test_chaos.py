@@ -64,6 +64,14 @@ def test_1_sigkill_random_workers_during_a_run(
         ledger, acked.read(), rescue_interval=0.5, in_flight=in_flight, figures=Figures("1")
     )
     figures["jobs"], figures["kills"], figures["seconds"] = total, kills, round(elapsed, 1)
+    # How fast a killed worker's jobs came back: first start to the next start.
+    comeback = ledger.execute(
+        """SELECT min(s), percentile_cont(0.5) WITHIN GROUP (ORDER BY s), max(s) FROM (
+               SELECT extract(epoch FROM (array_agg(at ORDER BY at))[2]
+                                       - (array_agg(at ORDER BY at))[1]) AS s
+               FROM ledger WHERE event = 'start' GROUP BY job_id HAVING count(*) > 1) r"""
+    ).fetchone()
+    figures["comeback_s_min_median_max"] = [round(float(v), 2) for v in comeback or () if v]
     figures.report()
     assert figures["statuses"] == {"succeeded": total}
     workers.stop_all()

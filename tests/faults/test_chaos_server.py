@@ -20,6 +20,7 @@ from harness import (
     Workers,
     check_all,
     hot_count,
+    listen_backend,
     running_count,
     wait_for,
 )
@@ -134,15 +135,18 @@ def test_6_fast_shutdown_and_restart_under_load(server_run: Any) -> None:
         # The same worker processes finish everything acknowledged.
         wait_for(drained(connect), 120, 0.5)
     assert [workers.pid(n) for n in names] == pids and all(workers.alive(n) for n in names)
-    for name in names:
-        assert workers.log(name).count("listener reconnected") >= 3
     conn = connect()
+    # Each listener is back on the restarted server (one reconnect may span two
+    # outages when its backoff sleep outlasts the server's uptime in between).
+    for name in names:
+        wait_for(lambda name=name: listen_backend(conn, name), 30)
     figures = check_all(
         conn, acked.read(), rescue_interval=0.5, in_flight=3 * 2 * 10, figures=Figures("6")
     )
     figures["api_codes_while_down"] = codes
     figures["producer_failures_while_down"] = producer.failures
     figures["down_seconds"] = down_seconds
+    figures["listener_reconnects"] = [workers.log(n).count("listener reconnected") for n in names]
     figures.report()
     api_app.close()
 
