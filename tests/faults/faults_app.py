@@ -113,4 +113,6 @@ def eat_memory(ctx: skiplock.JobContext) -> None:
     record(ctx, "start")
     hoard = []
     while True:
-        hoard.append(bytearray(64 * 1024 * 1024))
+        # calloc'd, so the address space runs out without touching the pages (the
+        # limit is on address space; the machine's RAM is not ours to fill)
+        hoard.append(bytes(64 * 1024 * 1024))
