@@ -5,7 +5,6 @@ a 5xx, never a half-written batch, never a row that breaks the claim."""
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -212,7 +211,6 @@ def test_10_names_at_and_above_their_limits(
     queues = [f"{i:03d}" + "q" * 61 for i in range(200)]
     ids = app.enqueue_many([{"task": "t", "queue": q} for q in queues])
     assert len(ids) == 200
-    assert not math.isnan(0.0)
 
 
 @pytest.mark.xfail(
