@@ -71,7 +71,8 @@ def test_16_cli_against_unreachable_and_refusing_databases(
 ) -> None:
     dsns = {
         "refused": f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/skiplock",
-        "silent": f"postgresql://app:{PASSWORD}@127.0.0.1:{silent_port}/skiplock",
+        # The DSN's connect_timeout is honoured (the CLI's own default is 10 s).
+        "silent": f"postgresql://app:{PASSWORD}@127.0.0.1:{silent_port}/skiplock?connect_timeout=3",
         "auth": f"postgresql://app:{PASSWORD}@127.0.0.1:{auth_server.port}/postgres",
     }
     cases = [(kind, dsn, command) for kind, dsn in dsns.items() for command in COMMANDS]
