@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import __version__, store
 from skiplock.config import resolve_dsn
@@ -104,7 +105,10 @@ pass_settings = click.make_pass_decorator(Settings)
 def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]]:
     """One autocommit connection; with `check`, refuse a missing or unknown schema."""
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        # The DSN's own connect_timeout wins; 10 s when it sets none.
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            dsn = make_conninfo(dsn, connect_timeout=10)
+        conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
         raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
     with conn:

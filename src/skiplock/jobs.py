@@ -36,6 +36,8 @@ def encode_json(value: Any, *, what: str) -> str:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise JSONError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise JSONError(f"{what} nests too deeply (at most 200 levels are stored)") from None
     if "\\u0000" in text:
         raise JSONError(
             f"{what} contains the NUL character (\\u0000), which PostgreSQL cannot store"

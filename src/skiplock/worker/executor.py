@@ -4,9 +4,10 @@ went. Never touches the database: the completer writes what this returns."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import traceback
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,41 @@ class Outcome:
     @property
     def error(self) -> str:
         return self.payload_json if self.kind == "failed" else ""
+
+
+class JobThreads(ThreadPoolExecutor):
+    """The thread pool of sync handlers, knowing which threads outlived their job.
+
+    Python cannot stop a thread: a sync handler that ignores `ctx.cancelled` keeps its
+    thread after its attempt timed out. Such a thread still holds one of the pool's
+    `concurrency` threads, so the worker must not count its slot as free, or it would
+    claim jobs that then wait behind the stuck thread while their leases are renewed.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._owners: dict[Future[Any], asyncio.Task[Any] | None] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        try:
+            owner = asyncio.current_task()  # the job's task when called from the loop
+        except RuntimeError:
+            owner = None
+        with self._lock:
+            self._owners[future] = owner
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._owners.pop(future, None)
+
+    def stuck(self) -> int:
+        """Threads still running a handler whose job is over (timed out, cancelled)."""
+        with self._lock:
+            return sum(1 for owner in self._owners.values() if owner is not None and owner.done())
 
 
 def error_json(exc: BaseException, *, with_traceback: bool = True, **extra: Any) -> str:

@@ -11,7 +11,6 @@ import signal
 import socket
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -26,7 +25,7 @@ from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
 from skiplock.worker.backoff import Backoff
 from skiplock.worker.completer import Completer
-from skiplock.worker.executor import Outcome, error_json, execute
+from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
 from skiplock.worker.listener import Listener
 
 log = logging.getLogger("skiplock.worker")
@@ -103,9 +102,7 @@ class Worker:
         # Completer and heartbeat lock the same running rows: one statement at a time.
         self._row_lock = asyncio.Lock()
         self._grace: float = self.settings.shutdown_grace
-        self._threads = ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="skiplock-job"
-        )
+        self._threads = JobThreads(self.settings.concurrency, thread_name_prefix="skiplock-job")
         self._pool: AsyncConnectionPool | None = None
         self._completer: Completer | None = None
         self.listener: Listener | None = None
@@ -251,7 +248,8 @@ class Worker:
         backoff = Backoff()
         assert self._completer is not None
         while not self._stopping.is_set():
-            free = s.concurrency - len(self._running)
+            # A thread that outlived its job still takes a slot (see JobThreads).
+            free = s.concurrency - len(self._running) - self._threads.stuck()
             if (free < min_claim and self._running) or free <= 0 or self._completer.saturated:
                 self._slot_freed.clear()
                 # Bounded: a missed signal costs one poll interval, never a stuck worker.
@@ -447,11 +445,30 @@ class Worker:
 
     # ---- leases and maintenance ----------------------------------------------------------
 
+    @property
+    def healthy(self) -> bool:
+        """False while some handler's thread cannot be stopped and holds a slot."""
+        return self._threads.stuck() == 0
+
     async def _heartbeat_forever(self) -> None:
         s = self.settings
         interval = s.heartbeat_interval or s.lease / 3
+        loop = asyncio.get_running_loop()
         while True:
+            before = loop.time()
             await asyncio.sleep(interval)
+            late = loop.time() - before - interval
+            if late > s.lease / 2:
+                # Nothing ran on the loop meanwhile (a handler that never yields): the
+                # leases may have lapsed and the jobs been rescued elsewhere.
+                log.warning("worker %s: event loop was blocked for %.1f s", self.id, late)
+            stuck = self._threads.stuck()
+            if stuck:
+                log.warning(
+                    "worker %s unhealthy: %d job thread(s) cannot be stopped and hold a slot",
+                    self.id,
+                    stuck,
+                )
             try:
                 await self.heartbeat_once()
             except psycopg.OperationalError as exc:

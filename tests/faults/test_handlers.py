@@ -1,0 +1,219 @@
+"""Scenarios 11-14: unknown tasks, handlers that hang, poison jobs, cancellation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from fault_fixtures import acked_fixture, ledger_fixture, workers_fixture  # noqa: F401
+from harness import (
+    AckedIds,
+    Figures,
+    Workers,
+    check_all,
+    freeze_backend,
+    hot_count,
+    listen_backend,
+    terminate_backend,
+    thaw_backend,
+    wait_for,
+)
+
+import skiplock
+
+pytestmark = pytest.mark.slow
+FAST = {"lease": 2, "poll_interval": 0.2, "rescue_interval": 0.5, "schedule_interval": 0}
+
+
+def status(conn: psycopg.Connection[Any], job_id: int) -> str | None:
+    row = conn.execute("SELECT status FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def claims(conn: psycopg.Connection[Any], job_id: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM state_log WHERE job_id = %s AND new_state = 'running'", (job_id,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def errors(conn: psycopg.Connection[Any], job_id: int) -> list[str]:
+    row = conn.execute("SELECT errors FROM skiplock.all_jobs WHERE id = %s", (job_id,)).fetchone()
+    return [e.get("type", "") for e in row[0]] if row else []
+
+
+def test_11_unknown_task_is_retried_by_policy_then_dead(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    unknown = app.enqueue(
+        "faults.nobody_knows_me", max_attempts=3, retry=skiplock.RetryPolicy.fixed(0.2)
+    )
+    others = app.enqueue_many([{"task": "faults.record"}] * 50)
+    acked.add([unknown, *others])
+    w = workers.start(concurrency=2, **FAST)
+    wait_for(lambda: status(ledger, unknown) == "failed", 30)
+    wait_for(lambda: hot_count(ledger) == 0, 30)
+    # Claimed once per attempt, never in a loop; the others were not held up.
+    assert claims(ledger, unknown) == 3
+    assert errors(ledger, unknown) == ["UnknownTask"] * 3
+    assert all(status(ledger, i) == "succeeded" for i in others)
+    assert workers.alive(w)
+    figures = check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("11")
+    )
+    figures["unknown_task_claims"] = claims(ledger, unknown)
+    figures.report()
+    app.close()
+
+
+def test_12a_async_handler_that_never_returns_times_out_and_frees_its_slot(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hung = app.enqueue("faults.hang_async", timeout=1, max_attempts=2)
+    after = app.enqueue("faults.record")
+    acked.add([hung, after])
+    workers.start(concurrency=1, **FAST)  # one slot: `after` runs only if it is freed
+    wait_for(lambda: status(ledger, hung) == "failed", 30)
+    wait_for(lambda: status(ledger, after) == "succeeded", 30)
+    assert errors(ledger, hung) == ["TimeoutError", "TimeoutError"]
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("12a")
+    ).report()
+    app.close()
+
+
+def test_12b_sync_handler_stuck_in_its_thread(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hung = app.enqueue("faults.hang_thread", {"seconds": 60}, timeout=1, max_attempts=1)
+    acked.add([hung])
+    w1 = workers.start(concurrency=1, **FAST)
+    wait_for(lambda: status(ledger, hung) == "failed", 30)
+    wait_for(lambda: "cannot be stopped" in workers.log(w1), 30)
+    # w1's only thread is stuck: it must not claim jobs it cannot run (and then hold
+    # them, renewing their leases). A healthy worker takes them.
+    after = app.enqueue_many([{"task": "faults.sync_sleep", "args": {"seconds": 0.1}}] * 3)
+    acked.add(after)
+    workers.start(concurrency=1, **FAST)
+    wait_for(lambda: all(status(ledger, i) == "succeeded" for i in after), 30)
+    assert errors(ledger, hung) == ["TimeoutError"]
+    pids = ledger.execute(
+        "SELECT DISTINCT pid FROM ledger WHERE job_id = ANY(%s)", (after,)
+    ).fetchall()
+    assert pids == [(workers.pid("w2"),)]
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("12b")
+    ).report()
+    app.close()
+
+
+def test_12c_cpu_loop_holding_the_event_loop(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
+) -> None:
+    app = skiplock.App(dsn)
+    hog = app.enqueue("faults.cpu_loop", {"seconds": 8}, timeout=1, max_attempts=1)
+    acked.add([hog])
+    w1 = workers.start(concurrency=1, **FAST)
+    wait_for(lambda: claims(ledger, hog) == 1, 30)
+    w2 = workers.start(concurrency=2, **FAST)
+    others = app.enqueue_many([{"task": "faults.record"}] * 20)
+    acked.add(others)
+    # w1 cannot renew the lease while its loop is held: the job is rescued elsewhere.
+    wait_for(lambda: status(ledger, hog) == "failed", 30)
+    wait_for(lambda: all(status(ledger, i) == "succeeded" for i in others), 30)
+    assert errors(ledger, hog) == ["LeaseExpired"]
+    # Once the loop is free again, w1 reports what happened and goes on working.
+    wait_for(lambda: "event loop was blocked" in workers.log(w1), 30)
+    assert workers.alive(w1) and workers.alive(w2)
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=1, figures=Figures("12c")
+    ).report()
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("task", "prefix"),
+    [("faults.exit", ()), ("faults.eat_memory", ("prlimit", f"--as={1536 * 2**20}", "--"))],
+    ids=["os_exit", "memory_exhausted"],
+)
+def test_13_poison_job_reaches_the_dead_letters(
+    dsn: str,
+    ledger: psycopg.Connection[Any],
+    workers: Workers,
+    acked: AckedIds,
+    task: str,
+    prefix: tuple[str, ...],
+) -> None:
+    app = skiplock.App(dsn)
+    poison = app.enqueue(task, max_attempts=3)
+    others = app.enqueue_many([{"task": "faults.sleep", "args": {"seconds": 0.05}}] * 40)
+    acked.add([poison, *others])
+    # A supervisor: whenever the worker dies, start another (as systemd or k8s would).
+    current = workers.start(concurrency=4, prefix=prefix, **FAST)
+    crashes = in_flight = 0
+    end = time.monotonic() + 120
+    while status(ledger, poison) != "failed" or hot_count(ledger):
+        assert time.monotonic() < end, "poison job not dead within 120 s"
+        if not workers.alive(current):
+            crashes += 1
+            in_flight += ledger.execute(
+                "SELECT count(*) FROM skiplock.jobs WHERE state = 'running' AND id <> %s",
+                (poison,),
+            ).fetchone()[0]
+            current = workers.start(concurrency=4, prefix=prefix, **FAST)
+        time.sleep(0.05)
+    assert claims(ledger, poison) == 3
+    assert all(status(ledger, i) == "succeeded" for i in others)
+    figures = check_all(
+        ledger,
+        acked.read(),
+        rescue_interval=0.5,
+        in_flight=in_flight,
+        figures=Figures(f"13-{task}"),
+    )
+    figures["worker_crashes"] = crashes
+    figures["poison_errors"] = errors(ledger, poison)
+    figures.report()
+    app.close()
+
+
+@pytest.mark.parametrize("listener", ["alive", "frozen"])
+def test_14_cancel_running_jobs(
+    dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds, listener: str
+) -> None:
+    app = skiplock.App(dsn)
+    cooperative = app.enqueue("faults.sleep", {"seconds": 60})
+    sync = app.enqueue("faults.sync_sleep", {"seconds": 60})
+    acked.add([cooperative, sync])
+    # Lease 3 s: a heartbeat every second carries the request when the listener is deaf.
+    w = workers.start(concurrency=2, **{**FAST, "lease": 3, "probe_interval": 600})
+    wait_for(lambda: claims(ledger, cooperative) == claims(ledger, sync) == 1, 30)
+    frozen = None
+    if listener == "frozen":
+        frozen = wait_for(lambda: listen_backend(ledger, w), 30)
+        freeze_backend(frozen)
+    try:
+        assert app.cancel_job(cooperative) == "running"
+        assert app.cancel_job(sync) == "running"
+        wait_for(lambda: status(ledger, cooperative) == status(ledger, sync) == "cancelled", 30)
+        # Past several leases and rescue rounds: neither ever runs again.
+        time.sleep(4)
+    finally:
+        if frozen is not None:
+            thaw_backend(frozen)
+            terminate_backend(ledger, frozen)
+    starts = ledger.execute(
+        "SELECT job_id, count(*) FROM ledger WHERE event = 'start' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert starts == [(cooperative, 1), (sync, 1)]
+    assert status(ledger, cooperative) == status(ledger, sync) == "cancelled"
+    assert workers.alive(w)
+    check_all(
+        ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures(f"14-{listener}")
+    ).report()
+    app.close()
