@@ -249,19 +249,20 @@ class Worker:
         synchronously, flushing the claim with it. Enqueues and finishes stay durable.
         Saving the claim's flush takes it off the path from enqueue to handler start.
         """
-        conn = self._claim_conn
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
-            await _configure_connection(conn)
-            await store.set_session_async_commit().arun(conn)
-            self._claim_conn = conn
         s = self.settings
+        conn = self._claim_conn
         try:
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
+                self._claim_conn = conn
+                await _configure_connection(conn)
+                await store.set_session_async_commit().arun(conn)
             jobs: list[ClaimedJob] = await store.claim_jobs(
                 self.id, s.queues, limit, timedelta(seconds=s.lease)
             ).arun(conn)
         except psycopg.OperationalError:
-            await conn.close()
+            if conn is not None:
+                await conn.close()
             self._claim_conn = None
             raise
         return jobs
