@@ -121,3 +121,52 @@ def test_bench_bad_options_are_usage_errors(dsn: str, args: tuple[str, ...]) -> 
     result = bench(dsn, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_soak_reports_a_timeline(dsn: str) -> None:
+    result = bench(dsn, *SMALL, "--soak", "3", "--sample-interval", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rate"] > 0 and report["seconds"] == 3
+    assert len(report["timeline"]) >= 2
+    for row in report["timeline"]:
+        assert {
+            "at_s",
+            "enqueued_per_s",
+            "completed_per_s",
+            "backlog",
+            "jobs_table_mb",
+            "dead_tuples",
+            "worker_rss_mb",
+        } <= set(row), row
+        assert row["worker_rss_mb"] > 0 and row["jobs_table_mb"] > 0
+
+
+def test_held_transaction_reports_before_during_and_after(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    result = bench(
+        dsn,
+        *SMALL,
+        "--scenario",
+        "held-transaction",
+        "--hold-seconds",
+        "2",
+        "--hold-margin",
+        "1.5",
+        "--sample-interval",
+        "0.5",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    scenario = json.loads(result.stdout)["scenarios"]["held-transaction"]
+    figures = scenario["figures"]
+    for key in ("before_per_s", "during_min_per_s", "during_per_s", "after_per_s"):
+        assert figures[key]["median"] >= 0, (key, figures)
+    assert scenario["jobs_succeeded"] > 0
+    # the held transaction was rolled back and closed: nothing of it is left open
+    idle = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'idle in transaction'"
+    ).fetchone()
+    assert idle == (0,)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 
 import skiplock
-from skiplock import RetryPolicy
+from skiplock import RetryPolicy, store
 
 
 @pytest.fixture
@@ -182,3 +182,85 @@ def test_unique_key_returns_the_holder_and_bulk_refuses_it(app, conn):
     with pytest.raises(skiplock.ConfigError, match="unique_key"):
         app.enqueue_many([{"task": "echo", "unique_key": "x"}])
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 2
+
+
+def test_bulk_copy_keeps_every_value_and_the_input_order(app, conn):
+    # Plain jobs sharing their options go in as one COPY: text that COPY would read as
+    # separators or escapes must arrive unchanged, and every shared option must land.
+    tricky = {"s": 'tab\there\nnew\\line "quoted" \r end', "n": [1, {"k": None}]}
+    run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    common = {
+        "queue": "bulk",
+        "priority": 7,
+        "max_attempts": 3,
+        "timeout": 12.5,
+        "tags": ["a b", 'q"t', "back\\slash"],
+        "meta": {"origin": "tab\t"},
+        "run_at": run_at,
+        "retry": RetryPolicy.fixed(4),
+    }
+    specs = [{"task": "echo", "args": {**tricky, "i": i}, **common} for i in range(300)]
+    assert store.copy_jobs(app._requests(specs)) is not None  # this is the COPY path
+    ids = app.enqueue_many(specs)
+    assert ids == sorted(ids) and len(ids) == 300
+    rows = conn.execute(
+        "SELECT id, args, queue, priority, max_attempts, timeout, tags, meta, run_at,"
+        " retry_policy->>'kind', state FROM skiplock.jobs ORDER BY id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ids
+    for i, row in enumerate(rows):
+        assert row[1] == {**tricky, "i": i}
+        assert row[2:] == (
+            "bulk",
+            7,
+            3,
+            timedelta(seconds=12.5),
+            ["a b", 'q"t', "back\\slash"],
+            {"origin": "tab\t"},
+            run_at,
+            "fixed",
+            "queued",
+        )
+
+
+def test_bulk_with_mixed_or_relative_options_takes_the_statement(app, conn):
+    mixed = [{"task": "echo", "args": {"i": 1}}, {"task": "echo", "priority": 3}]
+    relative = [{"task": "echo", "delay": 60}, {"task": "echo", "delay": 60}]
+    assert store.copy_jobs(app._requests(mixed)) is None
+    assert store.copy_jobs(app._requests(relative)) is None
+    ids = app.enqueue_many(mixed) + app.enqueue_many(relative)
+    rows = conn.execute(
+        "SELECT priority, run_at > now() + interval '50 seconds' FROM skiplock.jobs ORDER BY id"
+    ).fetchall()
+    assert len(ids) == 4 and rows == [(0, False), (3, False), (0, True), (0, True)]
+
+
+def test_bulk_copy_joins_the_callers_transaction_and_wakes_once(app, dsn, conn):
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN skiplock_jobs")
+        with psycopg.connect(dsn) as producer:
+            app.enqueue_many([{"task": "echo"}] * 50, conn=producer)
+            producer.rollback()
+            assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 0
+            ids = app.enqueue_many([{"task": "echo"}] * 50, conn=producer)
+            producer.commit()
+        assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 50
+        assert len(ids) == 50
+        notices = list(listener.notifies(timeout=0.5))
+        assert [(n.channel, n.payload) for n in notices] == [("skiplock_jobs", "default")]
+    with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
+        app.enqueue_many([{"task": "bad\ttask"}] * 2)
+
+
+def test_bulk_copy_from_async_code(app, conn):
+    async def main() -> list[int]:
+        try:
+            return await app.enqueue_many_async(
+                [{"task": "echo", "args": {"i": i}} for i in range(20)]
+            )
+        finally:
+            await app.aclose()
+
+    ids = asyncio.run(main())
+    rows = conn.execute("SELECT id, args->>'i' FROM skiplock.jobs ORDER BY id").fetchall()
+    assert rows == [(job_id, str(i)) for i, job_id in enumerate(ids)]

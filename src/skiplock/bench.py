@@ -15,6 +15,15 @@ Scenarios (each round starts from empty skiplock tables):
 - idle            W idle workers for --idle-seconds: CPU % of one core per worker (from
                   /proc), claim statements per second (pg_stat_statements when loaded)
                   and committed transactions per second on the database
+- held-transaction  (only when named) load at half the drain rate; after --hold-margin
+                  seconds an idle REPEATABLE READ transaction opens and holds its snapshot
+                  for --hold-seconds, then load goes on for --hold-margin seconds:
+                  completed/s before, during (min and median per interval) and after,
+                  the claim's mean time and the jobs table's dead tuples at their peak
+
+`--soak SECONDS` (Bench.soak) runs W workers for that long at half the rate a drain
+reached, and prints one row per --sample-interval: enqueued/s, completed/s, backlog,
+the jobs table's size and dead tuples, and the workers' RSS.
 
 The bench app (`skiplock.bench:app`) has three tasks, one per --handler kind; workers
 are `python -m skiplock.bench` subprocesses running skiplock's Worker on queue QUEUE.
@@ -57,7 +66,17 @@ LATENCY_JOBS = 200  # at most this many jobs in latency
 LATENCY_GAP = 0.02  # seconds between two latency jobs: 50 jobs/s, workers idle between
 PRODUCER_TICK = 0.01  # the steady producer enqueues what is due every 10 ms
 READY_TIMEOUT = 60.0
-SCENARIOS = ("bulk-enqueue", "single-enqueue", "drain", "steady", "latency", "idle")
+SCENARIOS = (
+    "bulk-enqueue",
+    "single-enqueue",
+    "drain",
+    "steady",
+    "latency",
+    "idle",
+    "held-transaction",
+)
+# What runs when no scenario is named: the held transaction lasts minutes, so only on request.
+DEFAULT_SCENARIOS = SCENARIOS[:-1]
 HANDLERS = {
     "async-noop": "skiplock.bench.async_noop",
     "sync-noop": "skiplock.bench.sync_noop",
@@ -110,6 +129,10 @@ class BenchSettings:
     rate: float = 10_000.0  # steady
     idle_seconds: float = 5.0
     poll_interval: float = 1.0
+    # held-transaction: load before, during and after an idle REPEATABLE READ transaction
+    hold_seconds: float = 300.0
+    hold_margin: float = 60.0  # seconds of load before the hold, and again after it
+    sample_interval: float = 60.0  # one timeline row per interval (soak, held-transaction)
 
     def validate(self) -> None:
         for name, value, low in (
@@ -123,6 +146,9 @@ class BenchSettings:
             ("rate", self.rate, 1),
             ("idle_seconds", self.idle_seconds, 0.1),
             ("poll_interval", self.poll_interval, 0.01),
+            ("hold_seconds", self.hold_seconds, 0.1),
+            ("hold_margin", self.hold_margin, 0.1),
+            ("sample_interval", self.sample_interval, 0.1),
         ):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -177,6 +203,39 @@ def cpu_seconds(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_cpu_seconds(conn: psycopg.Connection[Any]) -> dict[int, float]:
+    """CPU seconds so far of each process of the PostgreSQL server behind `conn` (the
+    postmaster and its children: backends, WAL writer, autovacuum...), when it runs on
+    this machine; {} otherwise."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    postmaster = _parent_pid(int(row[0])) if row else None
+    if postmaster is None:
+        return {}
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{postmaster}/comm").read_text().strip() != "postgres":
+            return {}  # a remote server whose backend pid happens to exist here
+    pids = [postmaster] + [
+        int(name)
+        for name in os.listdir("/proc")
+        if name.isdigit() and _parent_pid(int(name)) == postmaster
+    ]
+    times = {pid: cpu_seconds(pid) for pid in pids}
+    return {pid: t for pid, t in times.items() if t is not None}
+
+
+def cpu_used(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU seconds between two server_cpu_seconds readings (processes that started in
+    between count from zero; ones that ended are missed)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def total_cpu_seconds(pids: Sequence[int]) -> float | None:
     times = [cpu_seconds(pid) for pid in pids]
     return None if any(t is None for t in times) else sum(t for t in times if t is not None)
@@ -208,6 +267,32 @@ def statement_calls(conn: psycopg.Connection[Any], pattern: str) -> int | None:
     except psycopg.Error:
         return None
     return int(row[0]) if row else None
+
+
+def rss_megabytes(pid: int) -> float | None:
+    """Resident memory of a live process from /proc (None where there is none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def claim_stats(conn: psycopg.Connection[Any]) -> tuple[int, float] | None:
+    """(calls, total ms) of claim_jobs statements so far, from pg_stat_statements; None
+    when it is not loaded."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT coalesce(sum(calls), 0), coalesce(sum(total_exec_time), 0)"
+                " FROM pg_stat_statements WHERE query LIKE '%%skiplock.claim_jobs(%%'"
+                " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return (int(row[0]), float(row[1])) if row else None
 
 
 def load_average() -> str:
@@ -420,10 +505,12 @@ class Bench:
             store.pause_queue(QUEUE).run(conn)
             with self.workers() as procs:
                 cpu_before = total_cpu_seconds(procs.pids)
+                db_before = server_cpu_seconds(conn)
                 row = conn.execute("SELECT now(), skiplock.resume_queue(%s)", (QUEUE,)).fetchone()
                 assert row is not None
                 wait_for(lambda: self.finished(conn) >= n, max(60.0, n / 200), "the drain")
                 cpu_after = total_cpu_seconds(procs.pids)
+                db_after = server_cpu_seconds(conn)
             end = conn.execute(
                 "SELECT extract(epoch FROM max(finished_at) - %s) FROM skiplock.job_history"
                 " WHERE queue = %s",
@@ -435,6 +522,9 @@ class Bench:
         figures = {"jobs_per_s": n / elapsed, "seconds": elapsed}
         if cpu_before is not None and cpu_after is not None:
             figures["worker_cpu_ms_per_1k_jobs"] = (cpu_after - cpu_before) * 1000 / n * 1000
+        if db_before and db_after:
+            # includes this bench's own polling of the totals, ~1 query per 10 ms
+            figures["db_cpu_ms_per_1k_jobs"] = cpu_used(db_before, db_after) * 1000 / n * 1000
         return Measured(figures, enqueued=n, succeeded=succeeded, left=left)
 
     def steady(self) -> Measured:
@@ -496,6 +586,130 @@ class Bench:
             figures["claims_per_s_per_worker"] = (claims1 - claims0) / elapsed / s.workers
         return Measured(figures)
 
+    def timeline(
+        self,
+        rate: float,
+        duration: float,
+        events: Mapping[float, Callable[[], None]] | None = None,
+    ) -> list[dict[str, float]]:
+        """W workers and a producer at `rate` jobs/s for `duration` seconds; one row of
+        figures per sample_interval. `events` are called once, `at` seconds in."""
+        s = self.s
+        pending = sorted((events or {}).items())
+        rows: list[dict[str, float]] = []
+        produced = 0
+        with self.connect() as conn, self.connect() as stats, self.workers() as procs:
+            started = time.perf_counter()
+            last = (started, 0, self.finished(stats), claim_stats(stats))
+            next_sample = started + s.sample_interval
+            while (now := time.perf_counter()) < started + duration:
+                due = min(int((now - started) * rate) - produced, BULK_BATCH)
+                if due > 0:
+                    self.app.enqueue_many(self.specs(due), conn=conn)
+                    produced += due
+                while pending and now - started >= pending[0][0]:
+                    pending.pop(0)[1]()
+                if now >= next_sample:
+                    rows.append(self.sample(stats, procs.pids, last, now - started, produced))
+                    last = (now, produced, self.finished(stats), claim_stats(stats))
+                    next_sample += s.sample_interval
+                pause = PRODUCER_TICK - (time.perf_counter() - now)
+                if pause > 0:
+                    time.sleep(pause)
+            for _, event in pending:  # ones timed past the end still run (a release)
+                event()
+        return rows
+
+    def sample(
+        self,
+        stats: psycopg.Connection[Any],
+        pids: Sequence[int],
+        last: tuple[float, int, int, tuple[int, float] | None],
+        at: float,
+        produced: int,
+    ) -> dict[str, float]:
+        since, produced_before, finished_before, claims_before = last
+        elapsed = time.perf_counter() - since
+        finished = self.finished(stats)
+        row = stats.execute(
+            "SELECT pg_total_relation_size('skiplock.jobs'), coalesce(n_dead_tup, 0)"
+            " FROM pg_stat_user_tables WHERE relid = 'skiplock.jobs'::regclass"
+        ).fetchone()
+        assert row is not None
+        rss = [rss_megabytes(pid) for pid in pids]
+        figures = {
+            "at_s": round(at, 1),
+            "enqueued_per_s": (produced - produced_before) / elapsed,
+            "completed_per_s": (finished - finished_before) / elapsed,
+            "backlog": produced - finished,
+            "jobs_table_mb": row[0] / 2**20,
+            "dead_tuples": float(row[1]),
+            "worker_rss_mb": max((r for r in rss if r is not None), default=float("nan")),
+        }
+        claims = claim_stats(stats)
+        if claims is not None and claims_before is not None and claims[0] > claims_before[0]:
+            figures["claim_ms"] = (claims[1] - claims_before[1]) / (claims[0] - claims_before[0])
+        return figures
+
+    def half_max_rate(self) -> float:
+        """Half the jobs/s one drain of `jobs` jobs reaches on this setup."""
+        self.reset()
+        rate = self.drain().figures["jobs_per_s"] / 2
+        self.reset()
+        return rate
+
+    def soak(self, seconds: float, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """`seconds` of load at half the maximum rate; one row per sample_interval."""
+        rate = self.half_max_rate()
+        if progress:
+            progress(f"soak: {seconds:.0f} s at {rate:,.0f} jobs/s (half a drain's rate)")
+        rows = self.timeline(rate, seconds)
+        return {"settings": asdict(self.s), "rate": rate, "seconds": seconds, "timeline": rows}
+
+    def held_transaction(self) -> Measured:
+        s = self.s
+        rate = self.half_max_rate()
+        holder: list[psycopg.Connection[Any]] = []
+
+        def hold() -> None:
+            conn = psycopg.connect(self.dsn)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT count(*) FROM skiplock.queues")  # takes the snapshot
+            holder.append(conn)
+
+        def release() -> None:
+            for conn in holder:
+                conn.rollback()
+                conn.close()
+
+        start, end = s.hold_margin, s.hold_margin + s.hold_seconds
+        rows = self.timeline(rate, end + s.hold_margin, {start: hold, end: release})
+        with self.connect() as conn:
+            succeeded, left = self.counts(conn)
+
+        def phase(low: float, high: float) -> list[dict[str, float]]:
+            # rows are stamped at the end of their interval
+            return [r for r in rows if low < r["at_s"] - s.sample_interval / 2 < high]
+
+        def median(key: str, picked: list[dict[str, float]]) -> float:
+            values = [r[key] for r in picked if key in r]
+            return statistics.median(values) if values else float("nan")
+
+        before, during, after = phase(0, start), phase(start, end), phase(end, float("inf"))
+        figures = {
+            "rate_per_s": rate,
+            "before_per_s": median("completed_per_s", before),
+            "during_min_per_s": min((r["completed_per_s"] for r in during), default=float("nan")),
+            "during_per_s": median("completed_per_s", during),
+            "after_per_s": median("completed_per_s", after),
+            "claim_ms_before": median("claim_ms", before),
+            "claim_ms_during": median("claim_ms", during),
+            "dead_tuples_peak": max((r["dead_tuples"] for r in rows), default=float("nan")),
+            "backlog_at_end": rows[-1]["backlog"] if rows else float("nan"),
+        }
+        samples = [r["completed_per_s"] for r in rows]
+        return Measured(figures, samples, enqueued=0, succeeded=succeeded, left=left)
+
     # running -------------------------------------------------------------------------
 
     def scenario(self, name: str) -> Callable[[], Measured]:
@@ -506,6 +720,7 @@ class Bench:
             "steady": self.steady,
             "latency": self.latency,
             "idle": self.idle,
+            "held-transaction": self.held_transaction,
         }[name]
 
     def run(
@@ -558,6 +773,16 @@ UNITS = {
     "cpu_percent_per_worker": "% core",
     "claims_per_s_per_worker": "claims/s",
     "worker_cpu_ms_per_1k_jobs": "ms",
+    "rate_per_s": "jobs/s",
+    "before_per_s": "jobs/s",
+    "during_min_per_s": "jobs/s",
+    "during_per_s": "jobs/s",
+    "after_per_s": "jobs/s",
+    "claim_ms_before": "ms",
+    "claim_ms_during": "ms",
+    "dead_tuples_peak": "rows",
+    "backlog_at_end": "jobs",
+    "db_cpu_ms_per_1k_jobs": "ms",
 }
 
 
@@ -603,6 +828,35 @@ def render_table(report: Mapping[str, Any]) -> str:
                 for i, (v, w) in enumerate(zip(row, widths, strict=True))
             ).rstrip()
         )
+    return "\n".join(lines)
+
+
+TIMELINE_COLUMNS = (
+    ("at_s", "AT (s)"),
+    ("enqueued_per_s", "ENQUEUED/s"),
+    ("completed_per_s", "COMPLETED/s"),
+    ("backlog", "BACKLOG"),
+    ("jobs_table_mb", "JOBS TABLE MB"),
+    ("dead_tuples", "DEAD TUPLES"),
+    ("worker_rss_mb", "WORKER RSS MB"),
+    ("claim_ms", "CLAIM ms"),
+)
+
+
+def render_soak(report: Mapping[str, Any]) -> str:
+    """The soak's timeline as plain text, one row per sample interval."""
+    s = report["settings"]
+    cells = [[title for _, title in TIMELINE_COLUMNS]]
+    for row in report["timeline"]:
+        cells.append([number(row[key]) if key in row else "n/a" for key, _ in TIMELINE_COLUMNS])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TIMELINE_COLUMNS))]
+    lines = [
+        f"skiplock bench --soak {report['seconds']:.0f}: {s['workers']} worker process(es),"
+        f" concurrency {s['concurrency']}, {report['rate']:,.0f} jobs/s offered"
+        f" (half a drain's rate), one row per {s['sample_interval']:g} s",
+        "",
+    ]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 

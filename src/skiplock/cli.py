@@ -373,8 +373,10 @@ def enqueue(
     "scenarios",
     multiple=True,
     metavar="NAME",
-    type=click.Choice(["bulk-enqueue", "single-enqueue", "drain", "steady", "latency", "idle"]),
-    help="Repeat for more (default: all).",
+    type=click.Choice(
+        ["bulk-enqueue", "single-enqueue", "drain", "steady", "latency", "idle", "held-transaction"]
+    ),
+    help="Repeat for more (default: all but held-transaction).",
 )
 @click.option(
     "--duration",
@@ -391,6 +393,34 @@ def enqueue(
     help="Jobs/s the steady scenario's producer aims for.",
 )
 @click.option("--idle-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--hold-seconds",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="How long held-transaction keeps its REPEATABLE READ transaction open.",
+)
+@click.option(
+    "--hold-margin",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds of held-transaction load before the hold, and again after it.",
+)
+@click.option(
+    "--sample-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds per timeline row (soak, held-transaction).",
+)
+@click.option(
+    "--soak",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Instead of the scenarios: this long at half the drain rate, one row per interval.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--yes", is_flag=True, help="Go ahead on a database that already holds jobs.")
 @pass_settings
@@ -407,6 +437,10 @@ def bench(
     duration: float,
     rate: float,
     idle_seconds: float,
+    hold_seconds: float,
+    hold_margin: float,
+    sample_interval: float,
+    soak: float | None,
     as_json: bool,
     yes: bool,
 ) -> None:
@@ -417,11 +451,12 @@ def bench(
     temporary directory.
     """
     from skiplock.bench import (
-        SCENARIOS,
+        DEFAULT_SCENARIOS,
         Bench,
         BenchError,
         BenchSettings,
         embedded_dsn,
+        render_soak,
         render_table,
     )
 
@@ -445,6 +480,9 @@ def bench(
             duration=duration,
             rate=rate,
             idle_seconds=idle_seconds,
+            hold_seconds=hold_seconds,
+            hold_margin=hold_margin,
+            sample_interval=sample_interval,
         ),
     )
     held = runner.foreign_jobs()
@@ -459,13 +497,16 @@ def bench(
         )
     progress = None if as_json else lambda line: click.echo(line, err=True)
     try:
-        report = runner.run(scenarios or SCENARIOS, progress=progress)
+        if soak is not None:
+            report = runner.soak(soak, progress=progress)
+        else:
+            report = runner.run(scenarios or DEFAULT_SCENARIOS, progress=progress)
     except BenchError as exc:
         raise CliError(str(exc)) from None
     if as_json:
         print_json(report)
     else:
-        click.echo(render_table(report))
+        click.echo(render_soak(report) if soak is not None else render_table(report))
 
 
 # ---- jobs ---------------------------------------------------------------------------

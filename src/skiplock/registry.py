@@ -41,6 +41,7 @@ CallNext = Callable[[], Awaitable[Any]]
 Middleware = Callable[[JobContext, CallNext], Awaitable[Any]]
 Hook = Callable[[str, JobContext | None, Mapping[str, Any]], Any]
 
+_PLAIN_SPEC = frozenset({"task", "args"})
 HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancelled")
 FINISHED_CHANNEL = "skiplock_finished"
 # Workflows deleted per statement by App.prune_workflows.
@@ -439,7 +440,19 @@ class App:
 
     def _requests(self, jobs: Iterable[Mapping[str, Any]]) -> list[EnqueueRequest]:
         requests = []
+        # Jobs given as just {"task", "args"} (the usual bulk) share their task's
+        # defaults: build those once per task, not once per job.
+        plain: dict[str, EnqueueRequest] = {}
         for spec in jobs:
+            if spec.keys() <= _PLAIN_SPEC and "task" in spec:
+                task, args = spec["task"], spec.get("args")
+                template = plain.get(task)
+                if template is None:
+                    template = plain[task] = self._request(task, None, TaskOptions())
+                if args:
+                    template = template._replace(args_json=encode_json(dict(args), what="args"))
+                requests.append(template)
+                continue
             spec = dict(spec)
             for option in ("unique_key", "depends_on"):
                 if spec.get(option):

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 
@@ -46,12 +46,34 @@ def _column(rows: list[Row]) -> list[Any]:
     return [row[0] for row in rows]
 
 
+# The batch calls send their arrays as array literals built here: psycopg's generic list
+# dumper cost ~10% of a worker's CPU on no-op jobs; a join costs a fraction of that.
+def int_array(values: Sequence[int]) -> str:
+    """A PostgreSQL array literal of integers, for a `%s::bigint[]` parameter."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of strings (each quoted), e.g. JSON texts for jsonb[]."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def load_json(data: str | bytes) -> Any:
+    """json.loads with a shortcut for `{}`, the args and meta of most jobs; installed on
+    worker connections (see psycopg.types.json.set_json_loads)."""
+    return {} if data == b"{}" or data == "{}" else json.loads(data)
+
+
 # ---- producers ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EnqueueRequest:
-    """One job to enqueue; `args_json` is already-encoded JSON text (see jobs.encode_json)."""
+class EnqueueRequest(NamedTuple):
+    """One job to enqueue; `args_json` is already-encoded JSON text (see jobs.encode_json).
+
+    A NamedTuple (immutable, and built ~5x faster than a frozen dataclass): bulk
+    enqueue makes one per job.
+    """
 
     task: str
     args_json: str = "{}"
@@ -125,8 +147,108 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
 
 
 def enqueue_many(jobs: Sequence[EnqueueRequest]) -> Call[list[int]]:
+    """Many jobs in one statement (or, for plain jobs, one COPY: see copy_jobs)."""
+    copy = copy_jobs(jobs)
+    if copy is not None:
+        return copy
     document = "[" + ",".join(job.as_json_object() for job in jobs) + "]"
     return Call("SELECT skiplock.enqueue_many(%s::jsonb)", (document,), _column)
+
+
+# The options a COPY of jobs can carry: absolute values only. Relative times (delay,
+# expires_in) need the database's now(), and every other field must be at its default.
+COPY_OPTIONS = (
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "retry_policy",
+    "timeout",
+    "tags",
+    "meta",
+    "expires_at",
+)
+_COPY_DEFAULTS = {
+    name: value
+    for name, value in EnqueueRequest._field_defaults.items()
+    if name not in COPY_OPTIONS and name != "args_json"
+}
+
+
+@dataclass(frozen=True)
+class CopyCall(Call[list[int]]):
+    """Reserve ids (`sql`, one statement), then COPY the rows with those ids: COPY
+    returns no ids, and callers need them in input order. Two round trips for any
+    number of jobs; the COPY is one statement, so one NOTIFY and all-or-nothing, and it
+    joins the caller's transaction like any statement."""
+
+    copy_sql: str = ""
+    lines: Sequence[str] = ()
+
+    def _data(self, ids: list[int]) -> str:
+        return "".join(f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True))
+
+    def run(self, conn: psycopg.Connection[Any]) -> list[int]:
+        ids = self.parse(conn.execute(self.sql.encode(), self.params).fetchall())
+        with conn.cursor().copy(self.copy_sql.encode()) as copy:
+            copy.write(self._data(ids))
+        return ids
+
+    async def arun(self, conn: psycopg.AsyncConnection[Any]) -> list[int]:
+        cursor = await conn.execute(self.sql.encode(), self.params)
+        ids = self.parse(await cursor.fetchall())
+        async with conn.cursor().copy(self.copy_sql.encode()) as copy:
+            await copy.write(self._data(ids))
+        return ids
+
+
+def _copy_text(value: str) -> str:
+    """A value in COPY's text format (backslash, tab, newline and CR escaped)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return value
+
+
+def _copy_option(name: str, value: Any) -> str:
+    if name in ("retry_policy", "meta"):
+        return _copy_text(json.dumps(value))
+    if name == "tags":
+        return _copy_text(text_array(list(value)))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    return _copy_text(str(value))
+
+
+def copy_jobs(jobs: Sequence[EnqueueRequest]) -> CopyCall | None:
+    """A COPY of `jobs` when they can take one: all share the same options (so the same
+    columns, the unset ones left to the table's defaults) and none needs the
+    database's clock or a unique key or dependencies. None otherwise."""
+    if not jobs:
+        return None
+    first = jobs[0]
+    shared = first[2:]
+    if any(job[2:] != shared for job in jobs):
+        return None
+    if any(getattr(first, name) != default for name, default in _COPY_DEFAULTS.items()):
+        return None
+    options = [(name, getattr(first, name)) for name in COPY_OPTIONS]
+    options = [(name, value) for name, value in options if value is not None and value != ()]
+    suffix = "".join("\t" + _copy_option(name, value) for name, value in options) + "\n"
+    columns = ", ".join(["id", "task", "args", *(name for name, _ in options)])
+    return CopyCall(
+        "SELECT skiplock.reserve_job_ids(%s)",
+        (len(jobs),),
+        _scalar,
+        copy_sql=f"COPY skiplock.jobs ({columns}) FROM STDIN",
+        lines=[f"{_copy_text(job.task)}\t{_copy_text(job.args_json)}{suffix}" for job in jobs],
+    )
 
 
 # ---- inspection -----------------------------------------------------------------------
@@ -234,8 +356,14 @@ def claim_jobs(
         "SELECT id, task, args, queue, priority, attempt, max_attempts, timeout, created_at,"
         " tags, meta FROM skiplock.claim_jobs(%s, %s::text[], %s, %s)",
         (worker_id, list(queues), limit, lease),
-        lambda rows: [ClaimedJob(*row) for row in rows],
+        lambda rows: list(map(ClaimedJob._make, rows)),
     )
+
+
+def set_session_async_commit() -> Call[None]:
+    """This session's commits stop waiting for the WAL flush (synchronous_commit off).
+    Only for statements whose loss in a crash is harmless: the worker's claims."""
+    return Call("SELECT set_config('synchronous_commit', 'off', false)", (), lambda rows: None)
 
 
 def heartbeat_jobs(
@@ -246,7 +374,7 @@ def heartbeat_jobs(
     return Call(
         "SELECT id, cancel_requested"
         " FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s::integer[], %s)",
-        (worker_id, [t[0] for t in tokens], [t[1] for t in tokens], lease),
+        (worker_id, int_array([t[0] for t in tokens]), int_array([t[1] for t in tokens]), lease),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 
@@ -259,7 +387,7 @@ def complete_jobs(
 ) -> Call[list[int]]:
     return Call(
         "SELECT skiplock.complete_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
-        (worker_id, list(job_ids), list(attempts), list(results_json)),
+        (worker_id, int_array(job_ids), int_array(attempts), text_array(results_json)),
         _column,
     )
 
@@ -273,7 +401,7 @@ def fail_jobs(
     """Returns {job id: retrying | failed | cancelled} for the jobs still held."""
     return Call(
         "SELECT id, status FROM skiplock.fail_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
-        (worker_id, list(job_ids), list(attempts), list(errors_json)),
+        (worker_id, int_array(job_ids), int_array(attempts), text_array(errors_json)),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 
@@ -283,7 +411,7 @@ def release_jobs(
 ) -> Call[list[int]]:
     return Call(
         "SELECT skiplock.release_jobs(%s, %s::bigint[], %s::integer[])",
-        (worker_id, list(job_ids), list(attempts)),
+        (worker_id, int_array(job_ids), int_array(attempts)),
         _column,
     )
 

@@ -1,5 +1,5 @@
 """The chaos tier (`pytest -m chaos`): long scenarios with real worker processes under
-load. Sizes follow SKIPLOCK_FAULT_SIZE (ci by default, full for the figures of docs/reliability.md)."""
+load. Sizes follow SKIPLOCK_FAULT_SIZE (ci by default; full for docs/reliability.md)."""
 
 from __future__ import annotations
 

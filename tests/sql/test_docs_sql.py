@@ -14,6 +14,7 @@ SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DOCUMENTED = [
     "enqueue(",
     "enqueue_many(",
+    "reserve_job_ids(",
     "INSERT INTO skiplock.jobs",
     "claim_jobs(",
     "heartbeat_jobs(",

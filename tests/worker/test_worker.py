@@ -389,3 +389,27 @@ def test_a_completer_falling_behind_pauses_claims_but_never_stalls_them(app, dsn
     run_worker(app, body, concurrency=20)
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT count(*) FROM skiplock.job_history").fetchone()[0] == 300
+
+
+def test_only_the_claim_session_commits_without_waiting_for_the_flush(app, dsn):
+    # Claims may be lost in a server crash (the jobs stay queued and run again); every
+    # other write of the worker, its completions first, must stay durable.
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    job_id = noop.enqueue()
+    settings: dict[str, str] = {}
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(lambda: status_of(dsn, job_id) == "succeeded", timeout=30)
+        assert worker._claim_conn is not None
+        cursor = await worker._claim_conn.execute("SHOW synchronous_commit")
+        settings["claim"] = (await cursor.fetchone())[0]
+        assert worker._pool is not None
+        async with worker._pool.connection() as conn:
+            cursor = await conn.execute("SHOW synchronous_commit")
+            settings["pool"] = (await cursor.fetchone())[0]
+
+    run_worker(app, body)
+    assert settings == {"claim": "off", "pool": "on"}

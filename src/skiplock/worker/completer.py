@@ -18,7 +18,9 @@ from skiplock.worker.backoff import Backoff
 from skiplock.worker.executor import Outcome
 
 log = logging.getLogger("skiplock.worker")
-Written = Callable[[Outcome, str], Awaitable[None]]
+# Called once per written batch with (outcome, status) pairs; status is what the database
+# said happened, or "lost" when the job was no longer this worker's.
+Written = Callable[[list[tuple[Outcome, str]]], Awaitable[None]]
 
 
 class Completer:
@@ -106,6 +108,7 @@ class Completer:
         failed = [o for o in batch if o.kind == "failed"]
         released = [o for o in batch if o.kind == "released"]
         wid = self._worker_id
+        written: list[tuple[Outcome, str]] = []
         async with self._pool.connection() as conn:
             if succeeded:
                 done = set(
@@ -116,8 +119,7 @@ class Completer:
                         [o.payload_json for o in succeeded],
                     ).arun(conn)
                 )
-                for o in succeeded:
-                    await self._on_written(o, "succeeded" if o.job.id in done else "lost")
+                written += [(o, "succeeded" if o.job.id in done else "lost") for o in succeeded]
             if failed:
                 statuses = await store.fail_jobs(
                     wid,
@@ -125,13 +127,12 @@ class Completer:
                     [o.job.attempt for o in failed],
                     [o.payload_json for o in failed],
                 ).arun(conn)
-                for o in failed:
-                    await self._on_written(o, statuses.get(o.job.id, "lost"))
+                written += [(o, statuses.get(o.job.id, "lost")) for o in failed]
             if released:
                 back = set(
                     await store.release_jobs(
                         wid, [o.job.id for o in released], [o.job.attempt for o in released]
                     ).arun(conn)
                 )
-                for o in released:
-                    await self._on_written(o, "released" if o.job.id in back else "lost")
+                written += [(o, "released" if o.job.id in back else "lost") for o in released]
+        await self._on_written(written)

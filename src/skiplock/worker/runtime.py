@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import __version__, schedules, store
@@ -35,6 +36,7 @@ CANCEL_CHANNEL = "skiplock_cancel"
 # skiplock.stop_worker sends "stop:<worker id>" here; only the named worker acts.
 CONTROL_CHANNEL = "skiplock_control"
 StopReason = Literal["cancel", "lost", "shutdown"]
+FINISH_HOOKS = ("succeeded", "retrying", "failed", "cancelled")
 
 
 @dataclass
@@ -81,6 +83,11 @@ class WorkerSettings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
+async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Claimed jobs' args and meta are decoded here; most are `{}`.
+    set_json_loads(store.load_json, conn)
+
+
 class Worker:
     """One worker process's runtime. `await worker.run()` until `worker.stop()` (or
     SIGTERM/SIGINT when signal handlers are installed).
@@ -104,6 +111,7 @@ class Worker:
         self._grace: float = self.settings.shutdown_grace
         self._threads = JobThreads(self.settings.concurrency, thread_name_prefix="skiplock-job")
         self._pool: AsyncConnectionPool | None = None
+        self._claim_conn: psycopg.AsyncConnection[Any] | None = None
         self._completer: Completer | None = None
         self.listener: Listener | None = None
         self._progress: dict[int, tuple[float | None, str | None]] = {}
@@ -183,7 +191,12 @@ class Worker:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         self._pool = AsyncConnectionPool(
-            self.app.dsn, min_size=2, max_size=4, open=False, kwargs={"autocommit": True}
+            self.app.dsn,
+            min_size=2,
+            max_size=4,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=_configure_connection,
         )
         await self._pool.open(wait=True, timeout=30)
         self._completer = Completer(
@@ -216,11 +229,41 @@ class Worker:
         await self._call(store.publish_tasks(self.id, self.app.published_tasks()))
 
     async def _close(self) -> None:
+        if self._claim_conn is not None:
+            await self._claim_conn.close()
+            self._claim_conn = None
         if self._pool is not None:
             with contextlib.suppress(psycopg.Error):
                 await self._call(store.unregister_worker(self.id))
             await self._pool.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        """Claim up to `limit` jobs over the fetch loop's own connection.
+
+        Its commits do not wait for the WAL flush (synchronous_commit off, for this
+        session only): a claim lost in a server crash leaves its jobs queued, to run again
+        as at-least-once allows, and the completion that follows a claim commits
+        synchronously, flushing the claim with it. Enqueues and finishes stay durable.
+        Saving the claim's flush takes it off the path from enqueue to handler start.
+        """
+        s = self.settings
+        conn = self._claim_conn
+        try:
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
+                self._claim_conn = conn
+                await _configure_connection(conn)
+                await store.set_session_async_commit().arun(conn)
+            jobs: list[ClaimedJob] = await store.claim_jobs(
+                self.id, s.queues, limit, timedelta(seconds=s.lease)
+            ).arun(conn)
+        except psycopg.OperationalError:
+            if conn is not None:
+                await conn.close()
+            self._claim_conn = None
+            raise
+        return jobs
 
     async def _call(self, call: store.Call[Any]) -> Any:
         assert self._pool is not None
@@ -259,9 +302,7 @@ class Worker:
             want = min(free, batch)
             self._wake.clear()
             try:
-                jobs = await self._call(
-                    store.claim_jobs(self.id, s.queues, want, timedelta(seconds=s.lease))
-                )
+                jobs = await self._claim(want)
                 backoff.reset()
             except psycopg.OperationalError as exc:
                 delay = backoff.next()
@@ -373,14 +414,18 @@ class Worker:
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
 
-    async def _written(self, outcome: Outcome, status: str) -> None:
-        self.processed += 1
+    async def _written(self, written: list[tuple[Outcome, str]]) -> None:
+        self.processed += len(written)
+        # Checked once per batch: under load there is usually nothing to log or emit.
+        info, warning = log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.WARNING)
+        hooked = {status for status in FINISH_HOOKS if self.app.hooks[status]}
+        for outcome, status in written:
+            logged = info if status in ("succeeded", "released") else warning
+            if logged or status in hooked:
+                await self._log_outcome(outcome, status, status in hooked)
+
+    async def _log_outcome(self, outcome: Outcome, status: str, hooked: bool) -> None:
         level = logging.INFO if status in ("succeeded", "released") else logging.WARNING
-        hooked = status in ("succeeded", "retrying", "failed", "cancelled") and bool(
-            self.app.hooks[status]
-        )
-        if not (hooked or log.isEnabledFor(level)):
-            return  # the common case under load: nothing to build
         job = outcome.job
         extra = {
             "job_id": job.id,
