@@ -95,9 +95,10 @@ BEGIN
     END IF;
 
     -- Over several queues, first work out (without locking) how many of the best p_limit
-    -- jobs each queue holds, and lock only that many per queue below (0007: locking
-    -- p_limit per queue held the surplus until commit, so concurrent claimers started
-    -- lower-priority jobs of the same queue first). One queue needs no such pass.
+    -- jobs each queue holds, and lock only that many per queue below. Locking p_limit
+    -- per queue and claiming p_limit in all held the surplus rows until commit: a
+    -- concurrent claimer skipped them and started lower-priority jobs of the same queue
+    -- first (tests/faults, scenario 9). One queue needs no such pass.
     IF cardinality(p_queues) > 1 THEN
         SELECT array_agg(s.queue), array_agg(s.jobs) INTO v_shared, v_shares
         FROM (SELECT best.queue, count(*)::integer AS jobs
