@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -95,7 +96,24 @@ def test_the_worker_prunes_with_its_retention_setting(dsn: str, conn: psycopg.Co
         finally:
             await worker.close()
 
+    # two finished workflows, one of them old enough to go
+    for name in ("old", "new"):
+        conn.execute(
+            "SELECT skiplock.enqueue_workflow(%s::jsonb)",
+            (json.dumps({"name": name, "steps": [{"name": "a", "task": "t", "queue": "wf"}]}),),
+        )
+    steps = conn.execute("SELECT id, attempt FROM skiplock.claim_jobs(%s, '{wf}', 10)", (W,))
+    claimed = steps.fetchall()
+    conn.execute(
+        "SELECT skiplock.complete_jobs(%s, %s, %s, %s::jsonb[])",
+        (W, [i for i, _ in claimed], [a for _, a in claimed], [None] * len(claimed)),
+    )
+    conn.execute(
+        "UPDATE skiplock.workflows SET created_at = now() - interval '2 days' WHERE name = 'old'"
+    )
+
     assert asyncio.run(prune(None)) == 0
     assert asyncio.run(prune(timedelta(days=1))) == 1200
-    assert history(conn) == 300
+    assert history(conn) == 300 + 2
+    assert conn.execute("SELECT name FROM skiplock.workflows").fetchall() == [("new",)]
     app.close()

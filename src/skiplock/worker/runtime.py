@@ -24,6 +24,7 @@ from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
+from skiplock.store import Call
 from skiplock.worker.backoff import Backoff
 from skiplock.worker.completer import Completer
 from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
@@ -37,6 +38,7 @@ CANCEL_CHANNEL = "skiplock_cancel"
 CONTROL_CHANNEL = "skiplock_control"
 StopReason = Literal["cancel", "lost", "shutdown"]
 FINISH_HOOKS = ("succeeded", "retrying", "failed", "cancelled")
+PRUNE_BATCH = 1000  # rows per retention statement: short, never holding up the hot path
 
 
 @dataclass
@@ -544,21 +546,28 @@ class Worker:
                 self._stop_job(job_id, "cancel")
 
     async def prune_once(self) -> int:
-        """Retention: forget silent workers, spent unique keys and finished jobs older than
-        `history_retention`, in batches (SKIP LOCKED: every worker may do it at once).
-        Returns how many finished jobs were deleted."""
+        """Retention: forget silent workers, spent unique keys, and finished jobs and
+        finished workflows older than `history_retention`, in batches (SKIP LOCKED: every
+        worker may do it at once). Returns how many finished jobs were deleted."""
         await self._call(store.prune_workers(timedelta(hours=1)))
         await self._call(store.prune_unique_keys())
         retention = self.settings.history_retention
-        deleted = 0
         if retention is None:
-            return deleted
-        for _ in range(100):  # at most 100 batches per round; the next round goes on
-            batch: int = await self._call(store.prune_job_history(retention, 1000))
-            deleted += batch
-            if batch < 1000:
-                break
+            return 0
+        deleted = await self._in_batches(store.prune_job_history(retention, PRUNE_BATCH))
+        await self._in_batches(store.prune_workflows(retention, PRUNE_BATCH))
         return deleted
+
+    async def _in_batches(self, call: Call[int]) -> int:
+        """Run a pruning call until a batch comes back short, at most 100 batches per
+        round (the next round goes on); how many rows went."""
+        total = 0
+        for _ in range(100):
+            batch = await self._call(call)
+            total += batch
+            if batch < PRUNE_BATCH:
+                break
+        return total
 
     async def _schedule_forever(self) -> None:
         for spec in self.app.schedules.values():
