@@ -4,6 +4,8 @@ cancellation, timeouts, NOTIFY wake-ups, shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +18,7 @@ import skiplock
 from conftest import async_wait_until
 from skiplock import RetryPolicy
 from skiplock.worker import Worker
+from skiplock.worker.listener import Listener
 
 
 def status_of(dsn: str, job_id: int) -> str | None:
@@ -297,6 +300,46 @@ def test_listener_reconnects_after_its_backend_is_terminated(app, dsn):
         await async_wait_until(finished(dsn, job_id), timeout=10)
 
     run_worker(app, body, poll_interval=60)
+
+
+def test_listener_gives_up_on_a_server_that_never_answers_and_tries_again():
+    """A server gone silent while the listener connects must not hold it: the probe only
+    watches a connection that is up, so the connect-and-LISTEN step is bounded itself."""
+    accepted: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    port = server.getsockname()[1]
+
+    def accept_and_stay_silent() -> None:
+        while server.fileno() != -1:
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    listener = Listener(
+        f"host=127.0.0.1 port={port} user=x dbname=x sslmode=disable",
+        ["skiplock_jobs"],
+        lambda channel, payload: None,
+        probe_channel="probe",
+        probe_pool=None,  # type: ignore[arg-type]  # run() never probes
+        probe_timeout=0.3,
+    )
+
+    async def body() -> None:
+        task = asyncio.create_task(listener.run())
+        try:
+            await async_wait_until(lambda: len(accepted) >= 2, timeout=15)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert not listener.connected.is_set()
 
 
 def test_graceful_stop_releases_jobs_past_the_grace_period(app, dsn):

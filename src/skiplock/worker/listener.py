@@ -52,9 +52,9 @@ class Listener:
         first = True
         while True:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-                for channel in self._channels:
-                    await self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                # Bounded: the probe only watches a connection that is up, so a server
+                # that goes silent while we connect must not hold the listener here.
+                self._conn = await asyncio.wait_for(self._subscribe(), self.probe_timeout)
                 self.connected.set()
                 backoff.reset()
                 if not first:
@@ -72,12 +72,27 @@ class Listener:
                             self._dispatch(notice.channel, notice.payload)
                 self._reconnect_requested = False
                 raise psycopg.OperationalError("listener probe missed")
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, asyncio.TimeoutError) as exc:
                 self.connected.clear()
                 delay = backoff.next()
-                log.warning("listener connection lost (%s); reconnecting in %.1f s", exc, delay)
+                reason = str(exc) or f"no answer within {self.probe_timeout:.1f} s"
+                log.warning("listener connection lost (%s); reconnecting in %.1f s", reason, delay)
                 await self._close()
                 await asyncio.sleep(delay)
+
+    async def _subscribe(self) -> psycopg.AsyncConnection:
+        """A new connection LISTENing on every channel (one round trip for all)."""
+        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        try:
+            await conn.execute(
+                sql.SQL("; ").join(
+                    sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in self._channels
+                )
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def probe_forever(self) -> None:
         while True:
