@@ -1046,3 +1046,9 @@ def read_job_counts() -> Call[list[tuple[str, str, str, str | None, float | None
 def job_duration_bounds() -> Call[list[float]]:
     """The duration histogram's bucket bounds in seconds (+Inf implied)."""
     return Call("SELECT skiplock.job_duration_bounds()", (), lambda rows: list(_scalar(rows)))
+
+
+def prune_audit_log(older_than: timedelta, limit: int = 1000) -> Call[int]:
+    """Delete up to `limit` audit entries older than `older_than`, oldest first; how
+    many. See skiplock.prune_audit_log."""
+    return Call("SELECT skiplock.prune_audit_log(%s, %s)", (older_than, limit), _scalar)

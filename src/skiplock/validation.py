@@ -10,7 +10,7 @@ jobs that reached the table another way (raw SQL, an old producer).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import jsonschema
@@ -62,9 +62,22 @@ def args_path(path: Iterable[Any]) -> str:
     return text
 
 
-def first_error(validator: Validator, args: Any) -> InvalidArgs | None:
-    """The most relevant schema violation of `args` (jsonschema's best_match), or None."""
-    error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+def first_error(
+    validator: Validator, args: Any, *, filled_later: Collection[str] = ()
+) -> InvalidArgs | None:
+    """The most relevant schema violation of `args` (jsonschema's best_match), or None.
+
+    `filled_later` names arguments that are not known yet (a workflow step's
+    result_arg/results_arg, filled in with its parents' results when it becomes ready):
+    they count as present, whatever their value turns out to be."""
+    if filled_later and isinstance(args, dict):
+        args = {**args, **dict.fromkeys(filled_later)}
+    errors = (
+        error
+        for error in validator.iter_errors(args)
+        if not (error.absolute_path and error.absolute_path[0] in filled_later)
+    )
+    error = jsonschema.exceptions.best_match(errors)
     if error is None:
         return None
     return InvalidArgs("", args_path(error.absolute_path), error.message)

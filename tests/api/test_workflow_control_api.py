@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_checks import W1, assert_problem
+from api_checks import W1, assert_problem, publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
@@ -25,6 +25,12 @@ CHAIN = {
         {"name": "load", "task": "etl.load", "after": ["extract"], "result_arg": "rows"},
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def published(dsn: str) -> None:
+    """The tasks the steps name, published as a worker would (the API checks steps)."""
+    publish_tasks(dsn, "etl.extract", "etl.load")
 
 
 @pytest.fixture

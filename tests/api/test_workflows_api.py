@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_checks import W1, assert_problem
+from api_checks import W1, assert_problem, publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
@@ -32,6 +32,12 @@ CHAIN = {
         },
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def published(dsn: str) -> None:
+    """The tasks the steps name, published as a worker would (the API checks steps)."""
+    publish_tasks(dsn, "t", "etl.extract", "etl.load")
 
 
 @pytest.fixture
@@ -175,3 +181,77 @@ def test_scopes_and_queue_limited_tokens(dsn: str, conn: psycopg.Connection) -> 
         assert conn.execute("SELECT count(*) FROM skiplock.workflows").fetchone() == before
         inside = {"steps": [{"task": "t", "queue": "loads.eu"}]}
         assert client.post("/api/v1/workflows", json=inside, headers=loads).status_code == 201
+
+
+def publish_schema(conn: psycopg.Connection, name: str, schema: dict[str, Any]) -> None:
+    tasks = json.dumps([{"name": name, "args_schema": schema}])
+    conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (tasks,))
+
+
+SEND_SCHEMA = {
+    "type": "object",
+    "properties": {"to": {"type": "string"}, "rows": {"type": "array"}},
+    "required": ["to", "rows"],
+}
+
+
+@pytest.mark.parametrize(
+    ("steps", "error", "field"),
+    [
+        ([{"task": "t"}, {"task": "nope"}], "unknown task", "steps[1].task"),
+        ([{"task": "send", "args": {"to": 5, "rows": []}}], "invalid args", "steps[0].args.to"),
+        ([{"task": "t"}, {"task": "send", "args": {"to": "a"}}], "invalid args", "steps[1].args"),
+        # result_arg is filled in later, but the step's other args are still checked
+        (
+            [{"name": "a", "task": "t"}, {"task": "send", "after": ["a"], "result_arg": "rows"}],
+            "invalid args",
+            "steps[1].args",
+        ),
+    ],
+)
+def test_steps_are_checked_against_the_task_registry(
+    client: TestClient, conn: psycopg.Connection, steps: list[Any], error: str, field: str
+) -> None:
+    publish_schema(conn, "send", SEND_SCHEMA)
+    response = client.post("/api/v1/workflows", json={"steps": steps})
+    assert_problem(response, 422, error, field)
+    assert response.json()["detail"].startswith(f"step {field[6]}: ")
+    assert conn.execute("SELECT count(*) FROM skiplock.workflows").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone() == (0,)
+
+
+def test_result_args_count_as_given_and_unregistered_tasks_can_be_allowed(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    publish_schema(conn, "send", SEND_SCHEMA)
+    fed = {
+        "steps": [
+            {"name": "a", "task": "t"},
+            {"task": "send", "args": {"to": "x"}, "after": ["a"], "result_arg": "rows"},
+            {"task": "send", "args": {"to": "y"}, "after": ["a"], "results_arg": "rows"},
+        ]
+    }
+    assert client.post("/api/v1/workflows", json=fed).status_code == 201
+    # the placeholder stands for any value: a wrong type elsewhere is still refused
+    fed["steps"][1]["args"] = {"to": 1}
+    response = client.post("/api/v1/workflows", json=fed)
+    assert_problem(response, 422, "invalid args", "steps[1].args.to")
+
+    unknown = {"steps": [{"task": "t"}, {"task": "not.yet.deployed"}]}
+    response = client.post("/api/v1/workflows", json={**unknown, "allow_unregistered_task": True})
+    assert response.status_code == 201, response.text
+    per_step = {"steps": [{"task": "not.yet.deployed", "allow_unregistered_task": True}]}
+    assert client.post("/api/v1/workflows", json=per_step).status_code == 201
+    # the opt-out skips the unknown-task check only: published schemas still apply
+    bad_args = {"steps": [{"task": "send", "args": {}}], "allow_unregistered_task": True}
+    assert_problem(
+        client.post("/api/v1/workflows", json=bad_args), 422, "invalid args", "steps[0].args"
+    )
+    not_bool = {**unknown, "allow_unregistered_task": "yes"}
+    assert_problem(
+        client.post("/api/v1/workflows", json=not_bool),
+        422,
+        "invalid field",
+        "allow_unregistered_task",
+    )
+    assert conn.execute("SELECT count(*) FROM skiplock.workflows").fetchone() == (3,)

@@ -76,6 +76,26 @@ def test_audit(dsn: str, conn: psycopg.Connection) -> None:
     assert run(dsn, "audit", "--limit", "0")[0] == 2
 
 
+def test_audit_prune(dsn: str, conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO skiplock.audit_log (at, actor, action, status)"
+        " SELECT now() - interval '100 days', 'ci', 'POST /api/v1/jobs', 201"
+        " FROM generate_series(1, 1001)"
+    )
+    store.record_audit("ci", "POST /api/v1/jobs", "jobs/1", 201, {}).run(conn)
+    # more than one batch (1,000): every old entry goes, the new one stays
+    assert run(dsn, "audit", "prune", "--older-than", str(90 * 86400))[:2] == (
+        0,
+        "1001 audit entries pruned\n",
+    )
+    assert run(dsn, "audit", "prune", "--older-than", "3600")[:2] == (0, "0 audit entries pruned\n")
+    assert conn.execute("SELECT count(*) FROM skiplock.audit_log").fetchone() == (1,)
+    assert run(dsn, "audit", "prune", "--older-than", "0")[:2] == (0, "1 audit entry pruned\n")
+    for bad in (["--older-than", "-1"], ["--older-than", "soon"], []):
+        code, _, err = run(dsn, "audit", "prune", *bad)
+        assert code == 2 and err.strip()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -33,6 +33,7 @@ DOCUMENTED = [
     "sweep_waiting_jobs(",
     "prune_job_history(",
     "prune_unique_keys(",
+    "prune_audit_log(",
     "pause_queue(",
     "resume_queue(",
     "set_queue_limits(",
@@ -111,3 +112,5 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
     assert last_errors[3] == "LeaseExpired"
     assert last_errors[5] == "Discard"
     assert conn.execute("SELECT count(*) FROM skiplock.workers").fetchone() == (0,)
+    # prune_audit_log's example deleted the entry it wrote
+    assert conn.execute("SELECT count(*) FROM skiplock.audit_log").fetchone() == (0,)

@@ -27,7 +27,7 @@ from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
-from skiplock.api.tasks import check_jobs_against_registry
+from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, JSONError, encode_json
 from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
 
@@ -273,7 +273,7 @@ async def enqueue_job(request: Request) -> Response:
         specs = [{"task": j.task, "args": j.args, **j.options} for j in jobs]
 
         async def enqueue_many(conn: Conn) -> list[int]:
-            await check_jobs_against_registry(api, conn, _registry_view(jobs), bulk=True)
+            await check_jobs_against_registry(api, conn, _registry_view(jobs), items=("", "job"))
             ids = await api.app.enqueue_many_async(specs, conn=conn)
             if queue_pattern(request) is not None:
                 check_enqueue_queues(request, await api.app.arun(store.job_queues(ids), conn))
@@ -288,7 +288,7 @@ async def enqueue_job(request: Request) -> Response:
     job = parse_enqueue(body)
 
     async def enqueue(conn: Conn) -> Job:
-        await check_jobs_against_registry(api, conn, _registry_view([job]), bulk=False)
+        await check_jobs_against_registry(api, conn, _registry_view([job]))
         job_id = await api.app.enqueue_async(job.task, job.args, conn=conn, **job.options)
         # The status comes from the database's clock (all_jobs), not ours: "scheduled"
         # when run_at is still ahead of now().
@@ -305,8 +305,8 @@ async def enqueue_job(request: Request) -> Response:
     )
 
 
-def _registry_view(jobs: list[EnqueueBody]) -> list[tuple[str, dict[str, Any], bool]]:
-    return [(job.task, job.args, job.allow_unregistered_task) for job in jobs]
+def _registry_view(jobs: list[EnqueueBody]) -> list[RegistryCheck]:
+    return [RegistryCheck(job.task, job.args, job.allow_unregistered_task) for job in jobs]
 
 
 LIST_PARAMETERS = (

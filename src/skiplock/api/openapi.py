@@ -836,6 +836,10 @@ def _workflow_schemas(
             **_obj(
                 name={"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.:/-]{1,200}$"},
                 meta={"type": ["object", "null"]},
+                allow_unregistered_task={
+                    "type": ["boolean", "null"],
+                    "description": "Enqueue every step even if no worker has published its task.",
+                },
                 steps={
                     "type": "array",
                     "minItems": 1,

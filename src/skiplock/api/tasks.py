@@ -2,7 +2,7 @@
 task's args), and the check of an enqueue against it.
 
 Workers publish their tasks when they start (skiplock.publish_tasks). POST /api/v1/jobs
-refuses a task no worker has published (unless the job says
+and POST /api/v1/workflows refuse a task no worker has published (unless the body says
 "allow_unregistered_task": true) and args that fail the published schema.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -68,13 +68,30 @@ async def forget_task(request: Request) -> Response:
     return Response(status_code=204)
 
 
+class RegistryCheck(NamedTuple):
+    """One job to check against the task registry."""
+
+    task: str
+    args: dict[str, Any]
+    allow_unregistered_task: bool
+    # a workflow step's result_arg/results_arg: filled in when it becomes ready
+    filled_later: tuple[str, ...] = ()
+
+
 async def check_jobs_against_registry(
-    api: ApiState, conn: Conn, jobs: Sequence[tuple[str, dict[str, Any], bool]], *, bulk: bool
+    api: ApiState,
+    conn: Conn,
+    jobs: Sequence[RegistryCheck],
+    *,
+    items: tuple[str, str] | None = None,
 ) -> None:
-    """422 for the first job (task, args, allow_unregistered) whose task nobody
-    published (unless allowed) or whose args fail the task's schema. `field` names the
-    spot: `task`, `args.to`, or with `bulk` `[3].args.to`. One query for all tasks."""
-    names = sorted({task for task, _, _ in jobs})
+    """422 for the first job whose task nobody published (unless it allows that) or
+    whose args fail the task's schema. `field` names the
+    spot: `task`, `args.to`; for jobs sent in a list, `items` is (the list's field, what
+    one item is called): ("", "job") gives `[3].args.to`, ("steps", "step") gives
+    `steps[3].args.to`. One query for all tasks. Used by POST /api/v1/jobs and
+    POST /api/v1/workflows."""
+    names = sorted({job.task for job in jobs})
     known = {row["name"]: row for row in await api.app.arun(store.list_tasks(names), conn)}
     validators: dict[str, Validator | None] = {}
     for name, entry in known.items():
@@ -88,9 +105,9 @@ async def check_jobs_against_registry(
             # A schema this jsonschema cannot compile was published by a worker (which
             # compiled it itself, maybe with another version): the worker still checks.
             validators[name] = None
-    for index, (task, args, allow_unregistered) in enumerate(jobs):
-        prefix = f"[{index}]." if bulk else ""
-        where = f"job {index}: " if bulk else ""
+    for index, (task, args, allow_unregistered, filled_later) in enumerate(jobs):
+        prefix = f"{items[0]}[{index}]." if items else ""
+        where = f"{items[1]} {index}: " if items else ""
         row = known.get(task)
         if row is None:
             if allow_unregistered or task in api.app.tasks:
@@ -105,7 +122,7 @@ async def check_jobs_against_registry(
         validator = validators[task]
         if validator is None:
             continue
-        error = first_error(validator, args)
+        error = first_error(validator, args, filled_later=filled_later)
         if error is not None:
             raise Problem(
                 422,

@@ -1,8 +1,10 @@
 """/api/v1/workflows: enqueue a workflow (a graph of steps, one transaction), list
 workflows, read one with its steps (or long-poll until it is final), cancel and retry.
 
-A step's enqueue fields are checked by the jobs route's own checks (parse_enqueue), so
-a bad step gets the same 422 with its field prefixed `steps[i].`; the graph itself
+A step's enqueue fields are checked by the jobs route's own checks (parse_enqueue), and
+its task and args against the task registry as a job's are (check_jobs_against_registry,
+with "allow_unregistered_task" for the whole workflow or one step), so a bad step gets
+the same 422 with its field prefixed `steps[i].`; the graph itself
 (unknown step names, cycles) is checked by skiplock.enqueue_workflow and comes back as
 a 422 on `steps`. A queue-limited token sees only the steps in its queues (counts and
 state are over those), and may enqueue only into its queues.
@@ -34,6 +36,7 @@ from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
+from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import JSONError, encode_json
 from skiplock.workflows import STEP_FIELDS, Step, Workflow
 
@@ -78,13 +81,15 @@ def _step_fields(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def parse_steps(items: Any) -> list[Step]:
-    """The steps of a POST body, each checked; 422 naming `steps[i].field`."""
+def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
+    """The steps of a POST body, each checked; 422 naming `steps[i].field`. With each
+    step, what to check against the task registry (a step may send its own
+    "allow_unregistered_task", as a job does)."""
     if not isinstance(items, list) or not items:
         raise invalid_field("steps", "steps must be a non-empty list of step objects")
     if len(items) > MAX_STEPS:
         raise invalid_field("steps", f"a workflow may hold at most {MAX_STEPS} steps")
-    steps = []
+    steps, checks = [], []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise invalid_field(f"steps[{index}]", f"step {index} must be a JSON object")
@@ -99,7 +104,9 @@ def parse_steps(items: Any) -> list[Step]:
                 field=f"steps[{index}].{problem.field}" if problem.field else f"steps[{index}]",
             ) from None
         steps.append(Step(job.task, job.args, **graph, **job.options))
-    return steps
+        filled_later = tuple(graph[key] for key in ("result_arg", "results_arg") if key in graph)
+        checks.append(RegistryCheck(job.task, job.args, job.allow_unregistered_task, filled_later))
+    return steps, checks
 
 
 def workflow_id_of(request: Request) -> int:
@@ -119,7 +126,7 @@ async def enqueue_workflow(request: Request) -> Response:
     "state"} with Location; all steps in one transaction, or none."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, ("name", "meta", "steps"))
+    reject_unknown_fields(body, ("name", "meta", "steps", "allow_unregistered_task"))
     name, meta = body.get("name"), body.get("meta")
     if name is not None and (not isinstance(name, str) or not WORKFLOW_NAME.fullmatch(name)):
         raise invalid_field("name", "name must be 1 to 200 of A-Z a-z 0-9 _ . : / -")
@@ -130,9 +137,16 @@ async def enqueue_workflow(request: Request) -> Response:
             encode_json(meta, what="meta")
         except JSONError as exc:
             raise invalid_field("meta", str(exc)) from None
-    steps = parse_steps(body.get("steps"))
+    allow = body.get("allow_unregistered_task")
+    if allow is not None and not isinstance(allow, bool):
+        raise invalid_field("allow_unregistered_task", "allow_unregistered_task must be a boolean")
+    steps, checks = parse_steps(body.get("steps"))
+    if allow:
+        checks = [check._replace(allow_unregistered_task=True) for check in checks]
 
     async def enqueue(conn: Conn) -> tuple[int, dict[str, int]]:
+        # Each step's task and args, as POST /api/v1/jobs checks a job's.
+        await check_jobs_against_registry(api, conn, checks, items=("steps", "step"))
         try:
             handle = await api.app.workflow_async(*steps, name=name, meta=meta, conn=conn)
         except psycopg.errors.InvalidParameterValue as exc:
