@@ -96,6 +96,11 @@ def test_the_worker_prunes_with_its_retention_setting(dsn: str, conn: psycopg.Co
         finally:
             await worker.close()
 
+    conn.execute(
+        "INSERT INTO skiplock.audit_log (at, actor, action, status)"
+        " VALUES (now() - interval '100 days', 'ci', 'POST /api/v1/jobs', 201),"
+        "        (now() - interval '10 days', 'ci', 'POST /api/v1/jobs', 201)"
+    )
     # two finished workflows, one of them old enough to go
     for name in ("old", "new"):
         conn.execute(
@@ -113,6 +118,8 @@ def test_the_worker_prunes_with_its_retention_setting(dsn: str, conn: psycopg.Co
     )
 
     assert asyncio.run(prune(None)) == 0
+    # the audit log has its own retention (90 days by default)
+    assert conn.execute("SELECT count(*) FROM skiplock.audit_log").fetchone() == (1,)
     assert asyncio.run(prune(timedelta(days=1))) == 1200
     assert history(conn) == 300 + 2
     assert conn.execute("SELECT name FROM skiplock.workflows").fetchall() == [("new",)]

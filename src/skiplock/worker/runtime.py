@@ -64,6 +64,8 @@ class WorkerSettings:
     # Finished jobs (succeeded, cancelled, expired) are deleted this long after they
     # finish; None keeps them. Dead letters are kept until purged.
     history_retention: timedelta | None = timedelta(days=7)
+    # audit_log entries (API calls that changed something) are kept longer: who did what
+    audit_retention: timedelta | None = timedelta(days=90)
     # How often this worker looks for due schedules (0 turns its scheduler off).
     schedule_interval: float = 1.0
     listen: bool = True
@@ -546,16 +548,19 @@ class Worker:
                 self._stop_job(job_id, "cancel")
 
     async def prune_once(self) -> int:
-        """Retention: forget silent workers, spent unique keys, and finished jobs and
-        finished workflows older than `history_retention`, in batches (SKIP LOCKED: every
-        worker may do it at once). Returns how many finished jobs were deleted."""
+        """Retention: forget silent workers, spent unique keys, finished jobs and finished
+        workflows older than `history_retention` and audit entries older than
+        `audit_retention`, in batches (SKIP LOCKED: every worker may do it at once).
+        Returns how many finished jobs were deleted."""
         await self._call(store.prune_workers(timedelta(hours=1)))
         await self._call(store.prune_unique_keys())
-        retention = self.settings.history_retention
-        if retention is None:
+        s = self.settings
+        if s.audit_retention is not None:
+            await self._in_batches(store.prune_audit_log(s.audit_retention, PRUNE_BATCH))
+        if s.history_retention is None:
             return 0
-        deleted = await self._in_batches(store.prune_job_history(retention, PRUNE_BATCH))
-        await self._in_batches(store.prune_workflows(retention, PRUNE_BATCH))
+        deleted = await self._in_batches(store.prune_job_history(s.history_retention, PRUNE_BATCH))
+        await self._in_batches(store.prune_workflows(s.history_retention, PRUNE_BATCH))
         return deleted
 
     async def _in_batches(self, call: Call[int]) -> int:
