@@ -6,6 +6,9 @@ import datetime
 
 import psycopg
 import pytest
+from click.testing import CliRunner
+
+from skiplock.cli import main
 
 W = "00000000-0000-0000-0000-0000000000ee"
 
@@ -94,3 +97,45 @@ def test_defaults_show_in_queue_stats_and_null_clears(conn: psycopg.Connection) 
 def test_bad_defaults_are_refused(conn: psycopg.Connection, arguments: str, message: str) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match=message):
         conn.execute(f"SELECT skiplock.set_queue_defaults('q', {arguments})")
+
+
+def test_cli_sets_shows_and_clears_defaults(conn: psycopg.Connection, dsn: str) -> None:
+    conn.execute("SELECT skiplock.set_queue_limits('mail', p_max_running => 4)")
+    policy = '{"kind": "fixed", "base": 30}'
+    args = ["--dsn", dsn, "queues", "set", "mail", "--retry-policy", policy, "--timeout", "90"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        'queue mail: defaults: retry {"base": 30, "kind": "fixed"}, timeout 90 s\n'
+    )
+    row = conn.execute(
+        "SELECT max_running, retry_policy ->> 'base', timeout FROM skiplock.queues"
+        " WHERE name = 'mail'"
+    ).fetchone()
+    assert row == (4, "30", datetime.timedelta(seconds=90))  # the limits stay
+    listed = CliRunner().invoke(main, ["--dsn", dsn, "queues"])
+    assert "max 4 running" in listed.stdout and "timeout 90 s" in listed.stdout
+    result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail"])
+    assert result.stdout == "queue mail: -; defaults: -\n"
+    row = conn.execute(
+        "SELECT max_running, retry_policy, timeout FROM skiplock.queues WHERE name = 'mail'"
+    ).fetchone()
+    assert row == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--retry-policy", "{"],
+        ["--retry-policy", '{"kind": "random"}'],
+        ["--retry-policy", '{"base": "1"}'],
+        ["--retry-policy", '{"delay": 1}'],
+        ["--timeout", "0"],
+    ],
+)
+def test_cli_refuses_bad_defaults(conn: psycopg.Connection, dsn: str, option: list[str]) -> None:
+    result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail", *option])
+    assert result.exit_code == 2
+    assert conn.execute("SELECT count(*) FROM skiplock.queues WHERE name = 'mail'").fetchone() == (
+        0,
+    )
