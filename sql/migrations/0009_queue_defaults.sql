@@ -15,7 +15,7 @@ CREATE FUNCTION skiplock.set_queue_defaults(
     queue text, retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL
 ) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO skiplock.queues AS q (name, retry_policy, timeout)
+    INSERT INTO skiplock.queues (name, retry_policy, timeout)
     VALUES (set_queue_defaults.queue, set_queue_defaults.retry_policy,
             set_queue_defaults.timeout)
     ON CONFLICT (name) DO UPDATE
