@@ -35,6 +35,7 @@ from skiplock.jobs import STATUSES, Job, JSONError
 from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema, load_migrations, migrate
 from skiplock.registry import App
+from skiplock.retry import RetryPolicy
 from skiplock.schedules import validate as validate_schedule
 from skiplock.worker.runtime import Worker, WorkerSettings
 
@@ -793,8 +794,11 @@ def queues(ctx: click.Context, as_json: bool) -> None:
         click.echo("no queues")
     else:
         columns = ("queue", "paused", *STATUSES)
-        headers = [*(name.upper() for name in columns), "LIMITS"]
-        rows = [[*(_stat_text(s[k]) for k in columns), _limits_text(s)] for s in stats]
+        headers = [*(name.upper() for name in columns), "LIMITS", "DEFAULTS"]
+        rows = [
+            [*(_stat_text(s[k]) for k in columns), _limits_text(s), _defaults_text(s)]
+            for s in stats
+        ]
         click.echo(table(headers, rows))
 
 
@@ -819,17 +823,70 @@ def _limits_text(stat: dict[str, Any]) -> str:
 @click.option(
     "--rate", default=None, metavar="N/SECONDS", help='e.g. "100/60": 100 starts a minute.'
 )
+@click.option(
+    "--retry-policy",
+    default=None,
+    metavar="JSON",
+    help='Default for jobs without one, e.g. \'{"kind": "fixed", "base": 30}\'.',
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Default for jobs without one.",
+)
 @pass_settings
 def set_queue_limits(
-    settings: Settings, name: str, max_running: int | None, rate: str | None
+    settings: Settings,
+    name: str,
+    max_running: int | None,
+    rate: str | None,
+    retry_policy: str | None,
+    timeout: float | None,
 ) -> None:
-    """Set a queue's limits, enforced in the claim across all workers (omitted: none)."""
+    """Set a queue's limits, enforced in the claim across all workers, and the retry
+    policy and timeout its jobs take when they set none. Limits (--max-running, --rate)
+    and defaults (--retry-policy, --timeout) are each set as a pair when one of the pair
+    is given, the other one of the pair then cleared; with no option, all are cleared."""
     rate_limit, rate_period = _parse_rate(rate) if rate else (None, None)
-    with connect(settings.dsn()) as conn:
-        store.set_queue_limits(
-            name, max_running=max_running, rate_limit=rate_limit, rate_period=rate_period
-        ).run(conn)
-    click.echo(f"queue {name}: {_limits_text(_limits(max_running, rate_limit, rate_period))}")
+    policy = _parse_retry_policy(retry_policy) if retry_policy else None
+    period = timedelta(seconds=timeout) if timeout is not None else None
+    set_limits = max_running is not None or rate is not None
+    set_defaults = retry_policy is not None or timeout is not None
+    if not set_limits and not set_defaults:
+        set_limits = set_defaults = True
+    with connect(settings.dsn()) as conn, conn.transaction():
+        if set_limits:
+            store.set_queue_limits(
+                name, max_running=max_running, rate_limit=rate_limit, rate_period=rate_period
+            ).run(conn)
+        if set_defaults:
+            store.set_queue_defaults(name, retry_policy=policy, timeout=period).run(conn)
+        stat = store.get_queue(name).run(conn)
+    assert stat is not None  # both calls create the queue row
+    shown = [_limits_text(stat)] if set_limits else []
+    if set_defaults:
+        shown.append(f"defaults: {_defaults_text(stat)}")
+    click.echo(f"queue {name}: {'; '.join(shown)}")
+
+
+def _parse_retry_policy(text: str) -> dict[str, Any]:
+    try:
+        policy: dict[str, Any] = json.loads(text)
+        RetryPolicy.from_json(policy)  # refused here, with the field, rather than by SQL
+        return policy
+    except (ValueError, SkiplockError) as exc:  # invalid JSON, or a ConfigError
+        raise click.BadParameter(str(exc), param_hint="--retry-policy") from None
+
+
+def _defaults_text(stat: dict[str, Any]) -> str:
+    defaults = []
+    if stat["retry_policy"] is not None:
+        defaults.append(f"retry {json.dumps(stat['retry_policy'], sort_keys=True)}")
+    if stat["timeout"] is not None:
+        defaults.append(f"timeout {stat['timeout']:g} s")
+    return ", ".join(defaults) or "-"
 
 
 def _parse_rate(text: str) -> tuple[int, timedelta]:
@@ -841,11 +898,6 @@ def _parse_rate(text: str) -> tuple[int, timedelta]:
     if limit < 1 or period <= 0:
         raise click.BadParameter(f"N must be >= 1 and SECONDS > 0, got {text!r}")
     return limit, timedelta(seconds=period)
-
-
-def _limits(max_running: int | None, rate: int | None, period: timedelta | None) -> dict[str, Any]:
-    seconds = period.total_seconds() if period else None
-    return {"max_running": max_running, "rate_limit": rate, "rate_period": seconds}
 
 
 # ---- serving ------------------------------------------------------------------------

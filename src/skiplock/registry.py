@@ -724,6 +724,24 @@ class App:
         )
         self.run(call, conn)
 
+    def set_queue_defaults(
+        self,
+        queue: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Give `queue`'s jobs that set no retry policy or timeout of their own (neither
+        in enqueue nor in their task) these; None clears one. See
+        skiplock.set_queue_defaults."""
+        call = store.set_queue_defaults(
+            queue,
+            retry_policy=retry.to_json() if retry else None,
+            timeout=_seconds(timeout, "timeout"),
+        )
+        self.run(call, conn)
+
     def wait_for_result(self, job_id: int, *, timeout: float | None = None) -> Any:
         """Block until the job finishes and return its result.
 

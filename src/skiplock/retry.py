@@ -47,6 +47,21 @@ class RetryPolicy:
     def fixed(cls, delay: float = 1.0, *, jitter: float = 0.0) -> RetryPolicy:
         return cls("fixed", delay, delay, jitter)
 
+    @classmethod
+    def from_json(cls, value: Any) -> RetryPolicy:
+        """The policy a JSON object describes (as skiplock.retry_policy_is_valid reads
+        it); ConfigError naming what is wrong otherwise."""
+        if not isinstance(value, dict):
+            raise ConfigError(f"a retry policy must be a JSON object, got {value!r}")
+        unknown = sorted(set(value) - {"kind", "base", "max_delay", "jitter"})
+        if unknown:
+            raise ConfigError(f"unknown retry policy field(s): {', '.join(unknown)}")
+        for name in ("base", "max_delay", "jitter"):
+            number = value.get(name, 0)
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ConfigError(f"retry {name} must be a number, got {number!r}")
+        return cls(**value)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -295,13 +295,23 @@ def list_jobs(
     )
 
 
-QUEUE_STAT_COLUMNS = ("queue", "paused", "max_running", "rate_limit", "rate_period", *STATUSES)
+QUEUE_STAT_COLUMNS = (
+    "queue",
+    "paused",
+    "max_running",
+    "rate_limit",
+    "rate_period",
+    "retry_policy",
+    "timeout",
+    *STATUSES,
+)
 
 
 def _queue_stat(row: Row) -> dict[str, Any]:
     stat = dict(zip(QUEUE_STAT_COLUMNS, row, strict=True))
-    if stat["rate_period"] is not None:  # seconds, so the row is plain JSON
-        stat["rate_period"] = stat["rate_period"].total_seconds()
+    for name in ("rate_period", "timeout"):  # seconds, so the row is plain JSON
+        if stat[name] is not None:
+            stat[name] = stat[name].total_seconds()
     return stat
 
 
@@ -323,6 +333,19 @@ def set_queue_limits(
     return Call(
         "SELECT skiplock.set_queue_limits(%s, %s, %s, %s)",
         (queue, max_running, rate_limit, rate_period),
+        lambda rows: None,
+    )
+
+
+def set_queue_defaults(
+    queue: str,
+    *,
+    retry_policy: Mapping[str, Any] | None = None,
+    timeout: timedelta | None = None,
+) -> Call[None]:
+    return Call(
+        "SELECT skiplock.set_queue_defaults(%s, %s::jsonb, %s)",
+        (queue, json.dumps(retry_policy) if retry_policy is not None else None, timeout),
         lambda rows: None,
     )
 

@@ -69,6 +69,38 @@ def test_pause_resume_and_put(client: TestClient, conn: psycopg.Connection) -> N
     assert_problem(response, 422, "unknown field", "concurrency")
 
 
+def test_put_sets_and_clears_defaults(client: TestClient, conn: psycopg.Connection) -> None:
+    assert client.post("/api/v1/queues", json={"name": "q"}).status_code == 201
+    policy = {"kind": "linear", "base": 5}
+    response = client.put("/api/v1/queues/q", json={"retry_policy": policy, "timeout": 2.5})
+    assert response.status_code == 200
+    assert (response.json()["retry_policy"], response.json()["timeout"]) == (policy, 2.5)
+    # a field left out stays; null clears
+    response = client.put("/api/v1/queues/q", json={"timeout": None, "paused": True})
+    assert (response.json()["retry_policy"], response.json()["timeout"]) == (policy, None)
+    assert response.json()["paused"] is True
+    listed = client.get("/api/v1/queues").json()["queues"]
+    assert [(q["queue"], q["retry_policy"]) for q in listed] == [("q", policy)]
+    row = conn.execute("SELECT retry_policy, timeout FROM skiplock.queues WHERE name = 'q'")
+    assert row.fetchone() == (policy, None)
+    assert_problem(client.put("/api/v1/queues/nope", json={"timeout": 1}), 404, "not found")
+    for field, value in (
+        ("retry_policy", {"kind": "random"}),
+        ("retry_policy", {"base": -1}),
+        ("retry_policy", [1]),
+        ("timeout", 0),
+        ("timeout", "5"),
+        ("timeout", True),
+    ):
+        response = client.put("/api/v1/queues/q", json={field: value, "paused": False})
+        assert_problem(response, 422, "invalid field", field)
+    # nothing of a refused request is written
+    assert client.get("/api/v1/queues/q").json()["paused"] is True
+    assert conn.execute("SELECT count(*) FROM skiplock.queues WHERE name = 'nope'").fetchone() == (
+        0,
+    )
+
+
 def test_delete_only_an_empty_queue(client: TestClient, conn: psycopg.Connection) -> None:
     enqueue(conn, 1, queue="busy")
     client.post("/api/v1/queues", json={"name": "empty"})

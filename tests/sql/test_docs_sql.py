@@ -37,6 +37,7 @@ DOCUMENTED = [
     "pause_queue(",
     "resume_queue(",
     "set_queue_limits(",
+    "set_queue_defaults(",
     "retry_delay(",
     "retry_policy_is_valid(",
     "publish_tasks(",

@@ -156,6 +156,28 @@ def test_timeout_fails_the_attempt(app, dsn):
     assert last_error["error"] == "TimeoutError: timed out after 0.2 s"
 
 
+def test_queue_defaults_time_out_and_retry_jobs_without_their_own(app, dsn):
+    app.set_queue_defaults("slow", retry=RetryPolicy.fixed(600), timeout=0.2)
+
+    @app.task(name="stuck", queue="slow")
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    job_id = stuck.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, job_id, "retrying"))
+
+    run_worker(app, body, queues=["slow"])
+    (last_error,) = job_row(dsn, job_id, "last_error")
+    assert last_error["error"] == "TimeoutError: timed out after 0.2 s"
+    with psycopg.connect(dsn) as c:
+        delay = c.execute(
+            "SELECT extract(epoch FROM run_at - now()) FROM skiplock.jobs WHERE id = %s", (job_id,)
+        ).fetchone()[0]
+    assert 590 < delay <= 600
+
+
 def test_unknown_task_is_retried_not_spun(app, dsn):
     with psycopg.connect(dsn, autocommit=True) as c:
         job_id = c.execute("SELECT skiplock.enqueue('nobody.knows')").fetchone()[0]

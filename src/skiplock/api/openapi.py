@@ -327,11 +327,17 @@ def _document() -> dict[str, Any]:
                 errors=(404, 503),
             ),
             "put": _op(
-                "Change a queue's settings (`paused`).",
+                "Change a queue's settings: `paused`, and the `retry_policy` and `timeout`"
+                " (seconds) its jobs take when they set none (null clears one; a field left"
+                " out is unchanged).",
                 {200: _json(_ref("Queue"), "The queue.")},
                 tag="queues",
                 params=[QUEUE],
-                body=_obj(paused={"type": "boolean"}),
+                body=_obj(
+                    paused={"type": "boolean"},
+                    retry_policy={"type": ["object", "null"]},
+                    timeout={"type": ["number", "null"], "exclusiveMinimum": 0},
+                ),
                 errors=(400, 404, 413, 422, 503),
             ),
             "delete": _op(
@@ -766,7 +772,13 @@ def _document() -> dict[str, Any]:
             last_job_id={"type": ["integer", "null"]},
             last_error={"type": ["string", "null"]},
         ),
-        "Queue": _obj(queue={"type": "string"}, paused={"type": "boolean"}, **counts),
+        "Queue": _obj(
+            queue={"type": "string"},
+            paused={"type": "boolean"},
+            retry_policy={"type": ["object", "null"]},
+            timeout={"type": ["number", "null"]},
+            **counts,
+        ),
         "DeadLetter": _obj(
             id={"type": "integer"},
             task={"type": "string"},

@@ -3,6 +3,7 @@ queue's recent stats."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
+from skiplock.errors import ConfigError
+from skiplock.retry import RetryPolicy
 
 # Statuses of jobs that have not finished (counted in the hot table).
 PENDING = ("waiting", "scheduled", "queued", "retrying")
@@ -105,19 +108,54 @@ async def get_queue(request: Request) -> Response:
     return JSONResponse(await _found(api, queue_of(request)))
 
 
+def _retry_policy(body: dict[str, Any]) -> dict[str, Any] | None:
+    policy: dict[str, Any] | None = body["retry_policy"]
+    if policy is not None:
+        try:
+            RetryPolicy.from_json(policy)
+        except ConfigError as exc:
+            raise invalid_field("retry_policy", f"retry_policy: {exc}") from None
+    return policy
+
+
+def _timeout(body: dict[str, Any]) -> timedelta | None:
+    timeout = body["timeout"]
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise invalid_field("timeout", "timeout must be a number of seconds > 0, or null")
+    return timedelta(seconds=timeout)
+
+
 async def update_queue(request: Request) -> Response:
-    """PUT /api/v1/queues/{name} {"paused"?} → 200 with the queue; 404 unknown."""
+    """PUT /api/v1/queues/{name} {"paused"?, "retry_policy"?, "timeout"?} → 200 with the
+    queue; 404 unknown. A default set to null is cleared, one left out is unchanged."""
     api = api_state(request)
     name = queue_of(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, ("paused",))
+    reject_unknown_fields(body, ("paused", "retry_policy", "timeout"))
     paused = _paused(body, default=None)
+    policy = _retry_policy(body) if "retry_policy" in body else None
+    timeout = _timeout(body) if "timeout" in body else None
 
     async def update(conn: Conn) -> dict[str, Any] | None:
+        queue = await api.app.arun(store.get_queue(name), conn)
+        if queue is None:
+            return None
         if paused is not None:
             change = store.pause_queue(name) if paused else store.resume_queue(name)
-            if not await api.app.arun(change, conn):
-                return None
+            await api.app.arun(change, conn)
+        if "retry_policy" in body or "timeout" in body:
+            if "timeout" not in body and queue["timeout"] is not None:
+                timeout_now: timedelta | None = timedelta(seconds=queue["timeout"])
+            else:
+                timeout_now = timeout
+            defaults = store.set_queue_defaults(
+                name,
+                retry_policy=policy if "retry_policy" in body else queue["retry_policy"],
+                timeout=timeout_now,
+            )
+            await api.app.arun(defaults, conn)
         return await api.app.arun(store.get_queue(name), conn)
 
     queue = await api.db(update)
