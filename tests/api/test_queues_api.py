@@ -91,6 +91,8 @@ def test_put_sets_and_clears_defaults(client: TestClient, conn: psycopg.Connecti
         ("timeout", 0),
         ("timeout", "5"),
         ("timeout", True),
+        ("timeout", 10**300),  # beyond any interval: 422, not an overflow
+        ("timeout", 1e300),
     ):
         response = client.put("/api/v1/queues/q", json={field: value, "paused": False})
         assert_problem(response, 422, "invalid field", field)

@@ -96,7 +96,9 @@ def _integer(name: str, low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
-def _seconds(name: str, *, positive: bool) -> Callable[[Any], timedelta]:
+def seconds_field(name: str, *, positive: bool) -> Callable[[Any], timedelta]:
+    """A check of a body field in seconds: a finite number (> 0 or >= 0) that fits a
+    timedelta; 422 naming the field otherwise."""
     rule = "> 0" if positive else ">= 0"
 
     def check(value: Any) -> timedelta:
@@ -153,10 +155,10 @@ def _is_utf8(text: str) -> bool:
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "queue": _queue,
     "priority": _integer("priority", *PRIORITY_RANGE),
-    "delay": _seconds("delay", positive=False),
+    "delay": seconds_field("delay", positive=False),
     "run_at": _run_at,
     "max_attempts": _integer("max_attempts", 1, INT4_MAX),
-    "timeout": _seconds("timeout", positive=True),
+    "timeout": seconds_field("timeout", positive=True),
     "tags": _tags,
     "meta": _json_object("meta"),
 }

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
-from skiplock.api.jobs import QUEUE_NAME
+from skiplock.api.jobs import QUEUE_NAME, seconds_field
 from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query
 from skiplock.api.routing import route
@@ -118,13 +118,11 @@ def _retry_policy(body: dict[str, Any]) -> dict[str, Any] | None:
     return policy
 
 
+_timeout_field = seconds_field("timeout", positive=True)
+
+
 def _timeout(body: dict[str, Any]) -> timedelta | None:
-    timeout = body["timeout"]
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise invalid_field("timeout", "timeout must be a number of seconds > 0, or null")
-    return timedelta(seconds=timeout)
+    return None if body["timeout"] is None else _timeout_field(body["timeout"])
 
 
 async def update_queue(request: Request) -> Response:
