@@ -49,6 +49,7 @@ NO_DSN = "no database: pass --dsn or set SKIPLOCK_DSN / DATABASE_URL"
 DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
 DEV_TOKEN_NAME = "dev"
 STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
+SECONDS_MAX = timedelta.max.total_seconds()  # the longest a SECONDS option may be
 
 
 class CliError(click.ClickException):
@@ -687,7 +688,7 @@ def list_workflows(settings: Settings, limit: int, as_json: bool) -> None:
 @workflows.command("prune")
 @click.option(
     "--older-than",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=SECONDS_MAX),
     required=True,
     metavar="SECONDS",
     help="Created at least this long ago.",
@@ -831,7 +832,7 @@ def _limits_text(stat: dict[str, Any]) -> str:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(0, min_open=True),
+    type=click.FloatRange(0, SECONDS_MAX, min_open=True),
     default=None,
     metavar="SECONDS",
     help="Default for jobs without one.",
@@ -895,8 +896,10 @@ def _parse_rate(text: str) -> tuple[int, timedelta]:
         limit, period = int(count), float(seconds)
     except ValueError:
         raise click.BadParameter(f"expected N/SECONDS such as 100/60, got {text!r}") from None
-    if limit < 1 or period <= 0:
-        raise click.BadParameter(f"N must be >= 1 and SECONDS > 0, got {text!r}")
+    if limit < 1 or not 0 < period <= SECONDS_MAX:
+        raise click.BadParameter(
+            f"N must be >= 1 and 0 < SECONDS <= {SECONDS_MAX:.0f}, got {text!r}"
+        )
     return limit, timedelta(seconds=period)
 
 
@@ -1240,7 +1243,9 @@ def redrive_dead_letters(
 @dead_letters.command("purge")
 @click.option("--queue", default=None)
 @click.option("--task", default=None)
-@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
+@click.option(
+    "--older-than", type=click.FloatRange(min=0, max=SECONDS_MAX), default=None, metavar="SECONDS"
+)
 @click.option("--yes", is_flag=True, help="Required: purging deletes for good.")
 @pass_settings
 def purge_dead_letters(
@@ -1500,7 +1505,7 @@ AUDIT_PRUNE_BATCH = 1000
 @audit.command("prune")
 @click.option(
     "--older-than",
-    type=click.FloatRange(min=0, max=timedelta.max.total_seconds()),
+    type=click.FloatRange(min=0, max=SECONDS_MAX),
     required=True,
     metavar="SECONDS",
     help="Written at least this long ago.",

@@ -131,6 +131,8 @@ def test_cli_sets_shows_and_clears_defaults(conn: psycopg.Connection, dsn: str) 
         ["--retry-policy", '{"base": "1"}'],
         ["--retry-policy", '{"delay": 1}'],
         ["--timeout", "0"],
+        ["--timeout", "1e300"],  # beyond any interval: a usage error, not an overflow
+        ["--rate", "5/1e300"],
     ],
 )
 def test_cli_refuses_bad_defaults(conn: psycopg.Connection, dsn: str, option: list[str]) -> None:
