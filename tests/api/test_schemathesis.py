@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 import skiplock
+from conftest import wait_until
 from skiplock import store
 from skiplock.api import AuthConfig, create_app
 from skiplock.api.auth import hash_token, new_token
@@ -59,10 +59,7 @@ def server(dsn: str, conn: psycopg.Connection) -> Iterator[tuple[str, str]]:
     server = ThreadServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started, timeout=20)
     yield f"http://127.0.0.1:{port}", token
     server.should_exit = True
     thread.join(10)
