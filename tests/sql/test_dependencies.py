@@ -83,6 +83,39 @@ def test_failure_policies(conn: psycopg.Connection, policy: str, expected: str) 
         assert err["type"] == "DependencyFailed" and f"dependency {a}" in err["error"]
 
 
+def test_one_settle_decides_many_jobs_each_by_its_own_policy(conn: psycopg.Connection) -> None:
+    ok, bad, other_bad = enqueue(conn, "ok"), enqueue(conn, "bad"), enqueue(conn, "bad2")
+    children = {
+        "ready": enqueue(conn, "c", [ok]),
+        "still waiting": enqueue(conn, "c", [ok, enqueue(conn, "later")]),
+        "fail": enqueue(conn, "c", [ok, other_bad, bad], "fail"),
+        "cancel": enqueue(conn, "c", [bad], "cancel"),
+        "run": enqueue(conn, "c", [ok, bad], "run"),
+    }
+    # the parents finish while nobody settles the children (as in a missed wake-up) ...
+    edges = conn.execute("DELETE FROM skiplock.job_dependencies RETURNING *").fetchall()
+    conn.execute("SELECT skiplock.archive_jobs(%s, 'succeeded', NULL, now())", ([ok],))
+    conn.execute("SELECT skiplock.archive_jobs(%s, 'cancelled', NULL, now())", ([bad, other_bad],))
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO skiplock.job_dependencies VALUES (%s, %s)", edges)
+    # ... then one call settles them all
+    conn.execute("SELECT skiplock.settle_waiting_jobs(%s)", (list(children.values()),))
+    assert {name: status(conn, i) for name, i in children.items()} == {
+        "ready": "queued",
+        "still waiting": "waiting",
+        "fail": "failed",
+        "cancel": "cancelled",
+        "run": "queued",
+    }
+    (err,) = conn.execute(
+        "SELECT last_error FROM skiplock.all_jobs WHERE id = %s", (children["fail"],)
+    ).fetchone()
+    # the lowest dependency that did not succeed is the one named
+    assert f"dependency {bad} did not succeed (cancelled)" in err["error"]
+    left = conn.execute("SELECT job_id FROM skiplock.job_dependencies").fetchall()
+    assert left == [(children["still waiting"],)]
+
+
 def test_failure_cascades_down_a_chain_and_cancel_counts_as_failure(
     conn: psycopg.Connection,
 ) -> None:
