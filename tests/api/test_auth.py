@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +19,13 @@ import skiplock
 from skiplock import store
 from skiplock.api import AuthConfig, create_app
 from skiplock.api.auth import hash_token, new_token
+from skiplock.api.openapi import DOCUMENT
 from skiplock.errors import ConfigError
 
 SECRET = "s" * 40
 ISSUER = "https://id.example.com"
 AUDIENCE = "skiplock"
+W_ID = "6f1c1d2e-3b4a-4c5d-8e6f-7a8b9c0d1e2f"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +116,43 @@ def test_scopes(client: TestClient, conn: psycopg.Connection) -> None:
     assert_problem(client.post("/api/v1/dead-letters/purge", headers=write), 403, "forbidden")
     assert client.post("/api/v1/queues/default/pause", headers=admin).status_code == 200
     assert client.get("/api/v1/audit", headers=admin).status_code == 200
+
+
+SCOPES = ("read", "write", "admin")
+# A value for each path parameter: ids and names that need not exist, since the scope is
+# checked before the route looks anything up.
+PATH_VALUES = {"job_id": "424242", "workflow_id": "424242", "worker_id": W_ID}
+
+
+def test_every_operation_demands_its_scope(dsn: str, conn: psycopg.Connection) -> None:
+    headers = {scope: make_token(conn, f"matrix-{scope}", scope) for scope in SCOPES}
+    # room for one failed attempt per operation, without a token
+    config = AuthConfig(max_failures=1_000)
+    with TestClient(create_app(skiplock.App(dsn), auth=config)) as client:
+        checked = try_every_operation(client, headers)
+    assert checked >= 30  # the document was read: it has 38 guarded operations
+
+
+def try_every_operation(client: TestClient, headers: dict[str, dict[str, str]]) -> int:
+    checked = 0
+    for template, item in DOCUMENT["paths"].items():
+        path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES.get(m.group(1), "x"), template)
+        for method, operation in item.items():
+            if not operation.get("security"):
+                continue
+            (requirement,) = operation["security"]
+            needed = SCOPES.index(requirement["bearer"][0])
+            for rank, scope in enumerate(SCOPES):
+                response = client.request(method, path, headers=headers[scope], json={})
+                where = f"{method.upper()} {path} with a {scope} token"
+                if rank < needed:
+                    assert response.status_code == 403, where
+                else:
+                    assert response.status_code not in (401, 403), where
+            response = client.request(method, path, json={})
+            assert response.status_code == 401, f"{method.upper()} {path} without a token"
+            checked += 1
+    return checked
 
 
 def test_queue_limited_token(client: TestClient, conn: psycopg.Connection) -> None:
