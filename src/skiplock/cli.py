@@ -213,9 +213,8 @@ def migrate_command(settings: Settings) -> None:
     "--queue",
     "queues",
     multiple=True,
-    default=tuple(DEFAULTS.queues),
-    show_default=True,
-    help="A queue to work on; repeat for more.",
+    help="A queue to work on; repeat for more. Default: 'default' and every queue the "
+    "app's tasks name.",
 )
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
 @click.option(
@@ -253,7 +252,7 @@ def worker(
     app = load_app(app_spec)
     app.dsn = settings.dsn()
     worker_settings = WorkerSettings(
-        queues=queues,
+        queues=queues or app_queues(app),
         concurrency=concurrency,
         poll_interval=poll_interval,
         lease=lease,
@@ -1044,7 +1043,8 @@ def dev(
 
 
 def app_queues(app: App) -> list[str]:
-    """ "default" and every queue the app's tasks name: in dev, every task should run."""
+    """ "default" and every queue the app's tasks (and so its schedules) name: what a
+    worker serves unless told otherwise, so that every task of the app runs."""
     named = {task.defaults.queue for task in app.tasks.values() if task.defaults.queue}
     return sorted({"default", *named})
 

@@ -52,3 +52,10 @@ async def sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     await asyncio.sleep(seconds)
     await record(ctx, "finish")
     return os.getpid()
+
+
+@app.task(name="ledger.side", queue="side")
+async def side_run(ctx: skiplock.JobContext) -> int:
+    await record(ctx, "start")
+    await record(ctx, "finish")
+    return os.getpid()

@@ -90,6 +90,16 @@ def test_sigterm_finishes_short_jobs_and_releases_long_ones(dsn, ledger, start_w
     app.close()
 
 
+def test_without_queue_options_a_worker_serves_every_queue_its_tasks_name(
+    dsn, ledger, start_worker
+):
+    app = skiplock.App(dsn)
+    side, plain = app.enqueue("ledger.side", queue="side"), app.enqueue("ledger.record")
+    start_worker()
+    wait_until(lambda: status_of(ledger, side) == status_of(ledger, plain) == "succeeded", 30)
+    app.close()
+
+
 def test_sigkill_mid_job_another_worker_finishes_it(dsn, ledger, start_worker):
     app = skiplock.App(dsn)
     job_id = app.enqueue("ledger.sleep", {"seconds": 2})
