@@ -8,6 +8,10 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,7 +24,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 import skiplock
-from conftest import async_wait_until
+from conftest import async_wait_until, wait_until
 from skiplock.api import create_app
 from skiplock.cli import main
 from skiplock.webhooks import check_callback_url, sign
@@ -502,6 +506,44 @@ def test_cli_enqueue_with_callback_url(dsn: str, conn: psycopg.Connection) -> No
     assert conn.execute(
         "SELECT callback_url FROM skiplock.jobs WHERE id = %s", (job_id,)
     ).fetchone() == (url,)
+    shown = CliRunner().invoke(main, ["--dsn", dsn, "jobs", "show", str(job_id)])
+    assert f"callback_url:        {url}" in shown.stdout.splitlines()
+
+
+def test_cli_worker_signs_with_webhook_secret(
+    dsn: str, receiver: Receiver, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SKIPLOCK_WEBHOOK_SECRET", raising=False)
+    app = skiplock.App(dsn)
+    job_id = app.enqueue("echo", {"hi": 1}, callback_url=receiver.url)
+    app.close()
+    with (tmp_path / "worker.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "skiplock",
+                "--dsn",
+                dsn,
+                "worker",
+                "--app",
+                "skiplock.demo:app",
+                "--webhook-secret",
+                "from-the-flag",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "SKIPLOCK_WEBHOOK_SECRET"},
+        )
+    try:
+        wait_until(lambda: receiver.requests, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    headers, raw = receiver.requests[0]
+    assert verify(headers, raw, "from-the-flag")
+    assert json.loads(raw)["job_id"] == job_id
+    assert json.loads(raw)["result"] == {"hi": 1}
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "", LONG_URL])
