@@ -326,23 +326,34 @@ def test_python_enqueue_paths_carry_the_callback(
     assert app.get_job(one).callback_url == url
 
 
-def test_worker_delivers_succeeded_failed_and_cancelled_once_signed(
+def test_workflow_steps_take_no_callback() -> None:
+    with pytest.raises(skiplock.ConfigError, match="callback_url"):
+        skiplock.Step("ok", callback_url="https://example.com/x")
+
+
+def test_worker_delivers_succeeded_failed_cancelled_and_raw_sql_jobs_once_signed(
     app: skiplock.App, dsn: str, receiver: Receiver
 ) -> None:
     done = app.enqueue("ok", {"n": 7}, callback_url=receiver.url)
     failed = app.enqueue("boom", callback_url=receiver.url)
     cancelled = app.enqueue("ok", callback_url=receiver.url, delay=3600)
     app.cancel_job(cancelled)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        (raw_sql,) = c.execute(
+            "INSERT INTO skiplock.jobs (task, args, callback_url) VALUES ('ok', '{\"n\": 1}', %s)"
+            " RETURNING id",
+            (receiver.url,),
+        ).fetchone()
 
     async def body() -> None:
-        await async_wait_until(lambda: len(receiver.requests) >= 3, timeout=30)
+        await async_wait_until(lambda: len(receiver.requests) >= 4, timeout=30)
         with psycopg.connect(dsn) as c:
             await async_wait_until(
                 lambda: all(s == "succeeded" for _, s, _ in deliveries(c)), timeout=30
             )
 
     run_worker(app, body, webhook_secret=SECRET)
-    assert len(receiver.requests) == 3
+    assert len(receiver.requests) == 4
     by_job = {}
     for headers, raw in receiver.requests:
         assert headers["Content-Type"] == "application/json"
@@ -355,6 +366,7 @@ def test_worker_delivers_succeeded_failed_and_cancelled_once_signed(
     assert by_job[failed]["status"] == "failed"
     assert "kaput" in by_job[failed]["error"]["error"]
     assert by_job[cancelled]["status"] == "cancelled"
+    assert by_job[raw_sql]["status"] == "succeeded" and by_job[raw_sql]["result"] == {"n": 1}
 
 
 def test_refused_delivery_is_retried_until_the_receiver_takes_it(

@@ -202,9 +202,14 @@ def _document() -> dict[str, Any]:
                 {
                     201: _json(
                         {
+                            # `required` keeps the two answers apart: without it, an
+                            # {"id", "status"} object is also a valid {"ids"} one.
                             "oneOf": [
-                                id_status,
-                                _obj(ids={"type": "array", "items": {"type": "integer"}}),
+                                {**id_status, "required": ["id", "status"]},
+                                {
+                                    **_obj(ids={"type": "array", "items": {"type": "integer"}}),
+                                    "required": ["ids"],
+                                },
                             ]
                         },
                         "Created; a single job has a Location header.",
