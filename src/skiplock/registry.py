@@ -441,8 +441,9 @@ class App:
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
         unique_key / unique_scope / unique_for (when another job holds the key, no job
         is created and the holder's id is returned), expires_at / expires_in (a deadline:
-        a job not started by then ends `expired`), and depends_on / on_dependency_failure
-        (the job waits until those jobs succeed; see skiplock.enqueue)."""
+        a job not started by then ends `expired`), depends_on / on_dependency_failure
+        (the job waits until those jobs succeed; see skiplock.enqueue), and callback_url
+        (its outcome is POSTed there, signed, when it finishes; see skiplock.webhooks)."""
         request = self._request(task, args, TaskOptions(**options))
         job_id: int = self.run(store.enqueue(request), conn)
         self._enqueued([request], [job_id])
