@@ -37,6 +37,7 @@ from skiplock.migrate import check_schema, load_migrations, migrate
 from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 from skiplock.schedules import validate as validate_schedule
+from skiplock.webhooks import check_callback_url
 from skiplock.worker.runtime import Worker, WorkerSettings
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class CliUsageError(CliError):
+    """A bad option value: one `error: ...` line on stderr, exit code 2 (a usage error)."""
+
+    exit_code = 2
 
 
 class SkiplockGroup(click.Group):
@@ -234,6 +241,12 @@ def migrate_command(settings: Settings) -> None:
     show_default=True,
     help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
 )
+@click.option(
+    "--webhook-secret",
+    envvar="SKIPLOCK_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET).",
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
 @click.pass_context
 def worker(
@@ -244,6 +257,7 @@ def worker(
     poll_interval: float,
     lease: float,
     shutdown_grace: float,
+    webhook_secret: str | None,
     log_format: str,
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
@@ -257,6 +271,7 @@ def worker(
         poll_interval=poll_interval,
         lease=lease,
         shutdown_grace=shutdown_grace,
+        webhook_secret=webhook_secret,
     )
     worker_settings.validate()
     require_schema(app.dsn)
@@ -305,6 +320,12 @@ def parse_args(text: str) -> dict[str, Any]:
 @click.option("--priority", type=int, default=None, help="-100..100, higher runs first.")
 @click.option("--delay", type=float, default=None, metavar="SECONDS", help="Run this much later.")
 @click.option(
+    "--callback-url",
+    default=None,
+    metavar="URL",
+    help="POST the outcome here when the job finishes (see docs/webhooks.md).",
+)
+@click.option(
     "--app", "app_spec", default=None, metavar="MODULE:ATTR", help="Apply its task defaults."
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"id": ...}.')
@@ -316,6 +337,7 @@ def enqueue(
     queue: str | None,
     priority: int | None,
     delay: float | None,
+    callback_url: str | None,
     app_spec: str | None,
     as_json: bool,
 ) -> None:
@@ -324,10 +346,23 @@ def enqueue(
     Unset options take TASK's defaults when --app registers it, else the database's.
     """
     args = parse_args(args_text)
+    if callback_url is not None:
+        try:
+            check_callback_url(callback_url)
+        except ValueError as exc:
+            raise CliUsageError(f"--callback-url: {exc}") from None
     app = load_app(app_spec) if app_spec else App()
     app.dsn = settings.dsn()
     with connect(app.dsn) as conn:
-        job_id = app.enqueue(task, args, conn=conn, queue=queue, priority=priority, delay=delay)
+        job_id = app.enqueue(
+            task,
+            args,
+            conn=conn,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            callback_url=callback_url,
+        )
     if as_json:
         print_json({"id": job_id})
     else:

@@ -78,6 +78,7 @@ class Job:
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    callback_url: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -31,6 +31,7 @@ from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import Call, EnqueueRequest
 from skiplock.validation import Validator, check_args, compile_schema
+from skiplock.webhooks import WEBHOOK_TASK, check_callback_url, deliver_webhook
 from skiplock.workflows import Step, Workflow, chain, group, named
 from skiplock.workflows import document as workflow_document
 
@@ -72,6 +73,8 @@ class TaskOptions:
     # Jobs that must succeed first; if one does not: "fail" (default), "cancel" or "run".
     depends_on: Sequence[int] = ()
     on_dependency_failure: str | None = None
+    # Where the outcome is POSTed when the job finishes (see skiplock.webhooks).
+    callback_url: str | None = None
 
     def merged(self, override: TaskOptions) -> TaskOptions:
         changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
@@ -97,6 +100,9 @@ class TaskOptions:
             expires_in=_seconds(self.expires_in, "expires_in"),
             depends_on=tuple(self.depends_on),
             on_dependency_failure=self.on_dependency_failure,
+            callback_url=(
+                None if self.callback_url is None else check_callback_url(self.callback_url)
+            ),
         )
 
 
@@ -177,12 +183,29 @@ class App:
         # How long a producer call waits for a pooled connection before PoolTimeout.
         self.pool_timeout = pool_timeout
         self.tasks: dict[str, Task] = {}
+        # Served by every worker of this app without registration (not published).
+        self.builtin_tasks: dict[str, Task] = {
+            WEBHOOK_TASK: Task(
+                self,
+                self._deliver_webhook,
+                WEBHOOK_TASK,
+                TaskOptions(),
+                description="POST a finished job's outcome to its callback URL, signed.",
+            )
+        }
+        # The HMAC key of webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET (see webhooks).
+        self.webhook_secret: str | None = None
         self.middleware: list[Middleware] = []
         self.hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
         self.schedules: dict[str, ScheduleSpec] = {}
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
         self._pool_lock = threading.Lock()
+
+    def _deliver_webhook(
+        self, ctx: JobContext, url: str, outcome: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return deliver_webhook(ctx, url, outcome, secret=self.webhook_secret)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -418,8 +441,9 @@ class App:
         max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
         unique_key / unique_scope / unique_for (when another job holds the key, no job
         is created and the holder's id is returned), expires_at / expires_in (a deadline:
-        a job not started by then ends `expired`), and depends_on / on_dependency_failure
-        (the job waits until those jobs succeed; see skiplock.enqueue)."""
+        a job not started by then ends `expired`), depends_on / on_dependency_failure
+        (the job waits until those jobs succeed; see skiplock.enqueue), and callback_url
+        (its outcome is POSTed there, signed, when it finishes; see skiplock.webhooks)."""
         request = self._request(task, args, TaskOptions(**options))
         job_id: int = self.run(store.enqueue(request), conn)
         self._enqueued([request], [job_id])

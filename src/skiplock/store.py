@@ -93,6 +93,7 @@ class EnqueueRequest(NamedTuple):
     expires_in: timedelta | None = None
     depends_on: Sequence[int] = ()
     on_dependency_failure: str | None = None
+    callback_url: str | None = None
 
     def as_json_object(self) -> str:
         """This job as one element of enqueue_many's JSON array."""
@@ -109,6 +110,7 @@ class EnqueueRequest(NamedTuple):
             ("timeout", self.timeout.total_seconds() if self.timeout else None),
             ("expires_at", self.expires_at.isoformat() if self.expires_at else None),
             ("expires_in", self.expires_in.total_seconds() if self.expires_in else None),
+            ("callback_url", self.callback_url),
         ):
             if value is not None:
                 parts.append(f'"{key}":{json.dumps(value)}')
@@ -121,7 +123,7 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
         " delay => %s, max_attempts => %s, retry_policy => %s::jsonb, timeout => %s,"
         " tags => %s::text[], meta => %s::jsonb, unique_key => %s, unique_scope => %s,"
         " unique_for => %s, expires_at => %s, expires_in => %s, depends_on => %s::bigint[],"
-        " on_dependency_failure => %s)",
+        " on_dependency_failure => %s, callback_url => %s)",
         (
             job.task,
             job.args_json,
@@ -141,6 +143,7 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
             job.expires_in,
             list(job.depends_on) or None,
             job.on_dependency_failure,
+            job.callback_url,
         ),
         _scalar,
     )
@@ -167,6 +170,7 @@ COPY_OPTIONS = (
     "tags",
     "meta",
     "expires_at",
+    "callback_url",
 )
 _COPY_DEFAULTS = {
     name: value
@@ -256,7 +260,7 @@ def copy_jobs(jobs: Sequence[EnqueueRequest]) -> CopyCall | None:
 JOB_COLUMNS = (
     "id, task, args, queue, priority, status, attempt, max_attempts, run_at, created_at,"
     " started_at, finished_at, progress, result, last_error, errors, tags, meta,"
-    " retry_policy, timeout, worker_id, lease_expires_at, cancel_requested_at"
+    " retry_policy, timeout, worker_id, lease_expires_at, cancel_requested_at, callback_url"
 )
 
 

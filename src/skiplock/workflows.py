@@ -51,6 +51,8 @@ class Step:
         for option in ("unique_key", "depends_on"):
             if option in options:
                 raise ConfigError(f"a workflow step does not take {option}; use after")
+        if options.get("callback_url") is not None:
+            raise ConfigError("a workflow step does not take callback_url (webhooks are per job)")
         self.task = task
         self.args = dict(args or {})
         self.name = name

@@ -14,6 +14,7 @@ SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DOCUMENTED = [
     "enqueue(",
     "enqueue_many(",
+    "callback_url =>",
     "reserve_job_ids(",
     "INSERT INTO skiplock.jobs",
     "claim_jobs(",
@@ -104,6 +105,10 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         10: "waiting",  # load, waiting on 9
         11: "succeeded",  # workflow step fetch
         12: "queued",  # workflow step store, queued once fetch succeeded
+        # (the COPY example's rolled-back ids 13-16 are used up too)
+        17: "queued",  # enqueue with callback_url (result webhooks, at the end)
+        18: "queued",  # plain INSERT with callback_url
+        19: "queued",  # enqueue_many with callback_url
     }
     (args,) = conn.execute("SELECT args FROM skiplock.jobs WHERE id = 12").fetchone()
     assert args == {"rows": [["ada", 36], ["grace", 45]]}

@@ -30,6 +30,7 @@ from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, JSONError, encode_json
 from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
+from skiplock.webhooks import check_callback_url
 
 # The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -142,6 +143,13 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _callback_url(value: Any) -> str:
+    try:
+        return check_callback_url(value)
+    except ValueError as exc:
+        raise invalid_field("callback_url", str(exc)) from None
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -161,6 +169,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "timeout": seconds_field("timeout", positive=True),
     "tags": _tags,
     "meta": _json_object("meta"),
+    "callback_url": _callback_url,
 }
 FIELDS = ("task", "args", *OPTIONS, "allow_unregistered_task")
 

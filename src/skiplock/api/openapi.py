@@ -202,9 +202,14 @@ def _document() -> dict[str, Any]:
                 {
                     201: _json(
                         {
+                            # `required` keeps the two answers apart: without it, an
+                            # {"id", "status"} object is also a valid {"ids"} one.
                             "oneOf": [
-                                id_status,
-                                _obj(ids={"type": "array", "items": {"type": "integer"}}),
+                                {**id_status, "required": ["id", "status"]},
+                                {
+                                    **_obj(ids={"type": "array", "items": {"type": "integer"}}),
+                                    "required": ["ids"],
+                                },
                             ]
                         },
                         "Created; a single job has a Location header.",
@@ -701,6 +706,13 @@ def _document() -> dict[str, Any]:
                 timeout={"type": ["number", "null"], "exclusiveMinimum": 0},
                 tags={"type": ["array", "null"], "items": {"type": "string"}},
                 meta={"type": ["object", "null"]},
+                callback_url={
+                    "type": ["string", "null"],
+                    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?$",
+                    "maxLength": 2048,
+                    "description": "POST the outcome here, signed, when the job finishes"
+                    " (docs/webhooks.md).",
+                },
                 allow_unregistered_task={
                     "type": ["boolean", "null"],
                     "description": "Enqueue even if no worker has published the task.",
@@ -737,6 +749,7 @@ def _document() -> dict[str, Any]:
             errors={"type": "array"},
             tags={"type": "array", "items": {"type": "string"}},
             meta={"type": "object"},
+            callback_url={"type": ["string", "null"]},
         ),
         "CreateSchedule": {
             **_obj(
@@ -873,7 +886,11 @@ def _workflow_schemas(
                                 "description": "Receives all parents' results, in after order.",
                             },
                             on_dependency_failure={"enum": ["fail", "cancel", "run", None]},
-                            **enqueue_job["properties"],
+                            **{
+                                name: schema
+                                for name, schema in enqueue_job["properties"].items()
+                                if name != "callback_url"  # a job's, not a step's
+                            },
                         ),
                         "required": ["task"],
                     },

@@ -94,6 +94,11 @@ def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
         if not isinstance(item, dict):
             raise invalid_field(f"steps[{index}]", f"step {index} must be a JSON object")
         graph = _step_fields(index, item)
+        if item.get("callback_url") is not None:
+            # enqueue_workflow takes no callback URL per step (webhooks are per job)
+            raise invalid_field(
+                f"steps[{index}].callback_url", f"step {index}: workflow steps take no callback_url"
+            )
         try:
             job = parse_enqueue({k: v for k, v in item.items() if k not in STEP_FIELDS})
         except Problem as problem:

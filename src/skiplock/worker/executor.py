@@ -92,7 +92,7 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
     def outcome(kind: OutcomeKind, payload: str) -> Outcome:
         return Outcome(job, ctx, kind, payload, time.perf_counter() - started)
 
-    task = app.tasks.get(job.task)
+    task = app.tasks.get(job.task) or app.builtin_tasks.get(job.task)
     if task is None:
         # Retried by policy like any failure: a worker that knows the task may come up.
         return outcome(

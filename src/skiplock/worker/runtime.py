@@ -69,6 +69,8 @@ class WorkerSettings:
     # How often this worker looks for due schedules (0 turns its scheduler off).
     schedule_interval: float = 1.0
     listen: bool = True
+    # HMAC key that signs webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET.
+    webhook_secret: str | None = None
 
     def validate(self) -> None:
         if not self.queues:
@@ -104,6 +106,8 @@ class Worker:
         self.app = app
         self.settings = settings or WorkerSettings(**overrides)
         self.settings.validate()
+        if self.settings.webhook_secret:
+            app.webhook_secret = self.settings.webhook_secret
         self.id = uuid.uuid4()
         self._running: dict[int, Running] = {}
         self._wake = asyncio.Event()

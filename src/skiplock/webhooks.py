@@ -1,0 +1,116 @@
+"""Result webhooks: a job's callback URL gets its outcome, POSTed and signed.
+
+The SQL side (migration 0011) enqueues one `skiplock.webhook` job per finished job that
+carries a callback URL; this module is that task's handler. Every App's worker serves
+it without registration. Delivery is at least once: a receiver may see one outcome
+twice (use the `Skiplock-Delivery` header to drop repeats). See docs/webhooks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from skiplock.context import JobContext
+from skiplock.errors import Discard
+
+WEBHOOK_TASK = "skiplock.webhook"
+SECRET_ENV = "SKIPLOCK_WEBHOOK_SECRET"
+TIMEOUT = 10.0  # seconds per POST; a slow receiver fails the attempt, which is retried
+MAX_URL_BYTES = 2048
+# The same rule as the skiplock.callback_url domain (callback_url_http), so Python
+# callers get a ValueError before any SQL is sent.
+_URL = re.compile(r"https?://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?", re.IGNORECASE)
+
+TIMESTAMP_HEADER = "Skiplock-Timestamp"
+SIGNATURE_HEADER = "Skiplock-Signature"
+DELIVERY_HEADER = "Skiplock-Delivery"
+
+
+def check_callback_url(url: str) -> str:
+    """`url` if it can be a callback URL (http or https, at most 2048 bytes), else
+    ValueError naming callback_url."""
+    if not isinstance(url, str) or not _URL.fullmatch(url):
+        raise ValueError(f"callback_url must be an http or https URL, got {url!r}")
+    try:
+        size = len(url.encode())
+    except UnicodeEncodeError:  # a lone surrogate: not text PostgreSQL can store
+        raise ValueError(f"callback_url is not valid UTF-8 text, got {url!r}") from None
+    if size > MAX_URL_BYTES:
+        raise ValueError(f"callback_url must be at most {MAX_URL_BYTES} bytes, got {size}")
+    return url
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value: `v1=` + hex HMAC-SHA256 of `timestamp.body`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+class WebhookRefused(Exception):
+    """The receiver did not take the delivery (not 2xx, a redirect, or unreachable)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect is a failure: following one would turn the POST into a GET (301-303)
+    # or send the signed outcome to a place nobody configured.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def post_outcome(
+    url: str, outcome: Mapping[str, Any], *, secret: str, delivery_id: int, timeout: float = TIMEOUT
+) -> int:
+    """POST `outcome` as JSON to `url`, signed with `secret`; returns the 2xx status.
+    WebhookRefused otherwise (the caller's job is then retried)."""
+    body = json.dumps(outcome, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "skiplock-webhook",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            DELIVERY_HEADER: str(delivery_id),
+        },
+    )
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            status: int = response.status
+    except urllib.error.HTTPError as exc:
+        raise WebhookRefused(f"{url} answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise WebhookRefused(f"{url} could not be reached: {reason}") from None
+    if not 200 <= status < 300:
+        raise WebhookRefused(f"{url} answered {status}")
+    return status
+
+
+def deliver_webhook(
+    ctx: JobContext, url: str, outcome: Mapping[str, Any], *, secret: str | None
+) -> dict[str, Any]:
+    """The `skiplock.webhook` handler: POST one outcome; the result records the status.
+    Without a secret nothing is sent unsigned: the delivery goes straight to the dead
+    letters with a clear error (redrive it once a secret is set)."""
+    secret = secret or os.environ.get(SECRET_ENV)
+    if not secret:
+        raise Discard(
+            f"no webhook secret: set {SECRET_ENV} or the worker's --webhook-secret;"
+            " outcomes are never sent unsigned"
+        )
+    return {"status": post_outcome(url, outcome, secret=secret, delivery_id=ctx.id)}
