@@ -1,4 +1,4 @@
--- skiplock 0011: result webhooks. A job may carry a callback URL; when it reaches a
+-- skiplock 0012: result webhooks. A job may carry a callback URL; when it reaches a
 -- final state (succeeded, failed into the dead letters, cancelled, expired) a delivery
 -- job of the built-in task `skiplock.webhook` is enqueued in the same transaction, in
 -- the finished job's queue. The worker serving that queue POSTs the outcome, signed,
