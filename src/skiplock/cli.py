@@ -113,6 +113,7 @@ def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
         raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
+    store.show_readable_json(conn)
     with conn:
         if check:
             check_schema(conn)
