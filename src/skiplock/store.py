@@ -423,14 +423,23 @@ def set_session_async_commit() -> Call[None]:
 
 
 def heartbeat_jobs(
-    worker_id: uuid.UUID, tokens: Sequence[tuple[int, int]], lease: timedelta
+    worker_id: uuid.UUID,
+    tokens: Sequence[tuple[int, int]],
+    lease: timedelta,
+    stuck_jobs: int | None = None,
 ) -> Call[dict[int, bool]]:
-    """Extend the leases of (job id, attempt) tokens; returns {job id still held: cancel
-    requested?}."""
+    """Extend the leases of (job id, attempt) tokens and record how many handler threads
+    cannot be stopped (None: leave it); returns {job id still held: cancel requested?}."""
     return Call(
-        "SELECT id, cancel_requested"
-        " FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s::integer[], %s)",
-        (worker_id, int_array([t[0] for t in tokens]), int_array([t[1] for t in tokens]), lease),
+        "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[],"
+        " %s::integer[], %s, p_stuck_jobs => %s)",
+        (
+            worker_id,
+            int_array([t[0] for t in tokens]),
+            int_array([t[1] for t in tokens]),
+            lease,
+            stuck_jobs,
+        ),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 
@@ -919,6 +928,8 @@ WORKER_COLUMNS = (
     "last_heartbeat_at",
     "running_jobs",
     "alive",
+    "stuck_jobs",
+    "healthy",
 )
 
 
