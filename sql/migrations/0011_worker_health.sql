@@ -50,3 +50,28 @@ SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.version, w.started_at,
        w.stuck_jobs,
        w.stuck_jobs = 0 AS healthy
 FROM skiplock.workers w;
+
+-- recorded_attempts: which of the attempts (p_ids[i], p_attempts[i]) of p_worker_id
+-- already have an outcome recorded by that worker, and the status it gave: 'succeeded'
+-- (complete_jobs), or 'retrying' | 'failed' | 'cancelled' (fail_jobs; a rescue's
+-- LeaseExpired entry is not the worker's own). A worker asks when a finish changed
+-- nothing: a replay of its own committed finish (the connection died after COMMIT) is
+-- not a lost lease. Read-only.
+CREATE FUNCTION skiplock.recorded_attempts(
+    p_worker_id uuid, p_ids bigint[], p_attempts integer[]
+) RETURNS TABLE (id bigint, status text)
+LANGUAGE sql STABLE AS $$
+    SELECT a.id,
+           CASE WHEN a.status = 'succeeded' AND a.attempt = u.attempt
+                     AND a.worker_id = p_worker_id THEN 'succeeded'
+                WHEN a.status IN ('failed', 'cancelled') AND a.attempt = u.attempt THEN a.status
+                ELSE 'retrying' END
+    FROM skiplock.all_jobs a
+    JOIN unnest(p_ids, p_attempts) AS u(id, attempt) ON a.id = u.id
+    WHERE a.id = ANY (p_ids)
+      AND ((a.status = 'succeeded' AND a.attempt = u.attempt AND a.worker_id = p_worker_id)
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(a.errors) AS e(entry)
+                      WHERE e.entry->>'worker_id' = p_worker_id::text
+                        AND e.entry->>'attempt' = u.attempt::text
+                        AND e.entry->>'type' IS DISTINCT FROM 'LeaseExpired'))
+$$;

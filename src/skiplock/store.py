@@ -471,6 +471,18 @@ def fail_jobs(
     )
 
 
+def recorded_attempts(
+    worker_id: uuid.UUID, tokens: Sequence[tuple[int, int]]
+) -> Call[dict[int, str]]:
+    """{job id: status} for the (job id, attempt) tokens whose outcome this worker has
+    already recorded (a replayed finish), the others are absent: lost leases."""
+    return Call(
+        "SELECT id, status FROM skiplock.recorded_attempts(%s, %s::bigint[], %s::integer[])",
+        (worker_id, int_array([t[0] for t in tokens]), int_array([t[1] for t in tokens])),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
 def release_jobs(
     worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int]
 ) -> Call[list[int]]:
