@@ -51,12 +51,16 @@ def encode_json(value: Any, *, what: str) -> str:
     return text
 
 
-class Undecodable(NamedTuple):
+class Undecodable(dict[str, Any]):
     """A claimed job's args or meta that Python's json cannot decode (jsonb stores
     integers of more than 4,300 digits, which `int()` refuses). The worker loads it in
-    place of the value so one such row fails only its own job, not the claim batch."""
+    place of the value so one such row fails only its own job, not the claim batch.
+    An empty dict, so whatever looks at a job before the check (hooks, middleware,
+    tracing) reads nothing instead of breaking."""
 
-    reason: str
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
 
 
 def undecodable_error(job: ClaimedJob) -> str | None:

@@ -41,7 +41,7 @@ SETTINGS = {
     "probe_interval": 1.0,
     "schedule_interval": 0,
 }
-DOWN_SECONDS = 12.0  # several leases: the cut-off worker's jobs must be rescued
+DOWN_SECONDS = 8.0  # more than lease + rescue: the cut-off worker's jobs must be rescued
 
 
 def _cpu_seconds(pid: int) -> float:
