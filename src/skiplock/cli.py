@@ -120,6 +120,7 @@ def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
         raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
+    store.show_readable_json(conn)
     with conn:
         if check:
             check_schema(conn)
@@ -298,6 +299,41 @@ def exit_if_threads_stuck() -> None:
         log.warning("exiting with %d job thread(s) still running: %s", len(stuck), stuck)
         atexit._run_exitfuncs()  # what a normal exit would run (log flush, dev server stop)
         os._exit(0)
+
+
+@main.command("workers")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def workers_list(settings: Settings, as_json: bool) -> None:
+    """The registered worker processes: alive (a heartbeat within a minute) and healthy
+    (no handler thread it cannot stop; STUCK counts those threads)."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_workers().run(conn)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no workers registered")
+        return
+    headers = ["ID", "HOST", "PID", "QUEUES", "RUNNING", "STUCK", "STATE", "LAST HEARTBEAT"]
+    click.echo(
+        table(
+            headers,
+            [
+                [
+                    r["id"],
+                    r["host"],
+                    r["pid"],
+                    ",".join(r["queues"]),
+                    f"{r['running_jobs']}/{r['concurrency']}",
+                    r["stuck_jobs"],
+                    ("healthy" if r["healthy"] else "unhealthy") if r["alive"] else "silent",
+                    when(r["last_heartbeat_at"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 # ---- producing ----------------------------------------------------------------------

@@ -51,6 +51,36 @@ def encode_json(value: Any, *, what: str) -> str:
     return text
 
 
+class Undecodable(dict[str, Any]):
+    """A claimed job's args or meta that Python's json cannot decode (jsonb stores
+    integers of more than 4,300 digits, which `int()` refuses). The worker loads it in
+    place of the value so one such row fails only its own job, not the claim batch.
+    An empty dict, so whatever looks at a job before the check (hooks, middleware,
+    tracing) reads nothing instead of breaking."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def undecodable_error(job: ClaimedJob) -> str | None:
+    """For the worker, before the handler: None when the job's args and meta decoded;
+    otherwise the error JSON for fail_jobs, with `"retry": false` (running it again
+    cannot make its args readable), so the job goes straight to the dead letters."""
+    for name, value in (("args", job.args), ("meta", job.meta)):
+        if isinstance(value, Undecodable):
+            return encode_json(
+                {
+                    "error": f"UndecodableJSON: the job's {name} cannot be decoded by"
+                    f" Python's json: {value.reason}",
+                    "type": "UndecodableJSON",
+                    "retry": False,
+                },
+                what="error",
+            )
+    return None
+
+
 @dataclass(frozen=True)
 class Job:
     """One job as the all_jobs view shows it, wherever it lives."""

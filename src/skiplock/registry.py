@@ -373,6 +373,7 @@ class App:
                     open=True,
                     timeout=self.pool_timeout,
                     kwargs={"autocommit": True},
+                    configure=store.show_readable_json,
                 )
             return self._pool
 
@@ -386,6 +387,7 @@ class App:
                 open=False,
                 timeout=self.pool_timeout,
                 kwargs={"autocommit": True},
+                configure=store.ashow_readable_json,
             )
             await pool.open()
             if self._async_pool is None:

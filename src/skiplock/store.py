@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
-from skiplock.jobs import STATUSES, ClaimedJob, Job
+from skiplock.jobs import STATUSES, ClaimedJob, Job, Undecodable
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -61,8 +62,40 @@ def text_array(values: Sequence[str]) -> str:
 
 def load_json(data: str | bytes) -> Any:
     """json.loads with a shortcut for `{}`, the args and meta of most jobs; installed on
-    worker connections (see psycopg.types.json.set_json_loads)."""
-    return {} if data == b"{}" or data == "{}" else json.loads(data)
+    worker connections (see psycopg.types.json.set_json_loads).
+
+    A document Python cannot decode (an integer of more than 4,300 digits, which jsonb
+    stores) loads as `Undecodable`: raising here would fail the whole claim statement,
+    batch and all, on every try. The worker fails that one job instead."""
+    if data == b"{}" or data == "{}":
+        return {}
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return Undecodable(str(exc))
+
+
+def _int_or_digits(digits: str) -> int | str:
+    return int(digits) if len(digits.lstrip("-")) <= 4300 else digits
+
+
+def load_readable_json(data: str | bytes) -> Any:
+    """json.loads for inspection (API, CLI, App.get_job): an integer too long for
+    Python's `int()` (jsonb keeps up to 131,072 digits) comes back as its digits in a
+    string, so one such job does not make a whole listing fail."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return json.loads(data, parse_int=_int_or_digits)
+
+
+def show_readable_json(conn: psycopg.Connection[Any]) -> None:
+    """Decode this connection's json/jsonb with load_readable_json (a pool's configure)."""
+    set_json_loads(load_readable_json, conn)
+
+
+async def ashow_readable_json(conn: psycopg.AsyncConnection[Any]) -> None:
+    set_json_loads(load_readable_json, conn)
 
 
 # ---- producers ------------------------------------------------------------------------
@@ -394,14 +427,23 @@ def set_session_async_commit() -> Call[None]:
 
 
 def heartbeat_jobs(
-    worker_id: uuid.UUID, tokens: Sequence[tuple[int, int]], lease: timedelta
+    worker_id: uuid.UUID,
+    tokens: Sequence[tuple[int, int]],
+    lease: timedelta,
+    stuck_jobs: int | None = None,
 ) -> Call[dict[int, bool]]:
-    """Extend the leases of (job id, attempt) tokens; returns {job id still held: cancel
-    requested?}."""
+    """Extend the leases of (job id, attempt) tokens and record how many handler threads
+    cannot be stopped (None: leave it); returns {job id still held: cancel requested?}."""
     return Call(
-        "SELECT id, cancel_requested"
-        " FROM skiplock.heartbeat_jobs(%s, %s::bigint[], %s::integer[], %s)",
-        (worker_id, int_array([t[0] for t in tokens]), int_array([t[1] for t in tokens]), lease),
+        "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[],"
+        " %s::integer[], %s, p_stuck_jobs => %s)",
+        (
+            worker_id,
+            int_array([t[0] for t in tokens]),
+            int_array([t[1] for t in tokens]),
+            lease,
+            stuck_jobs,
+        ),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 
@@ -429,6 +471,18 @@ def fail_jobs(
     return Call(
         "SELECT id, status FROM skiplock.fail_jobs(%s, %s::bigint[], %s::integer[], %s::jsonb[])",
         (worker_id, int_array(job_ids), int_array(attempts), text_array(errors_json)),
+        lambda rows: {row[0]: row[1] for row in rows},
+    )
+
+
+def recorded_attempts(
+    worker_id: uuid.UUID, tokens: Sequence[tuple[int, int]]
+) -> Call[dict[int, str]]:
+    """{job id: status} for the (job id, attempt) tokens whose outcome this worker has
+    already recorded (a replayed finish), the others are absent: lost leases."""
+    return Call(
+        "SELECT id, status FROM skiplock.recorded_attempts(%s, %s::bigint[], %s::integer[])",
+        (worker_id, int_array([t[0] for t in tokens]), int_array([t[1] for t in tokens])),
         lambda rows: {row[0]: row[1] for row in rows},
     )
 
@@ -890,6 +944,8 @@ WORKER_COLUMNS = (
     "last_heartbeat_at",
     "running_jobs",
     "alive",
+    "stuck_jobs",
+    "healthy",
 )
 
 

@@ -81,7 +81,13 @@ def test_metrics_json(client: TestClient, activity: None) -> None:
         3,
         2,
     )
-    assert body["workers"] == {"registered": 1, "alive": 1, "running_jobs": 0, "concurrency": 8}
+    assert body["workers"] == {
+        "registered": 1,
+        "alive": 1,
+        "unhealthy": 0,
+        "running_jobs": 0,
+        "concurrency": 8,
+    }
     assert body["uptime_seconds"] >= 0
 
 
@@ -107,6 +113,7 @@ def test_prometheus_text_parses_with_expected_metrics(client: TestClient, activi
     assert samples[("skiplock_queue_paused", (("queue", "emails"),))] == 0
     assert samples[("skiplock_workers_active", ())] == 1
     assert samples[("skiplock_workers_registered", ())] == 1
+    assert samples[("skiplock_workers_unhealthy", ())] == 0
     assert samples[("skiplock_worker_running_jobs", ())] == 0
     assert samples[("skiplock_api_uptime_seconds", ())] >= 0
 

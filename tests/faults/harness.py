@@ -1,7 +1,7 @@
 """The fault-injection harness: a ledger and a state log in the test database, a file of
 acknowledged job ids that survives a PostgreSQL crash, the invariants I1-I5 as reusable
 checks, and helpers that start, stop, kill and freeze worker processes, PostgreSQL
-backends and whole PostgreSQL servers.
+backends and whole PostgreSQL servers, and take a worker's network link down (VethLink).
 
 The invariants (checked after every scenario; each returns its figures and raises
 AssertionError naming the breach):
@@ -460,6 +460,15 @@ class PgServer:
             lines = [line for line in log.splitlines() if "postmaster exit" not in line]
             raise AssertionError("PostgreSQL did not start:\n" + "\n".join(lines[-15:])) from None
 
+    def listen_also(self, address: str, clients: str) -> None:
+        """Also listen on `address` and let `clients` (a CIDR) in, then restart."""
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1,{address}'\n")
+        with (self.pgdata / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {clients} trust\n")
+        self.stop()
+        self.start()
+
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop")
 
@@ -494,6 +503,78 @@ class PgServer:
         except subprocess.SubprocessError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def netns_unavailable() -> str | None:
+    """Why a network namespace cannot be used here (a skip reason), or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is not installed"
+    probe = f"sklprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+class VethLink:
+    """A network namespace joined to the host by one veth pair: the host end has
+    `host_ip`, the namespace end `ns_ip` (a /30). A process started under `prefix` (ip
+    netns exec) reaches the host, e.g. PostgreSQL listening on `host_ip`, only over that
+    link; `down()` takes the host end down, so its packets vanish silently: no RST, no
+    error, exactly a cable pulled or a switch gone. Use as a context manager: the
+    namespace and the link are removed on exit, whatever happened."""
+
+    def __init__(self) -> None:
+        tag = os.getpid() % 100_000
+        self.ns = f"skiplock-{tag}"
+        self.host_if, self.ns_if = f"skl{tag}h", f"skl{tag}n"  # names: at most 15 chars
+        subnet = f"10.213.{tag % 250}"
+        self.host_ip, self.ns_ip = f"{subnet}.1", f"{subnet}.2"
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    def __enter__(self) -> VethLink:
+        self.close()  # leftovers of a killed earlier run with the same pid
+        try:
+            self._ip("netns", "add", self.ns)
+            self._ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            self._ip("link", "set", self.ns_if, "netns", self.ns)
+            self._ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            self._ip("link", "set", self.host_if, "up")
+            ns = ("netns", "exec", self.ns, "ip")
+            self._ip(*ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            self._ip(*ns, "link", "set", self.ns_if, "up")
+            self._ip(*ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def prefix(self) -> list[str]:
+        """Command prefix that runs a program inside the namespace."""
+        return ["ip", "netns", "exec", self.ns]
+
+    def down(self) -> None:
+        self._ip("link", "set", self.host_if, "down")
+
+    def up(self) -> None:
+        self._ip("link", "set", self.host_if, "up")
+
+    def close(self) -> None:
+        # Deleting the namespace destroys its veth end, and with it the pair; the host
+        # end is deleted too in case the namespace was already gone. Errors are ignored:
+        # either may not exist.
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30)
 
 
 def _alive(pid: int) -> bool:

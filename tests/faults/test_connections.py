@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,12 @@ from harness import (
     thaw_backend,
     wait_for,
 )
+from psycopg_pool import AsyncConnectionPool
 
 import skiplock
+from skiplock import store
+from skiplock.worker.completer import Completer
+from skiplock.worker.executor import Outcome
 
 pytestmark = pytest.mark.slow
 FAST = {"lease": 3, "poll_interval": 0.2, "rescue_interval": 0.5, "schedule_interval": 0}
@@ -113,7 +121,9 @@ def test_4_connection_dies_during_completion_before_and_after_commit(
     assert workers.alive(w)
     log = workers.log(w)
     assert "writing 1 outcomes failed" in log
-    assert f"job {after} faults.sleep lost" in log  # the replay found it already done
+    # The replay found its own committed finish: not a lost lease, no warning.
+    assert f"job {after}: finish already recorded as succeeded (replayed after its commit)" in log
+    assert f"job {after} faults.sleep lost" not in log
     (result,) = conn.execute(
         "SELECT result FROM skiplock.job_history WHERE id = %s", (after,)
     ).fetchone() or (None,)
@@ -123,6 +133,68 @@ def test_4_connection_dies_during_completion_before_and_after_commit(
     figures.report()
     app.close()
     conn.close()
+
+
+def test_4_replayed_finish_is_told_from_a_lost_lease(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The completer asks the database why a finish changed nothing: its own finish that
+    committed before the connection died is reported with the status it recorded (at
+    INFO); a lease that was really lost (rescued) stays "lost"."""
+    worker_id = uuid.uuid4()
+    app = skiplock.App(dsn)
+    ids = app.enqueue_many([{"task": "t", "max_attempts": 3}] * 4)
+    claim = store.claim_jobs(worker_id, ["default"], 4, timedelta(seconds=30))
+    jobs = {j.id: j for j in claim.run(conn)}
+    done, failed, rescued, fresh = (jobs[i] for i in ids)
+    # What the first write committed before its connection died:
+    store.complete_jobs(worker_id, [done.id], [done.attempt], ["1"]).run(conn)
+    error = '{"error": "x", "type": "X"}'
+    store.fail_jobs(worker_id, [failed.id], [failed.attempt], [error]).run(conn)
+    # A real loss: the lease lapsed and the rescue retried the job.
+    conn.execute(
+        "UPDATE skiplock.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
+        (rescued.id,),
+    )
+    assert store.rescue_expired_jobs().run(conn) == {rescued.id: "retrying"}
+
+    written: list[tuple[int, str]] = []
+
+    async def replay() -> None:
+        async def on_written(batch: list[tuple[Outcome, str]]) -> None:
+            written.extend((o.job.id, status) for o, status in batch)
+
+        async with AsyncConnectionPool(dsn, min_size=1, kwargs={"autocommit": True}) as pool:
+            completer = Completer(
+                pool, worker_id, on_written, lock=asyncio.Lock(), on_drained=lambda: None
+            )
+            for job, kind, payload in (
+                (done, "succeeded", "1"),
+                (failed, "failed", error),
+                (rescued, "succeeded", "2"),
+                (fresh, "succeeded", "3"),
+            ):
+                ctx = skiplock.JobContext(job, worker_id, lambda *args: None)
+                completer.add(Outcome(job, ctx, kind, payload, 0.0))  # type: ignore[arg-type]
+            writer = asyncio.create_task(completer.run())
+            await completer.flush()
+            writer.cancel()
+
+    with caplog.at_level(logging.INFO, logger="skiplock.worker"):
+        asyncio.run(replay())
+    assert dict(written) == {
+        done.id: "succeeded",
+        failed.id: "retrying",
+        rescued.id: "lost",
+        fresh.id: "succeeded",
+    }
+    replays = [r for r in caplog.records if "already recorded" in r.getMessage()]
+    assert sorted(r.getMessage() for r in replays) == sorted(
+        f"job {job_id}: finish already recorded as {status} (replayed after its commit)"
+        for job_id, status in ((done.id, "succeeded"), (failed.id, "retrying"))
+    )
+    assert {r.levelno for r in replays} == {logging.INFO}
+    app.close()
 
 
 def _backend_waiting(conn: psycopg.Connection[Any], worker: str, wait_type: str) -> int | None:

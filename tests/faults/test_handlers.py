@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from fault_fixtures import acked_fixture, ledger_fixture, workers_fixture  # noqa: F401
 from harness import (
     AckedIds,
@@ -20,8 +23,12 @@ from harness import (
     thaw_backend,
     wait_for,
 )
+from starlette.testclient import TestClient
 
 import skiplock
+from skiplock.api import create_app
+from skiplock.cli import main
+from skiplock.worker import Worker
 
 pytestmark = pytest.mark.slow
 FAST = {"lease": 2, "poll_interval": 0.2, "rescue_interval": 0.5, "schedule_interval": 0}
@@ -95,6 +102,9 @@ def test_12b_sync_handler_stuck_in_its_thread(
     w1 = workers.start(concurrency=1, **FAST)
     wait_for(lambda: status(ledger, hung) == "failed", 30)
     wait_for(lambda: "cannot be stopped" in workers.log(w1), 30)
+    # ... and says so in its workers row, written with its heartbeat
+    unhealthy = "SELECT stuck_jobs, healthy FROM skiplock.worker_stats WHERE pid = %s"
+    wait_for(lambda: ledger.execute(unhealthy, (workers.pid(w1),)).fetchone() == (1, False), 30)
     # w1's only thread is stuck: it must not claim jobs it cannot run (and then hold
     # them, renewing their leases). A healthy worker takes them.
     after = app.enqueue_many([{"task": "faults.sync_sleep", "args": {"seconds": 0.1}}] * 3)
@@ -217,3 +227,50 @@ def test_14_cancel_running_jobs(
         ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures(f"14-{listener}")
     ).report()
     app.close()
+
+
+def test_12d_a_stuck_handler_thread_shows_in_the_workers_row(dsn: str) -> None:
+    """Worker health is visible outside its log: the heartbeat writes how many handler
+    threads it cannot stop; the view, the API, /metrics and `skiplock workers` show it."""
+    app = skiplock.App(dsn)
+    release = threading.Event()
+
+    @app.task(name="stuck", timeout=1, max_attempts=1)
+    def stuck(ctx: skiplock.JobContext) -> None:
+        release.wait(120)  # ignores ctx.cancelled: Python cannot stop this thread
+
+    job = app.enqueue("stuck")
+    worker = Worker(app, concurrency=2, lease=3, poll_interval=0.2, schedule_interval=0)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_until_complete, args=(worker.run(),))
+    runner.start()
+
+    def row() -> tuple[int, bool]:
+        with psycopg.connect(dsn) as conn:
+            found = conn.execute(
+                "SELECT stuck_jobs, healthy FROM skiplock.worker_stats WHERE id = %s",
+                (worker.id,),
+            ).fetchone()
+        return (found[0], found[1]) if found else (-1, False)
+
+    try:
+        wait_for(lambda: row() == (1, False), 30)
+        assert app.get_job(job).status == "failed"  # the attempt timed out
+        with TestClient(create_app(app)) as client:
+            (listed,) = client.get("/api/v1/workers").json()["workers"]
+            assert (listed["stuck_jobs"], listed["healthy"]) == (1, False)
+            assert "skiplock_workers_unhealthy 1.0" in client.get("/metrics").text
+            assert client.get("/api/v1/metrics").json()["workers"]["unhealthy"] == 1
+        shown = CliRunner().invoke(main, ["--dsn", dsn, "workers"])
+        assert shown.exit_code == 0, shown.output
+        assert "unhealthy" in shown.output.splitlines()[1]
+        release.set()  # the thread returns: the next heartbeat says healthy again
+        wait_for(lambda: row() == (0, True), 30)
+        with TestClient(create_app(app)) as client:
+            assert "skiplock_workers_unhealthy 0.0" in client.get("/metrics").text
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(worker.stop)
+        runner.join(30)
+        loop.close()
+        app.close()

@@ -128,6 +128,7 @@ async def metrics_json(request: Request) -> Response:
             "workers": {
                 "registered": len(snap.workers),
                 "alive": alive,
+                "unhealthy": sum(1 for w in snap.workers if w["alive"] and not w["healthy"]),
                 "running_jobs": sum(w["running_jobs"] for w in snap.workers),
                 "concurrency": sum(w["concurrency"] for w in snap.workers if w["alive"]),
             },
@@ -182,6 +183,11 @@ class SnapshotCollector(Collector):
             "skiplock_workers_registered",
             "Worker processes registered (alive or not yet pruned).",
             value=len(snap.workers),
+        )
+        yield GaugeMetricFamily(
+            "skiplock_workers_unhealthy",
+            "Live workers holding handler threads they cannot stop (see stuck_jobs).",
+            value=sum(1 for w in alive if not w["healthy"]),
         )
         yield GaugeMetricFamily(
             "skiplock_worker_running_jobs",

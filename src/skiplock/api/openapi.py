@@ -824,6 +824,8 @@ def _document() -> dict[str, Any]:
             last_heartbeat_at={"type": "string"},
             running_jobs={"type": "integer"},
             alive={"type": "boolean"},
+            stuck_jobs={"type": "integer"},
+            healthy={"type": "boolean"},
         ),
     }
     schemas.update(_workflow_schemas(schemas["EnqueueJob"], counts, STATUSES))

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -19,7 +20,9 @@ from skiplock.worker.executor import Outcome
 
 log = logging.getLogger("skiplock.worker")
 # Called once per written batch with (outcome, status) pairs; status is what the database
-# said happened, or "lost" when the job was no longer this worker's.
+# said happened, or "lost" when the job was no longer this worker's. A finish replayed
+# after its first write committed (the connection died after COMMIT) gets the status
+# that first write recorded: it is not a lost lease.
 Written = Callable[[list[tuple[Outcome, str]]], Awaitable[None]]
 
 
@@ -135,4 +138,31 @@ class Completer:
                     ).arun(conn)
                 )
                 written += [(o, "released" if o.job.id in back else "lost") for o in released]
+            if any(status == "lost" for _, status in written):
+                written = await self._recognise_replays(conn, written)
         await self._on_written(written)
+
+    async def _recognise_replays(
+        self, conn: psycopg.AsyncConnection[Any], written: list[tuple[Outcome, str]]
+    ) -> list[tuple[Outcome, str]]:
+        """Tell our own finishes replayed after their COMMIT from lost leases.
+
+        Rare (a finish changed nothing), so the extra query costs nothing under load."""
+        lost = [o for o, status in written if status == "lost" and o.kind != "released"]
+        if not lost:
+            return written
+        recorded = await store.recorded_attempts(
+            self._worker_id, [(o.job.id, o.job.attempt) for o in lost]
+        ).arun(conn)
+        out: list[tuple[Outcome, str]] = []
+        for outcome, status in written:
+            earlier = recorded.get(outcome.job.id) if status == "lost" else None
+            if earlier is not None:
+                log.info(
+                    "job %d: finish already recorded as %s (replayed after its commit)",
+                    outcome.job.id,
+                    earlier,
+                )
+                status = earlier
+            out.append((outcome, status))
+        return out

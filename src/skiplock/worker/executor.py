@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from skiplock.context import JobContext
 from skiplock.errors import Discard, Retry, UnknownTask
-from skiplock.jobs import ClaimedJob, JSONError, encode_json
+from skiplock.jobs import ClaimedJob, JSONError, encode_json, undecodable_error
 from skiplock.registry import App
 from skiplock.validation import rejected_args
 
@@ -91,6 +91,9 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
 
     def outcome(kind: OutcomeKind, payload: str) -> Outcome:
         return Outcome(job, ctx, kind, payload, time.perf_counter() - started)
+
+    if (unreadable := undecodable_error(job)) is not None:
+        return outcome("failed", unreadable)
 
     task = app.tasks.get(job.task) or app.builtin_tasks.get(job.task)
     if task is None:

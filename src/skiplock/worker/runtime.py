@@ -543,6 +543,7 @@ class Worker:
                     self.id,
                     renew + self._completer.held_tokens(),
                     timedelta(seconds=self.settings.lease),
+                    stuck_jobs=self._threads.stuck(),
                 )
             )
         for job_id, _ in renew:
