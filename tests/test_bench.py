@@ -45,7 +45,7 @@ def test_bench_reports_every_scenario_and_runs_every_job(
     expected = {
         "bulk-enqueue": {"jobs_per_s"},
         "drain": {"jobs_per_s", "seconds"},
-        "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms"},
+        "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms"},
     }
     for name, figures in expected.items():
         scenario = report["scenarios"][name]

@@ -10,8 +10,10 @@ Scenarios (each round starts from empty skiplock tables):
                   to the last finish, both read from the database clock
 - steady          a producer enqueuing at --rate jobs/s beside W workers for --duration
                   seconds: enqueued/s, completed/s and the backlog left at the end
-- latency         one job every LATENCY_GAP seconds to idle workers: started_at -
-                  created_at from skiplock.job_history (database clock), p50/p90/p99/max
+- latency         one job every LATENCY_GAP seconds to idle workers, p50/p90/p99/max of
+                  started_at - created_at from skiplock.job_history (database clock,
+                  from the enqueue statement's start) and, as ack_*, of the handler's
+                  time.time() at start minus the producer's when its enqueue returned
 - idle            W idle workers for --idle-seconds: CPU % of one core per worker (from
                   /proc), claim statements per second (pg_stat_statements when loaded)
                   and committed transactions per second on the database
@@ -97,19 +99,26 @@ JOB_TABLES = (
 app = App()
 
 
+# With `stamp` (the latency scenario) a handler returns time.time() at its start, which
+# the producer compares with its own time.time() taken when its enqueue call returned:
+# one machine, one clock. Other jobs return None, so the drain encodes no result.
+
+
 @app.task(name=HANDLERS["async-noop"], queue=QUEUE)
-async def async_noop(**_: Any) -> None:
-    return None
+async def async_noop(stamp: bool = False, **_: Any) -> float | None:
+    return time.time() if stamp else None
 
 
 @app.task(name=HANDLERS["sync-noop"], queue=QUEUE)
-def sync_noop(**_: Any) -> None:
-    return None
+def sync_noop(stamp: bool = False, **_: Any) -> float | None:
+    return time.time() if stamp else None
 
 
 @app.task(name=HANDLERS["sleep-1ms"], queue=QUEUE)
-async def sleep_1ms(**_: Any) -> None:
+async def sleep_1ms(stamp: bool = False, **_: Any) -> float | None:
+    started = time.time()
     await asyncio.sleep(0.001)
+    return started if stamp else None
 
 
 class BenchError(Exception):
@@ -468,11 +477,21 @@ class Bench:
     # the scenarios -------------------------------------------------------------------
 
     def bulk_enqueue(self) -> Measured:
+        n = self.s.jobs
         with self.connect() as conn:
+            db_before, cpu_before = server_cpu_seconds(conn), time.process_time()
             started = time.perf_counter()
-            self.enqueue_bulk(conn, self.s.jobs)
+            self.enqueue_bulk(conn, n)
             elapsed = time.perf_counter() - started
-        return Measured({"jobs_per_s": self.s.jobs / elapsed}, enqueued=self.s.jobs)
+            db_after, cpu_after = server_cpu_seconds(conn), time.process_time()
+        # CPU per 1,000 jobs: what a busy machine disturbs least (see drain)
+        figures = {
+            "jobs_per_s": n / elapsed,
+            "producer_cpu_ms_per_1k_jobs": (cpu_after - cpu_before) * 1000 / n * 1000,
+        }
+        if db_before and db_after:
+            figures["db_cpu_ms_per_1k_jobs"] = cpu_used(db_before, db_after) * 1000 / n * 1000
+        return Measured(figures, enqueued=n)
 
     def single_enqueue(self) -> Measured:
         n = min(self.s.jobs, SINGLE_CALLS)
@@ -553,22 +572,33 @@ class Bench:
         return Measured(figures, enqueued=produced, succeeded=succeeded, left=left)
 
     def latency(self) -> Measured:
+        """Two figures per job. `p50_ms`...: started_at - created_at by the database
+        clock, from the start of the enqueue statement to the claim (it includes the
+        enqueue's own insert and durable commit). `ack_p50_ms`...: from the moment the
+        enqueue call returned to the producer (its commit done) to the handler's start,
+        both by time.time() on this machine: what a user waits after enqueue returns."""
         n = min(self.s.jobs, LATENCY_JOBS)
+        args = {**self.args, "stamp": True}
+        acked: dict[int, float] = {}
         with self.connect() as conn, self.workers():
             time.sleep(0.2)
             for _ in range(n):
-                self.app.enqueue(self.task, self.args, conn=conn)
+                job_id = self.app.enqueue(self.task, args, conn=conn)
+                acked[job_id] = time.time()
                 time.sleep(LATENCY_GAP)
             wait_for(lambda: self.finished(conn) >= n, 60, "the latency jobs' finish")
         with self.connect() as conn:
             rows = conn.execute(
-                "SELECT extract(epoch FROM started_at - created_at) * 1000"
+                "SELECT id, extract(epoch FROM started_at - created_at) * 1000, result"
                 " FROM skiplock.job_history WHERE queue = %s",
                 (QUEUE,),
             ).fetchall()
             succeeded, left = self.counts(conn)
-        samples = [float(r[0]) for r in rows]
-        return Measured(latency_figures(samples), samples, n, succeeded, left)
+        samples = [float(r[1]) for r in rows]
+        from_ack = [(float(r[2]) - acked[r[0]]) * 1000 for r in rows if r[0] in acked]
+        figures = latency_figures(samples)
+        figures.update({f"ack_{k}": v for k, v in latency_figures(from_ack).items()})
+        return Measured(figures, samples, n, succeeded, left)
 
     def idle(self) -> Measured:
         s = self.s
@@ -783,6 +813,7 @@ UNITS = {
     "dead_tuples_peak": "rows",
     "backlog_at_end": "jobs",
     "db_cpu_ms_per_1k_jobs": "ms",
+    "producer_cpu_ms_per_1k_jobs": "ms",
 }
 
 
