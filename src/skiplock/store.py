@@ -186,7 +186,7 @@ class CopyCall(Call[list[int]]):
     lines: Sequence[str] = ()
 
     def _data(self, ids: list[int]) -> str:
-        return "".join(f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True))
+        return "".join([f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True)])
 
     def run(self, conn: psycopg.Connection[Any]) -> list[int]:
         ids = self.parse(conn.execute(self.sql.encode(), self.params).fetchall())
@@ -234,7 +234,8 @@ def copy_jobs(jobs: Sequence[EnqueueRequest]) -> CopyCall | None:
         return None
     first = jobs[0]
     shared = first[2:]
-    if any(job[2:] != shared for job in jobs):
+    # Jobs without args built from one task's template are the very same object.
+    if any(job is not first and job[2:] != shared for job in jobs):
         return None
     if any(getattr(first, name) != default for name, default in _COPY_DEFAULTS.items()):
         return None
@@ -247,8 +248,21 @@ def copy_jobs(jobs: Sequence[EnqueueRequest]) -> CopyCall | None:
         (len(jobs),),
         _scalar,
         copy_sql=f"COPY skiplock.jobs ({columns}) FROM STDIN",
-        lines=[f"{_copy_text(job.task)}\t{_copy_text(job.args_json)}{suffix}" for job in jobs],
+        lines=_copy_lines(jobs, suffix),
     )
+
+
+def _copy_lines(jobs: Sequence[EnqueueRequest], suffix: str) -> list[str]:
+    """`task<TAB>args<suffix>` per job, each task escaped once (bulk jobs share few)."""
+    tasks: dict[str, str] = {}
+    lines = []
+    for job in jobs:
+        task = tasks.get(job.task)
+        if task is None:
+            task = tasks[job.task] = _copy_text(job.task) + "\t"
+        args = job.args_json
+        lines.append(task + (args if args == "{}" else _copy_text(args)) + suffix)
+    return lines
 
 
 # ---- inspection -----------------------------------------------------------------------
