@@ -138,8 +138,11 @@ def test_soak_reports_a_timeline(dsn: str) -> None:
             "jobs_table_mb",
             "dead_tuples",
             "worker_rss_mb",
+            "jobs_autovacuums",
+            "checkpoints",
         } <= set(row), row
         assert row["worker_rss_mb"] > 0 and row["jobs_table_mb"] > 0
+        assert row["jobs_autovacuums"] >= 0 and row["checkpoints"] >= 0
 
 
 def test_held_transaction_reports_before_during_and_after(

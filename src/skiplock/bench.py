@@ -304,6 +304,22 @@ def claim_stats(conn: psycopg.Connection[Any]) -> tuple[int, float] | None:
     return (int(row[0]), float(row[1])) if row else None
 
 
+def checkpoints(conn: psycopg.Connection[Any]) -> int | None:
+    """Checkpoints since the statistics were reset (PostgreSQL 17+: pg_stat_checkpointer,
+    before: pg_stat_bgwriter)."""
+    for view, columns in (
+        ("pg_stat_checkpointer", "num_timed + num_requested"),
+        ("pg_stat_bgwriter", "checkpoints_timed + checkpoints_req"),
+    ):
+        try:
+            with conn.transaction():
+                row = conn.execute(f"SELECT {columns} FROM {view}").fetchone()
+        except psycopg.Error:
+            continue
+        return int(row[0]) if row else None
+    return None
+
+
 def load_average() -> str:
     with contextlib.suppress(OSError):
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -662,8 +678,8 @@ class Bench:
         elapsed = time.perf_counter() - since
         finished = self.finished(stats)
         row = stats.execute(
-            "SELECT pg_total_relation_size('skiplock.jobs'), coalesce(n_dead_tup, 0)"
-            " FROM pg_stat_user_tables WHERE relid = 'skiplock.jobs'::regclass"
+            "SELECT pg_total_relation_size('skiplock.jobs'), coalesce(n_dead_tup, 0),"
+            " autovacuum_count FROM pg_stat_user_tables WHERE relid = 'skiplock.jobs'::regclass"
         ).fetchone()
         assert row is not None
         rss = [rss_megabytes(pid) for pid in pids]
@@ -675,7 +691,12 @@ class Bench:
             "jobs_table_mb": row[0] / 2**20,
             "dead_tuples": float(row[1]),
             "worker_rss_mb": max((r for r in rss if r is not None), default=float("nan")),
+            # cumulative: when the rate drops, did a vacuum of the hot table or a
+            # checkpoint (full-page writes after it) come just before?
+            "jobs_autovacuums": float(row[2]),
         }
+        if (done := checkpoints(stats)) is not None:
+            figures["checkpoints"] = float(done)
         claims = claim_stats(stats)
         if claims is not None and claims_before is not None and claims[0] > claims_before[0]:
             figures["claim_ms"] = (claims[1] - claims_before[1]) / (claims[0] - claims_before[0])
@@ -871,6 +892,8 @@ TIMELINE_COLUMNS = (
     ("dead_tuples", "DEAD TUPLES"),
     ("worker_rss_mb", "WORKER RSS MB"),
     ("claim_ms", "CLAIM ms"),
+    ("jobs_autovacuums", "AUTOVACUUMS"),
+    ("checkpoints", "CHECKPOINTS"),
 )
 
 
