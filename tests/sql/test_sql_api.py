@@ -1060,6 +1060,13 @@ def test_claim_session_generic_plan_stays_an_index_plan(conn: psycopg.Connection
         assert "jobs_pkey" in plan, plan
         assert "Seq Scan" not in plan, plan
         conn.execute("ANALYZE skiplock.jobs")
+    # over two queues the claim first counts each queue's share: an index plan too
+    plans.clear()
+    assert len(claim(conn, W1, ["default", "other"], 25)) == 25
+    reading_jobs = [p for p in plans if "FROM skiplock.jobs" in p]
+    assert len(reading_jobs) >= 2, plans
+    for plan in reading_jobs:
+        assert "Seq Scan on jobs" not in plan, plan
 
 
 def test_batch_functions_are_planned_per_call(conn: psycopg.Connection) -> None:
