@@ -17,7 +17,10 @@ installed by its own installer, and runs every scenario `--rounds` times per sys
 - single-enqueue          SINGLE_CALLS one-job enqueue calls, one after the other
 - latency                 LATENCY_JOBS jobs at 50/s to an idle worker; the handler stamps
                           time.time() on start, the job carries time.time() from just
-                          before its enqueue call (same machine, same clock)
+                          before its enqueue call (same machine, same clock): `latency`
+                          is measured from that call, `latency-ack` from the moment the
+                          call returned (the enqueue committed): what a user waits after
+                          enqueue returns
 
 Every system gets the same no-op async handler and the same worker wrapper (this file,
 `compare.py worker SYSTEM`). It writes a markdown table and a PNG (throughput bars,
@@ -83,11 +86,12 @@ MARK_START, MARK_END = "<!-- compare:start -->", "<!-- compare:end -->"
 
 def worker_main(system: str, dsn: str) -> None:
     """Build SYSTEM's worker, print `ready`, wait for `go` on stdin, then run until
-    SIGTERM. The handler prints `lat <seconds>` for jobs that carry an enqueue time."""
+    SIGTERM. The handler prints `lat <enqueue time> <start time>` for jobs that carry
+    an enqueue time (the time, exactly as sent, names the job)."""
 
     def stamp(sent: float | None) -> None:
         if sent:
-            print(f"lat {time.time() - sent:.6f}", flush=True)
+            print(f"lat {sent!r} {time.time()!r}", flush=True)
 
     def ready_then_go() -> None:
         print("ready", flush=True)
@@ -185,7 +189,8 @@ class Workers:
         self.proc.stdin.write(b"go\n")
         self.proc.stdin.flush()
 
-    def stop(self) -> list[float]:
+    def stop(self) -> dict[float, float]:
+        """{enqueue time the job carried: handler start time}"""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         assert self.proc.stdout is not None
@@ -195,7 +200,10 @@ class Workers:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        return [float(m) * 1000 for m in re.findall(rb"^lat ([0-9.]+)$", out, re.M)]
+        return {
+            float(sent): float(started)
+            for sent, started in re.findall(rb"^lat ([0-9.e+-]+) ([0-9.e+-]+)$", out, re.M)
+        }
 
 
 # ---- the producer side, per system ------------------------------------------------------
@@ -370,23 +378,29 @@ async def single(system: System) -> tuple[float, list[float]]:
     return SINGLE_CALLS / (time.perf_counter() - started), samples
 
 
-async def latency(system: System) -> list[float]:
+async def latency(system: System) -> tuple[list[float], list[float]]:
+    """Milliseconds to each handler's start (from the enqueue call, from its return)."""
     workers = Workers(system.name, system.dsn)
     workers.go()
     await asyncio.sleep(1.0)
+    acked: dict[float, float] = {}
     try:
         for _ in range(LATENCY_JOBS):
-            await system.single(time.time())
+            sent = time.time()
+            await system.single(sent)
+            acked[sent] = time.time()
             await asyncio.sleep(LATENCY_GAP)
         deadline = time.monotonic() + 30
         while system.backlog() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
     finally:
-        samples = workers.stop()
-    if len(samples) != LATENCY_JOBS:
-        print(f"  {system.name}: {len(samples)}/{LATENCY_JOBS} latency samples", flush=True)
-    return samples
+        started = workers.stop()
+    if len(started) != LATENCY_JOBS:
+        print(f"  {system.name}: {len(started)}/{LATENCY_JOBS} latency samples", flush=True)
+    from_call = [(start - sent) * 1000 for sent, start in started.items()]
+    from_ack = [(start - acked[sent]) * 1000 for sent, start in started.items() if sent in acked]
+    return from_call, from_ack
 
 
 async def one_round(system: System, results: dict[str, Any], number: int) -> None:
@@ -410,11 +424,12 @@ async def one_round(system: System, results: dict[str, Any], number: int) -> Non
     record("single-enqueue-p50-ms", statistics.median(ordered))
     record("single-enqueue-p99-ms", ordered[int(0.99 * (len(ordered) - 1))])
     system.reset()
-    lat = await latency(system)
-    results.setdefault("latency-samples", []).extend(lat)
-    ordered = sorted(lat)
-    record("latency-p50-ms", ordered[len(ordered) // 2])
-    record("latency-p99-ms", ordered[int(0.99 * (len(ordered) - 1))])
+    from_call, from_ack = await latency(system)
+    for name, samples in (("latency", from_call), ("latency-ack", from_ack)):
+        results.setdefault(f"{name}-samples", []).extend(samples)
+        ordered = sorted(samples)
+        record(f"{name}-p50-ms", ordered[len(ordered) // 2])
+        record(f"{name}-p99-ms", ordered[int(0.99 * (len(ordered) - 1))])
 
 
 def load() -> str:
@@ -432,6 +447,8 @@ def throughput_keys() -> tuple[str, ...]:
 LATENCY = (
     "latency-p50-ms",
     "latency-p99-ms",
+    "latency-ack-p50-ms",
+    "latency-ack-p99-ms",
     "single-enqueue-p50-ms",
     "single-enqueue-p99-ms",
 )
@@ -500,11 +517,15 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     bars.set_ylabel("jobs/s (calls/s for single-enqueue), log scale")
     bars.set_title("Throughput: median, whiskers min to max")
     bars.legend()
-    for s in systems:
-        samples = sorted(results[s].get("latency-samples", []))
-        if samples:
-            ys = [(i + 1) / len(samples) for i in range(len(samples))]
-            cdf.plot(samples, ys, label=s)
+    for i, s in enumerate(systems):
+        for key, style, what in (
+            ("latency-samples", "-", "from the enqueue call"),
+            ("latency-ack-samples", "--", "from its return"),
+        ):
+            samples = sorted(results[s].get(key, []))
+            if samples:
+                ys = [(n + 1) / len(samples) for n in range(len(samples))]
+                cdf.plot(samples, ys, style, color=f"C{i}", label=f"{s}, {what}")
     cdf.set_xscale("log")
     cdf.set_xlabel("enqueue → handler start, ms (log scale)")
     cdf.set_ylabel("fraction of jobs")

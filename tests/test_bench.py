@@ -45,7 +45,7 @@ def test_bench_reports_every_scenario_and_runs_every_job(
     expected = {
         "bulk-enqueue": {"jobs_per_s"},
         "drain": {"jobs_per_s", "seconds"},
-        "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms"},
+        "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms"},
     }
     for name, figures in expected.items():
         scenario = report["scenarios"][name]
@@ -138,8 +138,11 @@ def test_soak_reports_a_timeline(dsn: str) -> None:
             "jobs_table_mb",
             "dead_tuples",
             "worker_rss_mb",
+            "jobs_autovacuums",
+            "checkpoints",
         } <= set(row), row
         assert row["worker_rss_mb"] > 0 and row["jobs_table_mb"] > 0
+        assert row["jobs_autovacuums"] >= 0 and row["checkpoints"] >= 0
 
 
 def test_held_transaction_reports_before_during_and_after(

@@ -10,8 +10,10 @@ Scenarios (each round starts from empty skiplock tables):
                   to the last finish, both read from the database clock
 - steady          a producer enqueuing at --rate jobs/s beside W workers for --duration
                   seconds: enqueued/s, completed/s and the backlog left at the end
-- latency         one job every LATENCY_GAP seconds to idle workers: started_at -
-                  created_at from skiplock.job_history (database clock), p50/p90/p99/max
+- latency         one job every LATENCY_GAP seconds to idle workers, p50/p90/p99/max of
+                  started_at - created_at from skiplock.job_history (database clock,
+                  from the enqueue statement's start) and, as ack_*, of the handler's
+                  time.time() at start minus the producer's when its enqueue returned
 - idle            W idle workers for --idle-seconds: CPU % of one core per worker (from
                   /proc), claim statements per second (pg_stat_statements when loaded)
                   and committed transactions per second on the database
@@ -97,19 +99,26 @@ JOB_TABLES = (
 app = App()
 
 
+# With `stamp` (the latency scenario) a handler returns time.time() at its start, which
+# the producer compares with its own time.time() taken when its enqueue call returned:
+# one machine, one clock. Other jobs return None, so the drain encodes no result.
+
+
 @app.task(name=HANDLERS["async-noop"], queue=QUEUE)
-async def async_noop(**_: Any) -> None:
-    return None
+async def async_noop(stamp: bool = False, **_: Any) -> float | None:
+    return time.time() if stamp else None
 
 
 @app.task(name=HANDLERS["sync-noop"], queue=QUEUE)
-def sync_noop(**_: Any) -> None:
-    return None
+def sync_noop(stamp: bool = False, **_: Any) -> float | None:
+    return time.time() if stamp else None
 
 
 @app.task(name=HANDLERS["sleep-1ms"], queue=QUEUE)
-async def sleep_1ms(**_: Any) -> None:
+async def sleep_1ms(stamp: bool = False, **_: Any) -> float | None:
+    started = time.time()
     await asyncio.sleep(0.001)
+    return started if stamp else None
 
 
 class BenchError(Exception):
@@ -295,6 +304,22 @@ def claim_stats(conn: psycopg.Connection[Any]) -> tuple[int, float] | None:
     return (int(row[0]), float(row[1])) if row else None
 
 
+def checkpoints(conn: psycopg.Connection[Any]) -> int | None:
+    """Checkpoints since the statistics were reset (PostgreSQL 17+: pg_stat_checkpointer,
+    before: pg_stat_bgwriter)."""
+    for view, columns in (
+        ("pg_stat_checkpointer", "num_timed + num_requested"),
+        ("pg_stat_bgwriter", "checkpoints_timed + checkpoints_req"),
+    ):
+        try:
+            with conn.transaction():
+                row = conn.execute(f"SELECT {columns} FROM {view}").fetchone()
+        except psycopg.Error:
+            continue
+        return int(row[0]) if row else None
+    return None
+
+
 def load_average() -> str:
     with contextlib.suppress(OSError):
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -468,11 +493,21 @@ class Bench:
     # the scenarios -------------------------------------------------------------------
 
     def bulk_enqueue(self) -> Measured:
+        n = self.s.jobs
         with self.connect() as conn:
+            db_before, cpu_before = server_cpu_seconds(conn), time.process_time()
             started = time.perf_counter()
-            self.enqueue_bulk(conn, self.s.jobs)
+            self.enqueue_bulk(conn, n)
             elapsed = time.perf_counter() - started
-        return Measured({"jobs_per_s": self.s.jobs / elapsed}, enqueued=self.s.jobs)
+            db_after, cpu_after = server_cpu_seconds(conn), time.process_time()
+        # CPU per 1,000 jobs: what a busy machine disturbs least (see drain)
+        figures = {
+            "jobs_per_s": n / elapsed,
+            "producer_cpu_ms_per_1k_jobs": (cpu_after - cpu_before) * 1000 / n * 1000,
+        }
+        if db_before and db_after:
+            figures["db_cpu_ms_per_1k_jobs"] = cpu_used(db_before, db_after) * 1000 / n * 1000
+        return Measured(figures, enqueued=n)
 
     def single_enqueue(self) -> Measured:
         n = min(self.s.jobs, SINGLE_CALLS)
@@ -553,22 +588,33 @@ class Bench:
         return Measured(figures, enqueued=produced, succeeded=succeeded, left=left)
 
     def latency(self) -> Measured:
+        """Two figures per job. `p50_ms`...: started_at - created_at by the database
+        clock, from the start of the enqueue statement to the claim (it includes the
+        enqueue's own insert and durable commit). `ack_p50_ms`...: from the moment the
+        enqueue call returned to the producer (its commit done) to the handler's start,
+        both by time.time() on this machine: what a user waits after enqueue returns."""
         n = min(self.s.jobs, LATENCY_JOBS)
+        args = {**self.args, "stamp": True}
+        acked: dict[int, float] = {}
         with self.connect() as conn, self.workers():
             time.sleep(0.2)
             for _ in range(n):
-                self.app.enqueue(self.task, self.args, conn=conn)
+                job_id = self.app.enqueue(self.task, args, conn=conn)
+                acked[job_id] = time.time()
                 time.sleep(LATENCY_GAP)
             wait_for(lambda: self.finished(conn) >= n, 60, "the latency jobs' finish")
         with self.connect() as conn:
             rows = conn.execute(
-                "SELECT extract(epoch FROM started_at - created_at) * 1000"
+                "SELECT id, extract(epoch FROM started_at - created_at) * 1000, result"
                 " FROM skiplock.job_history WHERE queue = %s",
                 (QUEUE,),
             ).fetchall()
             succeeded, left = self.counts(conn)
-        samples = [float(r[0]) for r in rows]
-        return Measured(latency_figures(samples), samples, n, succeeded, left)
+        samples = [float(r[1]) for r in rows]
+        from_ack = [(float(r[2]) - acked[r[0]]) * 1000 for r in rows if r[0] in acked]
+        figures = latency_figures(samples)
+        figures.update({f"ack_{k}": v for k, v in latency_figures(from_ack).items()})
+        return Measured(figures, samples, n, succeeded, left)
 
     def idle(self) -> Measured:
         s = self.s
@@ -632,8 +678,8 @@ class Bench:
         elapsed = time.perf_counter() - since
         finished = self.finished(stats)
         row = stats.execute(
-            "SELECT pg_total_relation_size('skiplock.jobs'), coalesce(n_dead_tup, 0)"
-            " FROM pg_stat_user_tables WHERE relid = 'skiplock.jobs'::regclass"
+            "SELECT pg_total_relation_size('skiplock.jobs'), coalesce(n_dead_tup, 0),"
+            " autovacuum_count FROM pg_stat_user_tables WHERE relid = 'skiplock.jobs'::regclass"
         ).fetchone()
         assert row is not None
         rss = [rss_megabytes(pid) for pid in pids]
@@ -645,7 +691,12 @@ class Bench:
             "jobs_table_mb": row[0] / 2**20,
             "dead_tuples": float(row[1]),
             "worker_rss_mb": max((r for r in rss if r is not None), default=float("nan")),
+            # cumulative: when the rate drops, did a vacuum of the hot table or a
+            # checkpoint (full-page writes after it) come just before?
+            "jobs_autovacuums": float(row[2]),
         }
+        if (done := checkpoints(stats)) is not None:
+            figures["checkpoints"] = float(done)
         claims = claim_stats(stats)
         if claims is not None and claims_before is not None and claims[0] > claims_before[0]:
             figures["claim_ms"] = (claims[1] - claims_before[1]) / (claims[0] - claims_before[0])
@@ -783,6 +834,7 @@ UNITS = {
     "dead_tuples_peak": "rows",
     "backlog_at_end": "jobs",
     "db_cpu_ms_per_1k_jobs": "ms",
+    "producer_cpu_ms_per_1k_jobs": "ms",
 }
 
 
@@ -840,6 +892,8 @@ TIMELINE_COLUMNS = (
     ("dead_tuples", "DEAD TUPLES"),
     ("worker_rss_mb", "WORKER RSS MB"),
     ("claim_ms", "CLAIM ms"),
+    ("jobs_autovacuums", "AUTOVACUUMS"),
+    ("checkpoints", "CHECKPOINTS"),
 )
 
 

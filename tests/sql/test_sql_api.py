@@ -18,6 +18,8 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from skiplock import store
+
 Connect = Callable[..., psycopg.Connection]
 
 W1 = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -1021,6 +1023,50 @@ def test_claim_function_plan_uses_claim_index(conn: psycopg.Connection) -> None:
     assert inner, plans
     assert "jobs_claim_idx" in inner[0], inner[0]
     assert "Seq Scan on jobs" not in inner[0], inner[0]
+
+
+def test_claim_session_generic_plan_stays_an_index_plan(conn: psycopg.Connection) -> None:
+    """The worker's claim session plans claim_jobs once (a generic plan) and keeps the
+    plan while the table grows: made on an empty, never analyzed table, it must still
+    walk jobs_claim_idx and probe the primary key on thousands of rows."""
+    try:
+        conn.execute("LOAD 'auto_explain'")
+    except psycopg.Error as exc:  # not superuser, or the module is not installed
+        pytest.skip(f"auto_explain unavailable: {exc}")
+    store.set_claim_session().run(conn)
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET auto_explain.log_level = notice")
+    conn.execute("SET client_min_messages = notice")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+
+    def claim_plan(expected: int) -> str:
+        plans.clear()
+        assert len(claim(conn, W1, ["default"], 25)) == expected
+        inner = [p for p in plans if "UPDATE skiplock.jobs" in p]
+        assert inner, plans
+        return inner[0]
+
+    claim_plan(0)  # planned, and the plan cached, on the empty table
+    conn.execute(
+        "INSERT INTO skiplock.jobs (task, queue, priority)"
+        " SELECT 'plan', q, (n % 5)::smallint"
+        " FROM generate_series(1, 5000) n, unnest('{default,other}'::text[]) q"
+    )
+    for _ in range(2):  # the cached plan, then the one made after ANALYZE
+        plan = claim_plan(25)
+        assert "jobs_claim_idx" in plan, plan
+        assert "jobs_pkey" in plan, plan
+        assert "Seq Scan" not in plan, plan
+        conn.execute("ANALYZE skiplock.jobs")
+    # over two queues the claim first counts each queue's share: an index plan too
+    plans.clear()
+    assert len(claim(conn, W1, ["default", "other"], 25)) == 25
+    reading_jobs = [p for p in plans if "FROM skiplock.jobs" in p]
+    assert len(reading_jobs) >= 2, plans
+    for plan in reading_jobs:
+        assert "Seq Scan on jobs" not in plan, plan
 
 
 def test_batch_functions_are_planned_per_call(conn: psycopg.Connection) -> None:

@@ -478,3 +478,28 @@ def test_only_the_claim_session_commits_without_waiting_for_the_flush(app, dsn):
 
     run_worker(app, body)
     assert settings == {"claim": "off", "pool": "on"}
+
+
+def test_only_the_claim_session_plans_once(app, dsn):
+    # Generic plans without seq scans on the claim connection; other sessions keep the
+    # server's defaults (the batch functions need per-call plans).
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    job_id = noop.enqueue()
+    query = "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+    settings: dict[str, tuple[str, str]] = {}
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(lambda: status_of(dsn, job_id) == "succeeded", timeout=30)
+        assert worker._claim_conn is not None
+        cursor = await worker._claim_conn.execute(query)
+        settings["claim"] = await cursor.fetchone()
+        assert worker._pool is not None
+        async with worker._pool.connection() as conn:
+            cursor = await conn.execute(query)
+            settings["pool"] = await cursor.fetchone()
+
+    run_worker(app, body)
+    assert settings == {"claim": ("force_generic_plan", "off"), "pool": ("auto", "on")}

@@ -253,7 +253,8 @@ class Worker:
         session only): a claim lost in a server crash leaves its jobs queued, to run again
         as at-least-once allows, and the completion that follows a claim commits
         synchronously, flushing the claim with it. Enqueues and finishes stay durable.
-        Saving the claim's flush takes it off the path from enqueue to handler start.
+        Saving the claim's flush takes it off the path from enqueue to handler start, and
+        so does planning the claim once per session (store.CLAIM_SESSION_SETTINGS).
         """
         s = self.settings
         conn = self._claim_conn
@@ -262,7 +263,7 @@ class Worker:
                 conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
                 self._claim_conn = conn
                 await _configure_connection(conn)
-                await store.set_session_async_commit().arun(conn)
+                await store.set_claim_session().arun(conn)
             jobs: list[ClaimedJob] = await store.claim_jobs(
                 self.id, s.queues, limit, timedelta(seconds=s.lease)
             ).arun(conn)
