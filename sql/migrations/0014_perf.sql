@@ -1,4 +1,4 @@
--- skiplock 0011: a cheaper insert of many jobs.
+-- skiplock 0014: a cheaper insert of many jobs.
 --
 -- Every insert into skiplock.jobs ran two statement triggers, each a PL/pgSQL call that
 -- read the inserted rows: jobs_inserted (0008: register queues, wake workers) sorted
