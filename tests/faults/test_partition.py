@@ -5,7 +5,9 @@ a network namespace and reaches PostgreSQL only over a veth pair, whose host end
 taken down. Every packet vanishes, nothing answers and nothing is refused, for all of
 the worker's connections at once (LISTEN, claims, heartbeats, completions). A worker on
 the host side keeps working and rescues the cut-off worker's jobs; once the link is
-back, the cut-off worker finds its way back by itself. Needs root and `ip netns`.
+back, the cut-off worker finds its way back by itself. Its connections notice the
+silence within about a lease (TCP keepalives and tcp_user_timeout set by the worker).
+Needs root and `ip netns`.
 """
 
 from __future__ import annotations
@@ -159,5 +161,9 @@ def test_8b_link_to_postgres_goes_down_silently(
         {line.split(" WARNING ", 1)[1][:60] for line in log.splitlines() if " WARNING " in line}
     )
     figures.report()
+    # Each of its connections noticed the silence within about a lease (keepalives and
+    # tcp_user_timeout), rather than waiting on the kernel for a quarter of an hour.
+    for what in ("claim failed", "heartbeat failed", "listener connection lost"):
+        assert any(w.startswith(what) for w in figures["far_log_warnings"]), what
     app.close()
     conn.close()

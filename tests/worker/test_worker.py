@@ -503,3 +503,27 @@ def test_only_the_claim_session_plans_once(app, dsn):
 
     run_worker(app, body)
     assert settings == {"claim": ("force_generic_plan", "off"), "pool": ("auto", "on")}
+
+
+def test_every_worker_connection_notices_a_silent_database(app, dsn):
+    # keepalives and a send timeout of about one lease, unless the DSN sets its own
+    assert "tcp_user_timeout" not in dsn
+    app.dsn = f"{dsn} keepalives_count=5"
+    seen: dict[str, dict[str, str]] = {}
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(lambda: worker._claim_conn is not None, timeout=30)
+        assert worker._claim_conn is not None and worker._pool is not None
+        assert worker.listener is not None
+        await asyncio.wait_for(worker.listener.connected.wait(), 30)
+        seen["claim"] = worker._claim_conn.info.get_parameters()
+        assert worker.listener._conn is not None
+        seen["listen"] = worker.listener._conn.info.get_parameters()
+        async with worker._pool.connection() as conn:
+            seen["pool"] = conn.info.get_parameters()
+
+    run_worker(app, body, lease=6)
+    for name, params in seen.items():
+        assert params.get("tcp_user_timeout") == "6000", name
+        assert params.get("keepalives_idle") == "2", name
+        assert params.get("keepalives_count") == "5", name  # the DSN's own wins

@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import __version__, schedules, store
+from skiplock.config import with_dead_peer_detection
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
@@ -119,6 +120,7 @@ class Worker:
         self._grace: float = self.settings.shutdown_grace
         self._threads = JobThreads(self.settings.concurrency, thread_name_prefix="skiplock-job")
         self._pool: AsyncConnectionPool | None = None
+        self._dsn = app.dsn
         self._claim_conn: psycopg.AsyncConnection[Any] | None = None
         self._completer: Completer | None = None
         self.listener: Listener | None = None
@@ -198,8 +200,11 @@ class Worker:
     async def _open(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        # A silent database (a partition, a fail-over to another address) surfaces as a
+        # connection error within about one lease, not after the kernel's ~15 minutes.
+        self._dsn = with_dead_peer_detection(self.app.dsn, s.lease)
         self._pool = AsyncConnectionPool(
-            self.app.dsn,
+            self._dsn,
             min_size=2,
             max_size=4,
             open=False,
@@ -217,7 +222,7 @@ class Worker:
         )
         if s.listen:
             self.listener = Listener(
-                self.app.dsn,
+                self._dsn,
                 [JOBS_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL],
                 self._on_notify,
                 probe_channel=f"skiplock_probe_{self.id.hex}",
@@ -260,7 +265,7 @@ class Worker:
         conn = self._claim_conn
         try:
             if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
                 self._claim_conn = conn
                 await _configure_connection(conn)
                 await store.set_claim_session().arun(conn)
