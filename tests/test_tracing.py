@@ -18,24 +18,44 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from starlette.testclient import TestClient
 
 import skiplock
 from conftest import async_wait_until
+from skiplock import tracing
+from skiplock.api import create_app
 from skiplock.tracing import TRACE_META_KEY
 from skiplock.worker import Worker
 
+
+class _WhileRecording(SimpleSpanProcessor):
+    """Keeps spans only during a test of this module: the global provider outlives it,
+    and the tests that run after it must not fill the exporter."""
+
+    recording = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.recording:
+            super().on_end(span)
+
+
 _EXPORTER = InMemorySpanExporter()
+_PROCESSOR = _WhileRecording(_EXPORTER)
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    # The global provider can be set once per process: the first test sets it.
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    # The global provider can be set once per process: the first test sets it, and
+    # skiplock, which may have seen none in an earlier test, looks again now.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        provider.add_span_processor(_PROCESSOR)
         trace.set_tracer_provider(provider)
+        monkeypatch.setattr(tracing, "_look_again_at", 0.0)
     _EXPORTER.clear()
+    _PROCESSOR.recording = True
     yield _EXPORTER
+    _PROCESSOR.recording = False
     _EXPORTER.clear()
 
 
@@ -101,15 +121,11 @@ def test_the_run_of_a_job_enqueued_in_a_span_is_its_child(app, conn, spans):
     assert seen == [run.context]
     assert enqueue.attributes["messaging.system"] == "skiplock"
     assert enqueue.attributes["messaging.destination.name"] == "reports"
-    assert enqueue.attributes["skiplock.job.id"] == job_id
+    assert enqueue.attributes["messaging.message.id"] == str(job_id)
     assert dict(run.attributes) == {
         "messaging.system": "skiplock",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "run",
         "messaging.destination.name": "reports",
         "messaging.message.id": str(job_id),
-        "skiplock.task": "reports/build",
-        "skiplock.job.id": job_id,
         "skiplock.job.attempt": 1,
         "skiplock.job.outcome": "succeeded",
     }
@@ -297,6 +313,44 @@ def test_a_malformed_trace_key_is_ignored(app, conn, spans):
     runs = named(spans, "skiplock run odd")
     assert len(runs) == 2 and all(r.parent is None for r in runs)
     assert all(r.attributes["skiplock.job.outcome"] == "succeeded" for r in runs)
+
+
+def test_an_api_callers_traceparent_parents_the_job(app, dsn, conn, spans):
+    @app.task(name="api_job")
+    def api_job() -> None:
+        pass
+
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with TestClient(create_app(skiplock.App(dsn))) as client:
+        one_job = client.post(
+            "/api/v1/jobs",
+            json={"task": "api_job", "allow_unregistered_task": True},
+            headers={"traceparent": parent},
+        )
+        bulk = client.post(
+            "/api/v1/jobs",
+            json=[{"task": "api_job", "allow_unregistered_task": True}] * 2,
+            headers={"traceparent": parent},
+        )
+        untraced = client.post(
+            "/api/v1/jobs",
+            json={"task": "api_job", "allow_unregistered_task": True},
+            headers={"traceparent": "00-not-a-trace-01"},
+        )
+    job_id = one_job.json()["id"]
+    assert TRACE_META_KEY not in meta_of(conn, untraced.json()["id"])
+    assert run_jobs(app) == 4
+
+    enqueues = named(spans, "skiplock enqueue api_job")
+    assert len(enqueues) == 2
+    for enqueue in enqueues:
+        assert enqueue.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+        assert enqueue.parent is not None and enqueue.parent.span_id == 0x00F067AA0BA902B7
+    (single,) = [e for e in enqueues if e.attributes.get("messaging.message.id") == str(job_id)]
+    traced_runs = [r for r in named(spans, "skiplock run api_job") if r.parent is not None]
+    assert len(traced_runs) == 3
+    assert {r.parent.span_id for r in traced_runs} == {e.context.span_id for e in enqueues}
+    assert bulk.status_code == 201 and single.kind is SpanKind.PRODUCER
 
 
 def run_python(code: str, dsn: str) -> str:

@@ -104,7 +104,11 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         10: "waiting",  # load, waiting on 9
         11: "succeeded",  # workflow step fetch
         12: "queued",  # workflow step store, queued once fetch succeeded
+        # (13-16 went to reserve_job_ids' rolled-back examples)
+        17: "queued",  # enqueued with a trace context in meta
     }
+    (trace,) = conn.execute("SELECT meta -> 'trace' FROM skiplock.jobs WHERE id = 17").fetchone()
+    assert trace == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     (args,) = conn.execute("SELECT args FROM skiplock.jobs WHERE id = 12").fetchone()
     assert args == {"rows": [["ada", 36], ["grace", 45]]}
     last_errors = dict(
