@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -30,6 +31,7 @@ from skiplock.retry import RetryPolicy
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import Call, EnqueueRequest
+from skiplock.tracing import EnqueueSpan
 from skiplock.validation import Validator, check_args, compile_schema
 from skiplock.webhooks import WEBHOOK_TASK, check_callback_url, deliver_webhook
 from skiplock.workflows import Step, Workflow, chain, group, named
@@ -167,7 +169,12 @@ class Task:
         if self.is_async:
             return await self.fn(**call_args)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(threads, functools.partial(self.fn, **call_args))
+        # In the job's context (as asyncio.to_thread does), so contextvars set around the
+        # run, such as the current trace span, are seen by the handler's thread too.
+        run_in_context = contextvars.copy_context().run
+        return await loop.run_in_executor(
+            threads, functools.partial(run_in_context, self.fn, **call_args)
+        )
 
 
 class App:
@@ -447,7 +454,9 @@ class App:
         (the job waits until those jobs succeed; see skiplock.enqueue), and callback_url
         (its outcome is POSTed there, signed, when it finishes; see skiplock.webhooks)."""
         request = self._request(task, args, TaskOptions(**options))
-        job_id: int = self.run(store.enqueue(request), conn)
+        with EnqueueSpan([request]) as traced:
+            job_id: int = self.run(store.enqueue(traced.requests[0]), conn)
+            traced.done([job_id])
         self._enqueued([request], [job_id])
         return job_id
 
@@ -460,7 +469,9 @@ class App:
         **options: Any,
     ) -> int:
         request = self._request(task, args, TaskOptions(**options))
-        job_id: int = await self.arun(store.enqueue(request), conn)
+        with EnqueueSpan([request]) as traced:
+            job_id: int = await self.arun(store.enqueue(traced.requests[0]), conn)
+            traced.done([job_id])
         self._enqueued([request], [job_id])
         return job_id
 
@@ -494,7 +505,9 @@ class App:
         """Enqueue many jobs in one statement; each item is {"task", "args", **options}.
         Returns ids in input order; one bad job rejects them all."""
         requests = self._requests(jobs)
-        ids = self.run(store.enqueue_many(requests), conn) if requests else []
+        with EnqueueSpan(requests) as traced:
+            ids = self.run(store.enqueue_many(traced.requests), conn) if requests else []
+            traced.done(ids)
         self._enqueued(requests, ids)
         return ids
 
@@ -502,23 +515,20 @@ class App:
         self, jobs: Iterable[Mapping[str, Any]], *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> list[int]:
         requests = self._requests(jobs)
-        ids = await self.arun(store.enqueue_many(requests), conn) if requests else []
+        with EnqueueSpan(requests) as traced:
+            ids = await self.arun(store.enqueue_many(traced.requests), conn) if requests else []
+            traced.done(ids)
         self._enqueued(requests, ids)
         return ids
 
     # ---- workflows ----------------------------------------------------------------------
 
-    def _workflow_document(
-        self, steps: Sequence[Step], name: str | None, meta: Mapping[str, Any] | None
-    ) -> tuple[str, list[EnqueueRequest]]:
-        """The enqueue_workflow document, with each step's task defaults applied, and
-        the steps' requests (in declaration order) for the `enqueued` hooks."""
-        encoded, requests = [], []
-        for step in named(steps):
-            request = self._request(step.task, step.args, TaskOptions(**step.options))
-            encoded.append((step, request.as_json_object()))
-            requests.append(request)
-        return workflow_document(encoded, name=name, meta=meta), requests
+    def _workflow_requests(self, steps: Sequence[Step]) -> tuple[list[Step], list[EnqueueRequest]]:
+        """The named steps and their requests with each one's task defaults applied (in
+        declaration order): the enqueue_workflow document and the `enqueued` hooks use them."""
+        steps = named(steps)
+        requests = [self._request(s.task, s.args, TaskOptions(**s.options)) for s in steps]
+        return steps, requests
 
     def _workflow_enqueued(
         self, requests: list[EnqueueRequest], workflow_id: int, jobs: dict[str, int]
@@ -537,11 +547,15 @@ class App:
         caller's with `conn`) and return its handle. Steps refer to each other by name
         in `after`; the database checks the graph (unknown names, cycles, bad fields)
         and writes nothing when it is wrong. See skiplock.enqueue_workflow."""
-        document, requests = self._workflow_document(steps, name, meta)
-        if conn is not None:
-            return self._workflow_enqueued(requests, *_enqueued_workflow(conn, document))
-        with self._sync_pool().connection() as pooled:
-            return self._workflow_enqueued(requests, *_enqueued_workflow(pooled, document))
+        named_steps, requests = self._workflow_requests(steps)
+        with EnqueueSpan(requests) as traced:
+            document = _workflow_document(named_steps, traced.requests, name, meta)
+            if conn is not None:
+                workflow_id, jobs = _enqueued_workflow(conn, document)
+            else:
+                with self._sync_pool().connection() as pooled:
+                    workflow_id, jobs = _enqueued_workflow(pooled, document)
+        return self._workflow_enqueued(requests, workflow_id, jobs)
 
     async def workflow_async(
         self,
@@ -550,15 +564,15 @@ class App:
         meta: Mapping[str, Any] | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> WorkflowHandle:
-        document, requests = self._workflow_document(steps, name, meta)
-        if conn is not None:
-            return self._workflow_enqueued(
-                requests, *await _enqueued_workflow_async(conn, document)
-            )
-        async with (await self.async_pool()).connection() as pooled:
-            return self._workflow_enqueued(
-                requests, *await _enqueued_workflow_async(pooled, document)
-            )
+        named_steps, requests = self._workflow_requests(steps)
+        with EnqueueSpan(requests) as traced:
+            document = _workflow_document(named_steps, traced.requests, name, meta)
+            if conn is not None:
+                workflow_id, jobs = await _enqueued_workflow_async(conn, document)
+            else:
+                async with (await self.async_pool()).connection() as pooled:
+                    workflow_id, jobs = await _enqueued_workflow_async(pooled, document)
+        return self._workflow_enqueued(requests, workflow_id, jobs)
 
     def chain(
         self,
@@ -834,6 +848,16 @@ class WorkflowHandle:
 
     async def retry_async(self) -> int:
         return await self.app.retry_workflow_async(self.id)
+
+
+def _workflow_document(
+    steps: Sequence[Step],
+    requests: Sequence[EnqueueRequest],
+    name: str | None,
+    meta: Mapping[str, Any] | None,
+) -> str:
+    encoded = [(s, r.as_json_object()) for s, r in zip(steps, requests, strict=True)]
+    return workflow_document(encoded, name=name, meta=meta)
 
 
 def _enqueued_workflow(conn: psycopg.Connection[Any], document: str) -> tuple[int, dict[str, int]]:

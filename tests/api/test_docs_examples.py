@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 from skiplock.api.openapi import DOCUMENT
 
@@ -53,15 +54,28 @@ def curl_examples(text: str) -> list[tuple[str, str]]:
     return examples
 
 
-def route_pattern(path: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+def route_pattern(path: str, item: dict[str, Any]) -> re.Pattern[str]:
+    """A regex for the paths `path` answers: a path parameter matches what its schema's
+    pattern allows (task names may hold '/'), else one segment."""
+    patterns = {}
+    for operation in item.values():
+        for parameter in operation.get("parameters", []):
+            pattern = parameter.get("schema", {}).get("pattern")
+            if parameter["in"] == "path" and pattern:
+                patterns[parameter["name"]] = pattern.removeprefix("^").removesuffix("$")
+    regex = re.sub(
+        r"\\\{(\w+)\\\}",
+        lambda m: f"(?:{patterns.get(m.group(1), '[^/]+')})",
+        re.escape(path),
+    )
+    return re.compile(f"^{regex}$")
 
 
 def test_every_route_has_a_curl_example() -> None:
     examples = curl_examples(API_MD.read_text())
     missing = []
     for path, item in DOCUMENT["paths"].items():
-        pattern = route_pattern(path)
+        pattern = route_pattern(path, item)
         for method in item:
             if method not in HTTP_METHODS:
                 continue
@@ -72,7 +86,7 @@ def test_every_route_has_a_curl_example() -> None:
 
 def test_examples_name_routes_that_exist() -> None:
     patterns = [
-        (method.upper(), route_pattern(path))
+        (method.upper(), route_pattern(path, item))
         for path, item in DOCUMENT["paths"].items()
         for method in item
         if method in HTTP_METHODS

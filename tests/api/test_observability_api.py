@@ -4,6 +4,7 @@ database-level limits (statement timeout, database away)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import psycopg
@@ -179,7 +180,9 @@ def app_operations(routes: list[object], prefix: str = "") -> set[tuple[str, str
         elif isinstance(route, Route):
             for method in route.methods or ():
                 if method != "HEAD":
-                    found.add((prefix + route.path, method.lower()))
+                    # OpenAPI spells `{name:path}` (a Starlette converter) as `{name}`
+                    path = re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path)
+                    found.add((path, method.lower()))
     return found
 
 

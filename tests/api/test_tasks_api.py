@@ -12,7 +12,9 @@ from api_checks import assert_problem
 from starlette.testclient import TestClient
 
 import skiplock
-from skiplock.api import create_app
+from skiplock import store
+from skiplock.api import AuthConfig, create_app
+from skiplock.api.auth import hash_token, new_token
 
 W = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
 EMAIL = {
@@ -53,6 +55,46 @@ def test_forget_task(client: TestClient) -> None:
     assert client.delete("/api/v1/tasks/plain").status_code == 204
     assert_problem(client.delete("/api/v1/tasks/plain"), 404, "not found")
     assert [t["name"] for t in client.get("/api/v1/tasks").json()["tasks"]] == ["send_email"]
+
+
+def test_task_names_with_a_slash_are_addressable(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    tasks = [{"name": "reports/monthly/build", "queue": "reports"}, {"name": "reports"}]
+    conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (json.dumps(tasks),))
+    task = client.get("/api/v1/tasks/reports/monthly/build").json()
+    assert task["name"] == "reports/monthly/build" and task["queue"] == "reports"
+    assert client.get("/api/v1/tasks/reports").json()["name"] == "reports"
+    assert_problem(client.get("/api/v1/tasks/reports/monthly"), 404, "not found")
+    assert client.delete("/api/v1/tasks/reports/monthly/build").status_code == 204
+    assert_problem(client.get("/api/v1/tasks/reports/monthly/build"), 404, "not found")
+    assert client.get("/api/v1/tasks/reports").status_code == 200
+
+
+def test_a_queue_limited_token_sees_only_the_tasks_of_its_queues(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    tasks = [{"name": "send_email", "queue": "emails"}, {"name": "reports/build"}]
+    conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (json.dumps(tasks),))
+
+    def token(name: str, scope: str, queues: str | None) -> dict[str, str]:
+        secret = new_token()
+        assert store.create_api_token(name, scope, queues, hash_token(secret)).run(conn)
+        return {"Authorization": f"Bearer {secret}"}
+
+    mailer = token("mailer", "admin", "emails*")
+    everyone = token("ops", "admin", None)
+    with TestClient(create_app(skiplock.App(dsn), auth=AuthConfig())) as c:
+        listed = c.get("/api/v1/tasks", headers=mailer).json()["tasks"]
+        assert [t["name"] for t in listed] == ["send_email"]
+        assert c.get("/api/v1/tasks/send_email", headers=mailer).status_code == 200
+        # another queue's task is absent, not forbidden, and stays published
+        assert_problem(c.get("/api/v1/tasks/reports/build", headers=mailer), 404, "not found")
+        assert_problem(c.delete("/api/v1/tasks/reports/build", headers=mailer), 404, "not found")
+        assert c.get("/api/v1/tasks/reports/build", headers=everyone).status_code == 200
+        assert c.delete("/api/v1/tasks/send_email", headers=mailer).status_code == 204
+        names = [t["name"] for t in c.get("/api/v1/tasks", headers=everyone).json()["tasks"]]
+        assert names == ["reports/build"]
 
 
 def test_args_are_checked_against_the_published_schema(

@@ -58,6 +58,33 @@ def test_latest_publisher_wins_and_gone_workers_drop_out(conn: psycopg.Connectio
     assert tasks(conn, ["nope"]) == []
 
 
+def test_last_seen_follows_the_heartbeats_of_live_workers(conn: psycopg.Connection) -> None:
+    register(conn, W1)
+    register(conn, W2)
+    publish(conn, W1, [{"name": "send"}], now=T0)
+    publish(conn, None, [{"name": "orphan"}], now=T0)
+    beat = T0 + timedelta(days=3)
+    conn.execute("UPDATE skiplock.workers SET last_heartbeat_at = %s WHERE id = %s", (beat, W1))
+    conn.execute(
+        "UPDATE skiplock.workers SET last_heartbeat_at = %s WHERE id = %s",
+        (beat + timedelta(seconds=5), W2),  # alive, but not serving `send`
+    )
+
+    def seen(at: datetime) -> dict[str, tuple[datetime, list[uuid.UUID]]]:
+        rows = conn.execute(
+            "SELECT name, last_seen_at, workers FROM skiplock.list_tasks(p_now => %s)", (at,)
+        ).fetchall()
+        return {name: (last, workers) for name, last, workers in rows}
+
+    # W1 heard from 30 s ago: the task was seen then, not three days ago at its publish.
+    assert seen(beat + timedelta(seconds=30)) == {"orphan": (T0, []), "send": (beat, [W1])}
+    # W1 silent for over a minute: no longer live, so the published time stands again.
+    assert seen(beat + timedelta(minutes=2)) == {"orphan": (T0, []), "send": (T0, [])}
+    # A later publish than any heartbeat wins.
+    publish(conn, W1, [{"name": "send"}], now=beat + timedelta(minutes=1))
+    assert seen(beat + timedelta(seconds=30))["send"] == (beat + timedelta(minutes=1), [W1])
+
+
 def test_bad_publications_raise_and_change_nothing(conn: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         publish(conn, None, [{"name": "bad name!"}])

@@ -34,6 +34,7 @@ from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
 from skiplock.errors import ConfigError
 from skiplock.registry import App
+from skiplock.tracing import RequestTraceContext
 
 __all__ = ["AuthConfig", "create_app"]
 
@@ -80,7 +81,8 @@ def create_app(
         statement_timeout=statement_timeout,
         finished=finished,
     )
-    middleware = [Middleware(InternalErrorMiddleware)]
+    # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
+    middleware = [Middleware(InternalErrorMiddleware), Middleware(RequestTraceContext)]
     if auth is not None:
         middleware.append(Middleware(AuthMiddleware, api=state, config=auth))
 

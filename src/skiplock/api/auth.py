@@ -12,7 +12,7 @@ liveness, readiness, Prometheus scrapes and the API description) needs
 
 Scopes nest: read (GET) < write (enqueue jobs and workflows, cancel, retry) < admin
 (everything else).
-A token limited to a queue pattern sees only those queues: jobs and queues of others
+A token limited to a queue pattern sees only those queues: jobs, queues and tasks of others
 answer 404, as if they did not exist, and routes that are not per queue answer 403.
 Failed attempts are limited per client address (a sliding window, in memory, per
 process); every mutating call by a known caller leaves one row in skiplock.audit_log.
@@ -58,7 +58,7 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs
 WRITE_ROUTES = re.compile(r"/api/v1/(jobs|workflows)(/[^/]+/(cancel|retry))?/?")
 ADMIN_READS = re.compile(r"/api/v1/audit/?")
 # Routes that know which queue they touch, and so can serve a queue-limited token.
-QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues|workflows)(/.*)?")
+QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues|workflows|tasks)(/.*)?")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 PRINCIPAL_KEY = "skiplock.principal"
@@ -376,7 +376,7 @@ def forbidden_reason(principal: Principal, needed: str, path: str) -> str | None
     if principal.queue_pattern is not None and not QUEUE_AWARE.fullmatch(path):
         return (
             f"the token is limited to queues {principal.queue_pattern};"
-            " only the jobs, workflows and queues routes serve it"
+            " only the jobs, workflows, queues and tasks routes serve it"
         )
     return None
 

@@ -61,7 +61,7 @@ SCHEDULE = _param(
 )
 WORKER = _param("worker_id", "path", {"type": "string", "format": "uuid"}, "Worker id.")
 TASK = _param(
-    "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}, "Task name."
+    "name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,200}$"}, "Task name."
 )
 LIMIT = _param(
     "limit", "query", {"type": "integer", "default": 50}, "Page size, clamped to 1..500."

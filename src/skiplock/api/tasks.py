@@ -4,6 +4,9 @@ task's args), and the check of an enqueue against it.
 Workers publish their tasks when they start (skiplock.publish_tasks). POST /api/v1/jobs
 and POST /api/v1/workflows refuse a task no worker has published (unless the body says
 "allow_unregistered_task": true) and args that fail the published schema.
+
+A queue-limited token sees only the tasks whose queue it sees; others answer 404, as if
+nobody had published them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from skiplock import store
+from skiplock.api.auth import principal_of
 from skiplock.api.problems import Problem
 from skiplock.api.query import Query
 from skiplock.api.routing import route
@@ -39,23 +43,34 @@ def task_name_of(request: Request) -> str:
     return name
 
 
+def visible(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks whose queue the caller sees (all, unless its token is queue-limited)."""
+    principal = principal_of(request)
+    if principal is None or principal.queue_pattern is None:
+        return rows
+    return [row for row in rows if principal.sees(row["queue"])]
+
+
 async def list_tasks(request: Request) -> Response:
     """GET /api/v1/tasks → 200 {"tasks": [...]}: name, queue, description, args_schema,
     first_seen_at, last_seen_at, workers (the live workers serving it)."""
     api = api_state(request)
     Query(request, ())
-    rows = await api.run(store.list_tasks())
+    rows = visible(request, await api.run(store.list_tasks()))
     return JSONResponse({"tasks": [task_json(row) for row in rows]})
+
+
+async def _visible_task(request: Request, api: ApiState, name: str) -> dict[str, Any]:
+    rows = visible(request, await api.run(store.list_tasks([name])))
+    if not rows:
+        raise Problem(404, "not found", f"task {name} not found")
+    return rows[0]
 
 
 async def get_task(request: Request) -> Response:
     """GET /api/v1/tasks/{name} → 200 with the task; 404 when no worker published it."""
     api = api_state(request)
-    name = task_name_of(request)
-    rows = await api.run(store.list_tasks([name]))
-    if not rows:
-        raise Problem(404, "not found", f"task {name} not found")
-    return JSONResponse(task_json(rows[0]))
+    return JSONResponse(task_json(await _visible_task(request, api, task_name_of(request))))
 
 
 async def forget_task(request: Request) -> Response:
@@ -63,6 +78,7 @@ async def forget_task(request: Request) -> Response:
     touched; a worker that still serves it publishes it again when it starts); 404."""
     api = api_state(request)
     name = task_name_of(request)
+    await _visible_task(request, api, name)
     if not await api.run(store.forget_task(name)):
         raise Problem(404, "not found", f"task {name} not found")
     return Response(status_code=204)
@@ -134,6 +150,7 @@ async def check_jobs_against_registry(
 
 routes = [
     Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
-    route("/tasks/{name}", {"GET": get_task, "DELETE": forget_task}, name="get_task"),
+    # `path`: task names may contain "/" (reports/build)
+    route("/tasks/{name:path}", {"GET": get_task, "DELETE": forget_task}, name="get_task"),
 ]
 """Mounted under /api/v1 by create_app."""

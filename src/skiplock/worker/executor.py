@@ -15,6 +15,7 @@ from skiplock.context import JobContext
 from skiplock.errors import Discard, Retry, UnknownTask
 from skiplock.jobs import ClaimedJob, JSONError, encode_json, undecodable_error
 from skiplock.registry import App
+from skiplock.tracing import RunSpan
 from skiplock.validation import rejected_args
 
 OutcomeKind = Literal["succeeded", "failed", "released"]
@@ -85,11 +86,30 @@ def error_json(exc: BaseException, *, with_traceback: bool = True, **extra: Any)
 
 
 async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcome:
-    """Run the job; CancelledError propagates (the caller knows why it cancelled)."""
+    """Run the job; CancelledError propagates (the caller knows why it cancelled).
+
+    With opentelemetry installed the attempt runs inside a CONSUMER span (see tracing)."""
+    span = RunSpan.start(ctx.job)
+    if span is None:
+        return await _execute(app, ctx, threads, None)
+    with span:
+        return await _execute(app, ctx, threads, span)
+
+
+async def _execute(
+    app: App, ctx: JobContext, threads: Executor | None, span: RunSpan | None
+) -> Outcome:
     job = ctx.job
     started = time.perf_counter()
 
-    def outcome(kind: OutcomeKind, payload: str) -> Outcome:
+    def outcome(
+        kind: OutcomeKind,
+        payload: str,
+        exc: BaseException | None = None,
+        label: str = "failed",
+    ) -> Outcome:
+        if span is not None:
+            span.finish("succeeded" if kind == "succeeded" else label, exc)
         return Outcome(job, ctx, kind, payload, time.perf_counter() - started)
 
     if (unreadable := undecodable_error(job)) is not None:
@@ -98,16 +118,11 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
     task = app.tasks.get(job.task) or app.builtin_tasks.get(job.task)
     if task is None:
         # Retried by policy like any failure: a worker that knows the task may come up.
-        return outcome(
-            "failed",
-            error_json(
-                UnknownTask(f"no task named {job.task!r} is registered in this worker"),
-                with_traceback=False,
-            ),
-        )
+        unknown = UnknownTask(f"no task named {job.task!r} is registered in this worker")
+        return outcome("failed", error_json(unknown, with_traceback=False), unknown, "unknown_task")
 
     if (invalid := rejected_args(task, job.args)) is not None:
-        return outcome("failed", invalid)
+        return outcome("failed", invalid, None, "invalid_args")
 
     async def call_handler() -> Any:
         return await task.run(ctx, job.args, threads)
@@ -123,17 +138,20 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
             result = await call()
         return outcome("succeeded", encode_json(result, what="the result"))
     except Retry as exc:
-        return outcome("failed", error_json(exc, with_traceback=False, retry_in=exc.delay))
+        payload = error_json(exc, with_traceback=False, retry_in=exc.delay)
+        return outcome("failed", payload, exc, "retry")
     except Discard as exc:
-        return outcome("failed", error_json(exc, retry=False))
+        return outcome("failed", error_json(exc, retry=False), exc, "discarded")
     except asyncio.TimeoutError as exc:
         error: BaseException = exc
+        label = "failed"
         if job.timeout is not None and time.perf_counter() - started >= job.timeout.total_seconds():
             ctx.cancelled.set()
             error = TimeoutError(f"timed out after {job.timeout.total_seconds():g} s")
-        return outcome("failed", error_json(error))
+            label = "timeout"
+        return outcome("failed", error_json(error), error, label)
     except Exception as exc:
-        return outcome("failed", error_json(exc))
+        return outcome("failed", error_json(exc), exc)
 
 
 def _wrap(middleware: Any, ctx: JobContext, call_next: Any) -> Any:
