@@ -4,11 +4,9 @@ went. Never touches the database: the completer writes what this returns."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from skiplock.jobs import ClaimedJob, JSONError, encode_json, undecodable_error
 from skiplock.registry import App
 from skiplock.tracing import RunSpan
 from skiplock.validation import rejected_args
+from skiplock.worker.deadline import within
 
 OutcomeKind = Literal["succeeded", "failed", "released"]
 
@@ -135,7 +134,7 @@ async def _execute(
 
     try:
         if job.timeout is not None:
-            result = await _within(job.timeout.total_seconds(), call)
+            result = await within(job.timeout.total_seconds(), call)
         else:
             result = await call()
         return outcome("succeeded", encode_json(result, what="the result"))
@@ -154,20 +153,6 @@ async def _execute(
         return outcome("failed", error_json(error), error, label)
     except Exception as exc:
         return outcome("failed", error_json(exc), exc)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(seconds: float, call: Callable[[], Awaitable[Any]]) -> Any:
-        # a deadline on this task: wait_for ran the call in a task of its own, which
-        # doubled the worker's CPU per job for every job with a timeout
-        async with asyncio.timeout(seconds):
-            return await call()
-
-else:
-
-    async def _within(seconds: float, call: Callable[[], Awaitable[Any]]) -> Any:
-        return await asyncio.wait_for(call(), seconds)
 
 
 def _wrap(middleware: Any, ctx: JobContext, call_next: Any) -> Any:

@@ -28,6 +28,7 @@ from skiplock.registry import App
 from skiplock.store import Call
 from skiplock.worker.backoff import Backoff
 from skiplock.worker.completer import Completer
+from skiplock.worker.deadline import wait_event
 from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
 from skiplock.worker.listener import Listener
 
@@ -310,8 +311,7 @@ class Worker:
             if (free < min_claim and self._running) or free <= 0 or self._completer.saturated:
                 self._slot_freed.clear()
                 # Bounded: a missed signal costs one poll interval, never a stuck worker.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), s.poll_interval)
+                await wait_event(self._slot_freed, s.poll_interval)
                 continue
             want = min(free, batch)
             self._wake.clear()
@@ -326,12 +326,10 @@ class Worker:
             for job in jobs:
                 self._start(job)
             if len(jobs) < want:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), s.poll_interval)
+                await wait_event(self._wake, s.poll_interval)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        await wait_event(self._stopping, delay)
 
     async def run_once(self) -> int:
         """Claim one batch, run it to the end and record the outcomes; returns how many
