@@ -146,3 +146,4 @@ class ClaimedJob(NamedTuple):
     created_at: datetime
     tags: list[str]
     meta: dict[str, Any]
+    run_at: datetime

@@ -424,12 +424,17 @@ def resume_queue(queue: str) -> Call[bool]:
 
 
 def claim_jobs(
-    worker_id: uuid.UUID, queues: Sequence[str], limit: int, lease: timedelta
+    worker_id: uuid.UUID,
+    queues: Sequence[str],
+    limit: int,
+    lease: timedelta,
+    run_after: datetime | None = None,
 ) -> Call[list[ClaimedJob]]:
     return Call(
         "SELECT id, task, args, queue, priority, attempt, max_attempts, timeout, created_at,"
-        " tags, meta FROM skiplock.claim_jobs(%s, %s::text[], %s, %s)",
-        (worker_id, list(queues), limit, lease),
+        " tags, meta, run_at FROM skiplock.claim_jobs(%s, %s::text[], %s, %s,"
+        " p_run_after => %s)",
+        (worker_id, list(queues), limit, lease, run_after),
         lambda rows: list(map(ClaimedJob._make, rows)),
     )
 

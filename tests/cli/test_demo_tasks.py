@@ -106,7 +106,8 @@ class Recorder:
 
 
 def _ctx(sink: Recorder) -> JobContext:
-    job = ClaimedJob(1, "sleep", {}, "default", 0, 1, 1, None, datetime.now(timezone.utc), [], {})
+    now = datetime.now(timezone.utc)
+    job = ClaimedJob(1, "sleep", {}, "default", 0, 1, 1, None, now, [], {}, now)
     return JobContext(job, uuid.uuid4(), sink)
 
 

@@ -27,6 +27,7 @@ from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
 from skiplock.store import Call
 from skiplock.worker.backoff import Backoff
+from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
 from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
@@ -123,6 +124,7 @@ class Worker:
         self._pool: AsyncConnectionPool | None = None
         self._dsn = app.dsn
         self._claim_conn: psycopg.AsyncConnection[Any] | None = None
+        self._claim_bound = ClaimBound(self.settings.poll_interval)
         self._completer: Completer | None = None
         self.listener: Listener | None = None
         self._progress: dict[int, tuple[float | None, str | None]] = {}
@@ -270,9 +272,13 @@ class Worker:
                 self._claim_conn = conn
                 await _configure_connection(conn)
                 await store.set_claim_session().arun(conn)
+            started = asyncio.get_running_loop().time()
+            run_after = self._claim_bound.next(started)
             jobs: list[ClaimedJob] = await store.claim_jobs(
-                self.id, s.queues, limit, timedelta(seconds=s.lease)
+                self.id, s.queues, limit, timedelta(seconds=s.lease), run_after
             ).arun(conn)
+            took = asyncio.get_running_loop().time() - started
+            self._claim_bound.record(run_after, started, took, jobs)
         except psycopg.OperationalError:
             if conn is not None:
                 await conn.close()

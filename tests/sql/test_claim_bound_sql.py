@@ -1,0 +1,128 @@
+"""claim_jobs' p_run_after (migration 0016): a bound a worker puts on its claims while an
+old snapshot keeps claimed jobs as dead entries at the front of the claim index."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from skiplock import store
+
+W = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = T0 + timedelta(days=1)  # every job below is due by then
+
+
+def enqueue_at(
+    conn: psycopg.Connection, hours: int, queue: str = "default", priority: int = 0
+) -> int:
+    row = conn.execute(
+        "SELECT skiplock.enqueue('t', queue => %s, priority => %s, run_at => %s)",
+        (queue, priority, T0 + timedelta(hours=hours)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def claim(
+    conn: psycopg.Connection, queues: Sequence[str], run_after: datetime | None, limit: int = 10
+) -> list[tuple[int, datetime]]:
+    rows = conn.execute(
+        "SELECT id, run_at FROM skiplock.claim_jobs(%s, %s, %s, p_now => %s, p_run_after => %s)",
+        (W, list(queues), limit, NOW, run_after),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_claim_takes_only_jobs_at_or_after_the_bound(conn: psycopg.Connection) -> None:
+    early, middle, late = (enqueue_at(conn, h) for h in (1, 2, 3))
+    urgent_but_early = enqueue_at(conn, 0, priority=9)
+    bound = T0 + timedelta(hours=2)
+    assert sorted(claim(conn, ["default"], bound)) == [
+        (middle, bound),
+        (late, T0 + timedelta(hours=3)),
+    ]
+    # no bound: the rest, highest priority first (rows come back in no order: one a claim)
+    assert [job for job, _ in claim(conn, ["default"], None, limit=1)] == [urgent_but_early]
+    assert [job for job, _ in claim(conn, ["default"], None, limit=1)] == [early]
+
+
+def test_bound_applies_over_several_queues_and_to_limited_queues(
+    conn: psycopg.Connection,
+) -> None:
+    conn.execute("SELECT skiplock.set_queue_limits('limited', p_max_running => 5)")
+    old = [enqueue_at(conn, 1, q) for q in ("default", "other", "limited")]
+    new = [enqueue_at(conn, 5, q) for q in ("default", "other", "limited")]
+    bound = T0 + timedelta(hours=4)
+    assert sorted(job for job, _ in claim(conn, ["default", "other"], bound)) == new[:2]
+    assert [job for job, _ in claim(conn, ["limited"], bound)] == new[2:]
+    assert sorted(job for job, _ in claim(conn, ["default", "other", "limited"], None)) == old
+
+
+def test_python_claim_returns_run_at(conn: psycopg.Connection) -> None:
+    run_at = datetime.now(timezone.utc) - timedelta(hours=1)
+    row = conn.execute("SELECT skiplock.enqueue('t', run_at => %s)", (run_at,)).fetchone()
+    assert row is not None
+    lease = timedelta(seconds=30)
+    later = run_at + timedelta(microseconds=1)
+    assert store.claim_jobs(W, ["default"], 5, lease, later).run(conn) == []
+    (job,) = store.claim_jobs(W, ["default"], 5, lease, run_at).run(conn)
+    assert (job.id, job.run_at) == (row[0], run_at)
+
+
+def claim_reading(conn: psycopg.Connection, run_after: datetime | None) -> tuple[int, int]:
+    """Claim 50 jobs: (jobs claimed, entries of jobs_claim_idx the claim read). Counts,
+    not timings: an entry is counted whether or not its row turns out visible."""
+
+    def entries_read() -> int:
+        # this backend's counts not yet sent to the statistics: they grow as it reads
+        row = conn.execute(
+            "SELECT pg_stat_get_xact_tuples_returned('skiplock.jobs_claim_idx'::regclass)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    with conn.transaction():
+        before = entries_read()
+        claimed = conn.execute(
+            "SELECT id FROM skiplock.claim_jobs(%s, '{default}', 50, p_run_after => %s)",
+            (W, run_after),
+        ).fetchall()
+        return len(claimed), entries_read() - before
+
+
+def test_bound_skips_what_an_old_snapshot_keeps_in_the_claim_index(
+    conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    old = connect()
+    old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    old.execute("SELECT count(*) FROM skiplock.queues")  # takes the snapshot, then idles
+    # 5,000 jobs claimed and finished while the snapshot stays open: vacuum may not
+    # remove their entries from jobs_claim_idx, nor a scan mark them dead.
+    conn.execute(
+        "INSERT INTO skiplock.jobs (task, run_at)"
+        " SELECT 't', now() - interval '1 hour' + n * interval '1 ms'"
+        " FROM generate_series(1, 5000) n"
+    )
+    done = conn.execute(
+        "SELECT id, attempt FROM skiplock.claim_jobs(%s, '{default}', 5000)", (W,)
+    ).fetchall()
+    conn.execute(
+        "SELECT skiplock.complete_jobs(%s, %s::bigint[], %s::integer[], NULL)",
+        (W, [r[0] for r in done], [r[1] for r in done]),
+    )
+    conn.execute("VACUUM skiplock.jobs")
+    conn.execute("INSERT INTO skiplock.jobs (task) SELECT 't' FROM generate_series(1, 100)")
+    bound = conn.execute("SELECT min(run_at) FROM skiplock.jobs WHERE state = 'queued'").fetchone()
+    assert bound is not None
+    full = claim_reading(conn, None)
+    bounded = claim_reading(conn, bound[0])
+    old.rollback()
+    # the full claim read every dead entry, then its 50; the bounded one seeked past them
+    assert full[0] == bounded[0] == 50
+    assert full[1] >= 5000 + 50, full
+    assert bounded[1] < 5000 // 10, bounded
