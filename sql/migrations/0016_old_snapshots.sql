@@ -1,16 +1,26 @@
--- The claim can skip the front of its index.
+-- An old snapshot no longer stalls the worker.
 --
--- An old snapshot (an idle REPEATABLE READ transaction, a long report, a replica with
--- hot_standby_feedback) keeps every job claimed since it began as a dead entry at the
--- front of jobs_claim_idx: vacuum may not remove them and index scans may not mark them
--- dead. Each claim walked all of them from the front and looked each one up in the
--- table: after 5 minutes at ~9,000 jobs/s, ~100 ms a claim, and the worker fell behind.
--- claim_jobs now takes p_run_after: only jobs with run_at >= p_run_after are claimed.
--- A worker whose claims turn slow passes the run_at of the oldest job its last full
--- claim started; with the run_at bound the index scan seeks past the dead entries
--- (PostgreSQL 18 skips to each priority; older versions check the bound in the index,
--- without visiting the table). Full claims every few seconds still take whatever the
--- bound left behind. It also returns run_at, for the worker to pick its bound.
+-- An old snapshot (an idle REPEATABLE READ transaction, a long report, a standby with
+-- hot_standby_feedback) keeps every row version deleted or updated since it began: vacuum
+-- may not remove them, and an index scan may not mark their entries dead. Two index
+-- scans of the worker's hot path walked all of those entries on every call, each one
+-- looked up in the table: with a transaction held for 5 minutes at ~7,000 jobs/s the
+-- worker fell to ~1,100 jobs/s and 1.6 M jobs piled up.
+--
+-- 1. The claim walked jobs_claim_idx from its front, where every job claimed since
+--    sits. claim_jobs now takes p_run_after: only jobs with run_at >= p_run_after are
+--    claimed. A worker whose claims turn slow passes the run_at of the oldest job its
+--    last full claim started; with the run_at bound the index scan seeks past the dead
+--    entries (PostgreSQL 18 skips to each priority; older versions check the bound in
+--    the index, without visiting the table). Full claims every few seconds still take
+--    whatever the bound left behind. It also returns run_at, for the worker to pick its
+--    bound.
+-- 2. complete/fail/release/heartbeat found a worker's running jobs through
+--    jobs_running_idx (worker_id): the entries of every job that worker has finished
+--    since. Indexed by (worker_id, id), the same statements probe exactly their ids.
+
+DROP INDEX skiplock.jobs_running_idx;
+CREATE INDEX jobs_running_idx ON skiplock.jobs (worker_id, id) WHERE state = 'running';
 
 -- New parameter and result column: a new signature; drop the old one so calls stay
 -- unambiguous.

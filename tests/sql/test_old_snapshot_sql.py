@@ -1,5 +1,7 @@
-"""claim_jobs' p_run_after (migration 0016): a bound a worker puts on its claims while an
-old snapshot keeps claimed jobs as dead entries at the front of the claim index."""
+"""An old snapshot keeps the entries of every job claimed or finished since it began in the
+jobs table's indexes (migration 0016): the worker's statements must not walk them.
+claim_jobs' p_run_after bounds a claim past them; complete, heartbeat and the rest find
+a worker's jobs by (worker_id, id). Entries read are counted, never timed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-import pytest
 
 from skiplock import store
 
@@ -74,48 +75,61 @@ def test_python_claim_returns_run_at(conn: psycopg.Connection) -> None:
     assert (job.id, job.run_at) == (row[0], run_at)
 
 
-def claim_reading(conn: psycopg.Connection, run_after: datetime | None) -> tuple[int, int]:
-    """Claim 50 jobs: (jobs claimed, entries of jobs_claim_idx the claim read). Counts,
-    not timings: an entry is counted whether or not its row turns out visible."""
-
-    def entries_read() -> int:
-        # this backend's counts not yet sent to the statistics: they grow as it reads
-        row = conn.execute(
-            "SELECT pg_stat_get_xact_tuples_returned('skiplock.jobs_claim_idx'::regclass)"
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    with conn.transaction():
-        before = entries_read()
-        claimed = conn.execute(
-            "SELECT id FROM skiplock.claim_jobs(%s, '{default}', 50, p_run_after => %s)",
-            (W, run_after),
-        ).fetchall()
-        return len(claimed), entries_read() - before
+def entries_read(conn: psycopg.Connection, index: str | None = None) -> int:
+    """Index entries this backend has read (from one index, or all of skiplock.jobs'),
+    counted whether or not their row turned out visible. The counts not yet sent to the
+    statistics: they only grow within a test."""
+    row = conn.execute(
+        "SELECT sum(pg_stat_get_xact_tuples_returned(i.indexrelid)) FROM pg_index i"
+        " WHERE i.indrelid = 'skiplock.jobs'::regclass"
+        " AND (%s::regclass IS NULL OR i.indexrelid = %s::regclass)",
+        (index, index),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-def test_bound_skips_what_an_old_snapshot_keeps_in_the_claim_index(
-    conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
-) -> None:
+def hold_old_snapshot(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
     old = connect()
     old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     old.execute("SELECT count(*) FROM skiplock.queues")  # takes the snapshot, then idles
-    # 5,000 jobs claimed and finished while the snapshot stays open: vacuum may not
-    # remove their entries from jobs_claim_idx, nor a scan mark them dead.
+    return old
+
+
+def run_and_finish(conn: psycopg.Connection, n: int) -> None:
+    """n jobs claimed and finished by W: with an old snapshot open, vacuum may not remove
+    their index entries, nor a scan mark them dead."""
     conn.execute(
         "INSERT INTO skiplock.jobs (task, run_at)"
         " SELECT 't', now() - interval '1 hour' + n * interval '1 ms'"
-        " FROM generate_series(1, 5000) n"
+        " FROM generate_series(1, %s) n",
+        (n,),
     )
     done = conn.execute(
-        "SELECT id, attempt FROM skiplock.claim_jobs(%s, '{default}', 5000)", (W,)
+        "SELECT id, attempt FROM skiplock.claim_jobs(%s, '{default}', %s)", (W, n)
     ).fetchall()
     conn.execute(
         "SELECT skiplock.complete_jobs(%s, %s::bigint[], %s::integer[], NULL)",
         (W, [r[0] for r in done], [r[1] for r in done]),
     )
     conn.execute("VACUUM skiplock.jobs")
+
+
+def claim_reading(conn: psycopg.Connection, run_after: datetime | None) -> tuple[int, int]:
+    """Claim 50 jobs: (jobs claimed, entries of jobs_claim_idx the claim read)."""
+    before = entries_read(conn, "skiplock.jobs_claim_idx")
+    claimed = conn.execute(
+        "SELECT id FROM skiplock.claim_jobs(%s, '{default}', 50, p_run_after => %s)",
+        (W, run_after),
+    ).fetchall()
+    return len(claimed), entries_read(conn, "skiplock.jobs_claim_idx") - before
+
+
+def test_bound_skips_what_an_old_snapshot_keeps_in_the_claim_index(
+    conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    old = hold_old_snapshot(connect)
+    run_and_finish(conn, 5000)
     conn.execute("INSERT INTO skiplock.jobs (task) SELECT 't' FROM generate_series(1, 100)")
     bound = conn.execute("SELECT min(run_at) FROM skiplock.jobs WHERE state = 'queued'").fetchone()
     assert bound is not None
@@ -126,3 +140,30 @@ def test_bound_skips_what_an_old_snapshot_keeps_in_the_claim_index(
     assert full[0] == bounded[0] == 50
     assert full[1] >= 5000 + 50, full
     assert bounded[1] < 5000 // 10, bounded
+
+
+def test_finishing_reads_only_its_own_jobs_under_an_old_snapshot(
+    conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    old = hold_old_snapshot(connect)
+    run_and_finish(conn, 5000)  # the same worker's: its finished jobs stay in the indexes
+    conn.execute("INSERT INTO skiplock.jobs (task) SELECT 't' FROM generate_series(1, 100)")
+    jobs = conn.execute(
+        "SELECT id, attempt FROM skiplock.claim_jobs(%s, '{default}', 100)", (W,)
+    ).fetchall()
+    first = [j[0] for j in jobs[:50]], [j[1] for j in jobs[:50]]
+    second = [j[0] for j in jobs[50:]], [j[1] for j in jobs[50:]]
+    calls = {
+        "heartbeat": ("heartbeat_jobs(%s, %s::bigint[], %s::integer[])", first),
+        "complete": ("complete_jobs(%s, %s::bigint[], %s::integer[], NULL)", first),
+        "release": ("release_jobs(%s, %s::bigint[], %s::integer[])", second),
+    }
+    read = {}
+    for name, (call, (ids, attempts)) in calls.items():
+        before = entries_read(conn)
+        done = conn.execute(f"SELECT skiplock.{call}", (W, ids, attempts)).fetchall()
+        assert len(done) == 50, name
+        read[name] = entries_read(conn) - before
+    old.rollback()
+    # a few entries per job (its own versions), not the 5,000 finished jobs' entries
+    assert all(n < 1000 for n in read.values()), read
