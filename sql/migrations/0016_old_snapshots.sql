@@ -18,7 +18,7 @@
 -- 2. complete/fail/release/heartbeat found a worker's running jobs through
 --    jobs_running_idx (worker_id): the entries of every job that worker has finished
 --    since. Indexed by (worker_id, id), the same statements probe exactly their ids.
--- 3. finish_jobs (complete_jobs' move to history) checks and locks its jobs one id at a
+-- 3. finish_jobs (complete_jobs' move to history) checks its jobs' tokens one id at a
 --    time before the DELETE, so its plan no longer hangs on the table's statistics.
 
 DROP INDEX skiplock.jobs_running_idx;
@@ -203,8 +203,9 @@ $$;
 -- finish_jobs as in 0012, with the fencing check in a LATERAL probe per job.
 -- finish_jobs (internal): the one move of jobs out of the hot table into job_history
 -- with p_status. With p_worker_id, only the jobs still running under their token
--- (p_worker_id, p_attempts[i]) move: each job is checked and locked by its own probe
--- first. Without it (NULL), the caller has locked and checked the rows.
+-- (p_worker_id, p_attempts[i]) move: each token is checked by its own probe, and the
+-- DELETE re-checks owner and state as it takes the row locks. Without it (NULL), the
+-- caller has locked and checked the rows.
 -- p_results lines up with p_ids (NULL: no results). Frees unique keys and settles
 -- dependents (jobs_left). Returns the moved ids.
 CREATE OR REPLACE FUNCTION skiplock.finish_jobs(
@@ -218,28 +219,30 @@ DECLARE
     v_ids bigint[];
     v_keyed bigint[];
 BEGIN
-    -- The fencing check and the row locks, one job at a time (in id order): LATERAL
-    -- keeps the ids outer, so each is one index probe whatever the table's statistics
-    -- say, and the DELETE takes exactly the ids found. The DELETE joined the unnest
-    -- itself before: on a fresh table whose statistics held no row of this worker it
-    -- estimated one running job, put the jobs outer and rescanned the unnest for each
-    -- (500 jobs: 250,000 comparisons, ~140 ms); on a table that looks small it hashed
-    -- a full scan, which under an old snapshot walks every dead row version.
+    -- The token check, one job at a time: LATERAL keeps the ids outer, so each is one
+    -- index probe whatever the table's statistics say, and the DELETE takes exactly the
+    -- ids found. The DELETE joined the unnest itself before: on a fresh table whose
+    -- statistics held no row of this worker it estimated one running job, put the jobs
+    -- outer and rescanned the unnest for each (500 jobs: 250,000 comparisons, ~140 ms);
+    -- on a table that looks small it hashed a full scan, which under an old snapshot
+    -- walks every dead row version. The DELETE re-checks owner and state on the row it
+    -- locks: a row changed since the probe is taken only if still running under this
+    -- worker, and its attempt cannot have changed without a claim of a queued row.
     WITH owned AS MATERIALIZED (
         SELECT t.id, u.result
-        FROM (SELECT DISTINCT ON (x.id) x.id, x.attempt, x.result
-              FROM unnest(p_ids, p_attempts, p_results) AS x(id, attempt, result)
-              ORDER BY x.id) u
+        FROM unnest(p_ids, p_attempts, p_results) AS u(id, attempt, result)
         CROSS JOIN LATERAL (
             SELECT j.id FROM skiplock.jobs j
             WHERE j.id = u.id
               AND (p_worker_id IS NULL
                    OR (j.attempt = u.attempt AND j.worker_id = p_worker_id
                        AND j.state = 'running'))
-            FOR UPDATE
+            LIMIT 1  -- ids are unique; the LIMIT also keeps this a probe per id
         ) t
     ), moved AS (
-        DELETE FROM skiplock.jobs j WHERE j.id = ANY (ARRAY(SELECT o.id FROM owned o))
+        DELETE FROM skiplock.jobs j
+        WHERE j.id = ANY (ARRAY(SELECT o.id FROM owned o))
+          AND (p_worker_id IS NULL OR (j.worker_id = p_worker_id AND j.state = 'running'))
         RETURNING j.*
     ), archived AS (
         INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,
@@ -250,7 +253,8 @@ BEGIN
                m.max_attempts, m.retry_policy, m.timeout, m.tags, m.meta, m.unique_key,
                m.expires_at, m.depends_on, m.errors, m.progress, o.result, m.created_at,
                m.started_at, p_now, m.worker_id, m.callback_url
-        FROM moved m JOIN owned o ON o.id = m.id
+        FROM moved m JOIN (SELECT DISTINCT ON (o.id) o.id, o.result FROM owned o) o
+             ON o.id = m.id
         RETURNING job_history.id, job_history.unique_key
     )
     SELECT array_agg(a.id), array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL)
