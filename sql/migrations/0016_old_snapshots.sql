@@ -21,6 +21,8 @@
 -- 3. finish_jobs (complete_jobs' move to history) checks its jobs' tokens one id at a
 --    time before the DELETE, so its plan no longer hangs on the table's statistics.
 
+-- The rebuild reads the hot table once (queued and running jobs only; seconds for a
+-- million of them), and inserts into it wait until it is done.
 DROP INDEX skiplock.jobs_running_idx;
 CREATE INDEX jobs_running_idx ON skiplock.jobs (worker_id, id) WHERE state = 'running';
 
