@@ -57,13 +57,14 @@ class ClaimBound:
             self.run_after = None
             self._full_due = 0.0
             return
+        full_every = max(self.poll_interval, FULL_CLAIM_SHARE * took)
         if self.run_after is None:
             log.info(
                 "a claim took %.0f ms: an old transaction may be keeping claimed jobs in the"
                 " claim index; bounding claims by run_at, a full claim every %.1f s",
                 took * 1e3,
-                max(self.poll_interval, FULL_CLAIM_SHARE * took),
+                full_every,
             )
         if jobs:  # an empty claim leaves the bound as it was: nothing below it appeared
             self.run_after = min(job.run_at for job in jobs)
-        self._full_due = started + max(self.poll_interval, FULL_CLAIM_SHARE * took)
+        self._full_due = started + full_every
