@@ -184,9 +184,21 @@ def test_unique_key_returns_the_holder_and_bulk_refuses_it(app, conn):
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 2
 
 
-def test_bulk_copy_keeps_every_value_and_the_input_order(app, conn):
-    # Plain jobs sharing their options go in as one COPY: text that COPY would read as
-    # separators or escapes must arrive unchanged, and every shared option must land.
+# Jobs sharing their options go in as one INSERT, or as one COPY past INSERT_MAX_JOBS.
+BULK_SIZES = pytest.mark.parametrize(
+    "n, path", [(300, "insert"), (store.INSERT_MAX_JOBS + 1, "copy")], ids=["insert", "copy"]
+)
+
+
+def bulk_path(app, specs) -> str:
+    call = store.enqueue_many(app._requests(specs))
+    return "copy" if isinstance(call, store.CopyCall) else "insert"
+
+
+@BULK_SIZES
+def test_bulk_keeps_every_value_and_the_input_order(app, conn, n, path):
+    # Text that COPY would read as separators or escapes, or JSON as quotes, must arrive
+    # unchanged, and every shared option must land.
     tricky = {"s": 'tab\there\nnew\\line "quoted" \r end', "n": [1, {"k": None}]}
     run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     common = {
@@ -199,10 +211,10 @@ def test_bulk_copy_keeps_every_value_and_the_input_order(app, conn):
         "run_at": run_at,
         "retry": RetryPolicy.fixed(4),
     }
-    specs = [{"task": "echo", "args": {**tricky, "i": i}, **common} for i in range(300)]
-    assert store.copy_jobs(app._requests(specs)) is not None  # this is the COPY path
+    specs = [{"task": "echo", "args": {**tricky, "i": i}, **common} for i in range(n)]
+    assert bulk_path(app, specs) == path
     ids = app.enqueue_many(specs)
-    assert ids == sorted(ids) and len(ids) == 300
+    assert ids == sorted(ids) and len(ids) == n
     rows = conn.execute(
         "SELECT id, args, queue, priority, max_attempts, timeout, tags, meta, run_at,"
         " retry_policy->>'kind', state FROM skiplock.jobs ORDER BY id"
@@ -226,8 +238,8 @@ def test_bulk_copy_keeps_every_value_and_the_input_order(app, conn):
 def test_bulk_with_mixed_or_relative_options_takes_the_statement(app, conn):
     mixed = [{"task": "echo", "args": {"i": 1}}, {"task": "echo", "priority": 3}]
     relative = [{"task": "echo", "delay": 60}, {"task": "echo", "delay": 60}]
-    assert store.copy_jobs(app._requests(mixed)) is None
-    assert store.copy_jobs(app._requests(relative)) is None
+    assert store.shared_options(app._requests(mixed)) is None
+    assert store.shared_options(app._requests(relative)) is None
     ids = app.enqueue_many(mixed) + app.enqueue_many(relative)
     rows = conn.execute(
         "SELECT priority, run_at > now() + interval '50 seconds' FROM skiplock.jobs ORDER BY id"
@@ -235,29 +247,33 @@ def test_bulk_with_mixed_or_relative_options_takes_the_statement(app, conn):
     assert len(ids) == 4 and rows == [(0, False), (3, False), (0, True), (0, True)]
 
 
-def test_bulk_copy_joins_the_callers_transaction_and_wakes_once(app, dsn, conn):
+@BULK_SIZES
+def test_bulk_joins_the_callers_transaction_and_wakes_once(app, dsn, conn, n, path):
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN skiplock_jobs")
         with psycopg.connect(dsn) as producer:
-            app.enqueue_many([{"task": "echo"}] * 50, conn=producer)
+            assert bulk_path(app, [{"task": "echo"}] * n) == path
+            app.enqueue_many([{"task": "echo"}] * n, conn=producer)
             producer.rollback()
             assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 0
-            ids = app.enqueue_many([{"task": "echo"}] * 50, conn=producer)
+            ids = app.enqueue_many([{"task": "echo"}] * n, conn=producer)
             producer.commit()
-        assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 50
-        assert len(ids) == 50
+        assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == n
+        assert len(ids) == n
         notices = list(listener.notifies(timeout=0.5))
         assert [(n.channel, n.payload) for n in notices] == [("skiplock_jobs", "default")]
     with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
-        app.enqueue_many([{"task": "bad\ttask"}] * 2)
+        app.enqueue_many([{"task": "bad\ttask"}] * n)
 
 
-def test_bulk_copy_from_async_code(app, conn):
+@BULK_SIZES
+def test_bulk_from_async_code(app, conn, n, path):
+    specs = [{"task": "echo", "args": {"i": i}} for i in range(n)]
+    assert bulk_path(app, specs) == path
+
     async def main() -> list[int]:
         try:
-            return await app.enqueue_many_async(
-                [{"task": "echo", "args": {"i": i}} for i in range(20)]
-            )
+            return await app.enqueue_many_async(specs)
         finally:
             await app.aclose()
 

@@ -105,13 +105,13 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         10: "waiting",  # load, waiting on 9
         11: "succeeded",  # workflow step fetch
         12: "queued",  # workflow step store, queued once fetch succeeded
-        # (the COPY example's rolled-back ids 13-16 are used up too)
-        17: "queued",  # enqueue with callback_url (result webhooks, at the end)
-        18: "queued",  # plain INSERT with callback_url
-        19: "queued",  # enqueue_many with callback_url
-        20: "queued",  # enqueued with a trace context in meta (after the webhooks)
+        # (the bulk insert examples' rolled-back ids 13-18 are used up too)
+        19: "queued",  # enqueue with callback_url (result webhooks, at the end)
+        20: "queued",  # plain INSERT with callback_url
+        21: "queued",  # enqueue_many with callback_url
+        22: "queued",  # enqueued with a trace context in meta (after the webhooks)
     }
-    (trace,) = conn.execute("SELECT meta -> 'trace' FROM skiplock.jobs WHERE id = 20").fetchone()
+    (trace,) = conn.execute("SELECT meta -> 'trace' FROM skiplock.jobs WHERE id = 22").fetchone()
     assert trace == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     (args,) = conn.execute("SELECT args FROM skiplock.jobs WHERE id = 12").fetchone()
     assert args == {"rows": [["ada", 36], ["grace", 45]]}
