@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -11,6 +13,7 @@ import pytest
 
 import skiplock
 from skiplock import RetryPolicy, store
+from skiplock.jobs import JSONError, encode_json
 
 
 @pytest.fixture
@@ -280,3 +283,32 @@ def test_bulk_from_async_code(app, conn, n, path):
     ids = asyncio.run(main())
     rows = conn.execute("SELECT id, args->>'i' FROM skiplock.jobs ORDER BY id").fetchall()
     assert rows == [(job_id, str(i)) for i, job_id in enumerate(ids)]
+
+
+def test_encode_json_writes_what_json_dumps_writes():
+    # encode_json reuses one C encoder; its text must be the standard encoder's.
+    values = [
+        {"user": 1, "email": "a@example.com", "tags": ["x", "y"], "ok": True, "none": None},
+        {"é": "ünïcode ☃ \U0001f600", "quote": '"\\', 1: "int key", 2.5: "float key"},
+        [1.5, -0.0, 1e300, 10**40, {"nested": [{"deep": []}]}],
+        "just a string",
+        42,
+        None,
+    ]
+    for value in values:
+        assert encode_json(value, what="args") == json.dumps(
+            value, separators=(",", ":"), allow_nan=False
+        )
+    with pytest.raises(JSONError, match="args is not valid JSON"):
+        encode_json({"a": float("nan")}, what="args")
+    with pytest.raises(JSONError, match="args is not valid JSON"):
+        encode_json({"a": object()}, what="args")
+    looped: dict[str, object] = {}
+    looped["self"] = looped
+    with pytest.raises(JSONError, match="contains itself"):
+        encode_json(looped, what="args")
+    # and the encoder is still sound after those errors, from many threads at once
+    batches = [[{"n": n, "s": str(n) * (n % 7)} for n in range(k, k + 500)] for k in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        texts = list(pool.map(lambda batch: [encode_json(v, what="args") for v in batch], batches))
+    assert texts == [[json.dumps(v, separators=(",", ":")) for v in batch] for batch in batches]

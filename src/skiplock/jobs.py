@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal, NamedTuple, get_args
 
 Status = Literal[
@@ -28,6 +29,24 @@ class JSONError(ValueError):
 
 # One encoder for every call: json.dumps with options builds a new one each time.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+# JSONEncoder.encode still builds its C encoder on every call: half the time of encoding
+# a small dict here (3.9 -> 1.7 us), which bulk enqueue pays per job. This one is built
+# once with the same settings. Without markers it keeps no state between calls (threads
+# share it) and checks no cycles: a value that contains itself ends in RecursionError.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # None without the C module
+_C_ENCODER = (
+    _c_make_encoder(
+        None, _ENCODER.default, encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _encode(value: Any) -> str:
+    if _C_ENCODER is None:  # no C accelerator in this Python
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODER(value, 0))
 
 
 def encode_json(value: Any, *, what: str) -> str:
@@ -39,11 +58,13 @@ def encode_json(value: Any, *, what: str) -> str:
     if value is None:
         return "null"  # what most handlers return: skip the encoder
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except (TypeError, ValueError) as exc:
         raise JSONError(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise JSONError(f"{what} nests too deeply (at most 200 levels are stored)") from None
+        raise JSONError(
+            f"{what} nests too deeply or contains itself (at most 200 levels are stored)"
+        ) from None
     if "\\u0000" in text:
         raise JSONError(
             f"{what} contains the NUL character (\\u0000), which PostgreSQL cannot store"

@@ -487,7 +487,7 @@ class App:
                 if template is None:
                     template = plain[task] = self._request(task, None, TaskOptions())
                 if args:
-                    template = template._replace(args_json=encode_json(dict(args), what="args"))
+                    template = template.with_args(encode_json(dict(args), what="args"))
                 requests.append(template)
                 continue
             spec = dict(spec)
