@@ -238,6 +238,26 @@ def test_bulk_keeps_every_value_and_the_input_order(app, conn, n, path):
         )
 
 
+def test_bulk_of_several_tasks_keeps_each_task_and_checks_every_name(app, conn):
+    # One task: it is read once for the whole insert; several: each job carries its own.
+    specs = [{"task": "echo" if i % 3 else "other.task", "args": {"i": i}} for i in range(50)]
+    assert bulk_path(app, specs) == "insert"
+    ids = app.enqueue_many(specs)
+    rows = conn.execute("SELECT id, task, args->>'i', queue FROM skiplock.jobs ORDER BY id")
+    assert rows.fetchall() == [
+        (job_id, spec["task"], str(i), "default")
+        for i, (job_id, spec) in enumerate(zip(ids, specs, strict=True))
+    ]
+    # the names read once are checked all the same, and a bad one writes nothing
+    with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
+        app.enqueue_many([{"task": "echo"}, {"task": "bad task"}])
+    with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
+        app.enqueue_many([{"task": "bad task"}] * 3)
+    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+        app.enqueue_many([{"task": "echo", "queue": "bad queue"}] * 3)
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 50
+
+
 def test_bulk_with_mixed_or_relative_options_takes_the_statement(app, conn):
     mixed = [{"task": "echo", "args": {"i": 1}}, {"task": "echo", "priority": 3}]
     relative = [{"task": "echo", "delay": 60}, {"task": "echo", "delay": 60}]
