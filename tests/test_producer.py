@@ -238,6 +238,61 @@ def test_bulk_keeps_every_value_and_the_input_order(app, conn, n, path):
         )
 
 
+def test_one_plain_job_is_one_insert_that_keeps_every_option(app, conn):
+    args = {"s": 'tab\there "quoted" \\ end', "n": [1, {"k": None}]}
+    run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    options = {
+        "queue": "one",
+        "priority": -3,
+        "max_attempts": 2,
+        "timeout": 1.5,
+        "tags": ["a b", 'q"t'],
+        "meta": {"origin": "here"},
+        "run_at": run_at,
+        "retry": RetryPolicy.fixed(4),
+        "expires_at": run_at + timedelta(days=1),
+        "callback_url": "https://example.com/hooks?x=1",
+    }
+    [request] = app._requests([{"task": "echo", "args": args, **options}])
+    assert store.enqueue(request).sql.startswith("INSERT INTO skiplock.jobs")
+    job_id = app.enqueue("echo", args, **options)
+    row = conn.execute(
+        "SELECT task, args, queue, priority, max_attempts, timeout, tags, meta, run_at,"
+        " retry_policy->>'kind', expires_at, callback_url, state, attempt"
+        " FROM skiplock.jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == (
+        "echo",
+        args,
+        "one",
+        -3,
+        2,
+        timedelta(seconds=1.5),
+        ["a b", 'q"t'],
+        {"origin": "here"},
+        run_at,
+        "fixed",
+        run_at + timedelta(days=1),
+        "https://example.com/hooks?x=1",
+        "queued",
+        0,
+    )
+    # what needs the database's clock or more than one row takes skiplock.enqueue
+    for extra in (
+        {"delay": timedelta(seconds=60)},
+        {"expires_in": timedelta(hours=1)},
+        {"unique_key": "k"},
+        {"depends_on": (job_id,)},
+    ):
+        call = store.enqueue(store.EnqueueRequest("echo", **extra))
+        assert call.sql.startswith("SELECT skiplock.enqueue("), extra
+    # and a bad name in a plain job is refused like any other
+    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+        app.enqueue("echo", queue="bad queue")
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 1
+
+
 def test_bulk_of_several_tasks_keeps_each_task_and_checks_every_name(app, conn):
     # One task: it is read once for the whole insert; several: each job carries its own.
     specs = [{"task": "echo" if i % 3 else "other.task", "args": {"i": i}} for i in range(50)]
