@@ -264,7 +264,8 @@ def insert_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) 
     types = dict(SHARED_OPTIONS)
     task = jobs[0].task
     if all(job.task == task for job in jobs):
-        shared, types["task"] = {"task": task, **shared}, "skiplock.task_name"
+        shared = {"task": task, **shared}
+        types["task"] = "skiplock.task_name"
         own = {"args": "j.value"}
         document = "[" + ",".join([job.args_json for job in jobs]) + "]"
     else:
@@ -284,8 +285,8 @@ def insert_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) 
 
 
 def insert_job(job: EnqueueRequest, options: list[tuple[str, Any]]) -> Call[int]:
-    """One INSERT ... VALUES of a job with these options: ~0.1 ms less server time than
-    calling skiplock.enqueue (a PL/pgSQL function of 19 parameters), per call."""
+    """One INSERT ... VALUES of a job with these options: less server time than calling
+    skiplock.enqueue, a PL/pgSQL function of 19 parameters (0.31 -> 0.26 ms a call)."""
     columns = ", ".join(["task", "args", *(name for name, _ in options)])
     values = ", ".join(["%s", "%s::jsonb", *(f"%s::{SHARED_OPTIONS[name]}" for name, _ in options)])
     return Call(
