@@ -238,7 +238,7 @@ def test_bulk_keeps_every_value_and_the_input_order(app, conn, n, path):
         )
 
 
-def test_one_plain_job_is_one_insert_that_keeps_every_option(app, conn):
+def test_one_job_goes_through_skiplock_enqueue_and_keeps_every_option(app, conn):
     args = {"s": 'tab\there "quoted" \\ end', "n": [1, {"k": None}]}
     run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     options = {
@@ -254,7 +254,7 @@ def test_one_plain_job_is_one_insert_that_keeps_every_option(app, conn):
         "callback_url": "https://example.com/hooks?x=1",
     }
     [request] = app._requests([{"task": "echo", "args": args, **options}])
-    assert store.enqueue(request).sql.startswith("INSERT INTO skiplock.jobs")
+    assert store.enqueue(request).sql.startswith("SELECT skiplock.enqueue(")
     job_id = app.enqueue("echo", args, **options)
     row = conn.execute(
         "SELECT task, args, queue, priority, max_attempts, timeout, tags, meta, run_at,"
@@ -278,7 +278,7 @@ def test_one_plain_job_is_one_insert_that_keeps_every_option(app, conn):
         "queued",
         0,
     )
-    # what needs the database's clock or more than one row takes skiplock.enqueue
+    # and so does what needs the database's clock or more than one row
     for extra in (
         {"delay": timedelta(seconds=60)},
         {"expires_in": timedelta(hours=1)},
@@ -287,7 +287,7 @@ def test_one_plain_job_is_one_insert_that_keeps_every_option(app, conn):
     ):
         call = store.enqueue(store.EnqueueRequest("echo", **extra))
         assert call.sql.startswith("SELECT skiplock.enqueue("), extra
-    # and a bad name in a plain job is refused like any other
+    # and a bad name is refused
     with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
         app.enqueue("echo", queue="bad queue")
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 1
