@@ -18,6 +18,7 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from conftest import wait_until
 from skiplock import store
 
 Connect = Callable[..., psycopg.Connection]
@@ -378,6 +379,44 @@ def test_plain_insert_notifies_once_per_statement(
         " AND NOT tgisinternal AND (tgtype & 1) = 1",
     )
     assert row_level == 0
+
+
+def test_insert_registers_only_new_queues(conn: psycopg.Connection, connect: Connect) -> None:
+    conn.execute("INSERT INTO skiplock.queues (name, max_running) VALUES ('known', 3)")
+    listener = listen(connect, "skiplock_jobs")
+    conn.execute(
+        "INSERT INTO skiplock.jobs (task, queue)"
+        " SELECT t, q FROM unnest('{known,fresh,known,other}'::text[]) q, unnest('{a,b}'::text[]) t"
+    )
+    rows = conn.execute("SELECT name, max_running FROM skiplock.queues ORDER BY name").fetchall()
+    assert rows == [("fresh", None), ("known", 3), ("other", None)]
+    assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["fresh,known,other"]
+    created = conn.execute(
+        "SELECT queue, sum(n) FROM skiplock.job_counts WHERE event = 'created'"
+        " GROUP BY queue ORDER BY queue"
+    ).fetchall()
+    assert created == [("fresh", 2), ("known", 4), ("other", 2)]
+
+    # A queue another transaction is registering counts as new: the insert waits for
+    # that transaction and both commit, with one row for the queue.
+    first, other = connect(), connect(autocommit=True)
+    first.execute("SELECT skiplock.enqueue('t', queue => 'racing')")
+    second = threading.Thread(
+        target=other.execute, args=("SELECT skiplock.enqueue('t', queue => 'racing')",)
+    )
+    second.start()
+    wait_until(
+        lambda: one(
+            conn,
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+            (other.info.backend_pid,),
+        )
+    )
+    first.commit()
+    second.join(10)
+    assert not second.is_alive()
+    assert one(conn, "SELECT count(*) FROM skiplock.queues WHERE name = 'racing'") == 1
+    assert one(conn, "SELECT count(*) FROM skiplock.jobs WHERE queue = 'racing'") == 2
 
 
 def test_enqueue_and_enqueue_many_notify(conn: psycopg.Connection, connect: Connect) -> None:
