@@ -4,14 +4,13 @@
 
 One producer enqueues a job every 20 ms (skiplock.enqueue, durable commit) to an idle
 consumer in another process, and takes time.time() when the call returns; the consumer
-takes time.time() when the job is claimed (the first three) or its handler starts (the
+takes time.time() when the job is claimed (the first two) or its handler starts (the
 last two). Consumers, from the least work to the whole worker:
 
-- sync-update     sync psycopg, one connection: LISTEN, then on a NOTIFY a plain
-                  prepared UPDATE ... FOR UPDATE SKIP LOCKED of the job (no skiplock
-                  function): about the least any PostgreSQL queue in Python can do
-- async-update    the same on an asyncio connection
-- async-claim     asyncio, skiplock.claim_jobs (prepared) instead of the plain UPDATE
+- sync-claim      sync psycopg, one connection: LISTEN, then on a NOTIFY
+                  skiplock.claim_jobs (prepared): about the least a Python consumer of
+                  skiplock can do
+- async-claim     the same on an asyncio connection
 - async-start     async-claim, and each claimed job started as a task, as a worker does
 - worker          skiplock's worker (`python -m skiplock.bench`), its handler's start
 
@@ -42,7 +41,7 @@ from skiplock.bench import HANDLERS, QUEUE
 from skiplock.config import resolve_dsn
 from skiplock.store import CLAIM_SESSION_SETTINGS
 
-CONSUMERS = ("sync-update", "async-update", "async-claim", "async-start", "worker")
+CONSUMERS = ("sync-claim", "async-claim", "async-start", "worker")
 GAP = 0.02
 COLUMNS = (
     "id, task, args, queue, priority, attempt, max_attempts, timeout, created_at, tags, meta,"
@@ -52,22 +51,7 @@ COLUMNS = (
 SESSION = "; ".join(f"SET {name} = {value}" for name, value in CLAIM_SESSION_SETTINGS.items())
 
 
-def claim_statement(kind: str, worker: uuid.UUID) -> str:
-    if kind.endswith("update"):
-        return f"""PREPARE claim AS UPDATE skiplock.jobs j
-            SET state = 'running', attempt = j.attempt + 1, worker_id = '{worker}',
-                started_at = now(), lease_expires_at = now() + interval '30 s'
-            WHERE j.id = ANY (ARRAY(
-                SELECT c.id FROM skiplock.jobs c
-                WHERE c.queue = '{QUEUE}' AND c.state = 'queued' AND c.run_at <= now()
-                ORDER BY c.priority DESC, c.run_at, c.id LIMIT 10 FOR UPDATE SKIP LOCKED))
-            RETURNING j.id"""
-    return (
-        f"PREPARE claim AS SELECT {COLUMNS} FROM skiplock.claim_jobs('{worker}', '{{{QUEUE}}}', 10)"
-    )
-
-
-def setup(kind: str, worker: uuid.UUID) -> list[tuple[str, tuple[Any, ...]]]:
+def setup(worker: uuid.UUID) -> list[tuple[str, tuple[Any, ...]]]:
     """The statements that make a connection a consumer: a registered worker, the
     worker's claim session, the prepared claim, LISTEN."""
     return [
@@ -76,14 +60,18 @@ def setup(kind: str, worker: uuid.UUID) -> list[tuple[str, tuple[Any, ...]]]:
             (worker, os.getpid(), [QUEUE]),
         ),
         (SESSION, ()),
-        (claim_statement(kind, worker), ()),
+        (
+            f"PREPARE claim AS SELECT {COLUMNS}"
+            f" FROM skiplock.claim_jobs('{worker}', '{{{QUEUE}}}', 10)",
+            (),
+        ),
         ("LISTEN skiplock_jobs", ()),
     ]
 
 
-def sync_consumer(dsn: str, kind: str, seconds: float, worker: uuid.UUID) -> dict[int, float]:
+def sync_consumer(dsn: str, seconds: float, worker: uuid.UUID) -> dict[int, float]:
     conn = psycopg.connect(dsn, autocommit=True)
-    for statement, params in setup(kind, worker):
+    for statement, params in setup(worker):
         conn.execute(statement, params or None)
     print("ready", flush=True)
     started: dict[int, float] = {}
@@ -99,7 +87,7 @@ async def async_consumer(
     dsn: str, kind: str, seconds: float, worker: uuid.UUID
 ) -> dict[int, float]:
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    for statement, params in setup(kind, worker):
+    for statement, params in setup(worker):
         await conn.execute(statement, params or None)
     print("ready", flush=True)
     started: dict[int, float] = {}
@@ -126,8 +114,8 @@ async def async_consumer(
 
 def consume(dsn: str, kind: str, seconds: float) -> None:
     worker = uuid.uuid4()
-    if kind == "sync-update":
-        started = sync_consumer(dsn, kind, seconds, worker)
+    if kind == "sync-claim":
+        started = sync_consumer(dsn, seconds, worker)
     else:
         started = asyncio.run(async_consumer(dsn, kind, seconds, worker))
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -169,10 +169,10 @@ def enqueue(job: EnqueueRequest) -> Call[int]:
             job.run_at,
             job.delay,
             job.max_attempts,
-            json.dumps(job.retry_policy) if job.retry_policy is not None else None,
+            _option_param("retry_policy", job.retry_policy),
             job.timeout,
-            list(job.tags),
-            json.dumps(job.meta) if job.meta is not None else None,
+            _option_param("tags", job.tags),
+            _option_param("meta", job.meta),
             job.unique_key,
             job.unique_scope,
             job.unique_for,
@@ -280,6 +280,9 @@ def insert_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) 
 
 
 def _option_param(name: str, value: Any) -> Any:
+    """An option as a statement parameter; None (unset) stays None."""
+    if value is None:
+        return None
     if name in ("retry_policy", "meta"):
         return json.dumps(value)
     if name == "tags":
