@@ -208,11 +208,18 @@ def check_i3_reruns(conn: psycopg.Connection[Any], *, in_flight: int) -> dict[st
 def check_i4_fenced(conn: psycopg.Connection[Any]) -> None:
     """I4: every job that ended `succeeded` was finished under its latest lease: the
     history's (attempt, worker) is the last claim the ledger saw start, and that start
-    has a matching finish."""
+    has a matching finish. Only the starts since the job last entered the hot table
+    count: retry_job revives a finished job with its attempts reset, so an earlier run's
+    attempt 2 is not later than the revived run's attempt 1."""
     stale = conn.execute(
-        """WITH latest AS (
-               SELECT DISTINCT ON (job_id) job_id, attempt, worker_id FROM ledger
-               WHERE event = 'start' ORDER BY job_id, attempt DESC, at DESC)
+        """WITH entered AS (
+               SELECT job_id, max(at) AS at FROM state_log WHERE old_state IS NULL
+               GROUP BY job_id
+           ), latest AS (
+               SELECT DISTINCT ON (l.job_id) l.job_id, l.attempt, l.worker_id
+               FROM ledger l LEFT JOIN entered e ON e.job_id = l.job_id
+               WHERE l.event = 'start' AND l.at > coalesce(e.at, '-infinity')
+               ORDER BY l.job_id, l.attempt DESC, l.at DESC)
            SELECT h.id, h.attempt, h.worker_id, l.attempt, l.worker_id
            FROM skiplock.job_history h JOIN latest l ON l.job_id = h.id
            WHERE h.status = 'succeeded'
