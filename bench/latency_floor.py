@@ -13,6 +13,10 @@ last two). Consumers, from the least work to the whole worker:
 - async-claim     the same on an asyncio connection
 - async-start     async-claim, and each claimed job started as a task, as a worker does
 - worker          skiplock's worker (`python -m skiplock.bench`), its handler's start
+- worker-hops     the same worker with each hop of a job stamped: the NOTIFY seen, the
+                  claim sent and back, the job's task started, the handler started. It
+                  wraps the worker's own methods (a few us per stamp) and prints the
+                  median of each hop after the table
 
 It also times a `SELECT 1` round trip back to back and after 20 ms idle: a process
 that slept wakes up slow, and every hop of the path pays that. Rounds are interleaved.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import statistics
@@ -37,11 +42,16 @@ from typing import Any
 
 import psycopg
 
-from skiplock.bench import HANDLERS, QUEUE
+from skiplock.bench import HANDLERS, QUEUE, app, serve
 from skiplock.config import resolve_dsn
+from skiplock.jobs import ClaimedJob
 from skiplock.store import CLAIM_SESSION_SETTINGS
+from skiplock.worker import Worker
+from skiplock.worker.runtime import Running
 
-CONSUMERS = ("sync-claim", "async-claim", "async-start", "worker")
+CONSUMERS = ("sync-claim", "async-claim", "async-start", "worker", "worker-hops")
+# The stamps of worker-hops, in path order; each hop is reported from the one before.
+HOPS = ("notify", "claim-sent", "claim-back", "task", "handler")
 GAP = 0.02
 COLUMNS = (
     "id, task, args, queue, priority, attempt, max_attempts, timeout, created_at, tags, meta,"
@@ -112,7 +122,40 @@ async def async_consumer(
     return started
 
 
+def hop_worker() -> dict[int, list[float]]:
+    """Run skiplock's worker (as `python -m skiplock.bench` does) until SIGTERM; returns
+    each job's stamps: NOTIFY seen, claim sent, claim back, task started."""
+    stamps: dict[int, list[float]] = {}
+    notified = [0.0]
+
+    class HopWorker(Worker):
+        def _on_notify(self, channel: str, payload: str) -> None:
+            notified[0] = time.time()
+            super()._on_notify(channel, payload)
+
+        async def _claim(self, limit: int) -> list[ClaimedJob]:
+            sent = time.time()
+            jobs = await super()._claim(limit)
+            back = time.time()
+            # Only a claim a NOTIFY woke has a path to stamp (not a poll's).
+            for job in jobs if notified[0] else ():
+                stamps[job.id] = [notified[0], sent, back]
+            notified[0] = 0.0
+            return jobs
+
+        async def _run_job(self, running: Running) -> None:
+            stamps.get(running.job.id, []).append(time.time())
+            await super()._run_job(running)
+
+    logging.basicConfig(level=logging.WARNING)  # as the bench worker: no per-job lines
+    asyncio.run(serve(HopWorker(app, queues=(QUEUE,), concurrency=200, poll_interval=1.0)))
+    return stamps
+
+
 def consume(dsn: str, kind: str, seconds: float) -> None:
+    if kind == "worker-hops":
+        print(json.dumps(hop_worker()), flush=True)
+        return
     worker = uuid.uuid4()
     if kind == "sync-claim":
         started = sync_consumer(dsn, seconds, worker)
@@ -123,8 +166,9 @@ def consume(dsn: str, kind: str, seconds: float) -> None:
     print(json.dumps(started), flush=True)
 
 
-def run_once(dsn: str, kind: str, jobs: int) -> list[float]:
-    """Milliseconds from each enqueue's return to its job's claim or start."""
+def run_once(dsn: str, kind: str, jobs: int) -> list[list[float]]:
+    """Per job, milliseconds from its enqueue's return to each stamp its consumer took;
+    the last is the job's claim (the claim consumers) or its handler's start."""
     seconds = jobs * GAP + 2
     if kind == "worker":
         argv = [sys.executable, "-m", "skiplock.bench"]
@@ -146,19 +190,21 @@ def run_once(dsn: str, kind: str, jobs: int) -> list[float]:
             ).fetchone()[0]  # type: ignore[index]
             acked[job_id] = time.time()
             time.sleep(GAP)
-        if kind == "worker":
+        if kind.startswith("worker"):
             time.sleep(0.5)
             consumer.send_signal(signal.SIGTERM)
+            hops = json.loads(consumer.stdout.readline() or "{}")
             consumer.wait(30)
             rows = conn.execute(
                 "SELECT id, result::float8 FROM skiplock.job_history WHERE queue = %s", (QUEUE,)
             ).fetchall()
-            started = {int(r[0]): float(r[1]) for r in rows}
+            stamps = {int(r[0]): [*hops.get(str(r[0]), []), float(r[1])] for r in rows}
         else:
-            started = {int(k): v for k, v in json.loads(consumer.stdout.readline()).items()}
+            started = json.loads(consumer.stdout.readline())
+            stamps = {int(k): [v] for k, v in started.items()}
             consumer.wait(30)
         clear(conn)
-    return sorted((started[i] - t) * 1000 for i, t in acked.items() if i in started)
+    return [[(s - t) * 1000 for s in stamps[i]] for i, t in acked.items() if i in stamps]
 
 
 def clear(conn: psycopg.Connection[Any]) -> None:
@@ -222,11 +268,17 @@ def main() -> None:
         raise SystemExit(f"error: unknown consumer {sorted(unknown)[0]!r}")
     p50s: dict[str, list[float]] = {k: [] for k in kinds}
     p99s: dict[str, list[float]] = {k: [] for k in kinds}
+    hop_ms: dict[str, list[float]] = {hop: [] for hop in HOPS}
     for _ in range(opts.rounds):
         for kind in kinds:
-            samples = run_once(dsn, kind, opts.jobs)
+            stamps = run_once(dsn, kind, opts.jobs)
+            samples = sorted(job[-1] for job in stamps)
             p50s[kind].append(samples[len(samples) // 2])
             p99s[kind].append(samples[int(len(samples) * 0.99)])
+            # Jobs a NOTIFY did not bring (claimed by a poll) have no stamps of their path.
+            paths = [job for job in stamps if len(job) == len(HOPS)]
+            for n, hop in enumerate(HOPS if paths else ()):
+                hop_ms[hop].append(statistics.median(j[n] - (j[n - 1] if n else 0) for j in paths))
     trips = round_trips(dsn)
     print(f"{'consumer':14} {'p50 ms min / median / max':>28} {'p99 ms median':>14}")
     for kind in kinds:
@@ -236,9 +288,13 @@ def main() -> None:
         )
     for name, value in trips.items():
         print(f"{name:26} {value:6.3f} ms (median)")
+    if hop_ms["notify"]:
+        print("worker-hops, ms from the hop before (median of the rounds' medians):")
+        print("  " + ", ".join(f"{h} {statistics.median(v):.3f}" for h, v in hop_ms.items()))
     if opts.json:
+        figures = {"p50_ms": p50s, "p99_ms": p99s, "round_trips_ms": trips, "hops_ms": hop_ms}
         with open(opts.json, "w") as out:
-            json.dump({"p50_ms": p50s, "p99_ms": p99s, "round_trips_ms": trips}, out, indent=2)
+            json.dump(figures, out, indent=2)
 
 
 if __name__ == "__main__":

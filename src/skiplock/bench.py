@@ -917,9 +917,8 @@ def render_soak(report: Mapping[str, Any]) -> str:
 # ---- the worker subprocess -------------------------------------------------------------
 
 
-async def serve(settings: WorkerSettings) -> None:
-    """Run a worker on the bench app; print `ready` once it listens and can claim."""
-    worker = Worker(app, settings)
+async def serve(worker: Worker) -> None:
+    """Run a worker of the bench app; print `ready` once it listens and can claim."""
     runner = asyncio.create_task(worker.run(install_signal_handlers=True))
     started = asyncio.create_task(worker.started.wait())
     await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -947,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         poll_interval=opts.poll_interval,
         shutdown_grace=10.0,
     )
-    asyncio.run(serve(settings))
+    asyncio.run(serve(Worker(app, settings)))
 
 
 if __name__ == "__main__":
