@@ -947,6 +947,12 @@ def get_queue(queue: str) -> Call[dict[str, Any] | None]:
     )
 
 
+def lock_queue(queue: str) -> Call[bool]:
+    """Lock a queue's row until the transaction ends, for a change that reads its settings
+    before it writes them; False when there is no such queue."""
+    return Call("SELECT true FROM skiplock.queues WHERE name = %s FOR UPDATE", (queue,), bool)
+
+
 def create_queue(queue: str, *, paused: bool = False) -> Call[bool]:
     """True when created, False when a queue of this name already exists."""
     return Call(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -10,6 +13,7 @@ from api_checks import W1, assert_problem, enqueue, kill, succeed
 from starlette.testclient import TestClient
 
 import skiplock
+from conftest import wait_until
 from skiplock.api import create_app
 
 
@@ -101,6 +105,38 @@ def test_put_sets_and_clears_defaults(client: TestClient, conn: psycopg.Connecti
     assert conn.execute("SELECT count(*) FROM skiplock.queues WHERE name = 'nope'").fetchone() == (
         0,
     )
+
+
+def test_put_keeps_a_concurrent_change_to_the_default_it_leaves_out(
+    client: TestClient, conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    client.post("/api/v1/queues", json={"name": "q"})
+    client.put("/api/v1/queues/q", json={"timeout": 10})
+    # Another session changes the timeout and has not committed when the PUT of the
+    # retry policy alone arrives: the PUT waits, then keeps the new timeout.
+    other = connect()
+    other.execute("UPDATE skiplock.queues SET timeout = '20 seconds' WHERE name = 'q'")
+    policy = {"kind": "fixed", "base": 3}
+    answers: list[Any] = []
+    put = threading.Thread(
+        target=lambda: answers.append(client.put("/api/v1/queues/q", json={"retry_policy": policy}))
+    )
+    put.start()
+    wait_until(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            == (1,)
+        )
+    )
+    other.commit()
+    put.join(10)
+    assert answers and answers[0].status_code == 200, answers
+    assert (answers[0].json()["retry_policy"], answers[0].json()["timeout"]) == (policy, 20.0)
+    row = conn.execute("SELECT retry_policy, timeout FROM skiplock.queues WHERE name = 'q'")
+    assert row.fetchone() == (policy, timedelta(seconds=20))
 
 
 def test_delete_only_an_empty_queue(client: TestClient, conn: psycopg.Connection) -> None:

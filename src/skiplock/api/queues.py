@@ -137,9 +137,12 @@ async def update_queue(request: Request) -> Response:
     timeout = _timeout(body) if "timeout" in body else None
 
     async def update(conn: Conn) -> dict[str, Any] | None:
-        queue = await api.app.arun(store.get_queue(name), conn)
-        if queue is None:
+        # Locked before the read: a default left out is written back as read, and a
+        # concurrent change to it must not be overwritten with the older value.
+        if not await api.app.arun(store.lock_queue(name), conn):
             return None
+        queue = await api.app.arun(store.get_queue(name), conn)
+        assert queue is not None  # its row is locked
         if paused is not None:
             change = store.pause_queue(name) if paused else store.resume_queue(name)
             await api.app.arun(change, conn)
