@@ -53,10 +53,7 @@ CONSUMERS = ("sync-claim", "async-claim", "async-start", "worker", "worker-hops"
 # The stamps of worker-hops, in path order; each hop is reported from the one before.
 HOPS = ("notify", "claim-sent", "claim-back", "task", "handler")
 GAP = 0.02
-COLUMNS = (
-    "id, task, args, queue, priority, attempt, max_attempts, timeout, created_at, tags, meta,"
-    " run_at"
-)
+COLUMNS = ", ".join(ClaimedJob._fields)  # what the worker reads of a claim
 # Every consumer's session is set up as the worker's claim session.
 SESSION = "; ".join(f"SET {name} = {value}" for name, value in CLAIM_SESSION_SETTINGS.items())
 

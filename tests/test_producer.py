@@ -278,19 +278,24 @@ def test_one_job_goes_through_skiplock_enqueue_and_keeps_every_option(app, conn)
         "queued",
         0,
     )
-    # and so does what needs the database's clock or more than one row
-    for extra in (
-        {"delay": timedelta(seconds=60)},
-        {"expires_in": timedelta(hours=1)},
-        {"unique_key": "k"},
-        {"depends_on": (job_id,)},
-    ):
-        call = store.enqueue(store.EnqueueRequest("echo", **extra))
-        assert call.sql.startswith("SELECT skiplock.enqueue("), extra
+    # and so do the options read against the database's clock or other rows
+    later = app.enqueue("echo", delay=timedelta(seconds=60))
+    expiring = app.enqueue("echo", expires_in=timedelta(hours=1))
+    keyed = app.enqueue("echo", unique_key="k")
+    waiting = app.enqueue("echo", depends_on=(job_id,))
+    checks = conn.execute(
+        "SELECT bool_or(id = %s AND run_at > now() + interval '59 seconds'),"
+        " bool_or(id = %s AND expires_at > now() + interval '59 minutes'),"
+        " bool_or(id = %s AND unique_key = 'k'),"
+        " bool_or(id = %s AND state = 'waiting' AND depends_on = ARRAY[%s]::bigint[])"
+        " FROM skiplock.jobs",
+        (later, expiring, keyed, waiting, job_id),
+    ).fetchone()
+    assert checks == (True, True, True, True)
     # and a bad name is refused
     with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
         app.enqueue("echo", queue="bad queue")
-    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 5
 
 
 def test_bulk_of_several_tasks_keeps_each_task_and_checks_every_name(app, conn):
