@@ -306,7 +306,8 @@ def exit_if_threads_stuck() -> None:
 @pass_settings
 def workers_list(settings: Settings, as_json: bool) -> None:
     """The registered worker processes: alive (a heartbeat within a minute) and healthy
-    (no handler thread it cannot stop; STUCK counts those threads)."""
+    (no handler thread it cannot stop, no loop failing for over a lease, a heartbeat
+    within the lease; STUCK counts those threads, STATE names the failing loops)."""
     with connect(settings.dsn()) as conn:
         rows = store.list_workers().run(conn)
     if as_json:
@@ -327,13 +328,22 @@ def workers_list(settings: Settings, as_json: bool) -> None:
                     ",".join(r["queues"]),
                     f"{r['running_jobs']}/{r['concurrency']}",
                     r["stuck_jobs"],
-                    ("healthy" if r["healthy"] else "unhealthy") if r["alive"] else "silent",
+                    worker_state(r),
                     when(r["last_heartbeat_at"]),
                 ]
                 for r in rows
             ],
         )
     )
+
+
+def worker_state(row: dict[str, Any]) -> str:
+    if not row["alive"]:
+        return "silent"
+    if row["healthy"]:
+        return "healthy"
+    stalled = row["stalled_loops"]
+    return f"unhealthy ({', '.join(stalled)} failing)" if stalled else "unhealthy"
 
 
 # ---- producing ----------------------------------------------------------------------

@@ -548,18 +548,21 @@ def heartbeat_jobs(
     tokens: Sequence[tuple[int, int]],
     lease: timedelta,
     stuck_jobs: int | None = None,
+    stalled_loops: Sequence[str] | None = None,
 ) -> Call[dict[int, bool]]:
     """Extend the leases of (job id, attempt) tokens and record how many handler threads
-    cannot be stopped (None: leave it); returns {job id still held: cancel requested?}."""
+    cannot be stopped and which loops are stalled (None: leave them); returns {job id
+    still held: cancel requested?}."""
     return Call(
         "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[],"
-        " %s::integer[], %s, p_stuck_jobs => %s)",
+        " %s::integer[], %s, p_stuck_jobs => %s, p_stalled_loops => %s::text[])",
         (
             worker_id,
             int_array([t[0] for t in tokens]),
             int_array([t[1] for t in tokens]),
             lease,
             stuck_jobs,
+            None if stalled_loops is None else list(stalled_loops),
         ),
         lambda rows: {row[0]: row[1] for row in rows},
     )
@@ -1069,6 +1072,7 @@ WORKER_COLUMNS = (
     "alive",
     "stuck_jobs",
     "healthy",
+    "stalled_loops",
 )
 
 

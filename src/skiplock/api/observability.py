@@ -10,6 +10,7 @@ the same with ten or ten million finished jobs.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -186,9 +187,18 @@ class SnapshotCollector(Collector):
         )
         yield GaugeMetricFamily(
             "skiplock_workers_unhealthy",
-            "Live workers holding handler threads they cannot stop (see stuck_jobs).",
+            "Live workers that are not healthy: a handler thread they cannot stop, a loop"
+            " failing for over a lease, or no heartbeat within the lease.",
             value=sum(1 for w in alive if not w["healthy"]),
         )
+        stalled = GaugeMetricFamily(
+            "skiplock_worker_stalled_loops",
+            "Live workers whose loop has failed for longer than a lease, per loop.",
+            labels=["loop"],
+        )
+        for loop, count in sorted(Counter(lp for w in alive for lp in w["stalled_loops"]).items()):
+            stalled.add_metric([loop], count)
+        yield stalled
         yield GaugeMetricFamily(
             "skiplock_worker_running_jobs",
             "Jobs running on live workers.",

@@ -15,8 +15,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import store
-from skiplock.worker.backoff import Backoff
 from skiplock.worker.executor import Outcome
+from skiplock.worker.loops import LoopHealth
 
 log = logging.getLogger("skiplock.worker")
 # Called once per written batch with (outcome, status) pairs; status is what the database
@@ -44,6 +44,7 @@ class Completer:
         on_drained: Callable[[], None],
         max_pending: int = 10_000,
         max_batch: int = 1_000,
+        health: LoopHealth | None = None,
     ) -> None:
         self._pool = pool
         self._worker_id = worker_id
@@ -57,6 +58,7 @@ class Completer:
         self._idle.set()
         self.max_pending = max_pending
         self.max_batch = max_batch
+        self._health = health or LoopHealth(stall_after=float("inf"))
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -76,7 +78,6 @@ class Completer:
         await self._idle.wait()
 
     async def run(self) -> None:
-        backoff = Backoff()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -86,21 +87,19 @@ class Completer:
                 try:
                     async with self._lock:
                         await self._write(self._writing)
-                    backoff.reset()
-                except psycopg.OperationalError as exc:
-                    delay = backoff.next()
-                    log.warning(
-                        "writing %d outcomes failed (%s); retrying in %.1f s",
-                        len(self._writing),
-                        exc,
-                        delay,
+                    self._health.succeeded("completer")
+                except (psycopg.DataError, psycopg.IntegrityError):
+                    # The values themselves are refused: the same batch would fail again.
+                    # Its leases lapse and the rescue retries those jobs (at-least-once).
+                    log.exception("dropping %d outcomes the database refused", len(self._writing))
+                except Exception as exc:
+                    # A lost connection, or a schema in the middle of a change: the
+                    # outcomes wait (their leases renewed by the heartbeat) and go again.
+                    delay = self._health.failed(
+                        "completer", exc, f"writing {len(self._writing)} outcomes failed"
                     )
                     self._pending[:0] = self._writing
                     await asyncio.sleep(delay)
-                except psycopg.Error:
-                    # Not a connection problem: retrying the same batch would fail again.
-                    # Its leases lapse and the rescue retries those jobs (at-least-once).
-                    log.exception("dropping %d outcomes the database refused", len(self._writing))
                 finally:
                     self._writing = []
                     self._on_drained()
@@ -140,7 +139,11 @@ class Completer:
                 written += [(o, "released" if o.job.id in back else "lost") for o in released]
             if any(status == "lost" for _, status in written):
                 written = await self._recognise_replays(conn, written)
-        await self._on_written(written)
+        try:
+            await self._on_written(written)
+        except Exception:
+            # Written already: the batch must not go again for what came after.
+            log.exception("after writing %d outcomes", len(written))
 
     async def _recognise_replays(
         self, conn: psycopg.AsyncConnection[Any], written: list[tuple[Outcome, str]]

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import store
-from skiplock.worker.backoff import Backoff
+from skiplock.worker.loops import LoopHealth
 
 log = logging.getLogger("skiplock.worker")
 Dispatch = Callable[[str, str], None]
@@ -33,6 +33,7 @@ class Listener:
         probe_pool: AsyncConnectionPool,
         probe_interval: float = 30.0,
         probe_timeout: float = 5.0,
+        health: LoopHealth | None = None,
     ) -> None:
         self._dsn = dsn
         self._channels = [*channels, probe_channel]
@@ -46,9 +47,9 @@ class Listener:
         self.connected = asyncio.Event()
         self._reconnect_requested = False
         self.reconnects = 0
+        self._health = health or LoopHealth(stall_after=float("inf"))
 
     async def run(self) -> None:
-        backoff = Backoff()
         first = True
         while True:
             try:
@@ -56,7 +57,7 @@ class Listener:
                 # that goes silent while we connect must not hold the listener here.
                 self._conn = await asyncio.wait_for(self._subscribe(), self.probe_timeout)
                 self.connected.set()
-                backoff.reset()
+                self._health.succeeded("listener")
                 if not first:
                     self.reconnects += 1
                     log.info("listener reconnected")
@@ -72,11 +73,11 @@ class Listener:
                             self._dispatch(notice.channel, notice.payload)
                 self._reconnect_requested = False
                 raise psycopg.OperationalError("listener probe missed")
-            except (psycopg.OperationalError, asyncio.TimeoutError) as exc:
+            except Exception as exc:
                 self.connected.clear()
-                delay = backoff.next()
-                reason = str(exc) or f"no answer within {self.probe_timeout:.1f} s"
-                log.warning("listener connection lost (%s); reconnecting in %.1f s", reason, delay)
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = psycopg.OperationalError(f"no answer within {self.probe_timeout:.1f} s")
+                delay = self._health.failed("listener", exc, "listener connection lost")
                 await self._close()
                 await asyncio.sleep(delay)
 
@@ -97,7 +98,12 @@ class Listener:
     async def probe_forever(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
-            await self.probe_once()
+            try:
+                await self.probe_once()
+            except Exception as exc:
+                self._health.failed("probe", exc)
+            else:
+                self._health.succeeded("probe")
 
     async def probe_once(self) -> bool:
         """Send a NOTIFY to ourselves; reconnect if it does not come back in time."""

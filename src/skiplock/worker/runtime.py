@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -26,12 +26,12 @@ from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
 from skiplock.store import Call
-from skiplock.worker.backoff import Backoff
 from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
 from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
 from skiplock.worker.listener import Listener
+from skiplock.worker.loops import LoopHealth
 
 log = logging.getLogger("skiplock.worker")
 
@@ -41,6 +41,8 @@ CANCEL_CHANNEL = "skiplock_cancel"
 CONTROL_CHANNEL = "skiplock_control"
 StopReason = Literal["cancel", "lost", "shutdown"]
 FINISH_HOOKS = ("succeeded", "retrying", "failed", "cancelled")
+# The loops a claimed job depends on: while one is stalled the worker claims nothing.
+JOB_LOOPS = ("heartbeat", "completer")
 PRUNE_BATCH = 1000  # rows per retention statement: short, never holding up the hot path
 
 
@@ -48,6 +50,9 @@ PRUNE_BATCH = 1000  # rows per retention statement: short, never holding up the 
 class Running:
     job: ClaimedJob
     ctx: JobContext
+    # loop time at which the lease was last taken or renewed, as sent: the lease ends
+    # no earlier than this plus the lease's length
+    renewed_at: float
     handle: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     deadline: float | None = None  # loop time after which the lease is no longer renewed
@@ -130,6 +135,10 @@ class Worker:
         self._progress: dict[int, tuple[float | None, str | None]] = {}
         self._progress_writing: set[int] = set()
         self._progress_tasks: set[asyncio.Task[None]] = set()
+        # A loop failing for longer than a lease: the leases it keeps may have lapsed.
+        self.loops = LoopHealth(stall_after=self.settings.lease)
+        self._claim_sent_at = 0.0
+        self._paused_for: list[str] = []
         self.processed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -222,6 +231,7 @@ class Worker:
             lock=self._row_lock,
             on_drained=self._slot_freed.set,
             max_pending=max(1_000, 4 * s.concurrency),
+            health=self.loops,
         )
         if s.listen:
             self.listener = Listener(
@@ -231,6 +241,7 @@ class Worker:
                 probe_channel=f"skiplock_probe_{self.id.hex}",
                 probe_pool=self._pool,
                 probe_interval=s.probe_interval,
+                health=self.loops,
             )
         await self._call(
             store.register_worker(
@@ -272,7 +283,7 @@ class Worker:
                 self._claim_conn = conn
                 await _configure_connection(conn)
                 await store.set_claim_session().arun(conn)
-            started = asyncio.get_running_loop().time()
+            started = self._claim_sent_at = asyncio.get_running_loop().time()
             run_after = self._claim_bound.next(started)
             jobs: list[ClaimedJob] = await store.claim_jobs(
                 self.id, s.queues, limit, timedelta(seconds=s.lease), run_after
@@ -309,9 +320,11 @@ class Worker:
         batch = s.batch_size or s.concurrency
         # Under load, wait for a few slots before claiming: fewer, bigger claims.
         min_claim = max(1, min(batch, s.concurrency) // 4)
-        backoff = Backoff()
         assert self._completer is not None
         while not self._stopping.is_set():
+            if self._claims_paused():
+                await self._sleep_unless_stopping(s.poll_interval)
+                continue
             # A thread that outlived its job still takes a slot (see JobThreads).
             free = s.concurrency - len(self._running) - self._threads.stuck()
             if (free < min_claim and self._running) or free <= 0 or self._completer.saturated:
@@ -323,19 +336,35 @@ class Worker:
             self._wake.clear()
             try:
                 jobs = await self._claim(want)
-                backoff.reset()
-            except psycopg.OperationalError as exc:
-                delay = backoff.next()
-                log.warning("claim failed (%s); retrying in %.1f s", exc, delay)
-                await self._sleep_unless_stopping(delay)
+                for job in jobs:
+                    self._start(job)
+            except Exception as exc:
+                await self._sleep_unless_stopping(self.loops.failed("claim", exc))
                 continue
-            for job in jobs:
-                self._start(job)
+            self.loops.succeeded("claim")
             if len(jobs) < want:
                 await wait_event(self._wake, s.poll_interval)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         await wait_event(self._stopping, delay)
+
+    def _claims_paused(self) -> bool:
+        """True while a loop that running jobs depend on is stalled: leases unrenewed or
+        outcomes unwritten, new jobs would only run twice or pile up. (Without the
+        listener the poll goes on; the scheduler and maintenance serve every worker.)"""
+        stalled = [loop for loop in self.loops.stalled() if loop in JOB_LOOPS]
+        if stalled and not self._paused_for:
+            log.error(
+                "worker %s unhealthy: %s failing for over %.0f s; claiming no jobs until"
+                " it recovers",
+                self.id,
+                ", ".join(stalled),
+                self.loops.stall_after,
+            )
+        elif self._paused_for and not stalled:
+            log.warning("worker %s healthy again: claiming jobs", self.id)
+        self._paused_for = stalled
+        return bool(stalled)
 
     async def run_once(self) -> int:
         """Claim one batch, run it to the end and record the outcomes; returns how many
@@ -344,6 +373,7 @@ class Worker:
             await self._open()
         assert self._completer is not None
         s = self.settings
+        self._claim_sent_at = asyncio.get_running_loop().time()
         jobs = await self._call(
             store.claim_jobs(
                 self.id, s.queues, s.batch_size or s.concurrency, timedelta(seconds=s.lease)
@@ -369,7 +399,7 @@ class Worker:
 
     def _start(self, job: ClaimedJob) -> None:
         ctx = JobContext(job, self.id, self._report_progress)
-        running = Running(job, ctx)
+        running = Running(job, ctx, renewed_at=self._claim_sent_at)
         if job.timeout is not None:
             # Past timeout + one lease the handler is stuck beyond cancellation: stop
             # renewing so another worker can take the job.
@@ -501,8 +531,12 @@ class Worker:
                     await self._call(
                         store.set_job_progress(self.id, ctx.id, ctx.attempt, fraction, message)
                     )
-                except psycopg.Error as exc:
-                    log.warning("progress of job %d not recorded: %s", ctx.id, exc)
+                except Exception as exc:
+                    # Not retried: the job's next report carries the latest value.
+                    what = f"progress of job {ctx.id} not recorded"
+                    self.loops.failed("progress", exc, what, retried=False)
+                else:
+                    self.loops.succeeded("progress")
         finally:
             self._progress_writing.discard(ctx.id)
 
@@ -510,17 +544,41 @@ class Worker:
 
     @property
     def healthy(self) -> bool:
-        """False while some handler's thread cannot be stopped and holds a slot."""
-        return self._threads.stuck() == 0
+        """False while some handler's thread cannot be stopped and holds a slot, or some
+        loop has failed for longer than a lease (see LoopHealth)."""
+        return self._threads.stuck() == 0 and not self.loops.stalled()
+
+    async def _every(
+        self,
+        loop: str,
+        interval: float,
+        step: Callable[[], Awaitable[Any]],
+        *,
+        at_once: bool = False,
+    ) -> None:
+        """Run `step` every `interval` seconds (the first time at once, or after one
+        interval) for good; a failure is logged, and retried sooner (with backoff, never
+        later than the interval)."""
+        delay = 0.0 if at_once else interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await step()
+            except Exception as exc:
+                delay = min(interval, self.loops.failed(loop, exc))
+            else:
+                self.loops.succeeded(loop)
+                delay = interval
 
     async def _heartbeat_forever(self) -> None:
         s = self.settings
         interval = s.heartbeat_interval or s.lease / 3
         loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(interval)
-            late = loop.time() - before - interval
+        last = loop.time()
+
+        async def beat() -> None:
+            nonlocal last
+            late, last = loop.time() - last - interval, loop.time()
             if late > s.lease / 2:
                 # Nothing ran on the loop meanwhile (a handler that never yields): the
                 # leases may have lapsed and the jobs been rescued elsewhere.
@@ -534,8 +592,11 @@ class Worker:
                 )
             try:
                 await self.heartbeat_once()
-            except psycopg.OperationalError as exc:
-                log.warning("heartbeat failed: %s", exc)
+            finally:
+                self._stop_lapsed_jobs()
+
+        # The first beat at once: it records the lease the worker's health is judged by.
+        await self._every("heartbeat", interval, beat, at_once=True)
 
     async def heartbeat_once(self) -> None:
         """Renew the leases of running jobs (except those stuck past their deadline) and of
@@ -554,13 +615,27 @@ class Worker:
                     renew + self._completer.held_tokens(),
                     timedelta(seconds=self.settings.lease),
                     stuck_jobs=self._threads.stuck(),
+                    stalled_loops=self.loops.stalled(),
                 )
             )
         for job_id, _ in renew:
+            running = self._running.get(job_id)
             if job_id not in held:
                 self._stop_job(job_id, "lost")
             elif held[job_id]:
                 self._stop_job(job_id, "cancel")
+            elif running is not None:
+                running.renewed_at = now
+
+    def _stop_lapsed_jobs(self) -> None:
+        """Stop the handlers whose lease may have ended unrenewed (heartbeats failing):
+        the rescue may hand their jobs to another worker, and the job must not run in two
+        places at once. Their outcomes would be refused anyway (fencing)."""
+        now = asyncio.get_running_loop().time()
+        for running in list(self._running.values()):
+            renewable = running.deadline is None or now < running.deadline
+            if renewable and now - running.renewed_at > self.settings.lease:
+                self._stop_job(running.job.id, "lost")
 
     async def prune_once(self) -> int:
         """Retention: forget silent workers, spent unique keys, finished jobs and finished
@@ -590,14 +665,20 @@ class Worker:
         return total
 
     async def _schedule_forever(self) -> None:
-        for spec in self.app.schedules.values():
-            await self._call(schedules.create_call(spec))
-        while True:
-            try:
-                await self.schedule_once()
-            except psycopg.OperationalError as exc:
-                log.warning("scheduler failed: %s", exc)
-            await asyncio.sleep(self.settings.schedule_interval)
+        declared = False
+
+        async def declare_then_tick() -> None:
+            # The app's schedules are declared until that succeeds once, then ticked.
+            nonlocal declared
+            if not declared:
+                for spec in self.app.schedules.values():
+                    await self._call(schedules.create_call(spec))
+                declared = True
+            await self.schedule_once()
+
+        await self._every(
+            "scheduler", self.settings.schedule_interval, declare_then_tick, at_once=True
+        )
 
     async def schedule_once(self) -> list[int]:
         """One scheduler pass (see skiplock.schedules.tick); returns the enqueued ids."""
@@ -606,20 +687,19 @@ class Worker:
             return await schedules.tick(conn)
 
     async def _maintain_forever(self) -> None:
-        s = self.settings
         rounds = 0
-        while True:
-            await asyncio.sleep(s.rescue_interval)
-            try:
-                rescued = await self._call(store.rescue_expired_jobs())
-                if rescued:
-                    log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
-                await self._call(store.sweep_waiting_jobs())
-                expired = await self._call(store.expire_jobs())
-                if expired:
-                    log.info("expired %d jobs past their deadline: %s", len(expired), expired)
-                rounds += 1
-                if rounds % 60 == 0:
-                    await self.prune_once()
-            except psycopg.OperationalError as exc:
-                log.warning("maintenance failed: %s", exc)
+
+        async def maintain() -> None:
+            nonlocal rounds
+            rescued = await self._call(store.rescue_expired_jobs())
+            if rescued:
+                log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
+            await self._call(store.sweep_waiting_jobs())
+            expired = await self._call(store.expire_jobs())
+            if expired:
+                log.info("expired %d jobs past their deadline: %s", len(expired), expired)
+            rounds += 1
+            if rounds % 60 == 0:
+                await self.prune_once()
+
+        await self._every("maintenance", self.settings.rescue_interval, maintain)
