@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urljoin
 
 import jwt
 import psycopg
@@ -13,11 +14,13 @@ import pytest
 from api_checks import assert_problem, enqueue, publish_tasks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 import skiplock
 from skiplock import store
-from skiplock.api import AuthConfig, create_app
+from skiplock.api import AuthConfig, api_lifespan, create_app
 from skiplock.api.auth import hash_token, new_token
 from skiplock.api.openapi import DOCUMENT
 from skiplock.errors import ConfigError
@@ -41,8 +44,23 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
     )
 
 
+@pytest.fixture(params=["", "/skiplock"], ids=["root", "mounted"])
+def prefix(request: pytest.FixtureRequest) -> str:
+    """Where the API is served: alone at the root, or mounted in a host app."""
+    prefix: str = request.param
+    return prefix
+
+
+def serve(api: Starlette, prefix: str) -> TestClient:
+    """A client of `api` whose paths (/api/v1/jobs) reach it at `prefix` in a host app."""
+    if not prefix:
+        return TestClient(api)
+    host = Starlette(routes=[Mount(prefix, api)], lifespan=lambda _: api_lifespan(api))
+    return TestClient(host, base_url=f"http://testserver{prefix}")
+
+
 @pytest.fixture
-def client(dsn: str, rsa_key: rsa.RSAPrivateKey) -> Iterator[TestClient]:
+def client(dsn: str, rsa_key: rsa.RSAPrivateKey, prefix: str) -> Iterator[TestClient]:
     config = AuthConfig(
         jwt_secret=SECRET,
         jwt_public_key=public_pem(rsa_key),
@@ -50,7 +68,7 @@ def client(dsn: str, rsa_key: rsa.RSAPrivateKey) -> Iterator[TestClient]:
         jwt_audience=AUDIENCE,
     )
     publish_tasks(dsn, "t")
-    with TestClient(create_app(skiplock.App(dsn), auth=config)) as c:
+    with serve(create_app(skiplock.App(dsn), auth=config), prefix) as c:
         yield c
 
 
@@ -98,6 +116,16 @@ def test_open_routes_need_no_token(client: TestClient) -> None:
         assert client.get(path).status_code == 200, path
 
 
+def test_docs_page_reads_the_document_beside_it(client: TestClient, prefix: str) -> None:
+    docs = client.get("/docs")
+    (source,) = re.findall(r'fetch\("([^"]+)"\)', docs.text)
+    document = client.get(urljoin(str(docs.url), source))
+    assert document.status_code == 200 and "paths" in document.json()
+    assert document.url.path == f"{prefix}/openapi.json"
+    # Mounted, the document names its prefix, so a client built from it calls the API.
+    assert document.json().get("servers", [{"url": "/"}])[0]["url"] == (prefix or "/")
+
+
 def test_scopes(client: TestClient, conn: psycopg.Connection) -> None:
     read = make_token(conn, "reader", "read")
     write = make_token(conn, "writer", "write")
@@ -124,11 +152,11 @@ SCOPES = ("read", "write", "admin")
 PATH_VALUES = {"job_id": "424242", "workflow_id": "424242", "worker_id": W_ID}
 
 
-def test_every_operation_demands_its_scope(dsn: str, conn: psycopg.Connection) -> None:
+def test_every_operation_demands_its_scope(dsn: str, conn: psycopg.Connection, prefix: str) -> None:
     headers = {scope: make_token(conn, f"matrix-{scope}", scope) for scope in SCOPES}
     # room for one failed attempt per operation, without a token
     config = AuthConfig(max_failures=1_000)
-    with TestClient(create_app(skiplock.App(dsn), auth=config)) as client:
+    with serve(create_app(skiplock.App(dsn), auth=config), prefix) as client:
         checked = try_every_operation(client, headers)
     assert checked >= 30  # the document was read: it has 38 guarded operations
 

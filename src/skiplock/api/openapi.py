@@ -961,8 +961,12 @@ DOCUMENT = _document()
 
 
 async def openapi_json(request: Request) -> Response:
-    """GET /openapi.json → 200 with the OpenAPI document."""
-    return JSONResponse(DOCUMENT)
+    """GET /openapi.json → 200 with the OpenAPI document; mounted under a prefix, its
+    `servers` names that prefix, so clients built from it call the mounted API."""
+    root_path = request.scope.get("root_path", "")
+    if not root_path:
+        return JSONResponse(DOCUMENT)
+    return JSONResponse({**DOCUMENT, "servers": [{"url": root_path}]})
 
 
 # No CDN assets (the docs must work offline): a few lines of JS render the document.
@@ -978,10 +982,11 @@ summary{cursor:pointer} code{background:#f4f4f4;padding:0 .25rem;border-radius:3
 pre{background:#f7f7f7;padding:.5rem;overflow:auto;font-size:13px}
 </style></head>
 <body><h1>skiplock API</h1>
-<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>.
+<p>Machine-readable: <a href="openapi.json">openapi.json</a>.
 Examples: <code>docs/api.md</code>.</p><div id="ops">Loading…</div>
 <script>
-fetch("/openapi.json").then(r => r.json()).then(doc => {
+// Relative: the page and the document sit side by side, at the root or under a mount.
+fetch("openapi.json").then(r => r.json()).then(doc => {
   const byTag = {};
   for (const [path, item] of Object.entries(doc.paths))
     for (const [method, op] of Object.entries(item))
