@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin
 
+import httpx
 import jwt
 import psycopg
 import pytest
@@ -19,6 +25,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 import skiplock
+from conftest import wait_until
 from skiplock import store
 from skiplock.api import AuthConfig, api_lifespan, create_app
 from skiplock.api.auth import hash_token, new_token
@@ -337,3 +344,70 @@ def test_auth_config_checks() -> None:
     with pytest.raises(ConfigError, match="PEM"):
         AuthConfig(jwt_public_key="abc", jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     assert not AuthConfig().jwt_enabled
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def skiplock_serve(dsn: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `skiplock serve` process on loopback; yields its base URL."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if "FORWARDED" not in k}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skiplock", "--dsn", dsn, "serve", "--port", str(port), *args],
+        env={**environment, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, "skiplock serve exited"
+        try:
+            return httpx.get(f"{url}/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, timeout=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_proxy_headers_are_not_trusted_by_default(dsn: str, conn: psycopg.Connection) -> None:
+    write = make_token(conn, "writer", "write")
+    publish_tasks(dsn, "t")
+    with skiplock_serve(dsn) as url:
+        # A local client cannot dodge the failure limit by naming other addresses...
+        for n in range(10):
+            spoofed = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("sk_wrong")}
+            assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 401
+        spoofed = {"X-Forwarded-For": "203.0.113.99", **bearer("sk_wrong")}
+        assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 429
+    with skiplock_serve(dsn) as url:
+        # ...nor write the address it likes into the audit log.
+        headers = {"X-Forwarded-For": "203.0.113.7", **write}
+        response = httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers)
+        assert response.status_code == 201
+    rows = conn.execute("SELECT detail->>'client' FROM skiplock.audit_log").fetchall()
+    assert rows == [("127.0.0.1",)]
+
+
+def test_forwarded_allow_ips_names_the_trusted_proxies(dsn: str, conn: psycopg.Connection) -> None:
+    write = make_token(conn, "writer", "write")
+    publish_tasks(dsn, "t")
+    headers = {"X-Forwarded-For": "203.0.113.7", **write}
+    with skiplock_serve(dsn, "--forwarded-allow-ips", "127.0.0.1") as url:
+        assert httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers).is_success
+    with skiplock_serve(dsn, env={"SKIPLOCK_FORWARDED_ALLOW_IPS": "10.0.0.1"}) as url:
+        # a proxy other than the one named: its header is ignored
+        assert httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers).is_success
+    rows = conn.execute("SELECT detail->>'client' FROM skiplock.audit_log ORDER BY id").fetchall()
+    assert rows == [("203.0.113.7",), ("127.0.0.1",)]
