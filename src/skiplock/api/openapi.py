@@ -28,10 +28,14 @@ ERRORS = {
     404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
     413: "The body is larger than the API's limit (`body too large`).",
+    415: "The body is not sent as `Content-Type: application/json` in UTF-8"
+    " (`unsupported media type`).",
     422: "A parameter or field fails its check; `field` names it (for job args, the path"
-    " in them: `args.to`; `unknown task` when no worker published the task).",
+    " in them: `args.to`; `unknown task` when no worker published the task; `duplicate key`"
+    " when a key appears twice in one object).",
     429: "Too many failed authentication attempts from this address; see Retry-After.",
-    503: "The database is unreachable or too slow; see Retry-After.",
+    503: "The database is unreachable or too slow, or the API holds as many request bodies"
+    " as it may (`server busy`); see Retry-After.",
 }
 
 
@@ -79,6 +83,9 @@ def _op(
     errors: tuple[int, ...] = (503,),
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): value for status, value in ok.items()}
+    if body is not None:
+        # every body goes through api/body.py, which answers 415 for a non-JSON one
+        errors = tuple(sorted({*errors, 415}))
     for status in errors:
         responses[str(status)] = {
             "description": ERRORS[status],
