@@ -124,9 +124,11 @@ class BodyBudget:
 
     A parsed body costs several times its size (the text, the objects, the jsonb sent
     on) until its answer is out, so the per-request limit alone lets N concurrent large
-    requests hold N times it. A request reserves its declared Content-Length when its
-    body is first read (a chunked one: each chunk as it arrives) and gives it back once
-    its answer is sent; one that finds no room gets 503 with Retry-After, its body unread.
+    requests hold N times it. A request reserves each chunk of its body as it arrives and
+    gives all of it back once its answer is sent; a chunk that finds no room gets 503
+    with Retry-After. Reserving as bytes arrive, not the declared Content-Length up
+    front, means a client must send a body to hold room: a few connections that declare
+    large bodies and send nothing cannot turn every other request away.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -138,16 +140,13 @@ class BodyBudget:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = 0
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit():
-                declared = int(value)
         reserved = 0
-        received = 0
 
-        def reserve(size: int) -> None:
+        async def receive_within_budget() -> Message:
             nonlocal reserved
-            if self.held + size > self.max_bytes:
+            message = await receive()
+            size = len(message.get("body", b"")) if message["type"] == "http.request" else 0
+            if size and self.held + size > self.max_bytes:
                 raise Problem(
                     503,
                     "server busy",
@@ -156,16 +155,6 @@ class BodyBudget:
                 )
             self.held += size
             reserved += size
-
-        async def receive_within_budget() -> Message:
-            nonlocal received
-            if reserved < declared:
-                reserve(declared - reserved)  # all of it, before a byte is read
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > reserved:
-                    reserve(received - reserved)
             return message
 
         try:
