@@ -354,12 +354,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def skiplock_serve(dsn: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A real `skiplock serve` process on loopback; yields its base URL."""
+def skiplock_serve(
+    dsn: str, *args: str, command: str = "serve", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real `skiplock serve` (or `dev`) process on loopback; yields its base URL."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if "FORWARDED" not in k}
     process = subprocess.Popen(
-        [sys.executable, "-m", "skiplock", "--dsn", dsn, "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "skiplock", "--dsn", dsn, command, "--port", str(port), *args],
         env={**environment, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -381,17 +383,20 @@ def skiplock_serve(dsn: str, *args: str, env: dict[str, str] | None = None) -> I
         process.wait(timeout=30)
 
 
-def test_proxy_headers_are_not_trusted_by_default(dsn: str, conn: psycopg.Connection) -> None:
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_proxy_headers_are_not_trusted_by_default(
+    dsn: str, conn: psycopg.Connection, command: str
+) -> None:
     write = make_token(conn, "writer", "write")
     publish_tasks(dsn, "t")
-    with skiplock_serve(dsn) as url:
+    with skiplock_serve(dsn, command=command) as url:
         # A local client cannot dodge the failure limit by naming other addresses...
         for n in range(10):
             spoofed = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("sk_wrong")}
             assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 401
         spoofed = {"X-Forwarded-For": "203.0.113.99", **bearer("sk_wrong")}
         assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 429
-    with skiplock_serve(dsn) as url:
+    with skiplock_serve(dsn, command=command) as url:
         # ...nor write the address it likes into the audit log.
         headers = {"X-Forwarded-For": "203.0.113.7", **write}
         response = httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers)
