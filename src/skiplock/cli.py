@@ -1010,10 +1010,30 @@ def live_token_count(dsn: str) -> int:
         return sum(1 for t in store.list_api_tokens().run(conn) if t["revoked_at"] is None)
 
 
+forwarded_allow_ips_option = click.option(
+    "--forwarded-allow-ips",
+    envvar="SKIPLOCK_FORWARDED_ALLOW_IPS",
+    default=None,
+    metavar="IPS",
+    help="Trust X-Forwarded-For/-Proto only from these comma-separated proxy addresses"
+    " or networks ('*': any). Default: trust no proxy header.",
+)
+
+
+def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
+    """uvicorn's proxy-header settings: off unless proxies are named. uvicorn's own
+    default trusts 127.0.0.1, so any local client could choose the address that the
+    failed-auth limiter counts and the audit log records."""
+    if not forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+
+
 @main.command()
 @click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR", help="For task defaults.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
+@forwarded_allow_ips_option
 @click.option(
     "--no-auth",
     is_flag=True,
@@ -1040,6 +1060,7 @@ def serve(
     app_spec: str | None,
     host: str,
     port: int,
+    forwarded_allow_ips: str | None,
     no_auth: bool,
     jwt_secret: str | None,
     jwt_public_key: str | None,
@@ -1075,7 +1096,13 @@ def serve(
             "auth is on and no API token exists yet: create one with"
             " `skiplock tokens create --name NAME --scope admin`"
         )
-    uvicorn.run(api_factory()(app, auth=auth), host=host, port=port, log_config=None)
+    uvicorn.run(
+        api_factory()(app, auth=auth),
+        host=host,
+        port=port,
+        log_config=None,
+        **proxy_settings(forwarded_allow_ips),
+    )
 
 
 @main.command()
@@ -1090,9 +1117,16 @@ def serve(
     help="Where the private PostgreSQL keeps its data (when no DSN is given).",
 )
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@forwarded_allow_ips_option
 @pass_settings
 def dev(
-    settings: Settings, app_spec: str, host: str, port: int, data_dir: Path, concurrency: int
+    settings: Settings,
+    app_spec: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    concurrency: int,
+    forwarded_allow_ips: str | None,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
@@ -1118,7 +1152,14 @@ def dev(
         )
     click.echo(banner(dsn, host, port, app_spec, worker_settings.queues, token=token))
     asyncio.run(
-        serve_and_work(app, create_app(app, auth=AuthConfig()), host, port, worker_settings)
+        serve_and_work(
+            app,
+            create_app(app, auth=AuthConfig()),
+            host,
+            port,
+            worker_settings,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
     )
     exit_if_threads_stuck()
 
@@ -1167,13 +1208,22 @@ def banner(
 
 
 async def serve_and_work(
-    app: App, asgi: Any, host: str, port: int, worker_settings: WorkerSettings
+    app: App,
+    asgi: Any,
+    host: str,
+    port: int,
+    worker_settings: WorkerSettings,
+    *,
+    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Run the API and a worker in this loop until SIGINT/SIGTERM or either one ends."""
     import uvicorn
 
     worker = Worker(app, worker_settings)
-    server = quiet_server(uvicorn.Config(asgi, host=host, port=port, log_config=None))
+    config = uvicorn.Config(
+        asgi, host=host, port=port, log_config=None, **proxy_settings(forwarded_allow_ips)
+    )
+    server = quiet_server(config)
     stops = 0
 
     def stop() -> None:

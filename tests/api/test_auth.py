@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urljoin
 
+import httpx
 import jwt
 import psycopg
 import pytest
 from api_checks import assert_problem, enqueue, publish_tasks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 import skiplock
+from conftest import wait_until
 from skiplock import store
-from skiplock.api import AuthConfig, create_app
+from skiplock.api import AuthConfig, api_lifespan, create_app
 from skiplock.api.auth import hash_token, new_token
 from skiplock.api.openapi import DOCUMENT
 from skiplock.errors import ConfigError
@@ -41,8 +51,23 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
     )
 
 
+@pytest.fixture(params=["", "/skiplock"], ids=["root", "mounted"])
+def prefix(request: pytest.FixtureRequest) -> str:
+    """Where the API is served: alone at the root, or mounted in a host app."""
+    prefix: str = request.param
+    return prefix
+
+
+def serve(api: Starlette, prefix: str) -> TestClient:
+    """A client of `api` whose paths (/api/v1/jobs) reach it at `prefix` in a host app."""
+    if not prefix:
+        return TestClient(api)
+    host = Starlette(routes=[Mount(prefix, api)], lifespan=lambda _: api_lifespan(api))
+    return TestClient(host, base_url=f"http://testserver{prefix}")
+
+
 @pytest.fixture
-def client(dsn: str, rsa_key: rsa.RSAPrivateKey) -> Iterator[TestClient]:
+def client(dsn: str, rsa_key: rsa.RSAPrivateKey, prefix: str) -> Iterator[TestClient]:
     config = AuthConfig(
         jwt_secret=SECRET,
         jwt_public_key=public_pem(rsa_key),
@@ -50,7 +75,7 @@ def client(dsn: str, rsa_key: rsa.RSAPrivateKey) -> Iterator[TestClient]:
         jwt_audience=AUDIENCE,
     )
     publish_tasks(dsn, "t")
-    with TestClient(create_app(skiplock.App(dsn), auth=config)) as c:
+    with serve(create_app(skiplock.App(dsn), auth=config), prefix) as c:
         yield c
 
 
@@ -98,6 +123,16 @@ def test_open_routes_need_no_token(client: TestClient) -> None:
         assert client.get(path).status_code == 200, path
 
 
+def test_docs_page_reads_the_document_beside_it(client: TestClient, prefix: str) -> None:
+    docs = client.get("/docs")
+    (source,) = re.findall(r'fetch\("([^"]+)"\)', docs.text)
+    document = client.get(urljoin(str(docs.url), source))
+    assert document.status_code == 200 and "paths" in document.json()
+    assert document.url.path == f"{prefix}/openapi.json"
+    # Mounted, the document names its prefix, so a client built from it calls the API.
+    assert document.json().get("servers", [{"url": "/"}])[0]["url"] == (prefix or "/")
+
+
 def test_scopes(client: TestClient, conn: psycopg.Connection) -> None:
     read = make_token(conn, "reader", "read")
     write = make_token(conn, "writer", "write")
@@ -124,11 +159,11 @@ SCOPES = ("read", "write", "admin")
 PATH_VALUES = {"job_id": "424242", "workflow_id": "424242", "worker_id": W_ID}
 
 
-def test_every_operation_demands_its_scope(dsn: str, conn: psycopg.Connection) -> None:
+def test_every_operation_demands_its_scope(dsn: str, conn: psycopg.Connection, prefix: str) -> None:
     headers = {scope: make_token(conn, f"matrix-{scope}", scope) for scope in SCOPES}
     # room for one failed attempt per operation, without a token
     config = AuthConfig(max_failures=1_000)
-    with TestClient(create_app(skiplock.App(dsn), auth=config)) as client:
+    with serve(create_app(skiplock.App(dsn), auth=config), prefix) as client:
         checked = try_every_operation(client, headers)
     assert checked >= 30  # the document was read: it has 38 guarded operations
 
@@ -309,3 +344,75 @@ def test_auth_config_checks() -> None:
     with pytest.raises(ConfigError, match="PEM"):
         AuthConfig(jwt_public_key="abc", jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     assert not AuthConfig().jwt_enabled
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def skiplock_serve(
+    dsn: str, *args: str, command: str = "serve", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real `skiplock serve` (or `dev`) process on loopback; yields its base URL."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if "FORWARDED" not in k}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skiplock", "--dsn", dsn, command, "--port", str(port), *args],
+        env={**environment, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, "skiplock serve exited"
+        try:
+            return httpx.get(f"{url}/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, timeout=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_proxy_headers_are_not_trusted_by_default(
+    dsn: str, conn: psycopg.Connection, command: str
+) -> None:
+    write = make_token(conn, "writer", "write")
+    publish_tasks(dsn, "t")
+    with skiplock_serve(dsn, command=command) as url:
+        # A local client cannot dodge the failure limit by naming other addresses...
+        for n in range(10):
+            spoofed = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("sk_wrong")}
+            assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 401
+        spoofed = {"X-Forwarded-For": "203.0.113.99", **bearer("sk_wrong")}
+        assert httpx.get(f"{url}/api/v1/jobs", headers=spoofed).status_code == 429
+    with skiplock_serve(dsn, command=command) as url:
+        # ...nor write the address it likes into the audit log.
+        headers = {"X-Forwarded-For": "203.0.113.7", **write}
+        response = httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers)
+        assert response.status_code == 201
+    rows = conn.execute("SELECT detail->>'client' FROM skiplock.audit_log").fetchall()
+    assert rows == [("127.0.0.1",)]
+
+
+def test_forwarded_allow_ips_names_the_trusted_proxies(dsn: str, conn: psycopg.Connection) -> None:
+    write = make_token(conn, "writer", "write")
+    publish_tasks(dsn, "t")
+    headers = {"X-Forwarded-For": "203.0.113.7", **write}
+    with skiplock_serve(dsn, "--forwarded-allow-ips", "127.0.0.1") as url:
+        assert httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers).is_success
+    with skiplock_serve(dsn, env={"SKIPLOCK_FORWARDED_ALLOW_IPS": "10.0.0.1"}) as url:
+        # a proxy other than the one named: its header is ignored
+        assert httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers).is_success
+    rows = conn.execute("SELECT detail->>'client' FROM skiplock.audit_log ORDER BY id").fetchall()
+    assert rows == [("203.0.113.7",), ("127.0.0.1",)]

@@ -12,6 +12,8 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock.api import create_app
 
+JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
+
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
@@ -117,4 +119,6 @@ def test_bad_limit_and_age(client: TestClient) -> None:
         assert_problem(response, 422, "invalid field", "limit")
     response = client.post("/api/v1/dead-letters/purge", json={"older_than": -1})
     assert_problem(response, 422, "invalid field", "older_than")
-    assert_problem(client.post("/api/v1/dead-letters/purge", content=b""), 400, "invalid json")
+    assert_problem(
+        client.post("/api/v1/dead-letters/purge", content=b"", headers=JSON), 400, "invalid json"
+    )

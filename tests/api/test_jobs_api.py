@@ -19,6 +19,8 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock.api import create_app
 
+JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
+
 W1 = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 DOWN_DSN = "host=/nonexistent port=1 connect_timeout=1"
 ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}
@@ -113,7 +115,7 @@ def test_defaults_and_nulls(client: TestClient) -> None:
 
 def test_non_ascii_and_surrogate_pairs_round_trip(client: TestClient) -> None:
     raw = b'{"task": "t", "args": {"s": "\\ud83d\\ude00 \xc3\xa9"}, "tags": ["\xc3\xa9"]}'
-    response = client.post("/api/v1/jobs", content=raw)
+    response = client.post("/api/v1/jobs", content=raw, headers=JSON)
     assert response.status_code == 201, response.text
     got = client.get(response.headers["location"]).json()
     assert got["args"] == {"s": "\U0001f600 \u00e9"}
@@ -249,7 +251,9 @@ def test_nul_escape_in_args_is_422_and_no_row(client: TestClient, conn: psycopg.
 def test_values_jsonb_rejects_are_422(
     client: TestClient, conn: psycopg.Connection, raw: bytes, field: str
 ) -> None:
-    assert_problem(client.post("/api/v1/jobs", content=raw), 422, "invalid field", field)
+    assert_problem(
+        client.post("/api/v1/jobs", content=raw, headers=JSON), 422, "invalid field", field
+    )
     assert job_count(conn) == 0
 
 
@@ -266,7 +270,7 @@ def test_unknown_fields_are_422_naming_them(client: TestClient, conn: psycopg.Co
 def test_body_that_is_not_a_json_object_is_400(
     client: TestClient, conn: psycopg.Connection, raw: bytes
 ) -> None:
-    assert_problem(client.post("/api/v1/jobs", content=raw), 400, "invalid json")
+    assert_problem(client.post("/api/v1/jobs", content=raw, headers=JSON), 400, "invalid json")
     assert job_count(conn) == 0
 
 
@@ -296,13 +300,13 @@ def big_body(size: int) -> bytes:
 def test_body_under_the_limit_is_accepted(client: TestClient) -> None:
     body = big_body(3000)
     assert len(body) <= 4096
-    assert client.post("/api/v1/jobs", content=body).status_code == 201
+    assert client.post("/api/v1/jobs", content=body, headers=JSON).status_code == 201
 
 
 def test_oversized_body_with_content_length_is_413(
     client: TestClient, conn: psycopg.Connection
 ) -> None:
-    response = client.post("/api/v1/jobs", content=big_body(5000))
+    response = client.post("/api/v1/jobs", content=big_body(5000), headers=JSON)
     assert_problem(response, 413, "body too large")
     assert job_count(conn) == 0
 
@@ -314,7 +318,7 @@ def test_oversized_chunked_body_is_413(client: TestClient, conn: psycopg.Connect
             yield b"x" * 1000
         yield b'"}}'
 
-    response = client.post("/api/v1/jobs", content=chunks())
+    response = client.post("/api/v1/jobs", content=chunks(), headers=JSON)
     assert "content-length" not in response.request.headers
     assert_problem(response, 413, "body too large")
     assert job_count(conn) == 0
@@ -346,7 +350,11 @@ def test_oversized_body_stops_being_read_once_over_the_limit() -> None:
         "root_path": "",
         "scheme": "http",
         "query_string": b"",
-        "headers": [(b"host", b"test"), (b"transfer-encoding", b"chunked")],
+        "headers": [
+            (b"host", b"test"),
+            (b"transfer-encoding", b"chunked"),
+            (b"content-type", b"application/json"),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
@@ -377,7 +385,11 @@ def test_declared_length_over_the_limit_is_refused_before_reading() -> None:
         "root_path": "",
         "scheme": "http",
         "query_string": b"",
-        "headers": [(b"host", b"test"), (b"content-length", b"11")],
+        "headers": [
+            (b"host", b"test"),
+            (b"content-length", b"11"),
+            (b"content-type", b"application/json"),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }

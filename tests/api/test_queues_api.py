@@ -16,6 +16,8 @@ import skiplock
 from conftest import wait_until
 from skiplock.api import create_app
 
+JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
+
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
@@ -44,7 +46,7 @@ def test_create_errors(client: TestClient, conn: psycopg.Connection) -> None:
     assert_problem(response, 422, "invalid field", "paused")
     response = client.post("/api/v1/queues", json={"name": "z", "size": 1})
     assert_problem(response, 422, "unknown field", "size")
-    assert_problem(client.post("/api/v1/queues", content=b"[1]"), 400, "invalid json")
+    assert_problem(client.post("/api/v1/queues", content=b"[1]", headers=JSON), 400, "invalid json")
     assert conn.execute("SELECT count(*) FROM skiplock.queues").fetchone() == (1,)
 
 

@@ -18,6 +18,8 @@ from skiplock import schedules
 from skiplock.api import create_app
 from skiplock.api import schedules as schedules_api
 
+JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
+
 URL = "/api/v1/schedules"
 
 
@@ -173,11 +175,11 @@ def test_bad_bodies(dsn: str, client: TestClient, conn: psycopg.Connection) -> N
     response = client.post(URL, json={**VALID, "every": "hour"})
     assert_problem(response, 422, "unknown field", "every")
     nan = b'{"name": "s", "cron": "@hourly", "task": "t", "args": {"x": NaN}}'
-    assert_problem(client.post(URL, content=nan), 422, "invalid field", "args")
+    assert_problem(client.post(URL, content=nan, headers=JSON), 422, "invalid field", "args")
     surrogate = b'{"name": "s", "cron": "@hourly", "task": "t", "args": {"x": "\\ud800"}}'
-    assert_problem(client.post(URL, content=surrogate), 422, "invalid field", "args")
-    assert_problem(client.post(URL, content=b"[1]"), 400, "invalid json")
-    assert_problem(client.post(URL, content=b"{"), 400, "invalid json")
+    assert_problem(client.post(URL, content=surrogate, headers=JSON), 422, "invalid field", "args")
+    assert_problem(client.post(URL, content=b"[1]", headers=JSON), 400, "invalid json")
+    assert_problem(client.post(URL, content=b"{", headers=JSON), 400, "invalid json")
     with TestClient(create_app(skiplock.App(dsn), max_body_bytes=64)) as small:
         response = small.post(URL, json={**VALID, "args": {"pad": "x" * 100}})
         assert_problem(response, 413, "body too large")

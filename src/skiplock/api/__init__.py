@@ -2,6 +2,9 @@
 
     uvicorn --factory myproject.api:make  # where make() returns create_app(App(...))
 
+It can also be mounted in a host app (`Mount("/skiplock", api)`); the host then passes
+`api_lifespan(api)` on from its own lifespan (see docs/api.md).
+
 No route sends SQL itself; errors are JSON of one shape (see problems.py).
 """
 
@@ -29,6 +32,7 @@ from skiplock.api import (
 )
 from skiplock.api.auth import AuthConfig, AuthMiddleware
 from skiplock.api.auth import routes as auth_routes
+from skiplock.api.body import BodyBudget
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
@@ -36,7 +40,7 @@ from skiplock.errors import ConfigError
 from skiplock.registry import App
 from skiplock.tracing import RequestTraceContext
 
-__all__ = ["AuthConfig", "create_app"]
+__all__ = ["AuthConfig", "api_lifespan", "create_app"]
 
 
 async def health(request: Request) -> Response:
@@ -48,6 +52,7 @@ def create_app(
     app: App,
     *,
     max_body_bytes: int = 1_048_576,
+    max_body_bytes_in_flight: int = 16 * 1_048_576,
     db_timeout: float = 10.0,
     statement_timeout: float = 5.0,
     auth: AuthConfig | None = None,
@@ -55,11 +60,16 @@ def create_app(
     """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers, tasks
     under /api/v1, plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
 
-    Request bodies over `max_body_bytes` get 413. A database call that takes longer than
+    Request bodies over `max_body_bytes` get 413; when the bodies being handled at once
+    already hold `max_body_bytes_in_flight` bytes, the next one gets 503 with Retry-After
+    (a parsed body costs several times its size: this bounds the API's memory). Bodies
+    must be UTF-8 JSON: another Content-Type gets 415. A database call that takes longer than
     `db_timeout` seconds (typically: waiting for a connection while PostgreSQL is away)
     gets 503 with Retry-After; each SQL statement is cancelled by PostgreSQL after
-    `statement_timeout` seconds (503 "query timeout"). Shutting the server down closes
-    the App's async pool and the result listener.
+    `statement_timeout` seconds (503 "query timeout"). The App's async pool and the
+    result listener open on first use; the app's lifespan closes them when the server
+    shuts down. A host app that mounts this one does not run its lifespan: it passes
+    `api_lifespan(api)` on from its own.
 
     With `auth`, every route but /health, /ready, /metrics, /openapi.json and /docs
     needs a bearer token (see api/auth.py); without it (None) the API is open, which is
@@ -67,6 +77,11 @@ def create_app(
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    if max_body_bytes_in_flight < max_body_bytes:
+        raise ConfigError(
+            f"max_body_bytes_in_flight must be >= max_body_bytes ({max_body_bytes}),"
+            f" got {max_body_bytes_in_flight}"
+        )
     if not db_timeout > 0:
         raise ConfigError(f"db_timeout must be > 0 seconds, got {db_timeout}")
     if not 0.001 <= statement_timeout <= 3600:
@@ -83,40 +98,53 @@ def create_app(
     )
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [Middleware(InternalErrorMiddleware), Middleware(RequestTraceContext)]
+    routes = [
+        Route("/health", health, methods=["GET"], name="health"),
+        *observability.routes,
+        *openapi.routes,
+        Mount(
+            "/api/v1",
+            routes=[
+                *jobs.routes,
+                *queues.routes,
+                *dead_letters.routes,
+                *schedules.routes,
+                *workers.routes,
+                *workflows.routes,
+                *tasks.routes,
+                *observability.api_routes,
+                *auth_routes,
+            ],
+        ),
+    ]
     if auth is not None:
-        middleware.append(Middleware(AuthMiddleware, api=state, config=auth))
-
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await finished.close()
-            await app.aclose()
-
+        # The middleware matches each request against these routes, as the router will.
+        middleware.append(Middleware(AuthMiddleware, api=state, config=auth, routes=routes))
+    middleware.append(Middleware(BodyBudget, max_bytes=max_body_bytes_in_flight))
     starlette = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"], name="health"),
-            *observability.routes,
-            *openapi.routes,
-            Mount(
-                "/api/v1",
-                routes=[
-                    *jobs.routes,
-                    *queues.routes,
-                    *dead_letters.routes,
-                    *schedules.routes,
-                    *workers.routes,
-                    *workflows.routes,
-                    *tasks.routes,
-                    *observability.api_routes,
-                    *auth_routes,
-                ],
-            ),
-        ],
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
+        lifespan=api_lifespan,
     )
     starlette.state.api = state
     return starlette
+
+
+@asynccontextmanager
+async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
+    """Close the pool and the result listener of `api` (made by create_app) on exit.
+
+    The API's own lifespan when it is served alone. A host that mounts it passes it on:
+    `Starlette(routes=[Mount("/skiplock", api)], lifespan=lambda _: api_lifespan(api))`,
+    or `async with api_lifespan(api):` inside the host's lifespan. Nothing opens on entry:
+    the pool and the listener open on first use, so a host that forgets this leaks them
+    only until its process exits.
+    """
+    try:
+        yield
+    finally:
+        state: ApiState = api.state.api
+        if state.finished is not None:
+            await state.finished.close()
+        await state.app.aclose()

@@ -1,6 +1,6 @@
 """Authentication, scopes and the audit log of the HTTP API (see docs/api.md).
 
-When create_app gets an AuthConfig, every route except the open ones (OPEN_PATHS:
+When create_app gets an AuthConfig, every route except the open ones (OPEN_ROUTES:
 liveness, readiness, Prometheus scrapes and the API description) needs
 `Authorization: Bearer <token>`, where the token is either
 
@@ -11,7 +11,9 @@ liveness, readiness, Prometheus scrapes and the API description) needs
   scopes and queue patterns as a token's.
 
 Scopes nest: read (GET) < write (enqueue jobs and workflows, cancel, retry) < admin
-(everything else).
+(everything else). Each decision is taken from the route the router matches, by its
+declared path (`/api/v1/jobs/{job_id}/cancel`), never from the raw request path, so the
+API answers the same at the root and mounted under any prefix in a host app.
 A token limited to a queue pattern sees only those queues: jobs, queues and tasks of others
 answer 404, as if they did not exist, and routes that are not per queue answer 403.
 Failed attempts are limited per client address (a sliding window, in memory, per
@@ -28,6 +30,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,7 +40,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skiplock import store
@@ -50,15 +53,26 @@ log = logging.getLogger("skiplock.api.auth")
 
 SCOPES = ("read", "write", "admin")
 TOKEN_PREFIX = "sk_"
+# The rules below name routes by their declared path under the API's root, as the
+# router matches them (a mount prefix is not part of it).
 # Open without a token: load balancers and scrapers seldom carry credentials, and none
 # of these answers says anything about jobs (/ready says only "database reachable").
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
+OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
-WRITE_ROUTES = re.compile(r"/api/v1/(jobs|workflows)(/[^/]+/(cancel|retry))?/?")
-ADMIN_READS = re.compile(r"/api/v1/audit/?")
+WRITE_ROUTES = frozenset(
+    {
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}/cancel",
+        "/api/v1/jobs/{job_id}/retry",
+        "/api/v1/workflows",
+        "/api/v1/workflows/{workflow_id}/cancel",
+        "/api/v1/workflows/{workflow_id}/retry",
+    }
+)
+ADMIN_READS = frozenset({"/api/v1/audit"})
 # Routes that know which queue they touch, and so can serve a queue-limited token.
-QUEUE_AWARE = re.compile(r"/api/v1/(jobs|queues|workflows|tasks)(/.*)?")
+QUEUE_AWARE = ("/api/v1/jobs", "/api/v1/queues", "/api/v1/workflows", "/api/v1/tasks")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 PRINCIPAL_KEY = "skiplock.principal"
@@ -153,15 +167,45 @@ def principal_of(request: Request) -> Principal | None:
     return principal
 
 
-def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs; None for the open routes."""
-    if path in OPEN_PATHS:
+def required_scope(method: str, route: str | None) -> str | None:
+    """The scope a call of `route` (its declared path, e.g. /api/v1/jobs/{job_id}) needs;
+    None for the open routes. A path no route serves (route None) needs only a valid
+    token: nothing runs there but the router's 404 or trailing-slash redirect."""
+    if route in OPEN_ROUTES:
         return None
+    if route is None:
+        return "read"
     if method in ("GET", "HEAD"):
-        return "admin" if ADMIN_READS.fullmatch(path) else "read"
-    if method == "POST" and WRITE_ROUTES.fullmatch(path):
+        return "admin" if route in ADMIN_READS else "read"
+    if method == "POST" and route in WRITE_ROUTES:
         return "write"
     return "admin"
+
+
+def matched_route(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
+    """The declared path of the route the router picks for this request, matched as
+    Starlette matches it (so under root_path, when the API is mounted); a route that
+    fits the path but not the method counts too (its 405 comes after auth). None when
+    no route fits."""
+    partial: str | None = None
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            # The router hands the request to the first mount that fits, found or not.
+            inner = matched_route(route.routes, {**scope, **child_scope})
+            return None if inner is None else route.path + inner
+        if isinstance(route, Route):
+            if match is Match.FULL:
+                return route.path_format
+            partial = partial or route.path_format
+    return partial
+
+
+def below_root(root_path: str, path: str) -> str:
+    """`path` below the API's root: /api/v1/jobs whether or not a host mounts the API."""
+    return path.removeprefix(root_path) if root_path else path
 
 
 class FailureLimiter:
@@ -218,10 +262,13 @@ class AuthMiddleware:
     """Authenticates every non-open request, enforces scopes, limits failures and writes
     the audit log. Runs outside the routes, so it answers its own errors."""
 
-    def __init__(self, app: ASGIApp, *, api: ApiState, config: AuthConfig) -> None:
+    def __init__(
+        self, app: ASGIApp, *, api: ApiState, config: AuthConfig, routes: Sequence[BaseRoute]
+    ) -> None:
         self.app = app
         self.api = api
         self.config = config
+        self.routes = routes
         self.limiter = FailureLimiter(config.max_failures, config.failure_window)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -229,8 +276,11 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        path: str = scope["path"]
-        needed = required_scope(method, path)
+        # Read now: the router rewrites scope["root_path"] as it descends into mounts.
+        root_path: str = scope.get("root_path", "")
+        path = below_root(root_path, scope["path"])
+        route = matched_route(self.routes, scope)
+        needed = required_scope(method, route)
         if needed is None:
             await self.app(scope, receive, send)
             return
@@ -256,11 +306,11 @@ class AuthMiddleware:
             )(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = principal
-        denial = forbidden_reason(principal, needed, path)
+        denial = forbidden_reason(principal, needed, route)
         if denial is not None:
             response: Response = problem_response(403, "forbidden", denial)
             await response(scope, receive, send)
-            await self.audit(principal, scope, 403, client, None)
+            await self.audit(principal, method, path, 403, client, None)
             return
         if method in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
@@ -280,7 +330,8 @@ class AuthMiddleware:
         try:
             await self.app(scope, receive, send_tracked)
         finally:
-            await self.audit(principal, scope, status, client, location)
+            created = below_root(root_path, location) if location else None
+            await self.audit(principal, method, path, status, client, created)
 
     async def authenticate(self, scope: Scope) -> Principal:
         header = b""
@@ -339,12 +390,17 @@ class AuthMiddleware:
         return Principal(actor=f"jwt:{claims['sub']}", scope=scope, queue_pattern=queues)
 
     async def audit(
-        self, principal: Principal, scope: Scope, status: int, client: str, location: str | None
+        self,
+        principal: Principal,
+        method: str,
+        path: str,
+        status: int,
+        client: str,
+        location: str | None,
     ) -> None:
-        method: str = scope["method"]
+        """One audit row; `path` and `location` are below the API's root."""
         if method in ("GET", "HEAD", "OPTIONS"):
             return
-        path: str = scope["path"]
         call = store.record_audit(
             principal.actor,
             f"{method} {path}",
@@ -370,10 +426,11 @@ def jwt_scope(claim: Any) -> str:
     return known[-1]
 
 
-def forbidden_reason(principal: Principal, needed: str, path: str) -> str | None:
+def forbidden_reason(principal: Principal, needed: str, route: str | None) -> str | None:
     if not principal.allows(needed):
         return f"this call needs the {needed} scope; the token has {principal.scope}"
-    if principal.queue_pattern is not None and not QUEUE_AWARE.fullmatch(path):
+    queue_aware = route is None or route.startswith(QUEUE_AWARE)
+    if principal.queue_pattern is not None and not queue_aware:
         return (
             f"the token is limited to queues {principal.queue_pattern};"
             " only the jobs, workflows, queues and tasks routes serve it"

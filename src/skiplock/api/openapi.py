@@ -28,10 +28,14 @@ ERRORS = {
     404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
     413: "The body is larger than the API's limit (`body too large`).",
+    415: "The body is not sent as `Content-Type: application/json` in UTF-8"
+    " (`unsupported media type`).",
     422: "A parameter or field fails its check; `field` names it (for job args, the path"
-    " in them: `args.to`; `unknown task` when no worker published the task).",
+    " in them: `args.to`; `unknown task` when no worker published the task; `duplicate key`"
+    " when a key appears twice in one object).",
     429: "Too many failed authentication attempts from this address; see Retry-After.",
-    503: "The database is unreachable or too slow; see Retry-After.",
+    503: "The database is unreachable or too slow, or the API holds as many request bodies"
+    " as it may (`server busy`); see Retry-After.",
 }
 
 
@@ -79,6 +83,9 @@ def _op(
     errors: tuple[int, ...] = (503,),
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): value for status, value in ok.items()}
+    if body is not None:
+        # every body goes through api/body.py, which answers 415 for a non-JSON one
+        errors = tuple(sorted({*errors, 415}))
     for status in errors:
         responses[str(status)] = {
             "description": ERRORS[status],
@@ -962,8 +969,12 @@ DOCUMENT = _document()
 
 
 async def openapi_json(request: Request) -> Response:
-    """GET /openapi.json → 200 with the OpenAPI document."""
-    return JSONResponse(DOCUMENT)
+    """GET /openapi.json → 200 with the OpenAPI document; mounted under a prefix, its
+    `servers` names that prefix, so clients built from it call the mounted API."""
+    root_path = request.scope.get("root_path", "")
+    if not root_path:
+        return JSONResponse(DOCUMENT)
+    return JSONResponse({**DOCUMENT, "servers": [{"url": root_path}]})
 
 
 # No CDN assets (the docs must work offline): a few lines of JS render the document.
@@ -979,10 +990,11 @@ summary{cursor:pointer} code{background:#f4f4f4;padding:0 .25rem;border-radius:3
 pre{background:#f7f7f7;padding:.5rem;overflow:auto;font-size:13px}
 </style></head>
 <body><h1>skiplock API</h1>
-<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>.
+<p>Machine-readable: <a href="openapi.json">openapi.json</a>.
 Examples: <code>docs/api.md</code>.</p><div id="ops">Loading…</div>
 <script>
-fetch("/openapi.json").then(r => r.json()).then(doc => {
+// Relative: the page and the document sit side by side, at the root or under a mount.
+fetch("openapi.json").then(r => r.json()).then(doc => {
   const byTag = {};
   for (const [path, item] of Object.entries(doc.paths))
     for (const [method, op] of Object.entries(item))
