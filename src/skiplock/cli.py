@@ -28,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import __version__, store
-from skiplock.config import resolve_dsn
+from skiplock.config import POOLER_MODES, resolve_dsn, resolve_listen_dsn, resolve_pooler
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
 from skiplock.jobs import STATUSES, Job, JSONError
@@ -99,12 +99,19 @@ class Settings:
 
     dsn_flag: str | None
     log_level: str
+    pooler_flag: str | None = None
 
     def dsn(self) -> str:
         dsn = resolve_dsn(self.dsn_flag)
         if not dsn:
             raise CliError(NO_DSN)
         return dsn
+
+    def configure(self, app: App, dsn: str, listen_dsn_flag: str | None) -> None:
+        """Point a long-running command's App at its database, pooler and listen DSN."""
+        app.dsn = dsn
+        app.pooler = resolve_pooler(self.pooler_flag)
+        app.listen_dsn = resolve_listen_dsn(listen_dsn_flag)
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -117,7 +124,10 @@ def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]
         # The DSN's own connect_timeout wins; 10 s when it sets none.
         if "connect_timeout" not in conninfo_to_dict(dsn):
             dsn = make_conninfo(dsn, connect_timeout=10)
-        conn = psycopg.connect(dsn, autocommit=True)
+        # Never prepared (psycopg would prepare a statement run 5 times): a command runs
+        # a few statements, and through a transaction-mode pooler a prepared statement
+        # can be missing, or already taken, on the next transaction's server connection.
+        conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
         raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
     store.show_readable_json(conn)
@@ -186,6 +196,13 @@ def when(value: datetime | None) -> str:
     help="PostgreSQL connection string (default: $SKIPLOCK_DSN, then $DATABASE_URL).",
 )
 @click.option(
+    "--pooler",
+    type=click.Choice(POOLER_MODES),
+    default=None,
+    help="'transaction' when the DSN leads to a transaction-mode pooler such as PgBouncer"
+    " (default: $SKIPLOCK_POOLER, then none).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -193,10 +210,10 @@ def when(value: datetime | None) -> str:
 )
 @click.version_option(__version__, prog_name="skiplock")
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
+def main(ctx: click.Context, dsn: str | None, pooler: str | None, log_level: str) -> None:
     """skiplock: background jobs on PostgreSQL alone."""
     configure_logging(log_level, "text")
-    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level)
+    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level, pooler_flag=pooler)
 
 
 @main.command("migrate")
@@ -248,6 +265,13 @@ def migrate_command(settings: Settings) -> None:
     default=None,
     help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET).",
 )
+@click.option(
+    "--listen-dsn",
+    metavar="DSN",
+    default=None,
+    help="A direct connection for LISTEN, past a transaction-mode pooler"
+    " (default: $SKIPLOCK_LISTEN_DSN, then the DSN itself).",
+)
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
 @click.pass_context
 def worker(
@@ -259,13 +283,14 @@ def worker(
     lease: float,
     shutdown_grace: float,
     webhook_secret: str | None,
+    listen_dsn: str | None,
     log_format: str,
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
-    app.dsn = settings.dsn()
+    settings.configure(app, settings.dsn(), listen_dsn)
     worker_settings = WorkerSettings(
         queues=queues or app_queues(app),
         concurrency=concurrency,
@@ -1024,6 +1049,13 @@ def live_token_count(dsn: str) -> int:
 )
 @click.option("--jwt-issuer", envvar="SKIPLOCK_JWT_ISSUER", default=None, help="Required iss.")
 @click.option("--jwt-audience", envvar="SKIPLOCK_JWT_AUDIENCE", default=None, help="Required aud.")
+@click.option(
+    "--listen-dsn",
+    metavar="DSN",
+    default=None,
+    help="A direct connection for LISTEN, past a transaction-mode pooler"
+    " (default: $SKIPLOCK_LISTEN_DSN, then the DSN itself).",
+)
 @pass_settings
 def serve(
     settings: Settings,
@@ -1035,6 +1067,7 @@ def serve(
     jwt_public_key: str | None,
     jwt_issuer: str | None,
     jwt_audience: str | None,
+    listen_dsn: str | None,
 ) -> None:
     """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
     needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
@@ -1043,7 +1076,7 @@ def serve(
     from skiplock.api.auth import AuthConfig
 
     app = load_app(app_spec) if app_spec else App()
-    app.dsn = settings.dsn()
+    settings.configure(app, settings.dsn(), listen_dsn)
     auth = None
     if no_auth:
         click.echo(
@@ -1080,9 +1113,22 @@ def serve(
     help="Where the private PostgreSQL keeps its data (when no DSN is given).",
 )
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--listen-dsn",
+    metavar="DSN",
+    default=None,
+    help="A direct connection for LISTEN, past a transaction-mode pooler"
+    " (default: $SKIPLOCK_LISTEN_DSN, then the DSN itself).",
+)
 @pass_settings
 def dev(
-    settings: Settings, app_spec: str, host: str, port: int, data_dir: Path, concurrency: int
+    settings: Settings,
+    app_spec: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    concurrency: int,
+    listen_dsn: str | None,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
@@ -1096,7 +1142,7 @@ def dev(
     dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
     with connect(dsn, check=False) as conn:
         migrate(conn)
-    app.dsn = dsn
+    settings.configure(app, dsn, listen_dsn)
     from skiplock.api.auth import AuthConfig, hash_token, new_token
 
     # dev serves with auth on, as production does, and hands out an admin token so the
