@@ -28,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import __version__, store
-from skiplock.config import POOLER_MODES, resolve_dsn, resolve_listen_dsn, resolve_pooler
+from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
 from skiplock.jobs import STATUSES, Job, JSONError
@@ -108,10 +108,15 @@ class Settings:
         return dsn
 
     def configure(self, app: App, dsn: str, listen_dsn_flag: str | None) -> None:
-        """Point a long-running command's App at its database, pooler and listen DSN."""
+        """Point a long-running command's App at its database, pooler and listen DSN: a
+        flag wins over what the app's code says, which wins over the environment."""
         app.dsn = dsn
-        app.pooler = resolve_pooler(self.pooler_flag)
-        app.listen_dsn = resolve_listen_dsn(listen_dsn_flag)
+        if self.pooler_flag:
+            app.pooler = self.pooler_flag
+        if listen_dsn_flag:
+            app.listen_dsn = listen_dsn_flag
+        # Read now: a bad SKIPLOCK_POOLER is refused before anything starts.
+        log.debug("pooler: %s", app.pooler)
 
 
 pass_settings = click.make_pass_decorator(Settings)

@@ -14,9 +14,10 @@ POOLER_ENV_VAR = "SKIPLOCK_POOLER"
 # "transaction": the DSN leads to a pooler that hands each transaction whichever server
 # connection is free (PgBouncer's pool_mode=transaction, most managed poolers), so
 # nothing may outlive a transaction: no prepared statements, no session SET, no LISTEN.
-# "none": a direct connection, or a session-mode pooler (one server connection per
-# client connection), where everything works.
-POOLER_MODES = ("none", "transaction")
+# "none" or "session": a direct connection, or a session-mode pooler (one server
+# connection per client connection), where everything works. Statement mode is refused:
+# the API and the scheduler need transactions of several statements.
+POOLER_MODES = ("none", "session", "transaction")
 
 
 def resolve_dsn(flag: str | None = None) -> str | None:

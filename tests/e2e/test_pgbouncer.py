@@ -32,6 +32,7 @@ import skiplock
 from conftest import SERVER, wait_until
 from skiplock.api import create_app
 from skiplock.cli import main
+from skiplock.errors import ConfigError
 from skiplock.worker import Worker
 from skiplock.worker.listener import Listener
 
@@ -39,10 +40,7 @@ PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 DEAF_WARNING = "LISTEN does not work through this connection"
 POLLING_WARNING = "LISTEN cannot work through a transaction-mode pooler"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.access(PGBOUNCER, os.X_OK), reason="needs pgbouncer"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -74,6 +72,8 @@ def _accepts(dsn: str) -> bool:
 def bouncer(dsn: str) -> Iterator[Callable[..., str]]:
     """Start a PgBouncer (pool_mode=transaction) in front of this test's database and
     return the DSN that goes through it; stopped at teardown."""
+    if not os.access(PGBOUNCER, os.X_OK):
+        pytest.skip("needs pgbouncer (.ci/run installs it)")
     started: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def start(pool_size: int = 10) -> str:
@@ -376,6 +376,28 @@ def test_a_direct_listen_dsn_picks_jobs_up_on_notify(
     assert DEAF_WARNING not in log and POLLING_WARNING not in log
 
 
+def test_where_the_pooler_mode_and_the_listen_dsn_come_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SKIPLOCK_POOLER", raising=False)
+    monkeypatch.delenv("SKIPLOCK_LISTEN_DSN", raising=False)
+    app = skiplock.App("dbname=pooled")
+    assert (app.pooler, app.listen_dsn) == ("none", "dbname=pooled")
+    assert app.connection_kwargs == {"autocommit": True}
+    monkeypatch.setenv("SKIPLOCK_POOLER", "transaction")
+    # nowhere to LISTEN: through the pooler it would hear nothing
+    assert (app.pooler, app.listen_dsn) == ("transaction", None)
+    assert app.connection_kwargs == {"autocommit": True, "prepare_threshold": None}
+    monkeypatch.setenv("SKIPLOCK_LISTEN_DSN", "dbname=direct")
+    assert app.listen_dsn == "dbname=direct"
+    # the App's own arguments win over the environment
+    mine = skiplock.App("dbname=pooled", pooler="session", listen_dsn="dbname=mine")
+    assert (mine.pooler, mine.listen_dsn) == ("session", "dbname=mine")
+    assert mine.connection_kwargs == {"autocommit": True}
+    with pytest.raises(ConfigError, match="pooler must be one of none, session, transaction"):
+        skiplock.App(pooler="statement")
+
+
 def test_an_unknown_pooler_mode_is_refused() -> None:
     result = CliRunner().invoke(
         main,
@@ -384,6 +406,6 @@ def test_an_unknown_pooler_mode_is_refused() -> None:
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: pooler must be one of none, transaction (--pooler or SKIPLOCK_POOLER),"
-        " got 'statement'"
+        "error: pooler must be one of none, session, transaction (--pooler or"
+        " SKIPLOCK_POOLER), got 'statement'"
     ]
