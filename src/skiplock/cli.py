@@ -28,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import __version__, store
-from skiplock.config import resolve_dsn
+from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
 from skiplock.jobs import STATUSES, Job, JSONError
@@ -99,12 +99,24 @@ class Settings:
 
     dsn_flag: str | None
     log_level: str
+    pooler_flag: str | None = None
 
     def dsn(self) -> str:
         dsn = resolve_dsn(self.dsn_flag)
         if not dsn:
             raise CliError(NO_DSN)
         return dsn
+
+    def configure(self, app: App, dsn: str, listen_dsn_flag: str | None) -> None:
+        """Point a long-running command's App at its database, pooler and listen DSN: a
+        flag wins over what the app's code says, which wins over the environment."""
+        app.dsn = dsn
+        if self.pooler_flag:
+            app.pooler = self.pooler_flag
+        if listen_dsn_flag:
+            app.listen_dsn = listen_dsn_flag
+        # Read now: a bad SKIPLOCK_POOLER is refused before anything starts.
+        log.debug("pooler: %s", app.pooler)
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -117,7 +129,10 @@ def connect(dsn: str, *, check: bool = True) -> Iterator[psycopg.Connection[Any]
         # The DSN's own connect_timeout wins; 10 s when it sets none.
         if "connect_timeout" not in conninfo_to_dict(dsn):
             dsn = make_conninfo(dsn, connect_timeout=10)
-        conn = psycopg.connect(dsn, autocommit=True)
+        # Never prepared (psycopg would prepare a statement run 5 times): a command runs
+        # a few statements, and through a transaction-mode pooler a prepared statement
+        # can be missing, or already taken, on the next transaction's server connection.
+        conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, too
         raise CliError(f"cannot connect to the database: {_first_line(exc)}") from None
     store.show_readable_json(conn)
@@ -186,6 +201,13 @@ def when(value: datetime | None) -> str:
     help="PostgreSQL connection string (default: $SKIPLOCK_DSN, then $DATABASE_URL).",
 )
 @click.option(
+    "--pooler",
+    type=click.Choice(POOLER_MODES),
+    default=None,
+    help="'transaction' when the DSN leads to a transaction-mode pooler such as PgBouncer"
+    " (default: $SKIPLOCK_POOLER, then none).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -193,10 +215,10 @@ def when(value: datetime | None) -> str:
 )
 @click.version_option(__version__, prog_name="skiplock")
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None, log_level: str) -> None:
+def main(ctx: click.Context, dsn: str | None, pooler: str | None, log_level: str) -> None:
     """skiplock: background jobs on PostgreSQL alone."""
     configure_logging(log_level, "text")
-    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level)
+    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level, pooler_flag=pooler)
 
 
 @main.command("migrate")
@@ -213,6 +235,14 @@ def migrate_command(settings: Settings) -> None:
 
 
 # ---- worker -------------------------------------------------------------------------
+
+listen_dsn_option = click.option(
+    "--listen-dsn",
+    metavar="DSN",
+    default=None,
+    help="A direct connection for LISTEN, past a transaction-mode pooler"
+    " (default: $SKIPLOCK_LISTEN_DSN, then the DSN itself).",
+)
 
 
 @main.command()
@@ -248,6 +278,7 @@ def migrate_command(settings: Settings) -> None:
     default=None,
     help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET).",
 )
+@listen_dsn_option
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
 @click.pass_context
 def worker(
@@ -259,13 +290,14 @@ def worker(
     lease: float,
     shutdown_grace: float,
     webhook_secret: str | None,
+    listen_dsn: str | None,
     log_format: str,
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
-    app.dsn = settings.dsn()
+    settings.configure(app, settings.dsn(), listen_dsn)
     worker_settings = WorkerSettings(
         queues=queues or app_queues(app),
         concurrency=concurrency,
@@ -1054,6 +1086,7 @@ def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
 )
 @click.option("--jwt-issuer", envvar="SKIPLOCK_JWT_ISSUER", default=None, help="Required iss.")
 @click.option("--jwt-audience", envvar="SKIPLOCK_JWT_AUDIENCE", default=None, help="Required aud.")
+@listen_dsn_option
 @pass_settings
 def serve(
     settings: Settings,
@@ -1066,6 +1099,7 @@ def serve(
     jwt_public_key: str | None,
     jwt_issuer: str | None,
     jwt_audience: str | None,
+    listen_dsn: str | None,
 ) -> None:
     """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
     needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
@@ -1074,7 +1108,7 @@ def serve(
     from skiplock.api.auth import AuthConfig
 
     app = load_app(app_spec) if app_spec else App()
-    app.dsn = settings.dsn()
+    settings.configure(app, settings.dsn(), listen_dsn)
     auth = None
     if no_auth:
         click.echo(
@@ -1118,6 +1152,7 @@ def serve(
 )
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
 @forwarded_allow_ips_option
+@listen_dsn_option
 @pass_settings
 def dev(
     settings: Settings,
@@ -1127,6 +1162,7 @@ def dev(
     data_dir: Path,
     concurrency: int,
     forwarded_allow_ips: str | None,
+    listen_dsn: str | None,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
@@ -1140,7 +1176,7 @@ def dev(
     dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
     with connect(dsn, check=False) as conn:
         migrate(conn)
-    app.dsn = dsn
+    settings.configure(app, dsn, listen_dsn)
     from skiplock.api.auth import AuthConfig, hash_token, new_token
 
     # dev serves with auth on, as production does, and hands out an admin token so the

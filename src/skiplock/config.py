@@ -1,10 +1,23 @@
-"""Where skiplock finds its database: flag, then SKIPLOCK_DSN, then DATABASE_URL."""
+"""Where skiplock finds its database: flag, then SKIPLOCK_DSN, then DATABASE_URL; what
+sits in between (SKIPLOCK_POOLER); and where it LISTENs (SKIPLOCK_LISTEN_DSN)."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from skiplock.errors import ConfigError
 
 DSN_ENV_VARS = ("SKIPLOCK_DSN", "DATABASE_URL")
+LISTEN_DSN_ENV_VAR = "SKIPLOCK_LISTEN_DSN"
+POOLER_ENV_VAR = "SKIPLOCK_POOLER"
+# "transaction": the DSN leads to a pooler that hands each transaction whichever server
+# connection is free (PgBouncer's pool_mode=transaction, most managed poolers), so
+# nothing may outlive a transaction: no prepared statements, no session SET, no LISTEN.
+# "none" or "session": a direct connection, or a session-mode pooler (one server
+# connection per client connection), where everything works. Statement mode is refused:
+# the API and the scheduler need transactions of several statements.
+POOLER_MODES = ("none", "session", "transaction")
 
 
 def resolve_dsn(flag: str | None = None) -> str | None:
@@ -16,6 +29,33 @@ def resolve_dsn(flag: str | None = None) -> str | None:
         if value:
             return value
     return None
+
+
+def resolve_pooler(flag: str | None = None) -> str:
+    """The pooler mode in the one resolution order: flag, then SKIPLOCK_POOLER, then
+    "none"; ConfigError for a mode not in POOLER_MODES."""
+    mode = flag or os.environ.get(POOLER_ENV_VAR) or "none"
+    if mode not in POOLER_MODES:
+        raise ConfigError(
+            f"pooler must be one of {', '.join(POOLER_MODES)}"
+            f" (--pooler or {POOLER_ENV_VAR}), got {mode!r}"
+        )
+    return mode
+
+
+def resolve_listen_dsn(flag: str | None = None) -> str | None:
+    """The DSN for LISTEN: flag, then SKIPLOCK_LISTEN_DSN; None means "the DSN itself"."""
+    return flag or os.environ.get(LISTEN_DSN_ENV_VAR) or None
+
+
+def connection_kwargs(pooler: str) -> dict[str, Any]:
+    """psycopg.connect's keyword arguments for every connection skiplock opens: autocommit,
+    and behind a transaction-mode pooler no server-side prepared statements (psycopg
+    prepares a statement run 5 times on a connection; the pooler may hand the next
+    transaction a server connection that lacks it, or one that already has its name)."""
+    if pooler == "transaction":
+        return {"autocommit": True, "prepare_threshold": None}
+    return {"autocommit": True}
 
 
 def with_dead_peer_detection(dsn: str, seconds: float) -> str:

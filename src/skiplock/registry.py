@@ -23,7 +23,7 @@ import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from skiplock import store
-from skiplock.config import resolve_dsn
+from skiplock.config import connection_kwargs, resolve_dsn, resolve_listen_dsn, resolve_pooler
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError, JobCancelled, JobFailed, JobNotFound, WorkflowNotFound
 from skiplock.jobs import Job, encode_json
@@ -183,10 +183,24 @@ class App:
     `dsn` follows the one resolution order: the argument, then SKIPLOCK_DSN, then
     DATABASE_URL. Producer calls accept `conn=` to join the caller's own transaction
     (rolled back → no job); without it they use a small pool and commit at once.
+
+    `pooler="transaction"` (or SKIPLOCK_POOLER) says the DSN leads to a transaction-mode
+    pooler such as PgBouncer: every connection skiplock opens then avoids what needs a
+    session of its own (see docs/worker.md, "Connection poolers"). `listen_dsn` (or
+    SKIPLOCK_LISTEN_DSN) is a direct DSN for LISTEN, which no such pooler carries.
     """
 
-    def __init__(self, dsn: str | None = None, *, pool_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool_timeout: float = 30.0,
+        pooler: str | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._pooler = resolve_pooler(pooler) if pooler else None
+        self._listen_dsn = listen_dsn
         # How long a producer call waits for a pooled connection before PoolTimeout.
         self.pool_timeout = pool_timeout
         self.tasks: dict[str, Task] = {}
@@ -228,6 +242,34 @@ class App:
     @dsn.setter
     def dsn(self, value: str) -> None:
         self._dsn = value
+
+    @property
+    def pooler(self) -> str:
+        """ "transaction" when the DSN leads to a transaction-mode pooler, else "none"."""
+        return self._pooler or resolve_pooler()
+
+    @pooler.setter
+    def pooler(self, value: str) -> None:
+        self._pooler = resolve_pooler(value)
+
+    @property
+    def connection_kwargs(self) -> dict[str, Any]:
+        """psycopg.connect's keyword arguments for this app's connections (autocommit)."""
+        return connection_kwargs(self.pooler)
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where LISTEN goes: the listen DSN (argument, then SKIPLOCK_LISTEN_DSN), else the
+        DSN itself, except through a transaction-mode pooler, where a LISTEN stays on a
+        server connection that later serves others and hears nothing itself: None, poll."""
+        given = self._listen_dsn or resolve_listen_dsn()
+        if given:
+            return given
+        return None if self.pooler == "transaction" else self.dsn
+
+    @listen_dsn.setter
+    def listen_dsn(self, value: str | None) -> None:
+        self._listen_dsn = value
 
     @overload
     def task(self, fn: Handler, /) -> Task: ...
@@ -379,7 +421,7 @@ class App:
                     max_size=4,
                     open=True,
                     timeout=self.pool_timeout,
-                    kwargs={"autocommit": True},
+                    kwargs=self.connection_kwargs,
                     configure=store.show_readable_json,
                 )
             return self._pool
@@ -393,7 +435,7 @@ class App:
                 max_size=4,
                 open=False,
                 timeout=self.pool_timeout,
-                kwargs={"autocommit": True},
+                kwargs=self.connection_kwargs,
                 configure=store.ashow_readable_json,
             )
             await pool.open()
@@ -616,14 +658,16 @@ class App:
         seconds, WorkflowNotFound for an unknown id.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+        listen_dsn = self.listen_dsn
+        with psycopg.connect(listen_dsn or self.dsn, **self.connection_kwargs) as conn:
+            if listen_dsn:
+                conn.execute(f"LISTEN {FINISHED_CHANNEL}")
             while True:
                 workflow = _read_workflow(conn, workflow_id)
                 if workflow.finished:
                     return workflow
                 waiting_on = {s.job_id for s in workflow.steps}
-                for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                for notice in conn.notifies(timeout=_wait_slice(deadline, listen_dsn)):
                     if any(_mentions(notice.payload, job_id) for job_id in waiting_on):
                         break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -633,14 +677,18 @@ class App:
         self, workflow_id: int, *, timeout: float | None = None
     ) -> Workflow:
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+        listen_dsn = self.listen_dsn
+        async with await psycopg.AsyncConnection.connect(
+            listen_dsn or self.dsn, **self.connection_kwargs
+        ) as conn:
+            if listen_dsn:
+                await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
             while True:
                 workflow = await _read_workflow_async(conn, workflow_id)
                 if workflow.finished:
                     return workflow
                 waiting_on = {s.job_id for s in workflow.steps}
-                async for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                async for notice in conn.notifies(timeout=_wait_slice(deadline, listen_dsn)):
                     if any(_mentions(notice.payload, job_id) for job_id in waiting_on):
                         break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -786,17 +834,20 @@ class App:
         """Block until the job finishes and return its result.
 
         Listens on skiplock_finished (no busy poll; a slow re-check every few seconds
-        covers a lost notification). Raises JobFailed (failed or expired), JobCancelled,
+        covers a lost notification; with nowhere to LISTEN, see `listen_dsn`, a re-check
+        every second). Raises JobFailed (failed or expired), JobCancelled,
         JobNotFound, or TimeoutError after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+        listen_dsn = self.listen_dsn
+        with psycopg.connect(listen_dsn or self.dsn, **self.connection_kwargs) as conn:
+            if listen_dsn:
+                conn.execute(f"LISTEN {FINISHED_CHANNEL}")
             while True:
                 job = _found(job_id, store.get_job(job_id).run(conn))
                 if job.finished:
                     return _result(job)
-                for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                for notice in conn.notifies(timeout=_wait_slice(deadline, listen_dsn)):
                     if _mentions(notice.payload, job_id):
                         break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -804,13 +855,17 @@ class App:
 
     async def wait_for_result_async(self, job_id: int, *, timeout: float | None = None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+        listen_dsn = self.listen_dsn
+        async with await psycopg.AsyncConnection.connect(
+            listen_dsn or self.dsn, **self.connection_kwargs
+        ) as conn:
+            if listen_dsn:
+                await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
             while True:
                 job = _found(job_id, await store.get_job(job_id).arun(conn))
                 if job.finished:
                     return _result(job)
-                async for notice in conn.notifies(timeout=_wait_slice(deadline)):
+                async for notice in conn.notifies(timeout=_wait_slice(deadline, listen_dsn)):
                     if _mentions(notice.payload, job_id):
                         break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -901,11 +956,13 @@ def _found(job_id: int, value: T | None) -> T:
     return value
 
 
-def _wait_slice(deadline: float | None) -> float:
-    # Re-check at least every 5 s even if a notification was lost.
+def _wait_slice(deadline: float | None, listen_dsn: str | None) -> float:
+    # Re-check at least every 5 s even if a notification was lost; every second when
+    # nothing listens (a transaction-mode pooler and no listen DSN): polling alone.
+    most = 5.0 if listen_dsn else 1.0
     if deadline is None:
-        return 5.0
-    return max(0.0, min(5.0, deadline - time.monotonic()))
+        return most
+    return max(0.0, min(most, deadline - time.monotonic()))
 
 
 def _mentions(payload: str, job_id: int) -> bool:

@@ -88,7 +88,7 @@ def create_app(
         raise ConfigError(
             f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
         )
-    finished = FinishedListener(lambda: app.dsn)
+    finished = FinishedListener(lambda: app.listen_dsn)
     state = ApiState(
         app=app,
         max_body_bytes=max_body_bytes,

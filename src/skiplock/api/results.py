@@ -6,6 +6,8 @@ long-polling would hold a hundred connections. Here one connection LISTENs on
 skiplock_finished and wakes the waiters whose job ids a notification names. NOTIFY is
 only a hint: waiters re-read the job at least every RECHECK_SECONDS, so a lost
 notification or a listener that is reconnecting costs latency, never a wrong answer.
+With nowhere to LISTEN (a transaction-mode pooler and no listen DSN, see App.listen_dsn)
+there is no listener: waiters re-read every RECHECK_SECONDS.
 """
 
 from __future__ import annotations
@@ -31,21 +33,26 @@ RECONNECT_SECONDS = 1.0
 class FinishedListener:
     """Started on first use, stopped by the API's lifespan."""
 
-    def __init__(self, dsn: Callable[[], str]) -> None:
+    def __init__(self, dsn: Callable[[], str | None]) -> None:
         self._dsn = dsn
         self._waiters: dict[int, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
-    def _ensure_started(self) -> None:
+    def _ensure_started(self) -> bool:
+        """Start listening unless already; False when there is nowhere to LISTEN."""
+        dsn = self._dsn()
+        if dsn is None:
+            return False
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="skiplock-api-finished")
+            self._task = asyncio.create_task(self._listen(dsn), name="skiplock-api-finished")
+        return True
 
-    async def _listen(self) -> None:
+    async def _listen(self, dsn: str) -> None:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._dsn(), autocommit=True, connect_timeout=5
+                    dsn, autocommit=True, connect_timeout=5
                 ) as conn:
                     await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
                     self.connected.set()
@@ -106,8 +113,7 @@ class FinishedListener:
         deadline = loop.time() + timeout
         with self._registered(job_ids) as event:
             # Registered before the first read: a finish between read and wait is seen.
-            if timeout > 0:
-                self._ensure_started()
+            if timeout > 0 and self._ensure_started():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), min(timeout, 1.0))
             while True:

@@ -3,6 +3,12 @@
 NOTIFY is only a hint: the fetch loop also polls. The listener reconnects with backoff
 when its connection drops, and a probe (a NOTIFY to itself sent over another connection)
 notices a connection that died silently and forces a reconnect.
+
+A listener that has never heard its probe asks a second, new connection to the same DSN
+to hear one. If that one is deaf too, the connection is not dead: LISTEN does not reach
+the session the NOTIFYs go to (a transaction-mode pooler between it and the database),
+and reconnecting would give the same. The listener says so once and stays connected;
+the worker keeps to its poll interval; a probe heard later turns NOTIFY pickup back on.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Listener:
         probe_pool: AsyncConnectionPool,
         probe_interval: float = 30.0,
         probe_timeout: float = 5.0,
+        poll_interval: float = 1.0,
         health: LoopHealth | None = None,
     ) -> None:
         self._dsn = dsn
@@ -42,12 +49,16 @@ class Listener:
         self._probe_pool = probe_pool
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
+        self.poll_interval = poll_interval  # the worker's, for the warning when LISTEN is deaf
         self._conn: psycopg.AsyncConnection | None = None
         self._probe_seen = asyncio.Event()
         self.connected = asyncio.Event()
         self._reconnect_requested = False
         self.reconnects = 0
         self._health = health or LoopHealth(stall_after=float("inf"))
+        self._probe_answered = False  # ever, on any connection of this listener
+        # LISTEN does not work through this connection: the worker only polls.
+        self.deaf = False
 
     async def run(self) -> None:
         first = True
@@ -117,11 +128,50 @@ class Listener:
             return False  # the database is away; the reconnect loops handle it
         try:
             await asyncio.wait_for(self._probe_seen.wait(), self.probe_timeout)
-            return True
         except asyncio.TimeoutError:
-            log.warning("listener missed its probe for %.1f s; reconnecting", self.probe_timeout)
-            self._reconnect_requested = True
+            pass
+        else:
+            if self.deaf:
+                log.info("listener: LISTEN works now; picking up jobs on NOTIFY again")
+                self.deaf = False
+            self._probe_answered = True
+            return True
+        if self.deaf:
+            return False  # said once already; reconnecting would give the same
+        if not self._probe_answered and await self._heard_on_a_new_connection() is False:
+            log.warning(
+                "LISTEN does not work through this connection (a transaction-mode pooler?);"
+                " polling every %g s; give a direct --listen-dsn / SKIPLOCK_LISTEN_DSN for"
+                " instant pickup",
+                self.poll_interval,
+            )
+            self.deaf = True
             return False
+        log.warning("listener missed its probe for %.1f s; reconnecting", self.probe_timeout)
+        self._reconnect_requested = True
+        return False
+
+    async def _heard_on_a_new_connection(self) -> bool | None:
+        """Probe once more, heard by a new connection to the same DSN: True when it hears
+        (the listening connection is dead: reconnect), False when it is deaf too (LISTEN
+        does not work there), None when it cannot tell (no connection)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=max(1, round(self.probe_timeout))
+            )
+        except psycopg.OperationalError:
+            return None
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._probe_channel)))
+            async with self._probe_pool.connection() as sender:
+                await store.notify(self._probe_channel, "again").arun(sender)
+            async for _ in conn.notifies(timeout=self.probe_timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.OperationalError:
+            return None
+        finally:
+            await conn.close()
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

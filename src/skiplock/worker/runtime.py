@@ -220,7 +220,7 @@ class Worker:
             min_size=2,
             max_size=4,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs=self.app.connection_kwargs,
             configure=_configure_connection,
         )
         await self._pool.open(wait=True, timeout=30)
@@ -233,15 +233,23 @@ class Worker:
             max_pending=max(1_000, 4 * s.concurrency),
             health=self.loops,
         )
-        if s.listen:
+        listen_dsn = self.app.listen_dsn if s.listen else None
+        if listen_dsn is not None:
             self.listener = Listener(
-                self._dsn,
+                with_dead_peer_detection(listen_dsn, s.lease),
                 [JOBS_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL],
                 self._on_notify,
                 probe_channel=f"skiplock_probe_{self.id.hex}",
                 probe_pool=self._pool,
                 probe_interval=s.probe_interval,
+                poll_interval=s.poll_interval,
                 health=self.loops,
+            )
+        elif s.listen:
+            log.warning(
+                "LISTEN cannot work through a transaction-mode pooler; polling every %g s;"
+                " give a direct --listen-dsn / SKIPLOCK_LISTEN_DSN for instant pickup",
+                s.poll_interval,
             )
         await self._call(
             store.register_worker(
@@ -274,15 +282,24 @@ class Worker:
         synchronously, flushing the claim with it. Enqueues and finishes stay durable.
         Saving the claim's flush takes it off the path from enqueue to handler start, and
         so does planning the claim once per session (store.CLAIM_SESSION_SETTINGS).
+
+        Behind a transaction-mode pooler there is no session to set: the SET would stay
+        on a server connection that then serves other clients (their enqueues would
+        commit without the flush), and the claim would run elsewhere. The claim then
+        runs with the server's settings and plans: correct, a fraction of a ms slower,
+        still one round trip (SET LOCAL would add three: BEGIN, SET, COMMIT).
         """
         s = self.settings
         conn = self._claim_conn
         try:
             if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, **self.app.connection_kwargs
+                )
                 self._claim_conn = conn
                 await _configure_connection(conn)
-                await store.set_claim_session().arun(conn)
+                if self.app.pooler != "transaction":
+                    await store.set_claim_session().arun(conn)
             started = self._claim_sent_at = asyncio.get_running_loop().time()
             run_after = self._claim_bound.next(started)
             jobs: list[ClaimedJob] = await store.claim_jobs(
