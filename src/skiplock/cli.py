@@ -1159,7 +1159,11 @@ def banner(
 async def serve_and_work(
     app: App, asgi: Any, host: str, port: int, worker_settings: WorkerSettings
 ) -> None:
-    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one ends."""
+    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one fails.
+
+    A worker stopped on request (POST /api/v1/workers/{id}/stop, skiplock.stop_worker)
+    ends alone: whoever stopped a worker expects that worker to stop, not the API and
+    the database they are looking at. The API keeps serving until Ctrl-C."""
     import uvicorn
 
     worker = Worker(app, worker_settings)
@@ -1185,8 +1189,19 @@ async def serve_and_work(
         asyncio.create_task(_serve_api(server, host, port), name="api"),
         asyncio.create_task(worker.run(), name="worker"),
     ]
+    api, worker_run = tasks
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if stops == 0 and not api.done() and worker_run.exception() is None:
+            # only a stop request ends the worker cleanly while no signal came
+            log.info(
+                "worker %s stopped on request; the API keeps serving at http://%s:%s and jobs"
+                " wait for a worker (`skiplock worker` on the database above); Ctrl-C to stop",
+                worker.id,
+                host,
+                port,
+            )
+            await asyncio.wait([api])
         if stops == 0:
             stop()
         # let the other one finish its shutdown before reporting a failure
