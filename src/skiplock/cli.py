@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -1080,16 +1081,35 @@ def serve(
     help="Where the private PostgreSQL keeps its data (when no DSN is given).",
 )
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--webhook-secret",
+    envvar="SKIPLOCK_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET, else a"
+    " new random one, printed at start).",
+)
 @pass_settings
 def dev(
-    settings: Settings, app_spec: str, host: str, port: int, data_dir: Path, concurrency: int
+    settings: Settings,
+    app_spec: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    concurrency: int,
+    webhook_secret: str | None,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
 
     app = load_app(app_spec)
+    # Without a secret every callback_url delivery would go to the dead letters: dev
+    # makes one, so webhooks work out of the box, and prints it for the receiver.
+    made_secret = None if webhook_secret else secrets.token_urlsafe(32)
     worker_settings = WorkerSettings(
-        queues=app_queues(app), concurrency=concurrency, shutdown_grace=DEV_SHUTDOWN_GRACE
+        queues=app_queues(app),
+        concurrency=concurrency,
+        shutdown_grace=DEV_SHUTDOWN_GRACE,
+        webhook_secret=webhook_secret or made_secret,
     )
     worker_settings.validate()
     create_app = api_factory()
@@ -1106,7 +1126,17 @@ def dev(
         store.create_api_token(DEV_TOKEN_NAME, "admin", None, hash_token(token), replace=True).run(
             conn
         )
-    click.echo(banner(dsn, host, port, app_spec, worker_settings.queues, token=token))
+    click.echo(
+        banner(
+            dsn,
+            host,
+            port,
+            app_spec,
+            worker_settings.queues,
+            token=token,
+            webhook_secret=made_secret,
+        )
+    )
     asyncio.run(
         serve_and_work(app, create_app(app, auth=AuthConfig()), host, port, worker_settings)
     )
@@ -1128,6 +1158,7 @@ def banner(
     queues: Sequence[str],
     *,
     token: str | None = None,
+    webhook_secret: str | None = None,
 ) -> str:
     url = f"http://{host}:{port}"
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
@@ -1140,6 +1171,14 @@ def banner(
             *(
                 [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
                 if token
+                else []
+            ),
+            *(
+                [
+                    "webhook secret (signs callback_url deliveries; made at every start unless"
+                    f" SKIPLOCK_WEBHOOK_SECRET or --webhook-secret gives one): {webhook_secret}"
+                ]
+                if webhook_secret
                 else []
             ),
             "",

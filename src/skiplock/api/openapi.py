@@ -826,6 +826,7 @@ def _document() -> dict[str, Any]:
             alive={"type": "boolean"},
             stuck_jobs={"type": "integer"},
             healthy={"type": "boolean"},
+            signs_webhooks={"type": ["boolean", "null"]},
         ),
     }
     schemas.update(_workflow_schemas(schemas["EnqueueJob"], counts, STATUSES))

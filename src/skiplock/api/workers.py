@@ -30,7 +30,8 @@ def worker_json(row: dict[str, Any]) -> dict[str, Any]:
 async def list_workers(request: Request) -> Response:
     """GET /api/v1/workers → 200 {"workers": [...]}: id, host, pid, queues, concurrency,
     version, started_at, last_heartbeat_at, running_jobs, alive, stuck_jobs (handler
-    threads the worker cannot stop, as of its last heartbeat), healthy (none)."""
+    threads the worker cannot stop, as of its last heartbeat), healthy (none),
+    signs_webhooks (holds a webhook secret; null: the worker did not say)."""
     api = api_state(request)
     Query(request, ())
     rows = await api.run(store.list_workers())
