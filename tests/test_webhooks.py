@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 
 import skiplock
 from conftest import async_wait_until, wait_until
+from dev_process import SECRET_LINE, run_dev
 from skiplock.api import create_app
 from skiplock.cli import main
 from skiplock.webhooks import check_callback_url, sign
@@ -507,6 +508,123 @@ def test_api_workflow_steps_take_no_callback(client: TestClient) -> None:
     assert response.json()["field"] == "steps[0].callback_url"
 
 
+# ---- API: a callback_url only where a worker can sign its delivery ---------------------
+
+
+def register(conn: psycopg.Connection, queues: list[str], signs: bool | None) -> uuid.UUID:
+    """A live worker of `queues` that said it holds a webhook secret (True), holds none
+    (False), or said nothing (None: the six-argument call of older workers)."""
+    worker_id = uuid.uuid4()
+    if signs is None:
+        conn.execute("SELECT skiplock.register_worker(%s, 'h', 1, %s, 1, 'v')", (worker_id, queues))
+    else:
+        conn.execute(
+            "SELECT skiplock.register_worker(%s, 'h', 1, %s, 1, 'v', p_signs_webhooks => %s)",
+            (worker_id, queues, signs),
+        )
+    conn.commit()
+    return worker_id
+
+
+def post_callback_jobs(
+    client: TestClient, queue: str = "default", url: str = "http://127.0.0.1:9/hook"
+) -> list[Any]:
+    """One job and a bulk of two (the second with the callback), each with a callback URL
+    in `queue`: the two answers. The URL is on loopback: a delivery never leaves."""
+    job = {"task": "t", "queue": queue, "callback_url": url}
+    return [
+        client.post("/api/v1/jobs", json=job),
+        client.post("/api/v1/jobs", json=[{"task": "t", "queue": queue}, job]),
+    ]
+
+
+def test_sql_workers_register_whether_they_sign(conn: psycopg.Connection) -> None:
+    said = {register(conn, ["default"], signs): signs for signs in (True, False, None)}
+    rows = conn.execute("SELECT id, signs_webhooks FROM skiplock.worker_stats").fetchall()
+    assert dict(rows) == said
+    # Registering again only refreshes the heartbeat, as before.
+    (yes,) = [worker_id for worker_id, signs in said.items() if signs]
+    conn.execute("SELECT skiplock.register_worker(%s, 'h', 1, '{default}', 1, 'v', false)", (yes,))
+    assert conn.execute(
+        "SELECT signs_webhooks FROM skiplock.workers WHERE id = %s", (yes,)
+    ).fetchone() == (True,)
+
+
+def test_api_refuses_callback_url_when_every_live_worker_of_the_queue_lacks_a_secret(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    register(conn, ["default", "mail"], False)
+    register(conn, ["mail"], False)
+    for queue in ("default", "mail"):
+        single, bulk = post_callback_jobs(client, queue)
+        for response, field in ((single, "callback_url"), (bulk, "[1].callback_url")):
+            assert response.status_code == 422, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            problem = response.json()
+            assert problem["field"] == field
+            assert problem["detail"].endswith(
+                f"no running worker of queue {queue} can sign webhook deliveries:"
+                " set SKIPLOCK_WEBHOOK_SECRET on the workers"
+            )
+    assert conn.execute("SELECT count(*) FROM skiplock.all_jobs").fetchone() == (0,)
+    # A job without a callback URL is none of this check's business.
+    assert client.post("/api/v1/jobs", json={"task": "t"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param([], id="no worker yet: one with a secret may come"),
+        pytest.param([(["default"], True)], id="a worker that signs"),
+        pytest.param([(["default"], False), (["default"], True)], id="one of two signs"),
+        pytest.param([(["default"], None)], id="a worker that did not say"),
+        pytest.param([(["other"], False)], id="the unsigned worker serves another queue"),
+        pytest.param([(["default"], "stale")], id="the unsigned worker is no longer alive"),
+    ],
+)
+def test_api_accepts_callback_url_unless_the_queue_is_known_to_be_unsigned(
+    client: TestClient, conn: psycopg.Connection, workers: list[tuple[list[str], Any]]
+) -> None:
+    for queues, signs in workers:
+        worker_id = register(conn, queues, False if signs == "stale" else signs)
+        if signs == "stale":
+            conn.execute(
+                "UPDATE skiplock.workers SET last_heartbeat_at = now() - interval '2 minutes'"
+                " WHERE id = %s",
+                (worker_id,),
+            )
+            conn.commit()
+    single, bulk = post_callback_jobs(client)
+    assert (single.status_code, bulk.status_code) == (201, 201), (single.text, bulk.text)
+    assert conn.execute(
+        "SELECT count(*) FROM skiplock.jobs WHERE callback_url IS NOT NULL"
+    ).fetchone() == (2,)
+
+
+@pytest.mark.parametrize("secret", [None, "from-env", "from-settings"])
+def test_a_running_worker_reports_whether_it_signs_and_the_api_follows(
+    app: skiplock.App,
+    client: TestClient,
+    conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: Receiver,
+    secret: str | None,
+) -> None:
+    monkeypatch.delenv("SKIPLOCK_WEBHOOK_SECRET", raising=False)
+    if secret == "from-env":
+        monkeypatch.setenv("SKIPLOCK_WEBHOOK_SECRET", secret)
+    settings = {"webhook_secret": secret} if secret == "from-settings" else {}
+
+    async def body() -> None:
+        (listed,) = (await asyncio.to_thread(client.get, "/api/v1/workers")).json()["workers"]
+        assert listed["signs_webhooks"] is (secret is not None)
+        single, bulk = await asyncio.to_thread(post_callback_jobs, client, url=receiver.url)
+        expected = 422 if secret is None else 201
+        assert (single.status_code, bulk.status_code) == (expected, expected)
+
+    run_worker(app, body, **settings)
+
+
 # ---- CLI ----------------------------------------------------------------------------
 
 
@@ -567,3 +685,36 @@ def test_cli_refuses_bad_callback_url_with_exit_2_and_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --callback-url"), result.stderr
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone() == (0,)
+
+
+# ---- skiplock dev -------------------------------------------------------------------
+
+
+def test_dev_makes_a_secret_prints_it_and_signs_with_it(dsn: str, receiver: Receiver) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_WEBHOOK_SECRET"}
+    with run_dev(dsn, env=env) as dev:
+        secret = dev.banner_value(SECRET_LINE)
+        assert len(secret) >= 32
+        wait_until(lambda: dev.api.get("/api/v1/workers").json()["workers"], timeout=60)
+        response = dev.api.post(
+            "/api/v1/jobs", json={"task": "echo", "args": {"n": 1}, "callback_url": receiver.url}
+        )
+        assert response.status_code == 201, response.text
+        wait_until(lambda: receiver.requests, timeout=60)
+    headers, raw = receiver.requests[0]
+    assert verify(headers, raw, secret)
+    assert json.loads(raw)["job_id"] == response.json()["id"]
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM skiplock.dead_letters").fetchone() == (0,)
+
+
+def test_dev_signs_with_the_secret_it_is_given(dsn: str, receiver: Receiver) -> None:
+    env = {**os.environ, "SKIPLOCK_WEBHOOK_SECRET": "given-to-dev"}
+    with run_dev(dsn, env=env) as dev:
+        assert not [line for line in dev.banner if line.startswith(SECRET_LINE)]
+        wait_until(lambda: dev.api.get("/api/v1/workers").json()["workers"], timeout=60)
+        response = dev.api.post("/api/v1/jobs", json={"task": "echo", "callback_url": receiver.url})
+        assert response.status_code == 201, response.text
+        wait_until(lambda: receiver.requests, timeout=60)
+    headers, raw = receiver.requests[0]
+    assert verify(headers, raw, "given-to-dev")

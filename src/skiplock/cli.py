@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -1153,6 +1154,13 @@ def serve(
 @click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
 @forwarded_allow_ips_option
 @listen_dsn_option
+@click.option(
+    "--webhook-secret",
+    envvar="SKIPLOCK_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET, else a"
+    " new random one, printed at start).",
+)
 @pass_settings
 def dev(
     settings: Settings,
@@ -1163,13 +1171,20 @@ def dev(
     concurrency: int,
     forwarded_allow_ips: str | None,
     listen_dsn: str | None,
+    webhook_secret: str | None,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
 
     app = load_app(app_spec)
+    # Without a secret every callback_url delivery would go to the dead letters: dev
+    # makes one, so webhooks work out of the box, and prints it for the receiver.
+    made_secret = None if webhook_secret else secrets.token_urlsafe(32)
     worker_settings = WorkerSettings(
-        queues=app_queues(app), concurrency=concurrency, shutdown_grace=DEV_SHUTDOWN_GRACE
+        queues=app_queues(app),
+        concurrency=concurrency,
+        shutdown_grace=DEV_SHUTDOWN_GRACE,
+        webhook_secret=webhook_secret or made_secret,
     )
     worker_settings.validate()
     create_app = api_factory()
@@ -1186,7 +1201,17 @@ def dev(
         store.create_api_token(DEV_TOKEN_NAME, "admin", None, hash_token(token), replace=True).run(
             conn
         )
-    click.echo(banner(dsn, host, port, app_spec, worker_settings.queues, token=token))
+    click.echo(
+        banner(
+            dsn,
+            host,
+            port,
+            app_spec,
+            worker_settings.queues,
+            token=token,
+            webhook_secret=made_secret,
+        )
+    )
     asyncio.run(
         serve_and_work(
             app,
@@ -1215,6 +1240,7 @@ def banner(
     queues: Sequence[str],
     *,
     token: str | None = None,
+    webhook_secret: str | None = None,
 ) -> str:
     url = f"http://{host}:{port}"
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
@@ -1227,6 +1253,14 @@ def banner(
             *(
                 [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
                 if token
+                else []
+            ),
+            *(
+                [
+                    "webhook secret (signs callback_url deliveries; made at every start unless"
+                    f" SKIPLOCK_WEBHOOK_SECRET or --webhook-secret gives one): {webhook_secret}"
+                ]
+                if webhook_secret
                 else []
             ),
             "",
@@ -1252,7 +1286,11 @@ async def serve_and_work(
     *,
     forwarded_allow_ips: str | None = None,
 ) -> None:
-    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one ends."""
+    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one fails.
+
+    A worker stopped on request (POST /api/v1/workers/{id}/stop, skiplock.stop_worker)
+    ends alone: whoever stopped a worker expects that worker to stop, not the API and
+    the database they are looking at. The API keeps serving until Ctrl-C."""
     import uvicorn
 
     worker = Worker(app, worker_settings)
@@ -1281,8 +1319,19 @@ async def serve_and_work(
         asyncio.create_task(_serve_api(server, host, port), name="api"),
         asyncio.create_task(worker.run(), name="worker"),
     ]
+    api, worker_run = tasks
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if stops == 0 and not api.done() and worker_run.exception() is None:
+            # only a stop request ends the worker cleanly while no signal came
+            log.info(
+                "worker %s stopped on request; the API keeps serving at http://%s:%s and jobs"
+                " wait for a worker (`skiplock worker` on the database above); Ctrl-C to stop",
+                worker.id,
+                host,
+                port,
+            )
+            await asyncio.wait([api])
         if stops == 0:
             stop()
         # let the other one finish its shutdown before reporting a failure

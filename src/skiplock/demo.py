@@ -5,7 +5,9 @@ and `math`. Point a worker at them with `skiplock worker --app skiplock.demo:app
 from __future__ import annotations
 
 import math as _math
+import operator
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from skiplock.context import JobContext
@@ -14,7 +16,22 @@ from skiplock.retry import RetryPolicy
 
 app = App()
 
-OPERATIONS = ("add", "sub", "mul", "div")
+# Each operation under the names people type for it; `math` reads them case-insensitively.
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    "add": ("+", "sum", "plus"),
+    "sub": ("-", "subtract", "minus"),
+    "mul": ("*", "multiply", "times", "product"),
+    "div": ("/", "divide"),
+}
+OPERATIONS: dict[str, Callable[[float, float], float]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+}
+_BY_SPELLING = {
+    spelling: OPERATIONS[name] for name, others in SPELLINGS.items() for spelling in (name, *others)
+}
 
 
 @app.task(name="echo")
@@ -51,13 +68,14 @@ def fail(message: str = "this task always fails") -> NoReturn:
 # dead letter: one attempt.
 @app.task(name="math", max_attempts=1)
 def math(a: float, b: float, operation: str = "add") -> float:
-    """Apply `operation` (add, sub, mul, div) to a and b; dividing by zero raises."""
-    if operation == "add":
-        return a + b
-    if operation == "sub":
-        return a - b
-    if operation == "mul":
-        return a * b
-    if operation == "div":
-        return a / b
-    raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
+    """Apply `operation` to a and b: add (+, sum, plus), sub (-, subtract, minus),
+    mul (*, multiply, times, product) or div (/, divide), in any letter case; dividing
+    by zero raises."""
+    apply = _BY_SPELLING.get(operation.strip().lower()) if isinstance(operation, str) else None
+    if apply is None:
+        also = "; ".join(f"{name}: {', '.join(others)}" for name, others in SPELLINGS.items())
+        raise ValueError(
+            f"operation must be one of {', '.join(OPERATIONS)} (or, in any case, {also}),"
+            f" got {operation!r}"
+        )
+    return apply(a, b)

@@ -643,10 +643,11 @@ def register_worker(
     queues: Sequence[str],
     concurrency: int,
     version: str,
+    signs_webhooks: bool,
 ) -> Call[None]:
     return Call(
-        "SELECT skiplock.register_worker(%s, %s, %s, %s::text[], %s, %s)",
-        (worker_id, host, pid, list(queues), concurrency, version),
+        "SELECT skiplock.register_worker(%s, %s, %s, %s::text[], %s, %s, %s)",
+        (worker_id, host, pid, list(queues), concurrency, version, signs_webhooks),
         lambda rows: None,
     )
 
@@ -988,6 +989,26 @@ def queue_workers(queue: str) -> Call[int]:
     )
 
 
+def unsigned_callbacks(job_ids: Sequence[int]) -> Call[list[tuple[int, str]]]:
+    """(id, queue) of the given jobs that carry a callback URL in a queue whose live
+    workers (heartbeat within the last minute) all said they hold no webhook secret: a
+    delivery from there would go to the dead letters unsent. A queue no live worker
+    serves is left out (a worker that comes later may sign), and so is a worker that
+    did not say (signs_webhooks NULL)."""
+    return Call(
+        "SELECT j.id, j.queue FROM skiplock.all_jobs j"
+        " WHERE j.id = ANY (%s::bigint[]) AND j.callback_url IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM skiplock.worker_stats w"
+        "             WHERE w.alive AND j.queue = ANY (w.queues))"
+        " AND NOT EXISTS (SELECT 1 FROM skiplock.worker_stats w"
+        "                 WHERE w.alive AND j.queue = ANY (w.queues)"
+        "                   AND w.signs_webhooks IS NOT FALSE)"
+        " ORDER BY j.id",
+        (list(job_ids),),
+        lambda rows: [(row[0], row[1]) for row in rows],
+    )
+
+
 def queue_totals() -> Call[list[tuple[str, str, int]]]:
     """(queue, status, total) of finished jobs since install: counters, never a COUNT."""
     return Call(
@@ -1073,6 +1094,7 @@ WORKER_COLUMNS = (
     "stuck_jobs",
     "healthy",
     "stalled_loops",
+    "signs_webhooks",
 )
 
 

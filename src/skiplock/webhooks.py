@@ -101,13 +101,19 @@ def post_outcome(
     return status
 
 
+def webhook_secret(given: str | None = None) -> str | None:
+    """The secret deliveries are signed with: `given` (a worker's --webhook-secret),
+    else SKIPLOCK_WEBHOOK_SECRET; None when neither is set (nothing can be sent)."""
+    return given or os.environ.get(SECRET_ENV) or None
+
+
 def deliver_webhook(
     ctx: JobContext, url: str, outcome: Mapping[str, Any], *, secret: str | None
 ) -> dict[str, Any]:
     """The `skiplock.webhook` handler: POST one outcome; the result records the status.
     Without a secret nothing is sent unsigned: the delivery goes straight to the dead
     letters with a clear error (redrive it once a secret is set)."""
-    secret = secret or os.environ.get(SECRET_ENV)
+    secret = webhook_secret(secret)
     if not secret:
         raise Discard(
             f"no webhook secret: set {SECRET_ENV} or the worker's --webhook-secret;"

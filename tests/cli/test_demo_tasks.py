@@ -48,6 +48,40 @@ def test_math(app: App, operation: str, expected: float) -> None:
     assert (job.status, job.result) == ("succeeded", expected)
 
 
+SPELLINGS = [
+    *[(spelling, 5) for spelling in ("+", "add", "sum", "plus")],
+    *[(spelling, -1) for spelling in ("-", "sub", "subtract", "minus")],
+    *[(spelling, 6) for spelling in ("*", "mul", "multiply", "times", "product")],
+    *[(spelling, 2 / 3) for spelling in ("/", "div", "divide")],
+]
+
+
+@pytest.mark.parametrize(("operation", "expected"), SPELLINGS)
+def test_math_accepts_the_common_spellings(app: App, operation: str, expected: float) -> None:
+    ids = [
+        app.enqueue("math", {"a": 2, "b": 3, "operation": spelling})
+        for spelling in {operation, operation.upper(), operation.capitalize()}
+    ]
+    run_jobs(app)
+    for job_id in ids:
+        job = app.get_job(job_id)
+        assert (job.status, job.result) == ("succeeded", expected), job.last_error
+
+
+@pytest.mark.parametrize("operation", ["pow", "", "add ition", 5, None])
+def test_math_names_operation_and_every_spelling_when_refusing(app: App, operation: Any) -> None:
+    job_id = app.enqueue("math", {"a": 1, "b": 2, "operation": operation})
+    run_jobs(app)
+    job = app.get_job(job_id)
+    assert job.status == "failed"
+    error = job.last_error["error"]  # type: ignore[index]
+    assert error.startswith("ValueError: operation must be one of add, sub, mul, div")
+    for spelling in ("+", "sum", "plus", "-", "subtract", "minus", "*", "multiply", "times"):
+        assert spelling in error
+    assert "product" in error and "/" in error and "divide" in error
+    assert f"got {operation!r}" in error
+
+
 def test_math_division_by_zero_fails(app: App) -> None:
     job_id = app.enqueue("math", {"a": 1, "b": 0, "operation": "div"})
     run_jobs(app)

@@ -10,6 +10,8 @@ import psycopg
 from starlette.testclient import TestClient
 
 import skiplock
+from conftest import wait_until
+from dev_process import run_dev
 from skiplock.api import create_app
 from skiplock.worker import Worker
 
@@ -49,3 +51,24 @@ def test_a_stop_for_another_worker_is_ignored(dsn: str) -> None:
     assert not worker._stopping.is_set()
     worker._on_notify("skiplock_control", f"stop:{worker.id}")
     assert worker._stopping.is_set()
+
+
+def test_stopping_the_dev_worker_keeps_the_dev_api_serving(dsn: str) -> None:
+    with run_dev(dsn) as dev:
+        wait_until(lambda: dev.api.get("/api/v1/workers").json()["workers"], timeout=60)
+        (row,) = dev.api.get("/api/v1/workers").json()["workers"]
+        response = dev.api.post(f"/api/v1/workers/{row['id']}/stop")
+        assert response.status_code == 202, response.text
+        # Either the worker's stop is reported and the process goes on, or (as before)
+        # the whole process ends with it.
+        wait_until(lambda: dev.logged("stopped on request") or dev.proc.poll() is not None, 60)
+        assert dev.proc.poll() is None, dev.log
+        assert dev.api.get("/api/v1/workers").json() == {"workers": []}
+        assert dev.api.get("/health").status_code == 200
+        enqueued = dev.api.post("/api/v1/jobs", json={"task": "echo", "args": {"n": 1}})
+        assert enqueued.status_code == 201, enqueued.text
+        assert dev.api.get(f"/api/v1/jobs/{enqueued.json()['id']}").json()["status"] == "queued"
+    # and Ctrl-C still stops it all, cleanly
+    assert dev.proc.returncode == 0, dev.log
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM skiplock.workers").fetchone() == (0,)

@@ -30,7 +30,7 @@ from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, JSONError, encode_json
 from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
-from skiplock.webhooks import check_callback_url
+from skiplock.webhooks import SECRET_ENV, check_callback_url
 
 # The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -274,6 +274,27 @@ def check_enqueue_queues(request: Request, queues: set[str]) -> None:
         )
 
 
+async def check_webhook_signers(
+    api: ApiState, conn: Conn, ids: list[int], *, items: bool = False
+) -> None:
+    """422 naming callback_url when a job that carries one is in a queue whose live
+    workers all run without a webhook secret: its delivery would go to the dead letters
+    unsent. A queue no live worker serves yet is accepted (see docs/webhooks.md). Checked
+    after the INSERT, inside its transaction, so the queue a task's defaults pick
+    counts; the Problem rolls the jobs back."""
+    unsigned = await api.app.arun(store.unsigned_callbacks(ids), conn)
+    if not unsigned:
+        return
+    index, queue = min((ids.index(job_id), queue) for job_id, queue in unsigned)
+    raise Problem(
+        422,
+        "invalid field",
+        f"{f'job {index}: ' if items else ''}no running worker of queue {queue} can sign"
+        f" webhook deliveries: set {SECRET_ENV} on the workers",
+        field=f"[{index}].callback_url" if items else "callback_url",
+    )
+
+
 async def enqueue_job(request: Request) -> Response:
     """POST /api/v1/jobs: one job (an object) → 201 {"id", "status"} with Location; a list
     of jobs → 201 {"ids"} in input order, one statement, all or nothing."""
@@ -288,6 +309,8 @@ async def enqueue_job(request: Request) -> Response:
             ids = await api.app.enqueue_many_async(specs, conn=conn)
             if queue_pattern(request) is not None:
                 check_enqueue_queues(request, await api.app.arun(store.job_queues(ids), conn))
+            if any("callback_url" in j.options for j in jobs):
+                await check_webhook_signers(api, conn, ids, items=True)
             return ids
 
         ids = await api.db(enqueue_many)
@@ -305,6 +328,8 @@ async def enqueue_job(request: Request) -> Response:
         # when run_at is still ahead of now().
         created = await api.app.get_job_async(job_id, conn=conn)
         check_enqueue_queues(request, {created.queue})
+        if "callback_url" in job.options:
+            await check_webhook_signers(api, conn, [job_id])
         return created
 
     created = await api.db(enqueue)

@@ -834,6 +834,7 @@ def _document() -> dict[str, Any]:
             stuck_jobs={"type": "integer"},
             healthy={"type": "boolean"},
             stalled_loops={"type": "array", "items": {"type": "string"}},
+            signs_webhooks={"type": ["boolean", "null"]},
         ),
     }
     schemas.update(_workflow_schemas(schemas["EnqueueJob"], counts, STATUSES))

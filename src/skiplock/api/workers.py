@@ -32,7 +32,7 @@ async def list_workers(request: Request) -> Response:
     version, started_at, last_heartbeat_at, running_jobs, alive, stuck_jobs (handler
     threads the worker cannot stop, as of its last heartbeat), stalled_loops (its loops
     failing for longer than a lease), healthy (neither, and a heartbeat within the
-    lease)."""
+    lease), signs_webhooks (holds a webhook secret; null: the worker did not say)."""
     api = api_state(request)
     Query(request, ())
     rows = await api.run(store.list_workers())

@@ -26,6 +26,7 @@ from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
 from skiplock.store import Call
+from skiplock.webhooks import webhook_secret
 from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
@@ -259,6 +260,8 @@ class Worker:
                 queues=s.queues,
                 concurrency=s.concurrency,
                 version=__version__,
+                # read here, as deliveries read it: what this worker can sign right now
+                signs_webhooks=webhook_secret(self.app.webhook_secret) is not None,
             )
         )
         await self._call(store.publish_tasks(self.id, self.app.published_tasks()))
