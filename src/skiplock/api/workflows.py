@@ -172,14 +172,18 @@ async def enqueue_workflow(request: Request) -> Response:
     )
 
 
-def _summary_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def _summary_json(row: Mapping[str, Any], url: str) -> dict[str, Any]:
     # The step count is in counts["steps"]; the steps themselves are on the workflow's page.
-    return {k: v for k, v in Workflow.from_rows(row, []).to_json().items() if k != "steps"}
+    summary = {k: v for k, v in row.items() if k != "truncated"}
+    item = {k: v for k, v in Workflow.from_rows(summary, []).to_json().items() if k != "steps"}
+    item["truncated"] = {name: {**cut, "url": url} for name, cut in row["truncated"].items()}
+    return item
 
 
 async def list_workflows(request: Request) -> Response:
     """GET /api/v1/workflows?limit&cursor → 200 {"workflows", "next_cursor"}, newest
-    first; each with its state and counts (no steps: read one for those)."""
+    first; each with its state and counts (no steps: read one for those). A meta longer
+    than store.PREVIEW_CHARS is null, with a preview under "truncated"."""
     api = api_state(request)
     query = Query(request, ("limit", "cursor"))
     limit = query.limit()
@@ -196,7 +200,11 @@ async def list_workflows(request: Request) -> Response:
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor({"b": rows[-1]["id"]})
-    return JSONResponse({"workflows": [_summary_json(r) for r in rows], "next_cursor": next_cursor})
+    items = [
+        _summary_json(r, request.url_for("get_workflow", workflow_id=str(r["id"])).path)
+        for r in rows
+    ]
+    return JSONResponse({"workflows": items, "next_cursor": next_cursor})
 
 
 async def get_workflow(request: Request) -> Response:
