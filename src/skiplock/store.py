@@ -404,9 +404,10 @@ PREVIEW_CHARS = 1000
 def _with_previews(
     page: Call[Any], columns: Sequence[str], previews: Mapping[str, str], order_by: str
 ) -> Call[list[dict[str, Any]]]:
-    """The rows of `page` (a statement with a LIMIT, selecting `columns`) with the
-    columns of `previews` cut as above. `previews` maps a column to the SQL of its JSON
-    text, written over the page's row `j`; `order_by` is the page's order, over `j`."""
+    """The rows of `page` (a statement selecting `columns`, whose rows are all listed:
+    its LIMIT, if any, inside) with the columns of `previews` cut as above. `previews`
+    maps a column to the SQL of its JSON text, written over the page's row `j`;
+    `order_by` is the order of the rows, over `j`."""
     assert isinstance(page.params, Mapping)
     # The texts are computed once per row (OFFSET 0 keeps the planner from inlining
     # them into each use), and only for the page's rows: the LIMIT is inside.
@@ -800,6 +801,23 @@ def list_workflow_steps(
         (workflow_id, queue_pattern),
         lambda rows: [dict(zip(WORKFLOW_STEP_COLUMNS, row, strict=True)) for row in rows],
     )
+
+
+def list_workflow_step_previews(
+    workflow_id: int, queue_pattern: str | None = None
+) -> Call[list[dict[str, Any]]]:
+    """list_workflow_steps' rows, each with "truncated": a result or last error longer
+    than PREVIEW_CHARS is cut to a preview (see _with_previews); get_job has it whole."""
+    page = Call(
+        f"SELECT {', '.join(WORKFLOW_STEP_COLUMNS)}, position FROM skiplock.workflow_jobs"
+        " WHERE workflow_id = %(workflow)s AND skiplock.queue_matches(queue, %(pattern)s)",
+        {"workflow": workflow_id, "pattern": queue_pattern},
+        list,
+    )
+    return _with_previews(page, WORKFLOW_STEP_COLUMNS, WORKFLOW_STEP_PREVIEWS, "j.position")
+
+
+WORKFLOW_STEP_PREVIEWS = {"result": "j.result::text", "last_error": "to_jsonb(j.last_error)::text"}
 
 
 def cancel_workflow(workflow_id: int, queue_pattern: str | None = None) -> Call[int]:

@@ -194,6 +194,28 @@ def test_workflow_list_over_big_meta_is_bounded(
     assert client.get(f"/api/v1/workflows/{ids[0]}").json()["meta"] == {"blob": "w" * BIG}
 
 
+def test_workflow_steps_with_big_results_are_bounded(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    steps = json.dumps([{"name": f"s{i}", "task": "t"} for i in range(ROWS)])
+    (workflow_id,) = conn.execute(
+        "SELECT skiplock.enqueue_workflow(jsonb_build_object('steps', %s::jsonb))", (steps,)
+    ).fetchone() or (None,)
+    succeed_big(conn)
+    response = client.get(f"/api/v1/workflows/{workflow_id}", params={"wait": "0"})
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) < PAGE_BYTES_MAX
+    body = response.json()
+    assert body["state"] == "succeeded" and len(body["steps"]) == ROWS
+    check_schema([body], "Workflow")
+    for step in body["steps"]:
+        check_preview(step, "result", '{"blob": "yyy')
+        assert step["truncated"]["result"]["url"] == f"/api/v1/jobs/{step['job_id']}"
+    job_id = body["steps"][0]["job_id"]
+    whole = client.get(f"/api/v1/jobs/{job_id}/result").json()["result"]
+    assert whole == {"blob": "y" * BIG}
+
+
 def test_previews_of_a_queue_limited_listing(dsn: str, conn: psycopg.Connection) -> None:
     """The queue filter of a limited token and the previews compose."""
     token = new_token()

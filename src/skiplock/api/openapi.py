@@ -978,6 +978,7 @@ def _workflow_schemas(
                     finished_at={"type": ["string", "null"]},
                     result={},
                     last_error={"type": ["string", "null"]},
+                    truncated=TRUNCATED,
                 ),
             },
         ),

@@ -209,7 +209,9 @@ async def list_workflows(request: Request) -> Response:
 
 async def get_workflow(request: Request) -> Response:
     """GET /api/v1/workflows/{id}?wait=SECONDS → 200 with state, counts and steps; 404
-    unknown (or with no step in a queue-limited token's queues). With `wait` (0..60), a
+    unknown (or with no step in a queue-limited token's queues). A step's result or error
+    longer than store.PREVIEW_CHARS is null, with a preview under its "truncated" (GET
+    /api/v1/jobs/{id} has it whole). With `wait` (0..60), a
     long poll: answers as soon as the workflow's state is final (200), or with the
     running workflow and 202 when the wait runs out."""
     api = api_state(request)
@@ -225,12 +227,23 @@ async def get_workflow(request: Request) -> Response:
 
     workflow = await read()
     if wait < 0:
-        return JSONResponse(workflow.to_json())
+        return JSONResponse(_workflow_json(request, workflow))
     if not workflow.finished and api.finished is not None:
         # Woken whenever one of its steps' jobs finishes (skiplock_finished).
         steps = [step.job_id for step in workflow.steps]
         workflow = await api.finished.wait_for(steps, read, lambda w: w.finished, wait)
-    return JSONResponse(workflow.to_json(), status_code=200 if workflow.finished else 202)
+    return JSONResponse(
+        _workflow_json(request, workflow), status_code=200 if workflow.finished else 202
+    )
+
+
+def _workflow_json(request: Request, workflow: Workflow) -> dict[str, Any]:
+    """The workflow as JSON; a step's cut result or error names the job's URL."""
+    body = workflow.to_json()
+    for step in body["steps"]:
+        url = request.url_for("get_job", job_id=str(step["job_id"])).path
+        step["truncated"] = {name: {**cut, "url": url} for name, cut in step["truncated"].items()}
+    return body
 
 
 async def _read_workflow(
@@ -239,7 +252,8 @@ async def _read_workflow(
     summary = await api.app.arun(store.get_workflow_summary(workflow_id, pattern), conn)
     if summary is None:
         return None
-    steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
+    # Up to a thousand steps: their results and errors as bounded previews.
+    steps = await api.app.arun(store.list_workflow_step_previews(workflow_id, pattern), conn)
     if pattern is not None:
         # Not even the names of steps in other queues: drop them from `after` too.
         visible = {step["step"] for step in steps}
