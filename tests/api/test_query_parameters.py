@@ -129,7 +129,13 @@ NAMES = st.sampled_from(
     ]
 ) | st.text(max_size=8)
 VALUES = (
-    st.sampled_from([*NOT_INTEGERS, "5", "-5", "e30", "2030-01-01T00:00:00Z", "id", "asc"])
+    st.sampled_from(
+        [
+            *NOT_INTEGERS,
+            *("5", "-5", "e30", "id", "asc", "queued,failed", "queued,"),
+            *("2030-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59"),
+        ]
+    )
     | st.text(max_size=30)
     | st.integers().map(str)
     | st.floats().map(str)
