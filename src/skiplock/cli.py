@@ -32,12 +32,13 @@ from skiplock import __version__, store
 from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
-from skiplock.jobs import STATUSES, Job, JSONError
+from skiplock.jobs import STATUSES, Job, JSONError, json_field
 from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema, load_migrations, migrate
 from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 from skiplock.schedules import validate as validate_schedule
+from skiplock.store import JobFilter
 from skiplock.webhooks import check_callback_url
 from skiplock.worker.runtime import Worker, WorkerSettings
 
@@ -647,11 +648,13 @@ def list_jobs(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Newest jobs first."""
+    """Newest jobs first. With --json, a value longer than 1,000 bytes of JSON is null,
+    with its size and a preview under "truncated"; `jobs show ID --json` has it whole."""
+    filters = JobFilter(statuses=(status,) if status else (), queue=queue, task=task)
     with connect(settings.dsn()) as conn:
-        found = store.list_jobs(status=status, queue=queue, task=task, limit=limit).run(conn)
+        found = store.list_job_previews(filters, limit=limit).run(conn)
     if as_json:
-        print_json([job.to_json() for job in found])
+        print_json([{name: json_field(value) for name, value in job.items()} for job in found])
     elif not found:
         click.echo("no jobs")
     else:
@@ -661,15 +664,15 @@ def list_jobs(
 JOB_HEADERS = ("ID", "TASK", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "FINISHED")
 
 
-def job_row(job: Job) -> tuple[Any, ...]:
+def job_row(job: dict[str, Any]) -> tuple[Any, ...]:
     return (
-        job.id,
-        job.task,
-        job.queue,
-        job.status,
-        f"{job.attempt}/{job.max_attempts}",
-        when(job.created_at),
-        when(job.finished_at),
+        job["id"],
+        job["task"],
+        job["queue"],
+        job["status"],
+        f"{job['attempt']}/{job['max_attempts']}",
+        when(job["created_at"]),
+        when(job["finished_at"]),
     )
 
 
@@ -775,7 +778,9 @@ WORKFLOW_HEADERS = ("ID", "NAME", "STATE", "STEPS", "DONE", "CREATED", "FINISHED
 @click.option("--json", "as_json", is_flag=True)
 @pass_settings
 def list_workflows(settings: Settings, limit: int, as_json: bool) -> None:
-    """Newest workflows first, with their state and how many steps have finished."""
+    """Newest workflows first, with their state and how many steps have finished. With
+    --json, a meta longer than 1,000 bytes of JSON is null, with its size and a preview
+    under "truncated"."""
     with connect(settings.dsn()) as conn:
         found = store.list_workflow_summaries(limit=limit).run(conn)
     if as_json:
@@ -1400,7 +1405,9 @@ def dead_letters() -> None:
 def list_dead_letters(
     settings: Settings, queue: str | None, task: str | None, limit: int, as_json: bool
 ) -> None:
-    """Newest first, with each job's last error."""
+    """Newest first, with each job's last error. With --json, args, errors and last_error
+    longer than 1,000 bytes of JSON are null, with their size and a preview under
+    "truncated"."""
     with connect(settings.dsn()) as conn:
         rows = store.list_dead_letters(queue=queue, task=task, limit=limit).run(conn)
     if as_json:
@@ -1419,12 +1426,19 @@ def list_dead_letters(
                         r["queue"],
                         f"{r['attempt']}/{r['max_attempts']}",
                         when(r["failed_at"]),
-                        (r["last_error"] or "")[:60],
+                        _last_error_text(r)[:60],
                     ]
                     for r in rows
                 ],
             )
         )
+
+
+def _last_error_text(row: dict[str, Any]) -> str:
+    """A listed dead letter's last error, or the start of it when the list cut it (the
+    preview is its JSON text: a string, opening quote first)."""
+    cut = row["truncated"].get("last_error")
+    return str(cut["preview"][1:] if cut else row["last_error"] or "")
 
 
 @dead_letters.command("redrive")

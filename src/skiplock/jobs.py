@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
@@ -137,16 +138,19 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps ISO 8601, durations in seconds)."""
-        out: dict[str, Any] = {}
-        for name, value in self.__dict__.items():
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, timedelta):
-                value = value.total_seconds()
-            elif name == "worker_id" and value is not None:
-                value = str(value)
-            out[name] = value
-        return out
+        return {name: json_field(value) for name, value in self.__dict__.items()}
+
+
+def json_field(value: Any) -> Any:
+    """A job field as JSON: timestamps ISO 8601, durations in seconds, a worker id as
+    text; anything else as it is."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
 
 
 class ClaimedJob(NamedTuple):

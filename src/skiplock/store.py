@@ -386,6 +386,64 @@ JOB_COLUMNS = (
     " started_at, finished_at, progress, result, last_error, errors, tags, meta,"
     " retry_policy, timeout, worker_id, lease_expires_at, cancel_requested_at, callback_url"
 )
+JOB_FIELDS = tuple(name.strip() for name in JOB_COLUMNS.split(","))
+
+
+# ---- list previews --------------------------------------------------------------------
+# A listing must stay small whatever its rows hold (one page of 150 jobs with 1 MB args
+# and results was 300 MB of JSON, and ten times that in the API's memory). So a list
+# sends a JSON value whole only while its JSON text is at most PREVIEW_CHARS bytes; a
+# longer one is NULL, and the row's `truncated` column says what was cut: {column:
+# {"bytes": size of its JSON text in UTF-8, "preview": its first PREVIEW_CHARS
+# characters}}. The cut is made in PostgreSQL, so no big value leaves the database; the
+# whole value comes from the row's own read (get_job, get_dead_letter, ...). Bytes, not
+# characters, decide: octet_length is free where length() reads the whole text.
+PREVIEW_CHARS = 1000
+
+
+def _with_previews(
+    page: Call[Any], columns: Sequence[str], previews: Mapping[str, str], order_by: str
+) -> Call[list[dict[str, Any]]]:
+    """The rows of `page` (a statement selecting `columns`, whose rows are all listed:
+    its LIMIT, if any, inside) with the columns of `previews` cut as above. `previews`
+    maps a column to the SQL of its JSON text, written over the page's row `j`;
+    `order_by` is the order of the rows, over `j`."""
+    assert isinstance(page.params, Mapping)
+    # The texts are computed once per row (OFFSET 0 keeps the planner from inlining
+    # them into each use), and only for the page's rows: the LIMIT is inside.
+    texts = ", ".join(f"{text} AS {name}" for name, text in previews.items())
+    select = ", ".join(
+        f"CASE WHEN octet_length(t.{c}) > %(preview_chars)s THEN NULL ELSE j.{c} END AS {c}"
+        if c in previews
+        else f"j.{c}"
+        for c in columns
+    )
+    cuts = ", ".join(
+        f"'{c}', CASE WHEN octet_length(t.{c}) > %(preview_chars)s THEN jsonb_build_object("
+        f"'bytes', octet_length(t.{c}), 'preview', left(t.{c}, %(preview_chars)s)) END"
+        for c in previews
+    )
+    names = (*columns, "truncated")
+    return Call(
+        f"SELECT {select}, jsonb_strip_nulls(jsonb_build_object({cuts})) AS truncated"
+        f" FROM ({page.sql}) j CROSS JOIN LATERAL (SELECT {texts} OFFSET 0) t"
+        f" ORDER BY {order_by}",
+        {**page.params, "preview_chars": PREVIEW_CHARS},
+        lambda rows: [dict(zip(names, row, strict=True)) for row in rows],
+    )
+
+
+# The JSON-valued columns of a listed job (all the others are bounded by their types).
+JOB_PREVIEWS = {
+    "args": "j.args::text",
+    "result": "j.result::text",
+    "meta": "j.meta::text",
+    "progress": "j.progress::text",
+    "last_error": "j.last_error::text",
+    "errors": "j.errors::text",
+    "tags": "to_jsonb(j.tags)::text",
+    "retry_policy": "j.retry_policy::text",
+}
 
 
 def _jobs(rows: list[Row]) -> list[Job]:
@@ -721,14 +779,20 @@ def get_workflow_summary(
 def list_workflow_summaries(
     queue_pattern: str | None = None, *, before_id: int | None = None, limit: int = 50
 ) -> Call[list[dict[str, Any]]]:
-    """Newest first; `before_id` pages back (keyset on id)."""
-    return Call(
+    """Newest first; `before_id` pages back (keyset on id). Each row with "truncated":
+    a meta longer than PREVIEW_CHARS is cut to a preview (see _with_previews);
+    get_workflow_summary has it whole."""
+    page = Call(
         f"SELECT {', '.join(WORKFLOW_COLUMNS)} FROM skiplock.summarize_workflows(%(pattern)s)"
         " WHERE (%(before)s::bigint IS NULL OR id < %(before)s)"
         " ORDER BY id DESC LIMIT %(limit)s",
         {"pattern": queue_pattern, "before": before_id, "limit": limit},
         _workflow_summaries,
     )
+    return _with_previews(page, WORKFLOW_COLUMNS, WORKFLOW_PREVIEWS, "id DESC")
+
+
+WORKFLOW_PREVIEWS = {"meta": "j.meta::text"}
 
 
 def list_workflow_steps(
@@ -741,6 +805,23 @@ def list_workflow_steps(
         (workflow_id, queue_pattern),
         lambda rows: [dict(zip(WORKFLOW_STEP_COLUMNS, row, strict=True)) for row in rows],
     )
+
+
+def list_workflow_step_previews(
+    workflow_id: int, queue_pattern: str | None = None
+) -> Call[list[dict[str, Any]]]:
+    """list_workflow_steps' rows, each with "truncated": a result or last error longer
+    than PREVIEW_CHARS is cut to a preview (see _with_previews); get_job has it whole."""
+    page = Call(
+        f"SELECT {', '.join(WORKFLOW_STEP_COLUMNS)}, position FROM skiplock.workflow_jobs"
+        " WHERE workflow_id = %(workflow)s AND skiplock.queue_matches(queue, %(pattern)s)",
+        {"workflow": workflow_id, "pattern": queue_pattern},
+        list,
+    )
+    return _with_previews(page, WORKFLOW_STEP_COLUMNS, WORKFLOW_STEP_PREVIEWS, "j.position")
+
+
+WORKFLOW_STEP_PREVIEWS = {"result": "j.result::text", "last_error": "to_jsonb(j.last_error)::text"}
 
 
 def cancel_workflow(workflow_id: int, queue_pattern: str | None = None) -> Call[int]:
@@ -1043,8 +1124,10 @@ def list_dead_letters(
     before_id: int | None = None,
     limit: int = 50,
 ) -> Call[list[dict[str, Any]]]:
-    """Newest first; `before_id` pages back (keyset: ids below it)."""
-    return Call(
+    """Newest first; `before_id` pages back (keyset: ids below it). Each row with
+    "truncated": its args, errors and last error longer than PREVIEW_CHARS are cut to a
+    preview (see _with_previews); get_dead_letter has them whole."""
+    page = Call(
         f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM skiplock.dead_letters"
         " WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)"
         "   AND (%(task)s::text IS NULL OR task = %(task)s)"
@@ -1053,6 +1136,14 @@ def list_dead_letters(
         {"queue": queue, "task": task, "before": before_id, "limit": limit},
         _dead_letters,
     )
+    return _with_previews(page, DEAD_LETTER_COLUMNS, DEAD_LETTER_PREVIEWS, "id DESC")
+
+
+DEAD_LETTER_PREVIEWS = {
+    "last_error": "to_jsonb(j.last_error)::text",
+    "args": "j.args::text",
+    "errors": "j.errors::text",
+}
 
 
 def get_dead_letter(job_id: int) -> Call[dict[str, Any] | None]:
@@ -1215,6 +1306,25 @@ def list_jobs_page_matching(
         {**page.params, "queue_pattern": queue_pattern},
         page.parse,
     )
+
+
+def list_job_previews(
+    filters: JobFilter,
+    queue_pattern: str | None = None,
+    *,
+    sort: str = "id",
+    descending: bool = True,
+    after: tuple[Any, int] | None = None,
+    limit: int = 50,
+) -> Call[list[dict[str, Any]]]:
+    """list_jobs_page_matching's page as {JOB_FIELDS..., "truncated"} rows, each
+    JSON value longer than PREVIEW_CHARS cut to a preview (see _with_previews)."""
+    page = list_jobs_page_matching(
+        filters, queue_pattern, sort=sort, descending=descending, after=after, limit=limit
+    )
+    direction = "DESC" if descending else "ASC"
+    order = f"{JOB_SORT_KEYS[sort]} {direction}, id {direction}"
+    return _with_previews(page, JOB_FIELDS, JOB_PREVIEWS, order)
 
 
 def job_queues(job_ids: Sequence[int]) -> Call[set[str]]:

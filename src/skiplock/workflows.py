@@ -147,6 +147,9 @@ class WorkflowStep:
     finished_at: datetime | None
     result: Any
     last_error: str | None
+    # What a listing of steps left out for its size, as store.list_workflow_step_previews
+    # says ({} when nothing, and always from App.get_workflow, which reads them whole).
+    truncated: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(self).items()}

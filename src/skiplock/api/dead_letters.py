@@ -12,7 +12,14 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.jobs import BIGINT_MAX, MAX_SECONDS, QUEUE_NAME, TASK_NAME, job_id_of
+from skiplock.api.jobs import (
+    BIGINT_MAX,
+    MAX_SECONDS,
+    QUEUE_NAME,
+    TASK_NAME,
+    job_id_of,
+    list_item_json,
+)
 from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.state import Conn, api_state
@@ -34,7 +41,8 @@ def not_found(job_id: int) -> Problem:
 
 async def list_dead_letters(request: Request) -> Response:
     """GET /api/v1/dead-letters?queue&task&limit&cursor → 200 {"dead_letters", "next_cursor"},
-    newest first."""
+    newest first; args, errors and last_error longer than store.PREVIEW_CHARS are null,
+    with a preview under "truncated" (GET /api/v1/dead-letters/{id} has them whole)."""
     api = api_state(request)
     query = Query(request, ("queue", "task", "limit", "cursor"))
     queue, task, limit = query.text("queue"), query.text("task"), query.limit()
@@ -51,9 +59,11 @@ async def list_dead_letters(request: Request) -> Response:
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor({"b": rows[-1]["id"]})
-    return JSONResponse(
-        {"dead_letters": [dead_letter_json(r) for r in rows], "next_cursor": next_cursor}
-    )
+    items = [
+        list_item_json(r, request.url_for("get_dead_letter", job_id=str(r["id"])).path)
+        for r in rows
+    ]
+    return JSONResponse({"dead_letters": items, "next_cursor": next_cursor})
 
 
 async def get_dead_letter(request: Request) -> Response:

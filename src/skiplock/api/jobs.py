@@ -28,8 +28,8 @@ from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
-from skiplock.jobs import STATUSES, Job, JSONError, encode_json
-from skiplock.store import JOB_SORT_KEYS, JobFilter, list_jobs_page_matching
+from skiplock.jobs import STATUSES, Job, JSONError, encode_json, json_field
+from skiplock.store import JOB_SORT_KEYS, JobFilter
 from skiplock.webhooks import SECRET_ENV, check_callback_url
 
 # The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
@@ -391,8 +391,8 @@ def invalid_field_parameter(name: str, detail: str) -> Problem:
     return Problem(422, "invalid parameter", detail, field=name)
 
 
-def _sort_key(job: Job, sort: str) -> Any:
-    value = getattr(job, sort)
+def _sort_key(job: Mapping[str, Any], sort: str) -> Any:
+    value = job[sort]
     return value.isoformat() if isinstance(value, datetime) else value
 
 
@@ -414,9 +414,18 @@ def _cursor_after(document: dict[str, Any], sort: str, order: str) -> tuple[Any,
     return when, last_id
 
 
+def list_item_json(row: Mapping[str, Any], url: str) -> dict[str, Any]:
+    """A listed row as JSON; each of its `truncated` previews names `url`, where the
+    whole value is."""
+    item = {name: json_field(value) for name, value in row.items()}
+    item["truncated"] = {name: {**cut, "url": url} for name, cut in row["truncated"].items()}
+    return item
+
+
 async def list_jobs(request: Request) -> Response:
     """GET /api/v1/jobs → 200 {"jobs": [...], "next_cursor"}; keyset pages, filtered and
-    sorted by an allow-listed field."""
+    sorted by an allow-listed field. A JSON value longer than store.PREVIEW_CHARS is
+    null, with a preview under "truncated"; GET /api/v1/jobs/{id} has it whole."""
     api = api_state(request)
     query = Query(request, LIST_PARAMETERS)
     filters = _job_filter(query)
@@ -426,7 +435,7 @@ async def list_jobs(request: Request) -> Response:
     cursor = query.cursor()
     after = None if cursor is None else _cursor_after(cursor, sort, order)
     # One row more than asked tells whether there is a next page without a COUNT.
-    call = list_jobs_page_matching(
+    call = store.list_job_previews(
         filters,
         queue_pattern(request),
         sort=sort,
@@ -440,9 +449,12 @@ async def list_jobs(request: Request) -> Response:
         jobs = jobs[:limit]
         last = jobs[-1]
         next_cursor = encode_cursor(
-            {"s": sort, "o": order, "k": _sort_key(last, sort), "i": last.id}
+            {"s": sort, "o": order, "k": _sort_key(last, sort), "i": last["id"]}
         )
-    return JSONResponse({"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor})
+    items = [
+        list_item_json(job, request.url_for("get_job", job_id=str(job["id"])).path) for job in jobs
+    ]
+    return JSONResponse({"jobs": items, "next_cursor": next_cursor})
 
 
 async def get_job(request: Request) -> Response:

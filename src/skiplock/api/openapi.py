@@ -6,6 +6,7 @@ added without its entry here fails tests/api/test_openapi.py.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from starlette.requests import Request
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from skiplock import __version__
 from skiplock.api.auth import required_scope
 from skiplock.jobs import STATUSES as JOB_STATUSES
+from skiplock.store import DEAD_LETTER_PREVIEWS, JOB_PREVIEWS, PREVIEW_CHARS, WORKFLOW_PREVIEWS
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
@@ -241,7 +243,7 @@ def _document() -> dict[str, Any]:
                 {
                     200: _json(
                         _obj(
-                            jobs={"type": "array", "items": _ref("Job")},
+                            jobs={"type": "array", "items": _ref("JobListItem")},
                             next_cursor={"type": ["string", "null"]},
                         ),
                         "A page.",
@@ -476,7 +478,10 @@ def _document() -> dict[str, Any]:
                 {
                     200: _json(
                         _obj(
-                            dead_letters={"type": "array", "items": _ref("DeadLetter")},
+                            dead_letters={
+                                "type": "array",
+                                "items": _ref("DeadLetterListItem"),
+                            },
                             next_cursor={"type": ["string", "null"]},
                         ),
                         "A page.",
@@ -837,6 +842,8 @@ def _document() -> dict[str, Any]:
             signs_webhooks={"type": ["boolean", "null"]},
         ),
     }
+    schemas["JobListItem"] = _list_item(schemas["Job"], JOB_PREVIEWS)
+    schemas["DeadLetterListItem"] = _list_item(schemas["DeadLetter"], DEAD_LETTER_PREVIEWS)
     schemas.update(_workflow_schemas(schemas["EnqueueJob"], counts, STATUSES))
     _secure(paths)
     return {
@@ -859,6 +866,40 @@ def _document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _list_item(schema: dict[str, Any], previewed: Collection[str]) -> dict[str, Any]:
+    """`schema` as a list shows it: a previewed property may be null (cut for its size),
+    and `truncated` says what was cut (store.PREVIEW_CHARS)."""
+    properties = {
+        name: _or_null(value) if name in previewed else value
+        for name, value in schema["properties"].items()
+    }
+    return {**schema, "properties": {**properties, "truncated": TRUNCATED}}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if kind is None or kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return schema
+    return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+
+
+TRUNCATED = {
+    "type": "object",
+    "description": f"The values this list left out, each null above: a value is listed whole"
+    f" only while its JSON text is at most {PREVIEW_CHARS} bytes. Per name, the size of its"
+    f" JSON text in bytes, its first {PREVIEW_CHARS} characters, and the URL that has it"
+    " whole.",
+    "additionalProperties": {
+        **_obj(
+            bytes={"type": "integer", "minimum": 0},
+            preview={"type": "string"},
+            url={"type": "string"},
+        ),
+        "required": ["bytes", "preview", "url"],
+    },
+}
 
 
 def _workflow_schemas(
@@ -910,14 +951,17 @@ def _workflow_schemas(
             "required": ["steps"],
             "additionalProperties": False,
         },
-        "WorkflowSummary": _obj(
-            id={"type": "integer"},
-            name={"type": ["string", "null"]},
-            meta={"type": "object"},
-            created_at={"type": "string"},
-            state=state,
-            counts=_obj(steps={"type": "integer"}, **counts),
-            finished_at={"type": ["string", "null"]},
+        "WorkflowSummary": _list_item(
+            _obj(
+                id={"type": "integer"},
+                name={"type": ["string", "null"]},
+                meta={"type": "object"},
+                created_at={"type": "string"},
+                state=state,
+                counts=_obj(steps={"type": "integer"}, **counts),
+                finished_at={"type": ["string", "null"]},
+            ),
+            WORKFLOW_PREVIEWS,
         ),
         "Workflow": _obj(
             id={"type": "integer"},
@@ -943,6 +987,7 @@ def _workflow_schemas(
                     finished_at={"type": ["string", "null"]},
                     result={},
                     last_error={"type": ["string", "null"]},
+                    truncated=TRUNCATED,
                 ),
             },
         ),

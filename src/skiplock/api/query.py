@@ -1,4 +1,4 @@
-"""Query-string and path parameters: parsed strictly, each error a 422 naming the parameter.
+"""Query-string parameters: parsed strictly, each error a 422 naming the parameter.
 
 Also the opaque page cursors: base64url of a small JSON document. Opaque to clients (they
 pass `next_cursor` back as it is), checked on the way in, never trusted as SQL.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -34,8 +35,33 @@ def invalid_parameter(name: str, detail: str) -> Problem:
     return Problem(422, "invalid parameter", detail, field=name)
 
 
+# The only shapes a number may take in a query string: ASCII digits, an optional minus,
+# nothing around them. int() and float() read far more (" 5", "+5", "1_000", "1e3", "٣",
+# "nan") and raise on some of what a looser check lets through ("--5").
+INTEGER = re.compile(r"-?[0-9]{1,19}")
+NUMBER = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?")
+BIGINT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def parse_integer(text: str) -> int | None:
+    """A plain decimal integer that fits a bigint, or None."""
+    if not INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if BIGINT_RANGE[0] <= value <= BIGINT_RANGE[1] else None
+
+
+def parse_number(text: str) -> float | None:
+    """A plain decimal number (digits, an optional fraction), or None."""
+    return float(text) if NUMBER.fullmatch(text) else None
+
+
 class Query:
-    """The query string of one request, with only `allowed` names and each at most once."""
+    """The query string of one request, with only `allowed` names and each at most once.
+
+    Every typed read goes through the parse_* functions of this module: a value that is
+    not exactly one of its type is a 422 naming the parameter, never an exception.
+    """
 
     def __init__(self, request: Request, allowed: Collection[str]) -> None:
         self._values: dict[str, str] = {}
@@ -57,33 +83,30 @@ class Query:
         raw = self._values.get(name)
         if raw is None:
             return default
-        if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()) or len(raw) > 12:
-            raise invalid_parameter(name, f"{name} must be an integer between {low} and {high}")
-        value = int(raw)
-        if not low <= value <= high:
+        value = parse_integer(raw)
+        if value is None or not low <= value <= high:
             raise invalid_parameter(name, f"{name} must be an integer between {low} and {high}")
         return value
 
     def limit(self) -> int:
-        """`limit`, clamped to 1..LIMIT_MAX (default LIMIT_DEFAULT); not a number is 422."""
+        """`limit`, clamped to 1..LIMIT_MAX (default LIMIT_DEFAULT); not an integer is 422."""
         raw = self._values.get("limit")
         if raw is None:
             return LIMIT_DEFAULT
-        if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()) or len(raw) > 12:
+        value = parse_integer(raw)
+        if value is None:
             raise invalid_parameter(
                 "limit", f"limit must be an integer (clamped to 1..{LIMIT_MAX})"
             )
-        return max(1, min(LIMIT_MAX, int(raw)))
+        return max(1, min(LIMIT_MAX, value))
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
+        """A decimal number (digits and an optional fraction) that must lie in low..high."""
         raw = self._values.get(name)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:  # also false for NaN
+        value = parse_number(raw)
+        if value is None or not low <= value <= high:
             raise invalid_parameter(name, f"{name} must be a number between {low:g} and {high:g}")
         return value
 
@@ -111,18 +134,22 @@ class Query:
 
 
 def parse_timestamp(raw: str) -> datetime | None:
-    """An ISO 8601 datetime with a timezone ("Z" allowed), or None."""
+    """An ISO 8601 datetime with a timezone ("Z" allowed) in ASCII, nothing around it, or
+    None."""
     # Python 3.10's fromisoformat does not read the "Z" suffix; in a query string a "+"
     # may have been decoded to a space.
-    text = raw.strip()
-    text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    if not raw.isascii() or raw != raw.strip():
+        return None
+    text = raw[:-1] + "+00:00" if raw[-1:] in ("Z", "z") else raw
     if len(text) > 10 and text[-6] == " ":
         text = text[:-6] + "+" + text[-5:]
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
+    offset = parsed.utcoffset()
+    # PostgreSQL takes offsets in whole seconds; Python also reads fractions of one.
+    if offset is None or offset.microseconds:
         return None
     return parsed
 

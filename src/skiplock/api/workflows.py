@@ -172,14 +172,18 @@ async def enqueue_workflow(request: Request) -> Response:
     )
 
 
-def _summary_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def _summary_json(row: Mapping[str, Any], url: str) -> dict[str, Any]:
     # The step count is in counts["steps"]; the steps themselves are on the workflow's page.
-    return {k: v for k, v in Workflow.from_rows(row, []).to_json().items() if k != "steps"}
+    summary = {k: v for k, v in row.items() if k != "truncated"}
+    item = {k: v for k, v in Workflow.from_rows(summary, []).to_json().items() if k != "steps"}
+    item["truncated"] = {name: {**cut, "url": url} for name, cut in row["truncated"].items()}
+    return item
 
 
 async def list_workflows(request: Request) -> Response:
     """GET /api/v1/workflows?limit&cursor → 200 {"workflows", "next_cursor"}, newest
-    first; each with its state and counts (no steps: read one for those)."""
+    first; each with its state and counts (no steps: read one for those). A meta longer
+    than store.PREVIEW_CHARS is null, with a preview under "truncated"."""
     api = api_state(request)
     query = Query(request, ("limit", "cursor"))
     limit = query.limit()
@@ -196,12 +200,18 @@ async def list_workflows(request: Request) -> Response:
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor({"b": rows[-1]["id"]})
-    return JSONResponse({"workflows": [_summary_json(r) for r in rows], "next_cursor": next_cursor})
+    items = [
+        _summary_json(r, request.url_for("get_workflow", workflow_id=str(r["id"])).path)
+        for r in rows
+    ]
+    return JSONResponse({"workflows": items, "next_cursor": next_cursor})
 
 
 async def get_workflow(request: Request) -> Response:
     """GET /api/v1/workflows/{id}?wait=SECONDS → 200 with state, counts and steps; 404
-    unknown (or with no step in a queue-limited token's queues). With `wait` (0..60), a
+    unknown (or with no step in a queue-limited token's queues). A step's result or error
+    longer than store.PREVIEW_CHARS is null, with a preview under its "truncated" (GET
+    /api/v1/jobs/{id} has it whole). With `wait` (0..60), a
     long poll: answers as soon as the workflow's state is final (200), or with the
     running workflow and 202 when the wait runs out."""
     api = api_state(request)
@@ -217,12 +227,23 @@ async def get_workflow(request: Request) -> Response:
 
     workflow = await read()
     if wait < 0:
-        return JSONResponse(workflow.to_json())
+        return JSONResponse(_workflow_json(request, workflow))
     if not workflow.finished and api.finished is not None:
         # Woken whenever one of its steps' jobs finishes (skiplock_finished).
         steps = [step.job_id for step in workflow.steps]
         workflow = await api.finished.wait_for(steps, read, lambda w: w.finished, wait)
-    return JSONResponse(workflow.to_json(), status_code=200 if workflow.finished else 202)
+    return JSONResponse(
+        _workflow_json(request, workflow), status_code=200 if workflow.finished else 202
+    )
+
+
+def _workflow_json(request: Request, workflow: Workflow) -> dict[str, Any]:
+    """The workflow as JSON; a step's cut result or error names the job's URL."""
+    body = workflow.to_json()
+    for step in body["steps"]:
+        url = request.url_for("get_job", job_id=str(step["job_id"])).path
+        step["truncated"] = {name: {**cut, "url": url} for name, cut in step["truncated"].items()}
+    return body
 
 
 async def _read_workflow(
@@ -231,7 +252,8 @@ async def _read_workflow(
     summary = await api.app.arun(store.get_workflow_summary(workflow_id, pattern), conn)
     if summary is None:
         return None
-    steps = await api.app.arun(store.list_workflow_steps(workflow_id, pattern), conn)
+    # Up to a thousand steps: their results and errors as bounded previews.
+    steps = await api.app.arun(store.list_workflow_step_previews(workflow_id, pattern), conn)
     if pattern is not None:
         # Not even the names of steps in other queues: drop them from `after` too.
         visible = {step["step"] for step in steps}
