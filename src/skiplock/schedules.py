@@ -93,12 +93,16 @@ def latest_fire(cron: str, tz: str, due: datetime, now: datetime) -> datetime:
         fire = following
 
 
-async def tick(conn: psycopg.AsyncConnection[Any], *, limit: int = 100) -> list[int]:
+async def tick(
+    conn: psycopg.AsyncConnection[Any], *, limit: int = 100, now: datetime | None = None
+) -> list[int]:
     """One scheduler pass in one transaction: fire what is due, compute missing next
-    times. Safe on every worker at once. Returns the ids of the jobs it enqueued."""
+    times. Safe on every worker at once. Returns the ids of the jobs it enqueued.
+    `now` stands in for the database's clock (tests move time with it)."""
     fired: list[int] = []
     async with conn.transaction():
-        for name, cron, tz, next_run_at, db_now in await store.lock_due_schedules(limit).arun(conn):
+        due = await store.lock_due_schedules(limit, now).arun(conn)
+        for name, cron, tz, next_run_at, db_now in due:
             try:
                 if next_run_at is None:
                     await store.set_schedule_next_run(name, next_fire(cron, tz, db_now)).arun(conn)
