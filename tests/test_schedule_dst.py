@@ -354,3 +354,18 @@ def test_the_scheduler_fires_the_last_first_pass_time_and_keeps_the_schedule(
     assert fire_times(conn) == [utc(2026, 11, 1, 5, 45)]
     row = conn.execute("SELECT enabled, next_run_at, last_error FROM skiplock.schedules").fetchone()
     assert row == (True, utc(2026, 11, 2, 6), None)  # 01:00 EST the next day
+
+
+def test_a_due_fire_runs_even_when_the_following_one_cannot_be_computed(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    # A crash state: a fire time was computed and stored, then the expression became one
+    # the scheduler cannot use. The fire already promised runs; then the schedule parks.
+    conn.execute("SELECT skiplock.create_schedule('broken', '61 * * * *', 'report')")
+    conn.execute("UPDATE skiplock.schedules SET next_run_at = %s", (utc(2026, 5, 1, 12),))
+    fired = tick(dsn, utc(2026, 5, 1, 12, 0, 30))
+    assert len(fired) == 1
+    assert fire_times(conn) == [utc(2026, 5, 1, 12)]
+    row = conn.execute("SELECT enabled, next_run_at, last_error FROM skiplock.schedules").fetchone()
+    assert row[0:2] == (False, None) and "61" in row[2]
+    assert tick(dsn, utc(2026, 5, 1, 13)) == []

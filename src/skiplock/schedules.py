@@ -9,6 +9,8 @@ Policy, documented in docs/schedules.md:
   repeats fires at its first occurrence only. An expression whose hour is a wildcard or
   a step (hourly, */2) follows the clock: it fires whenever the clock shows a matching
   time, in both passes of a repeated hour, and not for times the clock never shows.
+- a fire time already stored runs even if the one after it cannot be computed; the
+  schedule is then disabled with the reason.
 """
 
 from __future__ import annotations
@@ -150,19 +152,30 @@ async def tick(
     async with conn.transaction():
         due = await store.lock_due_schedules(limit, now).arun(conn)
         for name, cron, tz, next_run_at, db_now in due:
-            try:
-                if next_run_at is None:
-                    await store.set_schedule_next_run(name, next_fire(cron, tz, db_now)).arun(conn)
+            if next_run_at is None:
+                try:
+                    first = next_fire(cron, tz, db_now)
+                except (ConfigError, ValueError, KeyError) as exc:
+                    # Created through SQL with an expression croniter rejects: park it.
+                    log.error("schedule %s disabled: %s", name, exc)
+                    await store.set_schedule_next_run(name, None, str(exc)).arun(conn)
                     continue
+                await store.set_schedule_next_run(name, first).arun(conn)
+                continue
+            following: datetime | None
+            error: str | None = None
+            try:
                 fire_at = latest_fire(cron, tz, next_run_at, db_now)
                 following = next_fire(cron, tz, db_now)
             except (ConfigError, ValueError, KeyError) as exc:
-                # Created through SQL with an expression croniter rejects: park it.
-                log.error("schedule %s disabled: %s", name, exc)
-                await store.set_schedule_next_run(name, None, str(exc)).arun(conn)
-                continue
+                # next_run_at was computed when the expression still worked: that fire
+                # time is promised, so it runs; only then is the schedule parked.
+                fire_at, following, error = next_run_at, None, str(exc)
             job_id = await store.fire_schedule(name, fire_at, following).arun(conn)
-            if fire_at != next_run_at:
+            if error is not None:
+                log.error("schedule %s disabled after its %s fire: %s", name, fire_at, error)
+                await store.set_schedule_next_run(name, None, error).arun(conn)
+            elif fire_at != next_run_at:
                 log.warning(
                     "schedule %s was overdue since %s; ran its %s fire only",
                     name,

@@ -823,7 +823,7 @@ def lock_due_schedules(limit: int, now: datetime | None = None) -> Call[list[Row
     )
 
 
-def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime) -> Call[int]:
+def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime | None) -> Call[int]:
     return Call("SELECT skiplock.fire_schedule(%s, %s, %s)", (name, fire_at, next_run_at), _scalar)
 
 
