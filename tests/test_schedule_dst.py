@@ -19,11 +19,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from croniter import croniter
-from hypothesis import HealthCheck, given, settings
+from croniter import CroniterBadDateError, croniter
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from skiplock import schedules
+from skiplock.errors import ConfigError
 
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
@@ -322,6 +323,59 @@ def test_next_fire_is_after_increasing_and_follows_the_policy_everywhere(
         schedules.latest_fire(cron, tz, chain[0], chain[-1] - timedelta(microseconds=1))
         == (chain[-2])
     )
+
+
+DAY_FIELDS = st.tuples(
+    st.one_of(
+        st.just("*"), st.integers(1, 31).map(str), st.sampled_from(["1-7", "*/10", "L", "29,30,31"])
+    ),
+    st.one_of(st.just("*"), st.integers(1, 12).map(str), st.sampled_from(["2", "3,10", "*/3"])),
+    st.one_of(st.just("*"), st.integers(0, 6).map(str), st.sampled_from(["1-5", "0", "5#2"])),
+)
+
+
+def second_pass(local: datetime) -> bool:
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    days=DAY_FIELDS,
+    tz=st.sampled_from(ZONES),
+    year=st.integers(2000, 2040),
+    pick=st.integers(0, 7),
+    shift=st.integers(-16 * 60, 3 * 60),
+)
+def test_any_day_fields_fire_on_matching_times_or_at_a_jump(
+    data: st.DataObject, days: tuple[str, str, str], tz: str, year: int, pick: int, shift: int
+) -> None:
+    changes = transitions(tz, year)
+    anchor = changes[pick % len(changes)] if changes else utc(year, 1, 1)
+    zone = ZoneInfo(tz)
+    before = (anchor - MINUTE).astimezone(zone).hour
+    minute = data.draw(cron_field(59))
+    hour = data.draw(hour_field([before, (before + 1) % 24]))
+    cron = " ".join([minute, hour, *days])
+    assume(croniter.is_valid(cron))
+    start = anchor + shift * MINUTE
+    try:
+        chain = fires(cron, tz, start, 4)
+    except ConfigError:
+        # Only an expression that never matches (30 February) has no next fire time.
+        with pytest.raises(CroniterBadDateError):
+            croniter(cron, start.replace(tzinfo=None)).get_next(datetime)
+        return
+    assert chain[0] > start
+    assert all(a < b for a, b in itertools.pairwise(chain))
+    for moment in chain:
+        local = moment.astimezone(zone)
+        if croniter.match(cron, local.replace(tzinfo=None)):
+            assert follows_the_clock(cron) or not second_pass(local)
+        else:  # a fixed-hour time the clock skipped, fired at the jump
+            just_before = (moment - timedelta(seconds=1)).astimezone(zone)
+            assert not follows_the_clock(cron)
+            assert just_before.utcoffset() < local.utcoffset()  # type: ignore[operator]
 
 
 # --- the scheduler tick on those nights ------------------------------------------------
