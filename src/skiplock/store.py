@@ -900,15 +900,15 @@ def delete_schedule(name: str) -> Call[bool]:
     return Call("SELECT skiplock.delete_schedule(%s)", (name,), lambda rows: bool(_scalar(rows)))
 
 
-def lock_due_schedules(limit: int) -> Call[list[Row]]:
+def lock_due_schedules(limit: int, now: datetime | None = None) -> Call[list[Row]]:
     return Call(
-        "SELECT name, cron, timezone, next_run_at, db_now FROM skiplock.lock_due_schedules(%s)",
-        (limit,),
+        "SELECT name, cron, timezone, next_run_at, db_now FROM skiplock.lock_due_schedules(%s, %s)",
+        (limit, now),
         list,
     )
 
 
-def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime) -> Call[int]:
+def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime | None) -> Call[int]:
     return Call("SELECT skiplock.fire_schedule(%s, %s, %s)", (name, fire_at, next_run_at), _scalar)
 
 
