@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from starlette.testclient import TestClient
+from test_worker import run_worker
 
 import skiplock
 from conftest import async_wait_until
@@ -108,14 +109,6 @@ def test_each_loop_survives_a_non_connection_error(
         return "done"
 
     broken, what = FAULTS[loop]
-    worker = Worker(
-        app,
-        lease=3,
-        poll_interval=0.05,
-        rescue_interval=0.1,
-        schedule_interval=0.1,
-        probe_interval=0.1,
-    )
 
     def status(job_id: int) -> str | None:
         with psycopg.connect(dsn) as c:
@@ -130,7 +123,7 @@ def test_each_loop_survives_a_non_connection_error(
                 "SELECT progress FROM skiplock.jobs WHERE id = %s", (job_id,)
             ).fetchone()
 
-    async def body() -> None:
+    async def body(worker: Worker) -> None:
         assert worker.listener is not None
         await async_wait_until(worker.listener.connected.is_set, timeout=20)
         if broken in ("dispatch", "probe_once"):
@@ -160,19 +153,12 @@ def test_each_loop_survives_a_non_connection_error(
         for name in ("completer", "heartbeat", "maintenance", "scheduler", "listener", "probe"):
             assert not loops[name].done(), name
         assert worker.loops.stalled() == []
-
-    async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
-            await asyncio.wait_for(worker.started.wait(), 30)
-            await body()
-        finally:
-            go_on.set()
-            worker.stop()
-            await asyncio.wait_for(runner, 30)
+        go_on.set()
 
     with caplog.at_level(logging.INFO, logger="skiplock.worker"):
-        asyncio.run(main())
+        run_worker(
+            app, body, lease=3, rescue_interval=0.1, schedule_interval=0.1, probe_interval=0.1
+        )
     app.close()
     assert loop_errors(caplog, what)[0].exc_info is not None
 
@@ -186,8 +172,6 @@ def test_a_stalled_completer_makes_the_worker_unhealthy_and_stop_claiming(
     def work() -> str:
         return "done"
 
-    worker = Worker(app, lease=1, poll_interval=0.05, rescue_interval=0.1)
-
     def status(job_id: int) -> str | None:
         row = conn.execute(
             "SELECT status FROM skiplock.all_jobs WHERE id = %s", (job_id,)
@@ -198,7 +182,7 @@ def test_a_stalled_completer_makes_the_worker_unhealthy_and_stop_claiming(
         (row,) = store.list_workers().run(conn)
         return row
 
-    async def body() -> None:
+    async def body(worker: Worker) -> None:
         with renamed(dsn, "complete_jobs"):
             first = app.enqueue("work")
             await async_wait_until(lambda: worker.loops.stalled() == ["completer"], timeout=20)
@@ -219,17 +203,8 @@ def test_a_stalled_completer_makes_the_worker_unhealthy_and_stop_claiming(
         await async_wait_until(lambda: reported()["healthy"], 20)
         assert reported()["stalled_loops"] == []
 
-    async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
-            await asyncio.wait_for(worker.started.wait(), 30)
-            await body()
-        finally:
-            worker.stop()
-            await asyncio.wait_for(runner, 30)
-
     with caplog.at_level(logging.INFO, logger="skiplock.worker"):
-        asyncio.run(main())
+        run_worker(app, body, lease=1, rescue_interval=0.1)
     app.close()
     messages = [r.getMessage() for r in caplog.records]
     assert any("unhealthy: completer failing" in m for m in messages)
@@ -257,15 +232,13 @@ def test_failing_heartbeats_stop_the_handler_before_the_job_can_run_twice(
             with lock:
                 events.append(("end", ctx.id, ctx.attempt))
 
-    worker = Worker(app, lease=2, poll_interval=0.05, rescue_interval=0.1)
-
     def reported() -> dict[str, Any]:
         (row,) = store.list_workers().run(conn)
         return row
 
     job_id = other = 0
 
-    async def body() -> None:
+    async def body(worker: Worker) -> None:
         nonlocal job_id, other
         job_id = app.enqueue("long", {"seconds": 600})
         await async_wait_until(lambda: ("start", job_id, 1) in events, 20)
@@ -285,19 +258,9 @@ def test_failing_heartbeats_stop_the_handler_before_the_job_can_run_twice(
         await async_wait_until(lambda: ("start", job_id, 2) in events, 30)
         await async_wait_until(lambda: ("end", other, 1) in events, 30)
         await async_wait_until(lambda: reported()["healthy"], 20)
-        conn.execute("SELECT skiplock.cancel_job(%s)", (job_id,))
-
-    async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
-            await asyncio.wait_for(worker.started.wait(), 30)
-            await body()
-        finally:
-            worker.stop(graceful=False)
-            await asyncio.wait_for(runner, 30)
 
     with caplog.at_level(logging.INFO, logger="skiplock.worker"):
-        asyncio.run(main())
+        run_worker(app, body, lease=2, rescue_interval=0.1, shutdown_grace=0)
     app.close()
     assert events.index(("end", job_id, 1)) < events.index(("start", job_id, 2))
     assert any("lease lost" in r.getMessage() for r in caplog.records)
@@ -333,21 +296,26 @@ def test_errors_are_logged_with_traceback_at_most_once_a_minute(
     assert errors[1].getMessage().endswith("(5 more since the last report)")
 
 
-def test_a_lost_connection_is_one_warning_line() -> None:
+def test_a_lost_connection_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
     health = LoopHealth(stall_after=30)
-    with contextlib.ExitStack():
-        logger = logging.getLogger("skiplock.worker")
-        records: list[logging.LogRecord] = []
-        handler = logging.Handler()
-        handler.emit = records.append  # type: ignore[method-assign]
-        logger.addHandler(handler)
-        try:
-            health.failed("claim", psycopg.OperationalError("server closed the connection"))
-        finally:
-            logger.removeHandler(handler)
-    (record,) = records
+    with caplog.at_level(logging.INFO, logger="skiplock.worker"):
+        health.failed("claim", psycopg.OperationalError("server closed the connection"))
+    (record,) = caplog.records
     assert record.levelno == logging.WARNING and not record.exc_info
     assert record.getMessage().startswith("claim failed (server closed the connection)")
+
+
+def test_a_lost_prepared_statement_names_the_pooler_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = LoopHealth(stall_after=30)
+    with caplog.at_level(logging.INFO, logger="skiplock.worker"):
+        health.failed(
+            "claim",
+            psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists'),
+        )
+    (record,) = caplog.records
+    assert "set SKIPLOCK_POOLER=transaction" in record.getMessage()
 
 
 def test_a_loop_stalls_after_failing_longer_than_the_lease_and_recovers() -> None:

@@ -15,6 +15,17 @@ import psycopg
 from skiplock.worker.backoff import Backoff
 
 log = logging.getLogger("skiplock.worker")
+# What a transaction-mode pooler does to psycopg's prepared statements when skiplock was
+# not told about it: the next transaction lands on a server connection that lacks the
+# statement, or already has one of that name.
+POOLER_SYMPTOMS = (
+    psycopg.errors.DuplicatePreparedStatement,
+    psycopg.errors.InvalidSqlStatementName,
+)
+POOLER_HINT = (
+    " [prepared statements lost between transactions: behind a transaction-mode pooler?"
+    " set SKIPLOCK_POOLER=transaction]"
+)
 
 
 @dataclass
@@ -69,6 +80,8 @@ class LoopHealth:
             failing.unlogged += 1
             return delay
         what = what or f"{loop} failed"
+        if isinstance(exc, POOLER_SYMPTOMS):
+            what += POOLER_HINT
         then = f"; retrying in {delay:.1f} s" if retried else ""
         if failing.unlogged:
             then += f" ({failing.unlogged} more since the last report)"
