@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-import pytest
 from api_checks import enqueue
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -83,10 +83,9 @@ def test_pools_close_inside_the_hosts_own_lifespan(dsn: str, conn: psycopg.Conne
 
 
 def test_pools_close_with_a_fastapi_host(dsn: str, conn: psycopg.Connection) -> None:
-    fastapi = pytest.importorskip("fastapi")
     before = other_sessions(conn)
     api = create_app(skiplock.App(dsn))
-    host = fastapi.FastAPI(lifespan=lambda _: api_lifespan(api))
+    host = FastAPI(lifespan=lambda _: api_lifespan(api))
     host.get("/", response_class=PlainTextResponse)(lambda: "the host's own page")
     host.mount("/skiplock", api)
     with TestClient(host) as client:
