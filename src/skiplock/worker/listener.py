@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import store
+from skiplock.worker.deadline import wait_event, within
 from skiplock.worker.loops import LoopHealth
 
 log = logging.getLogger("skiplock.worker")
@@ -66,7 +67,7 @@ class Listener:
             try:
                 # Bounded: the probe only watches a connection that is up, so a server
                 # that goes silent while we connect must not hold the listener here.
-                self._conn = await asyncio.wait_for(self._subscribe(), self.probe_timeout)
+                self._conn = await within(self.probe_timeout, self._subscribe)
                 self.connected.set()
                 self._health.succeeded("listener")
                 if not first:
@@ -126,11 +127,9 @@ class Listener:
                 await store.notify(self._probe_channel, "probe").arun(conn)
         except psycopg.OperationalError:
             return False  # the database is away; the reconnect loops handle it
-        try:
-            await asyncio.wait_for(self._probe_seen.wait(), self.probe_timeout)
-        except asyncio.TimeoutError:
-            pass
-        else:
+        # wait_event, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancel that
+        # arrives as the probe comes back, and the worker's shutdown then waits forever.
+        if await wait_event(self._probe_seen, self.probe_timeout):
             if self.deaf:
                 log.info("listener: LISTEN works now; picking up jobs on NOTIFY again")
                 self.deaf = False
