@@ -150,7 +150,8 @@ def test_each_loop_survives_a_non_connection_error(
         if loop == "listener":
             await async_wait_until(worker.listener.connected.is_set, timeout=20)
         loops = {t.get_name(): t for t in asyncio.all_tasks()}
-        for name in ("completer", "heartbeat", "maintenance", "scheduler", "listener", "probe"):
+        background = ("completer", "heartbeat", "leases", "maintenance", "scheduler", "listener")
+        for name in (*background, "probe"):
             assert not loops[name].done(), name
         assert worker.loops.stalled() == []
         go_on.set()

@@ -169,6 +169,7 @@ class Worker:
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
             asyncio.create_task(self._heartbeat_forever(), name="heartbeat"),
+            asyncio.create_task(self._watch_leases_forever(), name="leases"),
             asyncio.create_task(self._maintain_forever(), name="maintenance"),
         ]
         if s.schedule_interval > 0:
@@ -317,9 +318,11 @@ class Worker:
             raise
         return jobs
 
-    async def _call(self, call: store.Call[Any]) -> Any:
+    async def _call(self, call: store.Call[Any], *, wait: float | None = None) -> Any:
+        """Run `call` on a pooled connection, waiting at most `wait` seconds for one (the
+        pool's timeout when None; PoolTimeout, a connection error, past it)."""
         assert self._pool is not None
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=wait) as conn:
             return await call.arun(conn)
 
     # ---- fetching -----------------------------------------------------------------------
@@ -610,17 +613,31 @@ class Worker:
                     self.id,
                     stuck,
                 )
-            try:
-                await self.heartbeat_once()
-            finally:
-                self._stop_lapsed_jobs()
+            # A beat that waits longer than its interval for a connection is late anyway:
+            # fail it (and say so) and try again, rather than queue behind a dead link.
+            await self.heartbeat_once(wait=interval)
 
         # The first beat at once: it records the lease the worker's health is judged by.
         await self._every("heartbeat", interval, beat, at_once=True)
 
-    async def heartbeat_once(self) -> None:
+    async def _watch_leases_forever(self) -> None:
+        """Stop handlers whose lease is about to end unrenewed, on a clock of its own: a
+        heartbeat stuck on a dead connection cannot say so in time."""
+        s = self.settings
+        step = s.lease / 6
+        # Before the lease ends, but never before two beats were missed: a heartbeat
+        # interval as long as the lease (leases lapsing between beats) is a choice.
+        older_than = max(s.lease - step, 2 * (s.heartbeat_interval or s.lease / 3))
+
+        async def watch() -> None:
+            self._stop_lapsed_jobs(older_than=older_than)
+
+        await self._every("leases", step, watch)
+
+    async def heartbeat_once(self, *, wait: float | None = None) -> None:
         """Renew the leases of running jobs (except those stuck past their deadline) and of
-        outcomes not yet written; stop handlers whose job is no longer ours or is cancelled."""
+        outcomes not yet written; stop handlers whose job is no longer ours or is cancelled.
+        `wait`: how long to wait for a pooled connection (the pool's timeout when None)."""
         assert self._completer is not None
         now = asyncio.get_running_loop().time()
         renew = [
@@ -636,7 +653,8 @@ class Worker:
                     timedelta(seconds=self.settings.lease),
                     stuck_jobs=self._threads.stuck(),
                     stalled_loops=self.loops.stalled(),
-                )
+                ),
+                wait=wait,
             )
         for job_id, _ in renew:
             running = self._running.get(job_id)
@@ -647,14 +665,15 @@ class Worker:
             elif running is not None:
                 running.renewed_at = now
 
-    def _stop_lapsed_jobs(self) -> None:
-        """Stop the handlers whose lease may have ended unrenewed (heartbeats failing):
-        the rescue may hand their jobs to another worker, and the job must not run in two
-        places at once. Their outcomes would be refused anyway (fencing)."""
+    def _stop_lapsed_jobs(self, *, older_than: float) -> None:
+        """Stop the handlers whose lease was last renewed more than `older_than` seconds
+        ago (heartbeats failing): the rescue may then hand their jobs to another worker,
+        and a job must not run in two places at once. Their outcomes would be refused
+        anyway (fencing)."""
         now = asyncio.get_running_loop().time()
         for running in list(self._running.values()):
             renewable = running.deadline is None or now < running.deadline
-            if renewable and now - running.renewed_at > self.settings.lease:
+            if renewable and now - running.renewed_at > older_than:
                 self._stop_job(running.job.id, "lost")
 
     async def prune_once(self) -> int:
