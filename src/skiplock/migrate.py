@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,9 @@ _FUNCTIONS_FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # Version 1 of the migration chain that came before the baseline: 0001_initial …
 # 0019_webhook_signers, each re-defining functions. Its databases are not upgraded.
 _PRE_RELEASE_FIRST = "initial"
+# How long migrate's DDL may wait for one lock, and how often it tries (see migrate).
+_LOCK_TIMEOUT = "200ms"
+_LOCK_ATTEMPTS = 60
 
 
 @dataclass(frozen=True)
@@ -180,9 +184,30 @@ def migrate(conn: psycopg.Connection, directory: Path | None = None) -> Applied:
 
     Returns what was done (falsy when the schema was up to date: then no DDL ran).
     `conn` must not be inside a transaction. `directory` replaces the shipped sql/.
+
+    While workers run, the DDL's locks (a replaced trigger locks its table, a replaced
+    view the view) can close a cycle with a worker's statement that holds one table and
+    waits for another. Every lock the DDL waits for is therefore bounded by
+    _LOCK_TIMEOUT, below the default deadlock_timeout of 1 s, so that migrate, not the
+    worker, is the one that gives up: it rolls back everything and tries again.
+    Workers and the API wait for a few milliseconds of DDL; nothing of theirs fails.
     """
     known = load_migrations(directory)
     functions = load_functions(directory)
+    for attempt in range(_LOCK_ATTEMPTS):
+        try:
+            return _migrate_once(conn, known, functions)
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
+    raise SchemaError(
+        f"could not take the locks to migrate in {_LOCK_ATTEMPTS} attempts (long "
+        "transactions hold skiplock's tables); run `skiplock migrate` again"
+    )
+
+
+def _migrate_once(
+    conn: psycopg.Connection, known: list[Migration], functions: Functions
+) -> Applied:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         if not _exists(conn, "skiplock.schema_functions"):
@@ -195,6 +220,7 @@ def migrate(conn: psycopg.Connection, directory: Path | None = None) -> Applied:
         pending = [m for m in known if m.version not in applied]
         if not pending and _applied_functions(conn) == functions.checksum:
             return Applied([], functions=False)
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (_LOCK_TIMEOUT,))
         for migration in pending:
             conn.execute(migration.sql.encode())
             conn.execute(
