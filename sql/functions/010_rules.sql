@@ -3,10 +3,10 @@
 -- (retry_policy_is_valid, the retry_policy domain's CHECK, is part of the shape: it
 -- lives in sql/migrations/0001_baseline.sql.)
 
--- The delay before attempt p_attempt + 1, after attempt p_attempt (1-based) failed.
--- exponential: base * 2^(attempt-1); linear: base * attempt; fixed: base. Capped at
--- max_delay, then up to `jitter` of it is taken off at random so that a burst of
--- failures does not come back as a burst.
+-- retry_delay: the delay before attempt p_attempt + 1, after attempt p_attempt
+-- (1-based) failed. exponential: base * 2^(attempt-1); linear: base * attempt; fixed:
+-- base. Capped at max_delay, then up to `jitter` of it is taken off at random so that a
+-- burst of failures does not come back as a burst.
 CREATE OR REPLACE FUNCTION skiplock.retry_delay(p_policy jsonb, p_attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE AS $$
     SELECT make_interval(secs => least(

@@ -1,6 +1,7 @@
 -- Inspection views: every job with its status in the words users see, the dead
 -- letters, per-queue stats and the workers. They read only tables, and functions
--- further on read all_jobs, so they come first.
+-- further on read all_jobs, so they come first. CREATE OR REPLACE VIEW can only add
+-- columns at the end: a new column goes last, and none is removed or renamed here.
 
 -- all_jobs: every job, wherever it lives (jobs, job_history, dead_jobs), with its
 -- status in the words users see. Reads only.
