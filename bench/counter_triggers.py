@@ -1,4 +1,4 @@
-"""What the job-counter triggers (migration 0005) cost per batch, measured in one
+"""What the job-counter triggers (sql/functions/110_registry.sql) cost per batch, measured in one
 database by switching them off and on between rounds, so a noisy machine hits both
 sides alike:
 

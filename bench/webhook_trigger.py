@@ -1,5 +1,5 @@
-"""What the webhook triggers (migration 0012) cost when finished jobs carry no callback
-URL — the drain path of every job that does not use webhooks:
+"""What the webhook triggers (sql/functions/130_webhooks.sql) cost when finished jobs carry
+no callback URL — the drain path of every job that does not use webhooks:
 
     python bench/webhook_trigger.py [--dsn DSN] [--batch 200] [--rounds 200]
 

@@ -1,15 +1,22 @@
-"""Schema migrations: numbered .sql files applied in order, once each, under a lock.
+"""Schema migrations and the SQL API's functions, applied together under one lock.
 
-Each file runs in its own transaction while holding a transaction-level advisory lock,
-so concurrent `skiplock migrate` runs (or workers starting together) serialise instead
-of deadlocking; each applied file is recorded with its checksum. Applying twice is a
-no-op, an edited applied file is refused, and so is a schema newer than this code.
+sql/migrations/ holds the shape of the data (numbered files, applied once each, in
+order); sql/functions/ holds every function, trigger and view once, re-applied after the
+migrations. `migrate` runs the pending migrations and then the function files in ONE
+transaction holding a transaction-level advisory lock, so concurrent `skiplock migrate`
+runs (or workers starting together) serialise instead of deadlocking, and a failure
+leaves nothing half-applied. Each migration is recorded with its checksum, the function
+files with one checksum over all of them. When nothing is pending and that checksum is
+unchanged, `migrate` runs no DDL at all, so running workers keep their prepared
+statements. An edited applied migration is refused, and so is a schema newer than this
+code or one created by the pre-release migration chain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +28,13 @@ from skiplock.errors import SchemaError
 # pg_advisory_xact_lock key: the bytes "skiplock" read as a big-endian bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"skiplock", "big")
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FUNCTIONS_FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+# Version 1 of the migration chain that came before the baseline: 0001_initial …
+# 0019_webhook_signers, each re-defining functions. Its databases are not upgraded.
+_PRE_RELEASE_FIRST = "initial"
+# How long migrate's DDL may wait for one lock, and how often it tries (see migrate).
+_LOCK_TIMEOUT = "200ms"
+_LOCK_ATTEMPTS = 60
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,38 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Functions:
+    """The function files of sql/functions/, in order: (file name, text) each."""
+
+    files: tuple[tuple[str, str], ...]
+
+    @property
+    def sql(self) -> str:
+        return "\n".join(text for _, text in self.files)
+
+    @property
+    def checksum(self) -> str:
+        """sha256 over every file's name and text: any edit, rename or reorder changes it."""
+        digest = hashlib.sha256()
+        for name, text in self.files:
+            digest.update(f"{name}\0{len(text.encode())}\0".encode())
+            digest.update(text.encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one `migrate` did: the migration versions applied, and whether the function
+    files were (re-)applied. Falsy when it did nothing."""
+
+    versions: list[int]
+    functions: bool
+
+    def __bool__(self) -> bool:
+        return bool(self.versions) or self.functions
 
 
 def sql_dir() -> Path:
@@ -56,6 +102,18 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+def load_functions(directory: Path | None = None) -> Functions:
+    folder = (directory or sql_dir()) / "functions"
+    files = []
+    for path in sorted(folder.glob("*.sql")):
+        if not _FUNCTIONS_FILE_NAME.match(path.name):
+            raise SchemaError(f"function file name must look like 010_name.sql, got {path.name}")
+        files.append((path.name, path.read_text()))
+    if not files:
+        raise SchemaError(f"no function files in {folder}")
+    return Functions(tuple(files))
+
+
 _BOOTSTRAP = """
 CREATE SCHEMA IF NOT EXISTS skiplock;
 CREATE TABLE IF NOT EXISTS skiplock.schema_migrations (
@@ -63,16 +121,42 @@ CREATE TABLE IF NOT EXISTS skiplock.schema_migrations (
     name       text NOT NULL,
     checksum   text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
+);
+-- One row: the checksum of the function files last applied (migrate.Functions.checksum).
+CREATE TABLE IF NOT EXISTS skiplock.schema_functions (
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
 
-
-def _applied(conn: psycopg.Connection) -> dict[int, str]:
-    rows = conn.execute("SELECT version, checksum FROM skiplock.schema_migrations").fetchall()
-    return {version: checksum for version, checksum in rows}
+# {version: (name, checksum)} as recorded in skiplock.schema_migrations.
+AppliedMigrations = dict[int, tuple[str, str]]
 
 
-def _check_known(applied: dict[int, str], known: list[Migration]) -> None:
+def _applied(conn: psycopg.Connection) -> AppliedMigrations:
+    rows = conn.execute("SELECT version, name, checksum FROM skiplock.schema_migrations")
+    return {version: (name, checksum) for version, name, checksum in rows.fetchall()}
+
+
+def _applied_functions(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT checksum FROM skiplock.schema_functions").fetchone()
+    return row[0] if row else None
+
+
+def _exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def _check_known(applied: AppliedMigrations, known: list[Migration]) -> None:
+    first = applied.get(1)
+    if first is not None and first[0] == _PRE_RELEASE_FIRST:
+        raise SchemaError(
+            "this database was created by a pre-release migration chain (0001_initial … "
+            f"{max(applied):04d}_{applied[max(applied)][0]}); skiplock cannot upgrade it: "
+            "dump what you need, DROP SCHEMA skiplock CASCADE, and run `skiplock migrate` "
+            "again"
+        )
     by_version = {m.version: m for m in known}
     newer = sorted(v for v in applied if v not in by_version)
     if newer:
@@ -80,52 +164,97 @@ def _check_known(applied: dict[int, str], known: list[Migration]) -> None:
             f"database schema is at version {max(applied)}, newer than this skiplock knows "
             f"({len(known)}); upgrade skiplock"
         )
-    for version, checksum in applied.items():
-        if by_version[version].checksum != checksum:
+    for version, (name, checksum) in applied.items():
+        migration = by_version[version]
+        if migration.name != name:
             raise SchemaError(
-                f"migration {version:04d}_{by_version[version].name} was changed after it "
+                f"migration {version:04d} was applied as {name!r}, but this skiplock's is "
+                f"{migration.name!r}: the database comes from another migration chain"
+            )
+        if migration.checksum != checksum:
+            raise SchemaError(
+                f"migration {version:04d}_{migration.name} was changed after it "
                 "was applied (checksum mismatch)"
             )
 
 
-def migrate(conn: psycopg.Connection) -> list[int]:
-    """Apply every pending migration; return the versions applied (empty when up to date).
+def migrate(conn: psycopg.Connection, directory: Path | None = None) -> Applied:
+    """Apply every pending migration, then the function files when any migration was
+    applied or their checksum differs from the recorded one; all in one transaction.
 
-    `conn` must not be inside a transaction: each migration commits on its own.
+    Returns what was done (falsy when the schema was up to date: then no DDL ran).
+    `conn` must not be inside a transaction. `directory` replaces the shipped sql/.
+
+    While workers run, the DDL's locks (a replaced trigger locks its table, a replaced
+    view the view) can close a cycle with a worker's statement that holds one table and
+    waits for another. Every lock the DDL waits for is therefore bounded by
+    _LOCK_TIMEOUT, below the default deadlock_timeout of 1 s, so that migrate, not the
+    worker, is the one that gives up: it rolls back everything and tries again.
+    Workers and the API wait for a few milliseconds of DDL; nothing of theirs fails.
     """
-    known = load_migrations()
-    done: list[int] = []
-    for migration in known:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+    known = load_migrations(directory)
+    functions = load_functions(directory)
+    for attempt in range(_LOCK_ATTEMPTS):
+        try:
+            return _migrate_once(conn, known, functions)
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
+    raise SchemaError(
+        f"could not take the locks to migrate in {_LOCK_ATTEMPTS} attempts (long "
+        "transactions hold skiplock's tables); run `skiplock migrate` again"
+    )
+
+
+def _migrate_once(
+    conn: psycopg.Connection, known: list[Migration], functions: Functions
+) -> Applied:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        if not _exists(conn, "skiplock.schema_functions"):
+            if _exists(conn, "skiplock.schema_migrations"):
+                # an old-chain database: refuse it before creating anything in it
+                _check_known(_applied(conn), known)
             conn.execute(_BOOTSTRAP)
-            applied = _applied(conn)
-            _check_known(applied, known)
-            if migration.version in applied:
-                continue
+        applied = _applied(conn)
+        _check_known(applied, known)
+        pending = [m for m in known if m.version not in applied]
+        if not pending and _applied_functions(conn) == functions.checksum:
+            return Applied([], functions=False)
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (_LOCK_TIMEOUT,))
+        for migration in pending:
             conn.execute(migration.sql.encode())
             conn.execute(
                 "INSERT INTO skiplock.schema_migrations (version, name, checksum) "
                 "VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.checksum),
             )
-            done.append(migration.version)
-    return done
+        conn.execute(functions.sql.encode())
+        conn.execute("DELETE FROM skiplock.schema_functions")
+        conn.execute(
+            "INSERT INTO skiplock.schema_functions (checksum) VALUES (%s)", (functions.checksum,)
+        )
+    return Applied([m.version for m in pending], functions=True)
 
 
-def check_schema(conn: psycopg.Connection) -> int:
+def check_schema(conn: psycopg.Connection, directory: Path | None = None) -> int:
     """Raise SchemaError unless the schema is the one this code knows; return its version."""
     try:
         with conn.transaction():
             applied = _applied(conn)
     except psycopg.errors.UndefinedTable:
         raise SchemaError("skiplock schema not found; run `skiplock migrate`") from None
-    return verify_applied(applied)
+    version = verify_applied(applied, directory)
+    # verify_applied passed: this chain's bootstrap made schema_functions
+    with conn.transaction():
+        checksum = _applied_functions(conn)
+    verify_functions(checksum, directory)
+    return version
 
 
-def verify_applied(applied: dict[int, str]) -> int:
-    """check_schema's rules for {version: checksum} read by any means (sync or async)."""
-    known = load_migrations()
+def verify_applied(applied: AppliedMigrations, directory: Path | None = None) -> int:
+    """check_schema's rules for the recorded migrations, read by any means (sync or
+    async); return the schema version. Check the functions next (verify_functions)."""
+    known = load_migrations(directory)
     _check_known(applied, known)
     if len(applied) < len(known):
         raise SchemaError(
@@ -133,3 +262,12 @@ def verify_applied(applied: dict[int, str]) -> int:
             f"{len(known)}; run `skiplock migrate`"
         )
     return len(known)
+
+
+def verify_functions(checksum: str | None, directory: Path | None = None) -> None:
+    """Refuse a database whose applied function files (by checksum) are not this code's."""
+    if checksum != load_functions(directory).checksum:
+        raise SchemaError(
+            "the database's SQL functions are not the ones this skiplock ships; "
+            "run `skiplock migrate`"
+        )

@@ -1202,12 +1202,22 @@ def stop_worker(worker_id: uuid.UUID) -> Call[bool]:
     return Call("SELECT skiplock.stop_worker(%s)", (worker_id,), lambda rows: bool(_scalar(rows)))
 
 
-def applied_migrations() -> Call[dict[int, str]]:
-    """{version: checksum} of the applied migrations (see migrate.check_schema)."""
+def applied_migrations() -> Call[dict[int, tuple[str, str]]]:
+    """{version: (name, checksum)} of the applied migrations (see migrate.check_schema)."""
     return Call(
-        "SELECT version, checksum FROM skiplock.schema_migrations",
+        "SELECT version, name, checksum FROM skiplock.schema_migrations",
         (),
-        lambda rows: {row[0]: row[1] for row in rows},
+        lambda rows: {row[0]: (row[1], row[2]) for row in rows},
+    )
+
+
+def applied_functions() -> Call[str | None]:
+    """The checksum of the applied function files (see migrate.check_schema); only ask
+    once the migrations passed migrate.verify_applied (the table comes with them)."""
+    return Call(
+        "SELECT checksum FROM skiplock.schema_functions",
+        (),
+        lambda rows: rows[0][0] if rows else None,
     )
 
 
@@ -1220,7 +1230,7 @@ def set_statement_timeout(milliseconds: int) -> Call[None]:
     )
 
 
-# ---- auth (sql/migrations/0003_auth.sql) ----------------------------------------------
+# ---- auth (sql/functions/120_auth.sql) -------------------------------------------------
 
 API_TOKEN_COLUMNS = ("name", "scope", "queue_pattern", "created_at", "last_used_at", "revoked_at")
 AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "status", "detail")
@@ -1336,7 +1346,7 @@ def job_queues(job_ids: Sequence[int]) -> Call[set[str]]:
     )
 
 
-# ---- the task registry (sql/migrations/0005_tasks.sql) ---------------------------------
+# ---- the task registry (sql/functions/110_registry.sql) -------------------------------
 
 TASK_COLUMNS = (
     "name",

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock.api import create_app
 from skiplock.api.openapi import DOCUMENT
+from skiplock.migrate import load_migrations
 
 
 @pytest.fixture
@@ -28,13 +29,23 @@ def client(dsn: str) -> Iterator[TestClient]:
 def test_ready(client: TestClient) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json()["status"] == "ready" and response.json()["schema_version"] >= 2
+    assert response.json() == {"status": "ready", "schema_version": len(load_migrations())}
 
 
 def test_not_ready_when_schema_is_behind(client: TestClient, conn: psycopg.Connection) -> None:
-    conn.execute("DELETE FROM skiplock.schema_migrations WHERE version = 2")
+    conn.execute(
+        "DELETE FROM skiplock.schema_migrations WHERE version = %s", (len(load_migrations()),)
+    )
     response = client.get("/ready")
     assert_problem(response, 503, "schema not current")
+    assert "skiplock migrate" in response.json()["detail"]
+
+
+def test_not_ready_when_functions_differ(client: TestClient, conn: psycopg.Connection) -> None:
+    conn.execute("UPDATE skiplock.schema_functions SET checksum = 'older'")
+    response = client.get("/ready")
+    assert_problem(response, 503, "schema not current")
+    assert "SQL functions" in response.json()["detail"]
     assert "skiplock migrate" in response.json()["detail"]
 
 

@@ -1,5 +1,6 @@
 """An old snapshot keeps the entries of every job claimed or finished since it began in the
-jobs table's indexes (migration 0016): the worker's statements must not walk them.
+jobs table's indexes (sql/functions/040_claim.sql): the worker's statements must not walk
+them.
 claim_jobs' p_run_after bounds a claim past them; complete, heartbeat and the rest find
 a worker's jobs by (worker_id, id). Entries read are counted, never timed."""
 

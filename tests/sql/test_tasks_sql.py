@@ -1,4 +1,4 @@
-"""The task registry and the job counters (sql/migrations/0005_tasks.sql)."""
+"""The task registry and the job counters (sql/functions/110_registry.sql)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from skiplock.jobs import STATUSES, Job, JSONError, encode_json, json_field
 from skiplock.store import JOB_SORT_KEYS, JobFilter
 from skiplock.webhooks import SECRET_ENV, check_callback_url
 
-# The same rules as the jobs table's CHECK constraints (sql/migrations/0001_initial.sql).
+# The same rules as the jobs table's CHECK constraints (sql/migrations/0001_baseline.sql).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 PRIORITY_RANGE = (-100, 100)

@@ -33,7 +33,7 @@ from skiplock import store
 from skiplock.api.problems import Problem
 from skiplock.api.state import Conn, api_state
 from skiplock.errors import SchemaError
-from skiplock.migrate import verify_applied
+from skiplock.migrate import verify_applied, verify_functions
 
 PENDING_STATUSES = ("waiting", "scheduled", "queued", "running", "retrying")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "expired")
@@ -54,8 +54,11 @@ async def ready(request: Request) -> Response:
     and its schema is the one this code knows; 503 otherwise."""
     api = api_state(request)
 
-    async def applied(conn: Conn) -> dict[int, str]:
+    async def applied(conn: Conn) -> dict[int, tuple[str, str]]:
         return await api.app.arun(store.applied_migrations(), conn)
+
+    async def functions(conn: Conn) -> str | None:
+        return await api.app.arun(store.applied_functions(), conn)
 
     try:
         versions = await api.db(applied)
@@ -63,6 +66,7 @@ async def ready(request: Request) -> Response:
         raise not_ready("skiplock schema not found; run `skiplock migrate`") from None
     try:
         version = verify_applied(versions)
+        verify_functions(await api.db(functions))
     except SchemaError as exc:
         raise not_ready(str(exc)) from None
     return JSONResponse({"status": "ready", "schema_version": version})

@@ -29,7 +29,7 @@ from skiplock.jobs import encode_json
 from skiplock.registry import TaskOptions
 from skiplock.schedules import next_fire, validate
 
-# The schedules table's name rule (sql/migrations/0001_initial.sql) …
+# The schedules table's name rule (sql/migrations/0001_baseline.sql) …
 STORED_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 # … minus "/", for names created here: the name is a URL path segment, and Starlette
 # decodes %2F before routing, so a name holding "/" could never be read back by URL.

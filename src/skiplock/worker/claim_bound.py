@@ -1,4 +1,5 @@
-"""The run_at bound a worker puts on its claims while they are slow (migration 0016).
+"""The run_at bound a worker puts on its claims while they are slow (claim_jobs'
+p_run_after, sql/functions/040_claim.sql).
 
 An old snapshot (an idle REPEATABLE READ transaction, a long report) keeps every job
 claimed since it began as a dead entry at the front of the claim index; a claim that
