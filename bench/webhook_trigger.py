@@ -4,7 +4,7 @@ no callback URL — the drain path of every job that does not use webhooks:
     python bench/webhook_trigger.py [--dsn DSN] [--batch 200] [--rounds 200]
 
 Each round inserts a batch of finished rows into job_history in one statement (what
-finish_jobs does for a completed batch) under EXPLAIN ANALYZE, which reports the time of
+_finish_jobs does for a completed batch) under EXPLAIN ANALYZE, which reports the time of
 each AFTER trigger apart. PostgreSQL measures the trigger alone, so the figure does not
 drown in a noisy machine's variance as a wall-clock comparison would. Prints min /
 median / max milliseconds per statement, per trigger and for the whole statement.

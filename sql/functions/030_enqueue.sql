@@ -3,7 +3,7 @@
 -- queues, counts created jobs and wakes the workers for every way of inserting (plain
 -- INSERT and COPY included).
 
--- jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
+-- _jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
 -- count: count them (`created`, by queue and task), register the queues not seen
 -- before, and wake the workers with one NOTIFY on skiplock_jobs whose payload is the
 -- comma-separated queues that got ready jobs, or '*' when that would not fit in a
@@ -14,7 +14,7 @@
 -- for queues with no row yet: even inserting nothing it took ~0.09 ms of a single-job
 -- insert's ~0.39 ms. A queue another transaction is registering (its row not committed
 -- yet) counts as new, and the INSERT waits for that transaction.
-CREATE OR REPLACE FUNCTION skiplock.jobs_inserted() RETURNS trigger
+CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_new text[];
@@ -44,19 +44,79 @@ BEGIN
 END
 $$;
 
--- jobs_inserted: once per statement (see the function above).
+-- _jobs_inserted: once per statement (see the function above).
 CREATE OR REPLACE TRIGGER jobs_inserted AFTER INSERT ON skiplock.jobs
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.jobs_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._jobs_inserted();
 
 -- reserve_job_ids: p_count fresh job ids, in order, for a producer that inserts jobs
 -- with COPY (which returns no ids): the Python producer sends plain jobs as
 -- `COPY skiplock.jobs (id, task, args, ...)`, the fastest way into the table; the
 -- statement trigger still wakes workers once per COPY. Ids never used are simply skipped.
 CREATE OR REPLACE FUNCTION skiplock.reserve_job_ids(p_count integer) RETURNS bigint[]
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     -- the identity sequence by name: pg_get_serial_sequence() per row cost 10x the nextval
     SELECT ARRAY(SELECT nextval('skiplock.jobs_id_seq'::regclass) FROM generate_series(1, p_count))
+$$;
+
+-- insert_jobs: the bulk producer's one INSERT, for jobs that share every option but
+-- their args (and maybe their task); returns their ids in input order. p_shared holds
+-- the shared options as JSON, the unset ones left out for the table's defaults: task,
+-- queue, priority, run_at, max_attempts, retry_policy, timeout ("30 seconds"), tags,
+-- meta, expires_at, callback_url. p_jobs is an array of args objects when p_shared has
+-- a task, else of [task, args] pairs. Options the table checks (names, ranges, domains)
+-- raise as for a plain INSERT; an unknown option raises invalid_parameter_value.
+-- The shared values are cast once, in a MATERIALIZED CTE: their domain checks run once
+-- per statement, not once per job (1,000 jobs: 15.1 -> 13.0 ms). The statement names
+-- only the columns given, so the others keep their defaults; it is built from the fixed
+-- list below and planned per call (one plan per batch). Ids come back in input order:
+-- rows are inserted in array order and a session's nextval only grows. Wakes workers
+-- like any insert (one NOTIFY per statement).
+CREATE OR REPLACE FUNCTION skiplock.insert_jobs(p_jobs jsonb, p_shared jsonb DEFAULT '{}')
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+DECLARE
+    v_types CONSTANT jsonb := '{"task": "skiplock.task_name", "queue": "skiplock.queue_name",
+        "priority": "smallint", "run_at": "timestamptz", "max_attempts": "integer",
+        "retry_policy": "skiplock.retry_policy", "timeout": "interval", "tags": "text[]",
+        "meta": "skiplock.job_meta", "expires_at": "timestamptz",
+        "callback_url": "skiplock.callback_url"}';
+    v_names text[];
+    v_once text;
+    v_ids bigint[];
+BEGIN
+    v_names := ARRAY(SELECT k FROM jsonb_object_keys(coalesce(p_shared, '{}')) AS k ORDER BY k);
+    IF EXISTS (SELECT 1 FROM unnest(v_names) AS k WHERE NOT v_types ? k) THEN
+        RAISE EXCEPTION 'insert_jobs: unknown option(s) %',
+            (SELECT string_agg(k, ', ') FROM unnest(v_names) AS k WHERE NOT v_types ? k)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(CASE
+               WHEN k = 'tags' THEN format('ARRAY(SELECT jsonb_array_elements_text($2 -> %L)) AS %I', k, k)
+               WHEN v_types ->> k IN ('skiplock.retry_policy', 'skiplock.job_meta')
+                   THEN format('($2 -> %L)::%s AS %I', k, v_types ->> k, k)
+               ELSE format('($2 ->> %L)::%s AS %I', k, v_types ->> k, k) END, ', ')
+    INTO v_once FROM unnest(v_names) AS k;
+    EXECUTE format(
+        'WITH s AS MATERIALIZED (SELECT %s), inserted AS ('
+        'INSERT INTO skiplock.jobs (task, args%s) SELECT %s FROM s, jsonb_array_elements($1) AS j '
+        'RETURNING id) SELECT array_agg(id ORDER BY id) FROM inserted',
+        coalesce(v_once, '1 AS none'),
+        (SELECT string_agg(', ' || quote_ident(k), '') FROM unnest(v_names) AS k
+         WHERE k <> 'task'),
+        CASE WHEN 'task' = ANY (v_names) THEN 's.task, j.value'
+             ELSE 'j.value ->> 0, j.value -> 1' END
+        || coalesce((SELECT string_agg(', s.' || quote_ident(k), '') FROM unnest(v_names) AS k
+                     WHERE k <> 'task'), ''))
+    INTO v_ids USING p_jobs, p_shared;
+    RETURN v_ids;
+END
 $$;
 
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
@@ -73,6 +133,8 @@ $$;
 -- (the job goes to the dead letters), 'cancel', or 'run' (it runs anyway).
 -- callback_url (http or https, at most 2048 bytes) receives the outcome when the job
 -- reaches a final state, through a `skiplock.webhook` delivery job.
+-- Not planned per call: its arrays (tags, depends_on) hold one job's few values, and a
+-- plan per call would tax every single enqueue.
 CREATE OR REPLACE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -94,7 +156,10 @@ CREATE OR REPLACE FUNCTION skiplock.enqueue(
     on_dependency_failure text DEFAULT 'fail',
     callback_url text DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 DECLARE
     v_id bigint;
     v_scope skiplock.unique_scope;
@@ -152,7 +217,7 @@ BEGIN
         INSERT INTO skiplock.job_dependencies (depends_on, job_id)
         SELECT DISTINCT d, v_id FROM unnest(depends_on) AS d;
         -- Dependencies that already finished settle it now (maybe to queued at once).
-        PERFORM skiplock.settle_waiting_jobs(ARRAY[v_id], now());
+        PERFORM skiplock._settle_waiting_jobs(ARRAY[v_id], now());
     END IF;
     RETURN v_id;
 END
@@ -165,7 +230,10 @@ $$;
 -- "expires_at": …, "expires_in": seconds, "callback_url": …}).
 -- One bad job rejects the whole call.
 CREATE OR REPLACE FUNCTION skiplock.enqueue_many(p_jobs jsonb) RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 BEGIN
     IF jsonb_path_exists(p_jobs, '$[*] ? (exists(@.unique_key) || exists(@.depends_on))') THEN
         RAISE EXCEPTION 'enqueue_many does not take unique_key or depends_on; enqueue those jobs one by one'

@@ -1,44 +1,32 @@
 -- Finish: a running job leaves the hot table (complete_jobs, fail_jobs) or goes back to
 -- the queue (release_jobs), each checked against its fencing token (worker_id,
--- attempt). The internal moves (finish_jobs, archive_jobs, bury_jobs, jobs_left,
--- release_unique_keys) are shared with the operator actions and maintenance; the
+-- attempt). The internal moves (_finish_jobs, _move_to_dead_jobs, _free_unique_keys)
+-- are shared with the operator actions and maintenance; the
 -- statement triggers on job_history and dead_jobs keep the totals and tell result
 -- waiters. The batch functions are planned per call (see 040_claim.sql).
 
--- release_unique_keys (internal): the jobs p_ids have finished: free the unique keys they
+-- _free_unique_keys (internal): the jobs p_ids have finished: free the unique keys they
 -- hold until they finish, and start the hold period of the others. Only keys still
 -- held by these very jobs are touched.
-CREATE OR REPLACE FUNCTION skiplock.release_unique_keys(p_ids bigint[], p_now timestamptz)
+CREATE OR REPLACE FUNCTION skiplock._free_unique_keys(p_ids bigint[], p_now timestamptz)
 RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql
+SET plan_cache_mode = force_custom_plan
+AS $$
     DELETE FROM skiplock.unique_keys k WHERE k.job_id = ANY (p_ids) AND k.scope <> 'period';
     UPDATE skiplock.unique_keys k SET holds_until = p_now + k.period
     WHERE k.job_id = ANY (p_ids) AND k.scope = 'period' AND k.holds_until IS NULL;
 $$;
 
--- jobs_left (internal): what follows jobs p_ids leaving the hot table for good, for
--- archive_jobs and bury_jobs alike: free the unique keys of p_keyed (the ids that carry
--- one) and settle the jobs waiting on p_ids.
-CREATE OR REPLACE FUNCTION skiplock.jobs_left(p_ids bigint[], p_keyed bigint[], p_now timestamptz)
-RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_keyed IS NOT NULL THEN
-        PERFORM skiplock.release_unique_keys(p_keyed, p_now);
-    END IF;
-    PERFORM skiplock.resolve_dependents(p_ids, p_now);
-END
-$$;
-
--- finish_jobs (internal): the one move of jobs out of the hot table into job_history
+-- _finish_jobs (internal): the one move of jobs out of the hot table into job_history
 -- with p_status. With p_worker_id, only the jobs still running under their token
 -- (p_worker_id, p_attempts[i]) move: each token is checked by its own LATERAL probe (so
 -- the plan does not hang on the table's statistics), and the DELETE re-checks owner and
 -- state as it takes the row locks. Without it (NULL), the caller has locked and checked
 -- the rows.
 -- p_results lines up with p_ids (NULL: no results). Frees unique keys and settles
--- dependents (jobs_left). Returns the moved ids.
-CREATE OR REPLACE FUNCTION skiplock.finish_jobs(
+-- dependents. Returns the moved ids (NULL when none moved).
+CREATE OR REPLACE FUNCTION skiplock._finish_jobs(
     p_worker_id uuid, p_ids bigint[], p_attempts integer[],
     p_status skiplock.finished_status, p_results jsonb[], p_now timestamptz
 ) RETURNS bigint[]
@@ -89,33 +77,25 @@ BEGIN
     )
     SELECT array_agg(a.id), array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL)
     INTO v_ids, v_keyed FROM archived a;
+    IF v_keyed IS NOT NULL THEN
+        PERFORM skiplock._free_unique_keys(v_keyed, p_now);
+    END IF;
     IF v_ids IS NOT NULL THEN
-        PERFORM skiplock.jobs_left(v_ids, v_keyed, p_now);
+        PERFORM skiplock._settle_dependents(v_ids, p_now);
     END IF;
     RETURN v_ids;
 END
 $$;
 
--- archive_jobs (internal): move rows out of the hot table into job_history with
--- p_status. The caller has already locked the rows and checked their fencing token.
--- p_results lines up with p_ids (NULL: no results). Returns the moved ids.
-CREATE OR REPLACE FUNCTION skiplock.archive_jobs(
-    p_ids bigint[], p_status skiplock.finished_status, p_results jsonb[],
-    p_now timestamptz
-) RETURNS SETOF bigint
-LANGUAGE sql
-SET plan_cache_mode = force_custom_plan
-AS $$
-    SELECT unnest(skiplock.finish_jobs(NULL, p_ids, NULL, p_status, p_results, p_now))
-$$;
-
--- bury_jobs (internal): move rows out of the hot table into dead_jobs (status `failed`),
+-- _move_to_dead_jobs (internal): move rows out of the hot table into dead_jobs (status `failed`),
 -- callback URL included; the caller has locked them, checked their token and appended
 -- the error entry. Frees their unique keys and settles the jobs waiting on them.
 -- Returns the buried ids.
-CREATE OR REPLACE FUNCTION skiplock.bury_jobs(p_ids bigint[], p_now timestamptz)
+CREATE OR REPLACE FUNCTION skiplock._move_to_dead_jobs(p_ids bigint[], p_now timestamptz)
 RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     v_ids bigint[];
     v_keyed bigint[];
@@ -137,7 +117,10 @@ BEGIN
     )
     SELECT array_agg(d.id), array_agg(d.id) FILTER (WHERE d.unique_key IS NOT NULL)
     INTO v_ids, v_keyed FROM dead d;
-    PERFORM skiplock.jobs_left(v_ids, v_keyed, p_now);
+    IF v_keyed IS NOT NULL THEN
+        PERFORM skiplock._free_unique_keys(v_keyed, p_now);
+    END IF;
+    PERFORM skiplock._settle_dependents(v_ids, p_now);
     RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
@@ -152,8 +135,10 @@ CREATE OR REPLACE FUNCTION skiplock.complete_jobs(
 ) RETURNS SETOF bigint
 LANGUAGE sql
 SET plan_cache_mode = force_custom_plan
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
 AS $$
-    SELECT unnest(skiplock.finish_jobs(coalesce(p_worker_id, '00000000-0000-0000-0000-000000000000'),
+    SELECT unnest(skiplock._finish_jobs(coalesce(p_worker_id, '00000000-0000-0000-0000-000000000000'),
                                        p_ids, p_attempts, 'succeeded', p_results,
                                        coalesce(p_now, now())))
 $$;
@@ -174,6 +159,8 @@ CREATE OR REPLACE FUNCTION skiplock.fail_jobs(
 ) RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -226,17 +213,17 @@ BEGIN
     END IF;
 
     IF 'failed' = ANY (v_outcomes) THEN
-        PERFORM skiplock.bury_jobs(
+        PERFORM skiplock._move_to_dead_jobs(
             ARRAY(SELECT c.id FROM unnest(v_ids, v_outcomes) AS c(id, outcome)
                   WHERE c.outcome = 'failed'),
             v_now);
     END IF;
 
     IF 'cancelled' = ANY (v_outcomes) THEN
-        PERFORM skiplock.archive_jobs(
+        PERFORM skiplock._finish_jobs(NULL,
             ARRAY(SELECT c.id FROM unnest(v_ids, v_outcomes) AS c(id, outcome)
                   WHERE c.outcome = 'cancelled'),
-            'cancelled', NULL, v_now);
+            NULL, 'cancelled', NULL, v_now);
     END IF;
     RETURN QUERY SELECT * FROM unnest(v_ids, v_outcomes);
 END
@@ -251,6 +238,8 @@ CREATE OR REPLACE FUNCTION skiplock.release_jobs(
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
@@ -267,7 +256,7 @@ BEGIN
             AND j.state = 'running'
           FOR UPDATE OF j) j;
     IF v_cancelled IS NOT NULL THEN
-        PERFORM skiplock.archive_jobs(v_cancelled, 'cancelled', NULL, v_now);
+        PERFORM skiplock._finish_jobs(NULL, v_cancelled, NULL, 'cancelled', NULL, v_now);
     END IF;
 
     WITH released AS (
@@ -289,11 +278,11 @@ BEGIN
 END
 $$;
 
--- jobs_finished (trigger): after every statement that inserts finished jobs into
+-- _jobs_finished (trigger): after every statement that inserts finished jobs into
 -- job_history or dead_jobs: add them to queue_totals, and tell result waiters (channel
 -- skiplock_finished, payload the comma-separated ids, or '*' when too many for one
 -- payload).
-CREATE OR REPLACE FUNCTION skiplock.jobs_finished() RETURNS trigger
+CREATE OR REPLACE FUNCTION skiplock._jobs_finished() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ids text;
@@ -320,7 +309,7 @@ $$;
 -- totals and result waiters, once per statement
 CREATE OR REPLACE TRIGGER job_history_inserted AFTER INSERT ON skiplock.job_history
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.jobs_finished();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._jobs_finished();
 CREATE OR REPLACE TRIGGER dead_jobs_inserted AFTER INSERT ON skiplock.dead_jobs
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.jobs_finished();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._jobs_finished();

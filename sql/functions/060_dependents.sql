@@ -1,10 +1,12 @@
 -- Dependents: what happens to the jobs waiting on a job that has just finished, and the
 -- sweep that catches a dependency finishing while its dependent was being enqueued.
 
--- resolve_dependents (internal): jobs p_ids have just finished, whatever the outcome:
+-- _settle_dependents (internal): jobs p_ids have just finished, whatever the outcome:
 -- settle the jobs waiting on them, and drop the dependencies p_ids themselves waited on
 -- (a waiting job can be cancelled or expire). One cheap probe when nobody waits.
-CREATE OR REPLACE FUNCTION skiplock.resolve_dependents(p_ids bigint[], p_now timestamptz)
+-- Not planned per call: (not by its own setting) it runs only inside _finish_jobs and
+-- _move_to_dead_jobs, which are, and their setting holds for it.
+CREATE OR REPLACE FUNCTION skiplock._settle_dependents(p_ids bigint[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -12,14 +14,14 @@ BEGIN
         RETURN;
     END IF;
     DELETE FROM skiplock.job_dependencies d WHERE d.job_id = ANY (p_ids);
-    PERFORM skiplock.settle_waiting_jobs(
+    PERFORM skiplock._settle_waiting_jobs(
         ARRAY(SELECT DISTINCT d.job_id FROM skiplock.job_dependencies d
               WHERE d.depends_on = ANY (p_ids)),
         p_now);
 END
 $$;
 
--- settle_waiting_jobs (internal): jobs p_ids have finished; decide, for all the jobs
+-- _settle_waiting_jobs (internal): jobs p_ids have finished; decide, for all the jobs
 -- waiting on them at once, in a fixed number of statements: what succeeded is crossed
 -- off; a job whose dependency failed, was cancelled, expired or no longer exists
 -- follows its on_dependency_failure ('fail' → dead letters with a DependencyFailed
@@ -29,12 +31,14 @@ $$;
 -- locked by someone else are skipped (sweep_waiting_jobs comes back to them). Returns
 -- nothing.
 --
--- It runs inside finish_jobs, planned per call: a loop of statements per job was
+-- It runs inside _finish_jobs, planned per call: a loop of statements per job was
 -- planned again for every job (finishing 200 parents with one dependent each took
 -- ~100 ms); the set-based form is ~10x cheaper.
-CREATE OR REPLACE FUNCTION skiplock.settle_waiting_jobs(p_ids bigint[], p_now timestamptz DEFAULT NULL)
+CREATE OR REPLACE FUNCTION skiplock._settle_waiting_jobs(p_ids bigint[], p_now timestamptz DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
     v_ids bigint[];
@@ -124,10 +128,10 @@ BEGIN
         PERFORM pg_notify('skiplock_jobs', v_queues);
     END IF;
     IF v_cancel IS NOT NULL THEN
-        PERFORM skiplock.archive_jobs(v_cancel, 'cancelled', NULL, v_now);
+        PERFORM skiplock._finish_jobs(NULL, v_cancel, NULL, 'cancelled', NULL, v_now);
     END IF;
     IF v_fail IS NOT NULL THEN
-        PERFORM skiplock.bury_jobs(v_fail, v_now);
+        PERFORM skiplock._move_to_dead_jobs(v_fail, v_now);
     END IF;
 END
 $$;
@@ -139,7 +143,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.sweep_waiting_jobs(p_limit integer DEFAULT 100,
                                             p_now timestamptz DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 DECLARE
     v_ids bigint[];
 BEGIN
@@ -148,7 +155,7 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM skiplock.jobs j WHERE j.id = d.depends_on)
         LIMIT p_limit);
     IF cardinality(v_ids) > 0 THEN
-        PERFORM skiplock.settle_waiting_jobs(v_ids, p_now);
+        PERFORM skiplock._settle_waiting_jobs(v_ids, p_now);
     END IF;
     RETURN cardinality(v_ids);
 END

@@ -23,7 +23,8 @@ BEGIN
         PERFORM pg_notify('skiplock_cancel', p_id::text);
         RETURN 'running';
     END IF;
-    PERFORM skiplock.archive_jobs(ARRAY[p_id], 'cancelled', NULL, coalesce(p_now, now()));
+    PERFORM skiplock._finish_jobs(NULL, ARRAY[p_id], NULL, 'cancelled', NULL,
+                                  coalesce(p_now, now()));
     RETURN 'cancelled';
 END
 $$;
@@ -98,7 +99,7 @@ $$;
 -- error history and callback URL kept). p_queue / p_task filter (NULL: any). Rows are
 -- taken with SKIP LOCKED, so redrives at once never move the same job and never wait on
 -- each other; call it again until it returns fewer than p_limit ids to redrive
--- everything in bounded batches. The insert wakes workers through the jobs_inserted
+-- everything in bounded batches. The insert wakes workers through the _jobs_inserted
 -- trigger. Returns the ids moved; none when nothing matches.
 CREATE OR REPLACE FUNCTION skiplock.redrive_dead_jobs(
     p_queue text DEFAULT NULL, p_task text DEFAULT NULL, p_limit integer DEFAULT 1000,
@@ -184,15 +185,16 @@ BEGIN
 END
 $$;
 
--- pause_queue / resume_queue: a paused queue keeps its jobs but claim_jobs skips it;
--- running jobs finish. Returns false for a queue that has never been seen.
+-- pause_queue: pause queue p_queue: it keeps its jobs but claim_jobs skips it; running
+-- jobs finish. Returns false for a queue that has never been seen.
 CREATE OR REPLACE FUNCTION skiplock.pause_queue(p_queue text) RETURNS boolean
 LANGUAGE sql AS $$
     WITH paused AS (UPDATE skiplock.queues SET paused = true WHERE name = p_queue RETURNING 1)
     SELECT EXISTS (SELECT FROM paused)
 $$;
 
--- resume_queue: see pause_queue.
+-- resume_queue: let claim_jobs take the jobs of paused queue p_queue again, and wake the
+-- workers. Returns false for a queue that has never been seen.
 CREATE OR REPLACE FUNCTION skiplock.resume_queue(p_queue text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -213,7 +215,10 @@ CREATE OR REPLACE FUNCTION skiplock.set_queue_limits(
     p_queue text, p_max_running integer DEFAULT NULL, p_rate_limit integer DEFAULT NULL,
     p_rate_period interval DEFAULT NULL
 ) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 BEGIN
     INSERT INTO skiplock.queues AS q (name, max_running, rate_limit, rate_period)
     VALUES (p_queue, p_max_running, p_rate_limit, p_rate_period)
@@ -230,7 +235,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.set_queue_defaults(
     queue text, retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     INSERT INTO skiplock.queues (name, retry_policy, timeout)
     VALUES (set_queue_defaults.queue, set_queue_defaults.retry_policy,
             set_queue_defaults.timeout)

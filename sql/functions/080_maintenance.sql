@@ -10,7 +10,10 @@
 CREATE OR REPLACE FUNCTION skiplock.rescue_expired_jobs(
     p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (id bigint, status text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
@@ -39,13 +42,16 @@ $$;
 -- worker at once. Returns the expired ids.
 CREATE OR REPLACE FUNCTION skiplock.expire_jobs(p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE sql AS $$
-    SELECT skiplock.archive_jobs(ARRAY(
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+    SELECT unnest(skiplock._finish_jobs(NULL, ARRAY(
         SELECT j.id FROM skiplock.jobs j
         WHERE j.expires_at <= coalesce(p_now, now()) AND j.state <> 'running'
         ORDER BY j.expires_at
         LIMIT p_limit
-        FOR UPDATE SKIP LOCKED), 'expired', NULL, coalesce(p_now, now()))
+        FOR UPDATE SKIP LOCKED), NULL, 'expired', NULL, coalesce(p_now, now())))
 $$;
 
 -- prune_job_history: retention. Delete up to p_limit finished jobs (succeeded, cancelled,
@@ -56,7 +62,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.prune_job_history(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH gone AS (
         DELETE FROM skiplock.job_history h
         WHERE h.id = ANY (ARRAY(
@@ -72,7 +81,10 @@ $$;
 -- prune_unique_keys: forget unique keys whose hold period is over (enqueue would
 -- overwrite them anyway; this keeps the table from growing). Returns how many.
 CREATE OR REPLACE FUNCTION skiplock.prune_unique_keys(p_now timestamptz DEFAULT NULL) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH gone AS (
         DELETE FROM skiplock.unique_keys k WHERE k.holds_until < coalesce(p_now, now())
         RETURNING 1)

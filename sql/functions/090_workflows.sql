@@ -1,7 +1,7 @@
 -- Workflows: a DAG of jobs enqueued in one call and followed as one unit, cancelled or
--- retried as one. Built from the single-job transitions (enqueue, archive_jobs,
+-- retried as one. Built from the single-job transitions (enqueue, _finish_jobs,
 -- cancel_job, retry_job) and the dependency machinery (job_dependencies,
--- settle_waiting_jobs); nothing here writes a job's state on its own.
+-- _settle_waiting_jobs); nothing here writes a job's state on its own.
 
 -- workflow_jobs: every workflow step with its job's status, wherever the job lives
 -- (all_jobs). A step whose job was pruned from the history shows no status.
@@ -15,12 +15,12 @@ FROM skiplock.workflow_steps s
 -- whole history instead (50 ms per workflow with 100k finished jobs).
 LEFT JOIN LATERAL (SELECT * FROM skiplock.all_jobs a WHERE a.id = s.job_id LIMIT 1) a ON true;
 
--- workflow_step_inserted (trigger): a new step row records its job's
+-- _workflow_step_inserted (trigger): a new step row records its job's
 -- on_dependency_failure, which the job keeps only while it is in the hot table and
 -- retry_workflow needs after. enqueue_workflow inserts each step row right after
 -- enqueueing its job, so the job is in the hot table (its parents, enqueued in the same
 -- call, have not finished).
-CREATE OR REPLACE FUNCTION skiplock.workflow_step_inserted() RETURNS trigger
+CREATE OR REPLACE FUNCTION skiplock._workflow_step_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.on_dependency_failure IS NULL THEN
@@ -31,7 +31,7 @@ BEGIN
 END
 $$;
 CREATE OR REPLACE TRIGGER workflow_step_inserted BEFORE INSERT ON skiplock.workflow_steps
-    FOR EACH ROW EXECUTE FUNCTION skiplock.workflow_step_inserted();
+    FOR EACH ROW EXECUTE FUNCTION skiplock._workflow_step_inserted();
 
 -- enqueue_workflow: enqueue a whole DAG in one call, in the caller's transaction; returns
 -- the workflow id. p_workflow is
@@ -51,7 +51,10 @@ CREATE OR REPLACE TRIGGER workflow_step_inserted BEFORE INSERT ON skiplock.workf
 -- bad task or queue name) is raised with the step's name in front. Takes no locks
 -- beyond enqueue's. Unique keys are not accepted in steps.
 CREATE OR REPLACE FUNCTION skiplock.enqueue_workflow(p_workflow jsonb) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 DECLARE
     v_steps jsonb := p_workflow -> 'steps';
     v_step jsonb;
@@ -266,11 +269,11 @@ BEGIN
 END
 $$;
 
--- lock_workflow (internal): lock workflow p_id's row, so that cancel_workflow and
+-- _lock_workflow (internal): lock workflow p_id's row, so that cancel_workflow and
 -- retry_workflow on one workflow run one after the other; raises no_data_found for an
 -- unknown id, or when p_queue_pattern is given and none of its steps is in a matching
 -- queue (a queue-limited caller must not learn which ids are taken).
-CREATE OR REPLACE FUNCTION skiplock.lock_workflow(p_id bigint, p_queue_pattern text) RETURNS void
+CREATE OR REPLACE FUNCTION skiplock._lock_workflow(p_id bigint, p_queue_pattern text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM skiplock.workflows w WHERE w.id = p_id FOR NO KEY UPDATE;
@@ -285,7 +288,7 @@ $$;
 
 -- cancel_workflow: cancel every unfinished step of workflow p_id (with p_queue_pattern,
 -- only the steps in matching queues). Steps not yet running (waiting, scheduled, queued,
--- retrying) are cancelled at once, all in one archive_jobs call so that no waiting step
+-- retrying) are cancelled at once, all in one _finish_jobs call so that no waiting step
 -- is first settled by its parent's cancellation (it would fail with DependencyFailed, or
 -- run under 'run'); running steps get cancel_job's request (their workers are told on
 -- skiplock_cancel and the steps end cancelled unless they finish first). Locks the
@@ -302,7 +305,7 @@ DECLARE
     v_running bigint[];
     v_job bigint;
 BEGIN
-    PERFORM skiplock.lock_workflow(p_id, p_queue_pattern);
+    PERFORM skiplock._lock_workflow(p_id, p_queue_pattern);
     SELECT coalesce(array_agg(u.id) FILTER (WHERE u.state <> 'running'), '{}'),
            coalesce(array_agg(u.id) FILTER (WHERE u.state = 'running'), '{}')
     INTO v_pending, v_running
@@ -312,7 +315,7 @@ BEGIN
           ORDER BY j.id
           FOR UPDATE OF j) u;
     IF cardinality(v_pending) > 0 THEN
-        PERFORM skiplock.archive_jobs(v_pending, 'cancelled', NULL, v_now);
+        PERFORM skiplock._finish_jobs(NULL, v_pending, NULL, 'cancelled', NULL, v_now);
     END IF;
     FOREACH v_job IN ARRAY v_running LOOP
         PERFORM skiplock.cancel_job(v_job, v_now);
@@ -329,7 +332,7 @@ $$;
 -- parent did not succeed), so that the workflow can run to completion. Each such step
 -- goes back to the hot table through retry_job (same job id, attempts reset, error
 -- history kept), then waits for its parents again: every parent that has not succeeded
--- is a dependency once more, and settle_waiting_jobs queues the step (writing its
+-- is a dependency once more, and _settle_waiting_jobs queues the step (writing its
 -- parents' results into its args, as on the first run) when they all have, or applies
 -- its on_dependency_failure if one fails again. Steps that succeeded keep their result
 -- and do not run again. With p_queue_pattern only the steps in matching queues are
@@ -348,7 +351,7 @@ DECLARE
     v_retry bigint[];
     v_job bigint;
 BEGIN
-    PERFORM skiplock.lock_workflow(p_id, p_queue_pattern);
+    PERFORM skiplock._lock_workflow(p_id, p_queue_pattern);
     SELECT array_agg(s.name ORDER BY s.position) INTO v_steps
     FROM skiplock.workflow_steps s JOIN skiplock.jobs j ON j.id = s.job_id
     WHERE s.workflow_id = p_id AND skiplock.queue_matches(j.queue, p_queue_pattern);
@@ -383,8 +386,8 @@ BEGIN
     END LOOP;
 
     -- retry_job brought them back queued and on their own; a step waits for its parents
-    -- (all of them, in `after` order: settle_waiting_jobs reads results in that order)
-    -- until settle_waiting_jobs below queues it. Nothing is committed in between, so no
+    -- (all of them, in `after` order: _settle_waiting_jobs reads results in that order)
+    -- until _settle_waiting_jobs below queues it. Nothing is committed in between, so no
     -- worker can claim one meanwhile.
     UPDATE skiplock.jobs j
     SET state = 'waiting',
@@ -399,7 +402,7 @@ BEGIN
     INSERT INTO skiplock.job_dependencies (depends_on, job_id)
     SELECT DISTINCT d.id, j.id FROM skiplock.jobs j, unnest(j.depends_on) AS d(id)
     WHERE j.id = ANY (v_retry);
-    PERFORM skiplock.settle_waiting_jobs(v_retry, v_now);
+    PERFORM skiplock._settle_waiting_jobs(v_retry, v_now);
     RETURN cardinality(v_retry);
 END
 $$;
@@ -461,7 +464,10 @@ SELECT * FROM skiplock.summarize_workflows(NULL);
 CREATE OR REPLACE FUNCTION skiplock.prune_workflows(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH gone AS (
         DELETE FROM skiplock.workflows w
         WHERE w.id = ANY (ARRAY(

@@ -10,7 +10,10 @@ CREATE OR REPLACE FUNCTION skiplock.create_schedule(
     p_timezone text DEFAULT 'UTC', p_max_attempts integer DEFAULT 20,
     p_enabled boolean DEFAULT true, p_replace boolean DEFAULT false
 ) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_timezone) THEN
         RAISE EXCEPTION 'unknown time zone %; use an IANA name such as Europe/Paris', p_timezone
@@ -35,9 +38,9 @@ BEGIN
 END
 $$;
 
--- enable_schedule / disable_schedule / delete_schedule: return false for an unknown name.
--- Enabling recomputes next_run_at from now, so a schedule off for a week does not fire
--- for the week it missed.
+-- enable_schedule: turn schedule p_name on; returns false for an unknown name. Enabling
+-- recomputes next_run_at from now, so a schedule off for a week does not fire for the
+-- week it missed.
 CREATE OR REPLACE FUNCTION skiplock.enable_schedule(p_name text) RETURNS boolean
 LANGUAGE sql AS $$
     WITH changed AS (
@@ -46,7 +49,8 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT FROM changed)
 $$;
 
--- disable_schedule: see enable_schedule.
+-- disable_schedule: turn schedule p_name off (enable_schedule turns it on again); returns
+-- false for an unknown name.
 CREATE OR REPLACE FUNCTION skiplock.disable_schedule(p_name text) RETURNS boolean
 LANGUAGE sql AS $$
     WITH changed AS (
@@ -55,7 +59,8 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT FROM changed)
 $$;
 
--- delete_schedule: see enable_schedule.
+-- delete_schedule: remove schedule p_name; the jobs it already enqueued stay. Returns
+-- false for an unknown name.
 CREATE OR REPLACE FUNCTION skiplock.delete_schedule(p_name text) RETURNS boolean
 LANGUAGE sql AS $$
     WITH gone AS (DELETE FROM skiplock.schedules WHERE name = p_name RETURNING 1)
@@ -71,7 +76,10 @@ CREATE OR REPLACE FUNCTION skiplock.lock_due_schedules(p_limit integer DEFAULT 1
                                             p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (name text, cron text, timezone text, next_run_at timestamptz,
                db_now timestamptz)
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     SELECT s.name, s.cron, s.timezone, s.next_run_at, coalesce(p_now, now())
     FROM skiplock.schedules s
     WHERE s.enabled AND (s.next_run_at IS NULL OR s.next_run_at <= coalesce(p_now, now()))
@@ -87,7 +95,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.fire_schedule(p_name text, p_fire_at timestamptz,
                                        p_next_run_at timestamptz)
 RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 DECLARE
     v_schedule skiplock.schedules;
     v_job bigint;
@@ -115,7 +126,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.set_schedule_next_run(p_name text, p_next_run_at timestamptz,
                                                p_error text DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH changed AS (
         UPDATE skiplock.schedules s
         SET next_run_at = p_next_run_at, last_error = p_error,

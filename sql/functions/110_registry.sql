@@ -11,7 +11,10 @@
 CREATE OR REPLACE FUNCTION skiplock.publish_tasks(
     p_worker_id uuid, p_tasks jsonb, p_now timestamptz DEFAULT NULL
 ) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH published AS (
         INSERT INTO skiplock.tasks AS t (name, queue, description, args_schema,
                                          first_seen_at, last_seen_at, worker_ids)
@@ -39,6 +42,7 @@ $$;
 -- that serve them now (registered, heartbeat within the minute before p_now, default
 -- now()) and last_seen_at = the later of the published time and those workers' last
 -- heartbeat. Returns no rows for names never published. Reads only; locks nothing.
+-- Not planned per call: p_names is a handful of task names.
 CREATE OR REPLACE FUNCTION skiplock.list_tasks(p_names text[] DEFAULT NULL, p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (name text, queue text, description text, args_schema jsonb,
                first_seen_at timestamptz, last_seen_at timestamptz, workers uuid[])
@@ -66,13 +70,13 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM gone)
 $$;
 
--- count_finished_jobs (trigger): finished jobs by outcome, and the duration of their
+-- _count_finished_jobs (trigger): finished jobs by outcome, and the duration of their
 -- last attempt (started_at to the end) for succeeded and failed ones, in the bucket of
 -- the first bound above it (+Inf past the last). The bounds are read once per
 -- statement: a per-row function call tripled the trigger's cost (3.6 ms against 0.7 ms
 -- for 500 rows). One compaction in about a thousand statements keeps the table bounded
 -- even when nothing scrapes it.
-CREATE OR REPLACE FUNCTION skiplock.count_finished_jobs() RETURNS trigger
+CREATE OR REPLACE FUNCTION skiplock._count_finished_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_duration_bounds();
@@ -112,12 +116,13 @@ $$;
 -- the job counters, once per statement
 CREATE OR REPLACE TRIGGER job_history_counted AFTER INSERT ON skiplock.job_history
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.count_finished_jobs();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._count_finished_jobs();
 CREATE OR REPLACE TRIGGER dead_jobs_counted AFTER INSERT ON skiplock.dead_jobs
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.count_finished_jobs();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._count_finished_jobs();
 
--- The histogram's bucket bounds in seconds (Prometheus' `le`; +Inf is implied).
+-- job_duration_bounds: the duration histogram's bucket bounds in seconds (Prometheus'
+-- `le`; +Inf is implied).
 CREATE OR REPLACE FUNCTION skiplock.job_duration_bounds() RETURNS float8[]
 LANGUAGE sql IMMUTABLE AS $$
     SELECT '{0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::float8[]

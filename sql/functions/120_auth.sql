@@ -89,7 +89,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.prune_audit_log(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
 DECLARE
     deleted integer;
 BEGIN

@@ -5,14 +5,14 @@
 -- callback URLs pays one probe of the statement's transition table; nothing is
 -- inserted then, so the jobs' own insert triggers do not fire.
 
--- enqueue_webhooks (trigger): for the finished jobs of one statement that carry a
+-- _enqueue_webhooks (trigger): for the finished jobs of one statement that carry a
 -- callback URL, enqueue one `skiplock.webhook` delivery job each, in the job's own
 -- queue, with args {"url", "outcome"}. The outcome is what the receiver gets:
 -- {"job_id", "task", "queue", "status", "attempts", "result", "error", "finished_at"}
 -- (error: the last error entry, or null). Deliveries retry up to 10 times with
 -- exponential backoff from 5 s (about 40 minutes in all), then rest in the dead
 -- letters. A delivery job never gets a webhook of its own.
-CREATE OR REPLACE FUNCTION skiplock.enqueue_webhooks() RETURNS trigger
+CREATE OR REPLACE FUNCTION skiplock._enqueue_webhooks() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     -- The common case: no callback here, and no INSERT (whose own triggers would fire).
@@ -42,7 +42,7 @@ $$;
 -- webhook deliveries for finished jobs, once per statement
 CREATE OR REPLACE TRIGGER job_history_webhooks AFTER INSERT ON skiplock.job_history
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.enqueue_webhooks();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._enqueue_webhooks();
 CREATE OR REPLACE TRIGGER dead_jobs_webhooks AFTER INSERT ON skiplock.dead_jobs
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock.enqueue_webhooks();
+    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._enqueue_webhooks();

@@ -6,11 +6,15 @@
 -- it can sign webhook deliveries (p_signs_webhooks; NULL: it did not say). Registering
 -- the same id again only refreshes its heartbeat time. Takes no lock beyond the
 -- INSERT's. Returns nothing.
+-- Not planned per call: it runs once per worker start, with its few queue names.
 CREATE OR REPLACE FUNCTION skiplock.register_worker(
     p_worker_id uuid, p_host text, p_pid integer, p_queues text[], p_concurrency integer,
     p_version text, p_signs_webhooks boolean DEFAULT NULL
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     INSERT INTO skiplock.workers (id, host, pid, queues, concurrency, version, signs_webhooks)
     VALUES (p_worker_id, p_host, p_pid, p_queues, p_concurrency, p_version, p_signs_webhooks)
     ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
@@ -19,7 +23,10 @@ $$;
 -- unregister_worker: remove worker p_worker_id (a clean shutdown); nothing when it is
 -- unknown. Its running jobs, if any, are rescued by lease expiry, not here.
 CREATE OR REPLACE FUNCTION skiplock.unregister_worker(p_worker_id uuid) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     DELETE FROM skiplock.workers WHERE id = p_worker_id
 $$;
 
@@ -32,7 +39,11 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.recorded_attempts(
     p_worker_id uuid, p_ids bigint[], p_attempts integer[]
 ) RETURNS TABLE (id bigint, status text)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET plan_cache_mode = force_custom_plan
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     SELECT a.id,
            CASE WHEN a.status = 'succeeded' AND a.attempt = u.attempt
                      AND a.worker_id = p_worker_id THEN 'succeeded'
@@ -53,7 +64,10 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.prune_workers(p_older_than interval DEFAULT interval '1 hour',
                                        p_now timestamptz DEFAULT NULL)
 RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
     WITH gone AS (
         DELETE FROM skiplock.workers
         WHERE last_heartbeat_at < coalesce(p_now, now()) - p_older_than

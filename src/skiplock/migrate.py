@@ -15,6 +15,7 @@ code or one created by the pre-release migration chain.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ import psycopg
 
 from skiplock.errors import SchemaError
 
+# The roles an operator grants to login roles (sql/functions/150_privileges.sql says
+# what each may do); migrate creates them when missing and it may.
+ROLES = ("skiplock_producer", "skiplock_worker", "skiplock_admin")
+log = logging.getLogger(__name__)
 # pg_advisory_xact_lock key: the bytes "skiplock" read as a big-endian bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"skiplock", "big")
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -56,7 +61,9 @@ class Functions:
 
     @property
     def sql(self) -> str:
-        return "\n".join(text for _, text in self.files)
+        """The files in order, each followed by the COMMENT ON statements of its functions
+        and views (see contracts)."""
+        return "\n".join(text + "".join(comment_statements(text)) for _, text in self.files)
 
     @property
     def checksum(self) -> str:
@@ -66,6 +73,36 @@ class Functions:
             digest.update(f"{name}\0{len(text.encode())}\0".encode())
             digest.update(text.encode())
         return digest.hexdigest()
+
+
+# A function's or view's contract is the comment block directly above its CREATE: the
+# `--` lines with no blank line between them and the statement.
+_CREATE = re.compile(r"^CREATE OR REPLACE (FUNCTION|VIEW) skiplock\.(\w+)", re.MULTILINE)
+
+
+def contracts(text: str) -> dict[tuple[str, str], str]:
+    """{(kind, name): contract} for the functions and views of one function file: the
+    comment block directly above each CREATE, without its `-- ` marks. Every function
+    name in schema skiplock is unique, so the name alone says which function it is."""
+    found = {}
+    for match in _CREATE.finditer(text):
+        lines = []
+        for line in reversed(text[: match.start()].split("\n")[:-1]):
+            if not line.startswith("--"):
+                break
+            lines.append(line[3:] if line.startswith("-- ") else line[2:])
+        found[(match[1], match[2])] = "\n".join(reversed(lines)).strip("\n")
+    return found
+
+
+def comment_statements(text: str) -> list[str]:
+    """`COMMENT ON FUNCTION|VIEW skiplock.name IS '<contract>';` for each function and
+    view of a function file (see contracts), so that `\\df+` and `\\dv+` in psql show
+    the same text as the file: one source."""
+    return [
+        f"\nCOMMENT ON {kind} skiplock.{name} IS '{contract.replace(chr(39), chr(39) * 2)}';"
+        for (kind, name), contract in contracts(text).items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -218,8 +255,11 @@ def _migrate_once(
         applied = _applied(conn)
         _check_known(applied, known)
         pending = [m for m in known if m.version not in applied]
-        if not pending and _applied_functions(conn) == functions.checksum:
+        missing = _create_roles(conn)
+        if not pending and _applied_functions(conn) == functions.checksum and _roles_granted(conn):
             return Applied([], functions=False)
+        if missing:
+            _warn_missing_roles(missing)
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (_LOCK_TIMEOUT,))
         for migration in pending:
             conn.execute(migration.sql.encode())
@@ -234,6 +274,48 @@ def _migrate_once(
             "INSERT INTO skiplock.schema_functions (checksum) VALUES (%s)", (functions.checksum,)
         )
     return Applied([m.version for m in pending], functions=True)
+
+
+def _create_roles(conn: psycopg.Connection) -> list[str]:
+    """Create the missing ROLES (NOLOGIN) where this role may; return those still missing.
+    Each attempt runs in its own savepoint: a refusal leaves the transaction usable."""
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", (list(ROLES),))
+    existing = {name for (name,) in rows.fetchall()}
+    missing = []
+    for role in ROLES:
+        if role in existing:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(f"CREATE ROLE {role} NOLOGIN".encode())
+        except psycopg.errors.InsufficientPrivilege:
+            missing.append(role)
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # another migrate, in another database of the cluster, made it first
+    return missing
+
+
+def _roles_granted(conn: psycopg.Connection) -> bool:
+    """False when one of ROLES exists but has not been granted its rights yet (created
+    after the last migrate, by an operator who ran the statements migrate named)."""
+    row = conn.execute(
+        "SELECT bool_and(has_schema_privilege(r.rolname, 'skiplock', 'USAGE'))"
+        " FROM pg_roles r WHERE r.rolname = ANY (%s)",
+        (list(ROLES),),
+    ).fetchone()
+    return row is None or row[0] is not False
+
+
+def _warn_missing_roles(missing: list[str]) -> None:
+    statements = " ".join(f"CREATE ROLE {role} NOLOGIN;" for role in missing)
+    log.warning(
+        "this role may not create roles, so %s %s not created and nothing was granted to "
+        "%s; as a role with CREATEROLE run: %s then `skiplock migrate` again to grant them",
+        ", ".join(missing),
+        "was" if len(missing) == 1 else "were",
+        "it" if len(missing) == 1 else "them",
+        statements,
+    )
 
 
 def check_schema(conn: psycopg.Connection, directory: Path | None = None) -> int:

@@ -247,34 +247,23 @@ def shared_options(jobs: Sequence[EnqueueRequest]) -> list[tuple[str, Any]] | No
 
 
 def insert_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) -> Call[list[int]]:
-    """One INSERT of jobs sharing `options`. The values all jobs share (the options, the
-    queue even when it is the default, and the task when there is one) are parameters
-    read once, in a CTE typed as their columns: their domain checks (the name regexes)
-    run once per statement, not once per job (1,000 jobs: 15.1 -> 13.0 ms). The jobs
-    travel as one JSON array, of args or of [task, args] pairs, unpacked by
-    jsonb_array_elements; the ids come back in input order, as rows are inserted in
-    array order and a session's nextval only grows."""
-    shared = dict(options)
+    """One INSERT of jobs sharing `options`, through skiplock.insert_jobs (SECURITY
+    DEFINER: a login role holding only skiplock_producer may call it). The shared values
+    (the options, and the task when all jobs have one) travel once, as one JSON object;
+    the jobs as one JSON array, of args or of [task, args] pairs. Ids come back in input
+    order."""
+    shared = {name: _json_option(value) for name, value in options}
+    # the queue even when it is the default: its domain check then runs once, not per job
     shared.setdefault("queue", DEFAULT_QUEUE)
-    types = dict(SHARED_OPTIONS)
     task = jobs[0].task
     if all(job.task == task for job in jobs):
-        shared = {"task": task, **shared}
-        types["task"] = "skiplock.task_name"
-        own = {"args": "j.value"}
+        shared["task"] = task
         document = "[" + ",".join([job.args_json for job in jobs]) + "]"
     else:
-        own = {"task": "j.value ->> 0", "args": "j.value -> 1"}
         document = _pairs(jobs)
-    columns = ", ".join([*own, *shared])
-    values = ", ".join([*own.values(), *(f"s.{name}" for name in shared)])
-    once = ", ".join(f"%s::{types[name]} AS {name}" for name in shared)
     return Call(
-        f"WITH s AS MATERIALIZED (SELECT {once}), inserted AS ("
-        f"INSERT INTO skiplock.jobs ({columns}) SELECT {values}"
-        " FROM s, jsonb_array_elements(%s::jsonb) AS j RETURNING id)"
-        " SELECT array_agg(id ORDER BY id) FROM inserted",
-        (*(_option_param(name, value) for name, value in shared.items()), document),
+        "SELECT skiplock.insert_jobs(%s::jsonb, %s::jsonb)",
+        (document, json.dumps(shared)),
         _scalar,
     )
 
@@ -286,6 +275,17 @@ def _option_param(name: str, value: Any) -> Any:
     if name in ("retry_policy", "meta"):
         return json.dumps(value)
     if name == "tags":
+        return list(value)
+    return value
+
+
+def _json_option(value: Any) -> Any:
+    """A shared option as skiplock.insert_jobs reads it from JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    if isinstance(value, tuple):
         return list(value)
     return value
 
@@ -311,12 +311,17 @@ class CopyCall(Call[list[int]]):
 
     copy_sql: str = ""
     lines: Sequence[str] = ()
+    # For a role that may not insert into skiplock.jobs (a producer: the reservation
+    # then returns NULL): the same jobs through skiplock.insert_jobs, built only then.
+    instead: Callable[[], Call[list[int]]] | None = None
 
     def _data(self, ids: list[int]) -> str:
         return "".join([f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True)])
 
     def run(self, conn: psycopg.Connection[Any]) -> list[int]:
         ids = self.parse(conn.execute(self.sql.encode(), self.params).fetchall())
+        if ids is None and self.instead is not None:
+            return self.instead().run(conn)
         with conn.cursor().copy(self.copy_sql.encode()) as copy:
             copy.write(self._data(ids))
         return ids
@@ -324,6 +329,8 @@ class CopyCall(Call[list[int]]):
     async def arun(self, conn: psycopg.AsyncConnection[Any]) -> list[int]:
         cursor = await conn.execute(self.sql.encode(), self.params)
         ids = self.parse(await cursor.fetchall())
+        if ids is None and self.instead is not None:
+            return await self.instead().arun(conn)
         async with conn.cursor().copy(self.copy_sql.encode()) as copy:
             await copy.write(self._data(ids))
         return ids
@@ -358,11 +365,15 @@ def copy_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) ->
     suffix = "".join("\t" + _copy_option(name, value) for name, value in options) + "\n"
     columns = ", ".join(["id", "task", "args", *(name for name, _ in options)])
     return CopyCall(
-        "SELECT skiplock.reserve_job_ids(%s)",
+        # COPY needs INSERT on the table; without it (a producer-only role), no ids are
+        # reserved and the jobs go through insert_jobs instead
+        "SELECT CASE WHEN has_table_privilege('skiplock.jobs', 'INSERT')"
+        " THEN skiplock.reserve_job_ids(%s) END",
         (len(jobs),),
         _scalar,
         copy_sql=f"COPY skiplock.jobs ({columns}) FROM STDIN",
         lines=_copy_lines(jobs, suffix),
+        instead=lambda: insert_jobs(jobs, options),
     )
 
 
@@ -574,20 +585,13 @@ def claim_jobs(
     )
 
 
-# The worker's claim session, set once per connection:
-# - synchronous_commit off: its commits stop waiting for the WAL flush. Only for
-#   statements whose loss in a crash is harmless: the worker's claims.
-# - plan_cache_mode force_generic_plan: claim_jobs' statements are planned once per
-#   session, not on every call (an empty claim: ~0.7 ms with per-call plans, ~0.3 ms).
-# - enable_seqscan off: a plan made once must stay right while the table grows. Made on
-#   an empty table, the claim's UPDATE planned a seq scan of skiplock.jobs and kept it
-#   on 40,000 rows (11 ms a claim); without seq scans it is an index plan at any size
-#   (tests/sql/test_sql_api.py checks the plan the session actually runs).
-CLAIM_SESSION_SETTINGS = {
-    "synchronous_commit": "off",
-    "plan_cache_mode": "force_generic_plan",
-    "enable_seqscan": "off",
-}
+# The worker's claim session, set once per connection: synchronous_commit off, so its
+# commits stop waiting for the WAL flush. Only for statements whose loss in a crash is
+# harmless: the worker's claims. It cannot move into claim_jobs' own SET clause (a
+# function's setting is reverted before the commit it was meant for). claim_jobs plans
+# itself once per session without seq scans in its own SET clause (sql/functions/
+# 040_claim.sql), so that holds behind a transaction-mode pooler too.
+CLAIM_SESSION_SETTINGS = {"synchronous_commit": "off"}
 
 
 def set_claim_session() -> Call[None]:
@@ -752,9 +756,10 @@ def enqueue_workflow(document_json: str) -> Call[int]:
 
 
 def workflow_job_ids(workflow_id: int) -> Call[dict[str, int]]:
-    """{step name: job id}, in declaration order."""
+    """{step name: job id}, in declaration order. Read from the workflow_jobs view, not
+    the workflow_steps table: a producer-only role may read the view."""
     return Call(
-        "SELECT name, job_id FROM skiplock.workflow_steps WHERE workflow_id = %s ORDER BY position",
+        "SELECT step, job_id FROM skiplock.workflow_jobs WHERE workflow_id = %s ORDER BY position",
         (workflow_id,),
         lambda rows: {row[0]: row[1] for row in rows},
     )

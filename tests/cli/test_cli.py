@@ -76,6 +76,7 @@ def test_migrate_applies_then_says_up_to_date(empty_dsn: str) -> None:
     first = ok(runner.invoke(main, ["--dsn", empty_dsn, "migrate"]))
     assert first.splitlines() == [
         "applied 0001_baseline",
+        "applied 0002_internal_helpers",
         "applied the SQL functions (sql/functions)",
     ]
     second = ok(runner.invoke(main, ["--dsn", empty_dsn, "migrate"]))

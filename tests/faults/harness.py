@@ -46,7 +46,9 @@ def sized(ci: float, full: float) -> float:
 
 
 # Every change of a job's state or attempt, written by statement triggers on the hot
-# table (old NULL: inserted; new NULL: left the hot table). Test scaffolding only.
+# table (old NULL: inserted; new NULL: left the hot table). Test scaffolding only. The
+# trigger names its table with the schema: it fires inside skiplock's SECURITY DEFINER
+# functions, whose search_path is skiplock, pg_temp.
 STATE_LOG_DDL = """
 CREATE TABLE IF NOT EXISTS state_log (
     job_id bigint NOT NULL,
@@ -60,13 +62,13 @@ CREATE TABLE IF NOT EXISTS state_log (
 CREATE OR REPLACE FUNCTION log_job_states() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO state_log (job_id, new_state, new_attempt)
+        INSERT INTO public.state_log (job_id, new_state, new_attempt)
         SELECT n.id, n.state, n.attempt FROM new_rows n;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO state_log (job_id, old_state, old_attempt)
+        INSERT INTO public.state_log (job_id, old_state, old_attempt)
         SELECT o.id, o.state, o.attempt FROM old_rows o;
     ELSE
-        INSERT INTO state_log (job_id, old_state, new_state, old_attempt, new_attempt)
+        INSERT INTO public.state_log (job_id, old_state, new_state, old_attempt, new_attempt)
         SELECT n.id, o.state, n.state, o.attempt, n.attempt
         FROM old_rows o JOIN new_rows n ON n.id = o.id
         WHERE (o.state, o.attempt) IS DISTINCT FROM (n.state, n.attempt);

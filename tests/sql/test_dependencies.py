@@ -94,12 +94,15 @@ def test_one_settle_decides_many_jobs_each_by_its_own_policy(conn: psycopg.Conne
     }
     # the parents finish while nobody settles the children (as in a missed wake-up) ...
     edges = conn.execute("DELETE FROM skiplock.job_dependencies RETURNING *").fetchall()
-    conn.execute("SELECT skiplock.archive_jobs(%s, 'succeeded', NULL, now())", ([ok],))
-    conn.execute("SELECT skiplock.archive_jobs(%s, 'cancelled', NULL, now())", ([bad, other_bad],))
+    conn.execute("SELECT skiplock._finish_jobs(NULL, %s, NULL, 'succeeded', NULL, now())", ([ok],))
+    conn.execute(
+        "SELECT skiplock._finish_jobs(NULL, %s, NULL, 'cancelled', NULL, now())",
+        ([bad, other_bad],),
+    )
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO skiplock.job_dependencies VALUES (%s, %s)", edges)
     # ... then one call settles them all
-    conn.execute("SELECT skiplock.settle_waiting_jobs(%s)", (list(children.values()),))
+    conn.execute("SELECT skiplock._settle_waiting_jobs(%s)", (list(children.values()),))
     assert {name: status(conn, i) for name, i in children.items()} == {
         "ready": "queued",
         "still waiting": "waiting",

@@ -480,9 +480,10 @@ def test_only_the_claim_session_commits_without_waiting_for_the_flush(app, dsn):
     assert settings == {"claim": "off", "pool": "on"}
 
 
-def test_only_the_claim_session_plans_once(app, dsn):
-    # Generic plans without seq scans on the claim connection; other sessions keep the
-    # server's defaults (the batch functions need per-call plans).
+def test_claim_jobs_plans_once_in_its_own_settings(app, dsn):
+    # Generic plans without seq scans for claim_jobs, from its own SET clause (so behind
+    # a transaction-mode pooler too); no session of the worker changes its planner
+    # settings (the batch functions need per-call plans).
     @app.task(name="noop")
     async def noop() -> None:
         return None
@@ -502,7 +503,12 @@ def test_only_the_claim_session_plans_once(app, dsn):
             settings["pool"] = await cursor.fetchone()
 
     run_worker(app, body)
-    assert settings == {"claim": ("force_generic_plan", "off"), "pool": ("auto", "on")}
+    assert settings == {"claim": ("auto", "on"), "pool": ("auto", "on")}
+    with psycopg.connect(dsn) as conn:
+        (config,) = conn.execute(
+            "SELECT proconfig FROM pg_proc WHERE oid = 'skiplock.claim_jobs'::regproc"
+        ).fetchone()
+    assert {"plan_cache_mode=force_generic_plan", "enable_seqscan=off"} <= set(config)
 
 
 def test_every_worker_connection_notices_a_silent_database(app, dsn):

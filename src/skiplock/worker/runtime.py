@@ -284,13 +284,13 @@ class Worker:
         session only): a claim lost in a server crash leaves its jobs queued, to run again
         as at-least-once allows, and the completion that follows a claim commits
         synchronously, flushing the claim with it. Enqueues and finishes stay durable.
-        Saving the claim's flush takes it off the path from enqueue to handler start, and
-        so does planning the claim once per session (store.CLAIM_SESSION_SETTINGS).
+        Saving the claim's flush takes it off the path from enqueue to handler start
+        (store.CLAIM_SESSION_SETTINGS); claim_jobs plans itself once per session.
 
         Behind a transaction-mode pooler there is no session to set: the SET would stay
         on a server connection that then serves other clients (their enqueues would
         commit without the flush), and the claim would run elsewhere. The claim then
-        runs with the server's settings and plans: correct, a fraction of a ms slower,
+        commits with the server's synchronous_commit: correct, a fraction of a ms slower,
         still one round trip (SET LOCAL would add three: BEGIN, SET, COMMIT).
         """
         s = self.settings
