@@ -3,11 +3,23 @@
 -- queues, counts created jobs and wakes the workers for every way of inserting (plain
 -- INSERT and COPY included).
 
+-- _wake_workers (internal): one NOTIFY on skiplock_jobs naming the queues that got ready
+-- jobs (comma-separated), or '*' (every worker looks) when the names would come near the
+-- 8,000-byte payload limit, where pg_notify raises. Every move that readies jobs wakes the
+-- workers through it; nothing is sent for NULL.
+CREATE OR REPLACE FUNCTION skiplock._wake_workers(p_queues text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify('skiplock_jobs',
+                     CASE WHEN octet_length(p_queues) > 4000 THEN '*' ELSE p_queues END)
+    WHERE p_queues IS NOT NULL
+$$;
+
 -- _jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
 -- count: count them (`created`, by queue and task), register the queues not seen
 -- before, and wake the workers with one NOTIFY on skiplock_jobs whose payload is the
 -- comma-separated queues that got ready jobs, or '*' when that would not fit in a
--- NOTIFY payload. Plain INSERTs and COPY from any language wake workers through it.
+-- NOTIFY payload (_wake_workers). Plain INSERTs and COPY from any language wake workers
+-- through it.
 --
 -- The inserted rows are grouped once by (queue, task) and everything is done from the
 -- groups: for a 1,000-row insert the trigger costs ~1.0 ms. The queues INSERT runs only
@@ -36,10 +48,7 @@ BEGIN
     IF v_new IS NOT NULL THEN
         INSERT INTO skiplock.queues (name) SELECT unnest(v_new) ON CONFLICT DO NOTHING;
     END IF;
-    IF v_queues IS NOT NULL THEN
-        PERFORM pg_notify('skiplock_jobs',
-                          CASE WHEN octet_length(v_queues) > 4000 THEN '*' ELSE v_queues END);
-    END IF;
+    PERFORM skiplock._wake_workers(v_queues);
     RETURN NULL;
 END
 $$;

@@ -270,9 +270,7 @@ BEGIN
     )
     SELECT array_agg(r.id), string_agg(DISTINCT r.queue, ',')
     INTO v_ids, v_queues FROM released r;
-    IF v_queues IS NOT NULL THEN
-        PERFORM pg_notify('skiplock_jobs', v_queues);
-    END IF;
+    PERFORM skiplock._wake_workers(v_queues);
     RETURN QUERY SELECT x.id FROM unnest(coalesce(v_ids, '{}') || coalesce(v_cancelled, '{}')) AS x(id)
                  ORDER BY x.id;
 END

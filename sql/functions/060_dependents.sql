@@ -125,7 +125,7 @@ BEGIN
             WHERE j.id = ANY (v_ready)
             RETURNING j.queue)
         SELECT string_agg(DISTINCT r.queue, ',') INTO v_queues FROM ready r;
-        PERFORM pg_notify('skiplock_jobs', v_queues);
+        PERFORM skiplock._wake_workers(v_queues);
     END IF;
     IF v_cancel IS NOT NULL THEN
         PERFORM skiplock._finish_jobs(NULL, v_cancel, NULL, 'cancelled', NULL, v_now);

@@ -15,8 +15,6 @@ SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # `### name` or `### name_a / name_b`: a section about functions or views (other
 # headings, such as `### Plain INSERT`, are topics)
 API_HEADING = re.compile(r"^### ([a-z_][a-z0-9_]*(?: / [a-z_][a-z0-9_]*)*)$", re.MULTILINE)
-# a header comment that says what a function is: `-- name (internal): …`
-INTERNAL_MARKER = re.compile(r"^-- ([a-z_][a-z0-9_]*) \((?:internal|trigger)\):", re.MULTILINE)
 CHANNEL_CONSTANT = re.compile(r'^\s*[A-Z_]*_CHANNEL\s*=\s*"([a-z0-9_]+)"', re.MULTILINE)
 # a per-process channel: `probe_channel=f"skiplock_probe_{…}"` (documented as
 # `skiplock_probe_<…>`)
@@ -57,18 +55,13 @@ def section(title: str) -> str:
 
 def catalog(conn: psycopg.Connection) -> tuple[set[str], set[str], set[str]]:
     """(public functions, internal functions, views) of schema skiplock."""
-    rows = conn.execute(
-        """SELECT p.proname, p.prorettype = 'trigger'::regtype
-           FROM pg_proc p WHERE p.pronamespace = 'skiplock'::regnamespace"""
-    ).fetchall()
-    functions = {name for name, _ in rows}
-    if any(name.startswith("_") for name in functions):
-        internal = {name for name in functions if name.startswith("_")}
-    else:
-        # A schema whose internal helpers are not `_`-named yet: their header comments
-        # mark them (`-- name (internal):`, `-- name (trigger):`). Drop this once they are.
-        headers = "\n".join(p.read_text() for p in (ROOT / "sql" / "functions").glob("*.sql"))
-        internal = set(INTERNAL_MARKER.findall(headers)) | {name for name, t in rows if t}
+    functions = {
+        name
+        for (name,) in conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'skiplock'::regnamespace"
+        ).fetchall()
+    }
+    internal = {name for name in functions if name.startswith("_")}
     views = {
         name
         for (name,) in conn.execute(
