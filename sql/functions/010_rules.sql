@@ -1,7 +1,22 @@
--- Rules: the pure helpers other functions build on. How long a failed job waits
--- before its next attempt, and whether a queue falls under a token's queue glob.
--- (retry_policy_is_valid, the retry_policy domain's CHECK, is part of the shape: it
--- lives in sql/migrations/0001_baseline.sql.)
+-- Rules: the pure helpers other functions build on. Whether a retry policy is valid, how
+-- long a failed job waits before its next attempt, and whether a queue falls under a
+-- token's queue glob.
+
+-- retry_policy_is_valid: whether p_policy is a retry policy the retry_policy domain
+-- accepts (the rule is the domain's CHECK, in sql/migrations/0001_baseline.sql, and
+-- only there); NULL for NULL.
+CREATE OR REPLACE FUNCTION skiplock.retry_policy_is_valid(p_policy jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_policy IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM p_policy::skiplock.retry_policy;
+    RETURN true;
+EXCEPTION WHEN check_violation OR invalid_text_representation THEN
+    RETURN false;
+END
+$$;
 
 -- retry_delay: the delay before attempt p_attempt + 1, after attempt p_attempt
 -- (1-based) failed. exponential: base * 2^(attempt-1); linear: base * attempt; fixed:
