@@ -1,7 +1,5 @@
 """skiplock: background jobs on PostgreSQL alone."""
 
-__version__ = "0.1.0"
-
 from skiplock.context import JobContext
 from skiplock.errors import (
     ConfigError,
@@ -18,6 +16,7 @@ from skiplock.errors import (
 from skiplock.jobs import Job
 from skiplock.registry import App, Task
 from skiplock.retry import RetryPolicy
+from skiplock.version import __version__
 from skiplock.workflows import Step, Workflow, chain, group
 
 __all__ = [

@@ -28,7 +28,7 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from skiplock import __version__, store
+from skiplock import store
 from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
@@ -39,6 +39,7 @@ from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import JobFilter
+from skiplock.version import __version__
 from skiplock.webhooks import check_callback_url
 from skiplock.worker.runtime import Worker, WorkerSettings
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from skiplock.version import __version__
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,8 +70,6 @@ def _tracer(otel: Any) -> Any:
     if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
         _look_again_at = now + LOOK_AGAIN_EVERY
         return None
-    from skiplock import __version__
-
     _found = provider.get_tracer("skiplock", __version__)
     return _found
 

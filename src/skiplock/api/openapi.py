@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from skiplock import __version__
 from skiplock.api.auth import required_scope
 from skiplock.jobs import STATUSES as JOB_STATUSES
 from skiplock.store import DEAD_LETTER_PREVIEWS, JOB_PREVIEWS, PREVIEW_CHARS, WORKFLOW_PREVIEWS
+from skiplock.version import __version__
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"

@@ -19,13 +19,14 @@ import psycopg
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from skiplock import __version__, schedules, store
+from skiplock import schedules, store
 from skiplock.config import with_dead_peer_detection
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
 from skiplock.registry import App
 from skiplock.store import Call
+from skiplock.version import __version__
 from skiplock.webhooks import webhook_secret
 from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
