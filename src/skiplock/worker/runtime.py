@@ -622,13 +622,15 @@ class Worker:
         await self._every("heartbeat", interval, beat, at_once=True)
 
     async def _watch_leases_forever(self) -> None:
-        """Stop handlers whose lease is about to end unrenewed, on a clock of its own: a
-        heartbeat stuck on a dead connection cannot say so in time."""
+        """Stop handlers whose lease may have ended unrenewed, on a clock of its own (a
+        heartbeat stuck on a dead connection cannot say so in time), within a sixth of a
+        lease: from then on the rescue may hand the job to another worker."""
         s = self.settings
         step = s.lease / 6
-        # Before the lease ends, but never before two beats were missed: a heartbeat
-        # interval as long as the lease (leases lapsing between beats) is a choice.
-        older_than = max(s.lease - step, 2 * (s.heartbeat_interval or s.lease / 3))
+        # Not before the lease could have ended: a beat that is only late (a busy machine)
+        # still saves the job, as long as no rescue came first. And never before two
+        # beats were missed: a heartbeat interval as long as the lease is a choice.
+        older_than = max(s.lease, 2 * (s.heartbeat_interval or s.lease / 3))
 
         async def watch() -> None:
             self._stop_lapsed_jobs(older_than=older_than)
