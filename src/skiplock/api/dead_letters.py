@@ -12,15 +12,10 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.jobs import (
-    BIGINT_MAX,
-    MAX_SECONDS,
-    QUEUE_NAME,
-    TASK_NAME,
-    job_id_of,
-    list_item_json,
-)
-from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.fields import BIGINT_MAX, decode
+from skiplock.api.jobs import job_id_of, list_item_json
+from skiplock.api.models import DEAD_LETTER_RULES, PurgeDeadLetters, RedriveDeadLetters
+from skiplock.api.problems import Problem
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.state import Conn, api_state
 
@@ -28,7 +23,8 @@ from skiplock.api.state import Conn, api_state
 # a million dead letters never sit in one long transaction (or one statement timeout).
 REDRIVE_BATCH = 500
 REDRIVE_LIMIT_DEFAULT = 10_000
-REDRIVE_LIMIT_MAX = 100_000
+REDRIVE_FIELDS = RedriveDeadLetters.__struct_fields__
+PURGE_FIELDS = PurgeDeadLetters.__struct_fields__
 
 
 def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -93,30 +89,16 @@ async def redrive_dead_letter(request: Request) -> Response:
     return JSONResponse({"id": job_id, "status": status})
 
 
-def _filter(body: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str | None, str | None]:
-    reject_unknown_fields(body, allowed)
-    queue, task = body.get("queue"), body.get("task")
-    if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
-        raise invalid_field("queue", "queue must be a queue name (or null for any)")
-    if task is not None and (not isinstance(task, str) or not TASK_NAME.fullmatch(task)):
-        raise invalid_field("task", "task must be a task name (or null for any)")
-    return queue, task
-
-
 async def redrive_dead_letters(request: Request) -> Response:
     """POST /api/v1/dead-letters/redrive {"queue"?, "task"?, "limit"?} → 200
     {"redriven", "ids"}: up to `limit` (default 10000) matching dead letters, oldest
     first, in batches."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    queue, task = _filter(body, ("queue", "task", "limit"))
-    limit = body.get("limit")
-    if limit is None:
-        limit = REDRIVE_LIMIT_DEFAULT
-    elif (
-        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= REDRIVE_LIMIT_MAX
-    ):
-        raise invalid_field("limit", f"limit must be an integer between 1 and {REDRIVE_LIMIT_MAX}")
+    given = decode(body, RedriveDeadLetters, DEAD_LETTER_RULES, fields=REDRIVE_FIELDS)
+    given.check()
+    queue, task = given.queue, given.task
+    limit = REDRIVE_LIMIT_DEFAULT if given.limit is None else given.limit
     ids: list[int] = []
     while len(ids) < limit:
         batch = min(REDRIVE_BATCH, limit - len(ids))
@@ -132,18 +114,11 @@ async def purge_dead_letters(request: Request) -> Response:
     {"purged"}: deletes matching dead letters for good."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    queue, task = _filter(body, ("queue", "task", "older_than"))
-    raw = body.get("older_than")
-    older_than = None
-    if raw is not None:
-        if (
-            isinstance(raw, bool)
-            or not isinstance(raw, (int, float))
-            or not 0 <= raw <= MAX_SECONDS
-        ):
-            raise invalid_field("older_than", "older_than must be a number of seconds >= 0")
-        older_than = timedelta(seconds=raw)
-    purged = await api.run(store.purge_dead_jobs(queue=queue, task=task, older_than=older_than))
+    given = decode(body, PurgeDeadLetters, DEAD_LETTER_RULES, fields=PURGE_FIELDS)
+    given.check()
+    older_than = None if given.older_than is None else timedelta(seconds=given.older_than)
+    call = store.purge_dead_jobs(queue=given.queue, task=given.task, older_than=older_than)
+    purged = await api.run(call)
     return JSONResponse({"purged": purged})
 
 

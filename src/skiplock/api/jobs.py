@@ -1,19 +1,16 @@
 """/api/v1/jobs: enqueue jobs (one or a list), list and read them, wait for a result,
 cancel, retry and delete.
 
-Every field of an enqueue is checked here, before the database sees it, so that a bad
-request gets a 422 naming its field; the database's own checks stay the last word
-(anything that slips past still comes back as a 422, see problems.py).
+Every field of an enqueue is checked before the database sees it, by decoding it into
+its model (api/models.py), so that a bad request gets a 422 naming its field; the
+database's own checks stay the last word (anything that slips past still comes back as
+a 422, see problems.py).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -23,174 +20,22 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json
-from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.fields import BIGINT_MAX, QUEUE_NAME, within
+from skiplock.api.models import EnqueueBody, parse_enqueue
+from skiplock.api.problems import Problem
 from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
-from skiplock.jobs import STATUSES, Job, JSONError, encode_json, json_field
+from skiplock.jobs import STATUSES, Job, json_field
 from skiplock.store import JOB_SORT_KEYS, JobFilter
-from skiplock.webhooks import SECRET_ENV, check_callback_url
+from skiplock.webhooks import SECRET_ENV
 
-# The same rules as the jobs table's CHECK constraints (sql/migrations/0001_baseline.sql).
-TASK_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-PRIORITY_RANGE = (-100, 100)
-INT4_MAX = 2**31 - 1
-BIGINT_MAX = 2**63 - 1
-MAX_SECONDS = timedelta.max.total_seconds()
-
-
-@dataclass(frozen=True)
-class EnqueueBody:
-    """A checked POST /api/v1/jobs body: the arguments of App.enqueue_async."""
-
-    task: str
-    args: dict[str, Any]
-    options: dict[str, Any] = field(default_factory=dict)
-    # true: enqueue even if no worker has published the task (see api/tasks.py)
-    allow_unregistered_task: bool = False
-
-
-def _task(value: Any) -> str:
-    if not isinstance(value, str) or not TASK_NAME.fullmatch(value):
-        raise invalid_field(
-            "task", "task must be a string of 1 to 200 characters from A-Z a-z 0-9 _ . : / -"
-        )
-    return value
-
-
-def _json_object(name: str) -> Callable[[Any], dict[str, Any]]:
-    def check(value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise invalid_field(name, f"{name} must be a JSON object")
-        try:
-            encode_json(value, what=name)
-        except JSONError as exc:
-            raise invalid_field(name, str(exc)) from None
-        except RecursionError:
-            raise invalid_field(name, f"{name} is nested too deeply") from None
-        if not _is_utf8(json.dumps(value, ensure_ascii=False)):
-            # A lone surrogate (a "\ud800" escape with no partner) passes json.dumps
-            # but not jsonb's input; say which field holds it.
-            raise invalid_field(name, f"{name} contains a lone UTF-16 surrogate escape")
-        return value
-
-    return check
-
-
-def _queue(value: Any) -> str:
-    if not isinstance(value, str) or not QUEUE_NAME.fullmatch(value):
-        raise invalid_field(
-            "queue", "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"
-        )
-    return value
-
-
-def _integer(name: str, low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        # bool is a subclass of int in Python; `true` is not a priority.
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise invalid_field(name, f"{name} must be an integer between {low} and {high}")
-        return value
-
-    return check
-
-
-def seconds_field(name: str, *, positive: bool) -> Callable[[Any], timedelta]:
-    """A check of a body field in seconds: a finite number (> 0 or >= 0) that fits a
-    timedelta; 422 naming the field otherwise."""
-    rule = "> 0" if positive else ">= 0"
-
-    def check(value: Any) -> timedelta:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not math.isfinite(value))
-            or not (0 < value if positive else 0 <= value)
-        ):
-            raise invalid_field(name, f"{name} must be a number of seconds {rule}")
-        if value > MAX_SECONDS:
-            raise invalid_field(name, f"{name} must be at most {MAX_SECONDS:.0f} seconds")
-        return timedelta(seconds=value)
-
-    return check
-
-
-def _run_at(value: Any) -> datetime:
-    detail = "run_at must be an ISO 8601 datetime with a timezone, e.g. 2030-01-01T09:00:00Z"
-    if not isinstance(value, str):
-        raise invalid_field("run_at", detail)
-    # Python 3.10's fromisoformat does not read the "Z" suffix.
-    text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise invalid_field("run_at", detail) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise invalid_field("run_at", detail)
-    return parsed
-
-
-def _tags(value: Any) -> tuple[str, ...]:
-    detail = "tags must be a list of strings (no NUL characters or lone surrogates)"
-    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        raise invalid_field("tags", detail)
-    for tag in value:
-        # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be sent as UTF-8.
-        if "\x00" in tag or not _is_utf8(tag):
-            raise invalid_field("tags", detail)
-    return tuple(value)
-
-
-def _callback_url(value: Any) -> str:
-    try:
-        return check_callback_url(value)
-    except ValueError as exc:
-        raise invalid_field("callback_url", str(exc)) from None
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-# Optional fields: body name → check, in the order they are checked. The names are
-# App.enqueue_async's options, so a checked body passes straight through.
-OPTIONS: dict[str, Callable[[Any], Any]] = {
-    "queue": _queue,
-    "priority": _integer("priority", *PRIORITY_RANGE),
-    "delay": seconds_field("delay", positive=False),
-    "run_at": _run_at,
-    "max_attempts": _integer("max_attempts", 1, INT4_MAX),
-    "timeout": seconds_field("timeout", positive=True),
-    "tags": _tags,
-    "meta": _json_object("meta"),
-    "callback_url": _callback_url,
-}
-FIELDS = ("task", "args", *OPTIONS, "allow_unregistered_task")
-
-
-def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
-    """Check an enqueue body; raises a 422 Problem naming the first bad field.
-
-    `null` counts as "not given" for every optional field.
-    """
-    reject_unknown_fields(body, FIELDS)
-    if body.get("task") is None:
-        raise invalid_field("task", "task is required")
-    task = _task(body["task"])
-    args = _json_object("args")(body["args"]) if body.get("args") is not None else {}
-    options = {
-        name: check(body[name]) for name, check in OPTIONS.items() if body.get(name) is not None
-    }
-    allow = body.get("allow_unregistered_task")
-    if allow is not None and not isinstance(allow, bool):
-        raise invalid_field("allow_unregistered_task", "allow_unregistered_task must be a boolean")
-    return EnqueueBody(task, args, options, allow_unregistered_task=bool(allow))
+# The longest a result long-poll may hold a request: past a minute, proxies and load
+# balancers start cutting idle connections; clients poll again on 202.
+MAX_WAIT_SECONDS = 60.0
+# A bulk enqueue is one statement; the body limit bounds it too.
+MAX_BULK_JOBS = 10_000
 
 
 def parse_job_id(text: str) -> int | None:
@@ -199,13 +44,6 @@ def parse_job_id(text: str) -> int | None:
         return None
     job_id = int(text)
     return job_id if job_id <= BIGINT_MAX else None
-
-
-# The longest a result long-poll may hold a request: past a minute, proxies and load
-# balancers start cutting idle connections; clients poll again on 202.
-MAX_WAIT_SECONDS = 60.0
-# A bulk enqueue is one statement; the body limit bounds it too.
-MAX_BULK_JOBS = 10_000
 
 
 def job_id_of(request: Request) -> int:
@@ -231,12 +69,7 @@ def parse_bulk(items: list[Any]) -> list[EnqueueBody]:
         try:
             checked.append(parse_enqueue(item))
         except Problem as problem:
-            raise Problem(
-                problem.status,
-                problem.error,
-                f"job {index}: {problem.detail}",
-                field=f"[{index}].{problem.field}" if problem.field else f"[{index}]",
-            ) from None
+            raise within(f"[{index}]", problem, f"job {index}") from None
     return checked
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from msgspec import UnsetType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,8 +14,9 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
-from skiplock.api.jobs import QUEUE_NAME, seconds_field
-from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.fields import QUEUE_NAME, decode
+from skiplock.api.models import QUEUE_RULES, CreateQueue, UpdateQueue
+from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
@@ -43,15 +45,6 @@ def not_found(name: str) -> Problem:
     return Problem(404, "not found", f"queue {name} not found")
 
 
-def _paused(body: dict[str, Any], *, default: bool | None) -> bool | None:
-    value = body.get("paused")
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise invalid_field("paused", "paused must be true or false")
-    return value
-
-
 async def _found(api: ApiState, name: str) -> dict[str, Any]:
     queue = await api.run(store.get_queue(name))
     if queue is None:
@@ -74,13 +67,9 @@ async def create_queue(request: Request) -> Response:
     """POST /api/v1/queues {"name", "paused"?} → 201 with the queue; 409 if it exists."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, ("name", "paused"))
-    name = body.get("name")
-    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
-        raise invalid_field(
-            "name", "name must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"
-        )
-    paused = bool(_paused(body, default=False))
+    new = decode(body, CreateQueue, QUEUE_RULES, fields=CreateQueue.__struct_fields__)
+    new.check()
+    name, paused = new.name, bool(new.paused)
     principal = principal_of(request)
     if principal is not None and not principal.sees(name):
         raise Problem(
@@ -108,21 +97,12 @@ async def get_queue(request: Request) -> Response:
     return JSONResponse(await _found(api, queue_of(request)))
 
 
-def _retry_policy(body: dict[str, Any]) -> dict[str, Any] | None:
-    policy: dict[str, Any] | None = body["retry_policy"]
+def _check_retry_policy(policy: dict[str, Any] | None) -> None:
     if policy is not None:
         try:
             RetryPolicy.from_json(policy)
         except ConfigError as exc:
             raise invalid_field("retry_policy", f"retry_policy: {exc}") from None
-    return policy
-
-
-_timeout_field = seconds_field("timeout", positive=True)
-
-
-def _timeout(body: dict[str, Any]) -> timedelta | None:
-    return None if body["timeout"] is None else _timeout_field(body["timeout"])
 
 
 async def update_queue(request: Request) -> Response:
@@ -131,10 +111,13 @@ async def update_queue(request: Request) -> Response:
     api = api_state(request)
     name = queue_of(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, ("paused", "retry_policy", "timeout"))
-    paused = _paused(body, default=None)
-    policy = _retry_policy(body) if "retry_policy" in body else None
-    timeout = _timeout(body) if "timeout" in body else None
+    given = decode(body, UpdateQueue, QUEUE_RULES, fields=UpdateQueue.__struct_fields__)
+    paused = given.paused
+    policy = None if isinstance(given.retry_policy, UnsetType) else given.retry_policy
+    _check_retry_policy(policy)
+    timeout = None
+    if isinstance(given.timeout, float):
+        timeout = timedelta(seconds=given.timeout)
 
     async def update(conn: Conn) -> dict[str, Any] | None:
         # Locked before the read: a default left out is written back as read, and a

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.jobs import parse_enqueue
+from skiplock.api.models import parse_enqueue
 from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.api.query import Query
 from skiplock.api.routing import route

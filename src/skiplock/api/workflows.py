@@ -1,7 +1,7 @@
 """/api/v1/workflows: enqueue a workflow (a graph of steps, one transaction), list
 workflows, read one with its steps (or long-poll until it is final), cancel and retry.
 
-A step's enqueue fields are checked by the jobs route's own checks (parse_enqueue), and
+A step is an enqueue plus its place in the graph (api/models.py WorkflowStep), and
 its task and args against the task registry as a job's are (check_jobs_against_registry,
 with "allow_unregistered_task" for the whole workflow or one step), so a bad step gets
 the same 422 with its field prefixed `steps[i].`; the graph itself
@@ -12,7 +12,6 @@ state are over those), and may enqueue only into its queues.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,62 +23,29 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
+from skiplock.api.fields import BIGINT_MAX, decode, within
 from skiplock.api.jobs import (
-    BIGINT_MAX,
     MAX_WAIT_SECONDS,
     check_enqueue_queues,
-    parse_enqueue,
     parse_job_id,
     queue_pattern,
 )
-from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.models import (
+    MAX_STEPS,
+    WORKFLOW_RULES,
+    EnqueueWorkflow,
+    WorkflowFields,
+    parse_step,
+)
+from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query, bad_cursor, encode_cursor
 from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
-from skiplock.jobs import JSONError, encode_json
-from skiplock.workflows import STEP_FIELDS, Step, Workflow
+from skiplock.workflows import STEP_FIELDS as GRAPH_FIELDS
+from skiplock.workflows import Step, Workflow
 
-# The same rules as the workflows and workflow_steps tables (0004_workflows.sql).
-WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
-STEP_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
-ARG_NAME_MAX = 200
-POLICIES = ("fail", "cancel", "run")
-# Steps are enqueued one by one inside enqueue_workflow (about 1.5 ms each measured on
-# the 2-core dev box), so a request stays well inside the API's statement timeout.
-MAX_STEPS = 1000
-
-
-def _step_fields(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
-    """The graph fields of step `index` (name, after, result_arg, ...), checked."""
-
-    def bad(name: str, detail: str) -> Problem:
-        return invalid_field(f"steps[{index}].{name}", f"step {index}: {detail}")
-
-    fields: dict[str, Any] = {}
-    name = item.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
-            raise bad("name", "name must be 1 to 100 of A-Z a-z 0-9 _ . : / -")
-        fields["name"] = name
-    after = item.get("after")
-    if after is not None:
-        if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-            raise bad("after", "after must be a list of step names")
-        fields["after"] = after
-    for key in ("result_arg", "results_arg"):
-        value = item.get(key)
-        if value is not None:
-            if not isinstance(value, str) or not 1 <= len(value) <= ARG_NAME_MAX:
-                raise bad(key, f"{key} must be an argument name (a string of 1 to 200)")
-            fields[key] = value
-    policy = item.get("on_dependency_failure")
-    if policy is not None:
-        if policy not in POLICIES:
-            raise bad("on_dependency_failure", "on_dependency_failure must be fail, cancel or run")
-        fields["on_dependency_failure"] = policy
-    return fields
-
+WORKFLOW_FIELDS = tuple(EnqueueWorkflow.__struct_fields__)
 
 def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
     """The steps of a POST body, each checked; 422 naming `steps[i].field`. With each
@@ -93,24 +59,21 @@ def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise invalid_field(f"steps[{index}]", f"step {index} must be a JSON object")
-        graph = _step_fields(index, item)
-        if item.get("callback_url") is not None:
-            # enqueue_workflow takes no callback URL per step (webhooks are per job)
-            raise invalid_field(
-                f"steps[{index}].callback_url", f"step {index}: workflow steps take no callback_url"
-            )
         try:
-            job = parse_enqueue({k: v for k, v in item.items() if k not in STEP_FIELDS})
+            step = parse_step(item)
         except Problem as problem:
-            raise Problem(
-                problem.status,
-                problem.error,
-                f"step {index}: {problem.detail}",
-                field=f"steps[{index}].{problem.field}" if problem.field else f"steps[{index}]",
-            ) from None
-        steps.append(Step(job.task, job.args, **graph, **job.options))
-        filled_later = tuple(graph[key] for key in ("result_arg", "results_arg") if key in graph)
-        checks.append(RegistryCheck(job.task, job.args, job.allow_unregistered_task, filled_later))
+            raise within(f"steps[{index}]", problem, f"step {index}") from None
+        graph = {name: getattr(step, name) for name in GRAPH_FIELDS}
+        given = {name: value for name, value in graph.items() if value is not None}
+        steps.append(Step(step.task, step.job_args, **given, **step.options()))
+        filled_later = tuple(
+            given[key] for key in ("result_arg", "results_arg") if key in given
+        )
+        checks.append(
+            RegistryCheck(
+                step.task, step.job_args, bool(step.allow_unregistered_task), filled_later
+            )
+        )
     return steps, checks
 
 
@@ -131,22 +94,12 @@ async def enqueue_workflow(request: Request) -> Response:
     "state"} with Location; all steps in one transaction, or none."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, ("name", "meta", "steps", "allow_unregistered_task"))
-    name, meta = body.get("name"), body.get("meta")
-    if name is not None and (not isinstance(name, str) or not WORKFLOW_NAME.fullmatch(name)):
-        raise invalid_field("name", "name must be 1 to 200 of A-Z a-z 0-9 _ . : / -")
-    if meta is not None:
-        if not isinstance(meta, dict):
-            raise invalid_field("meta", "meta must be a JSON object")
-        try:
-            encode_json(meta, what="meta")
-        except JSONError as exc:
-            raise invalid_field("meta", str(exc)) from None
-    allow = body.get("allow_unregistered_task")
-    if allow is not None and not isinstance(allow, bool):
-        raise invalid_field("allow_unregistered_task", "allow_unregistered_task must be a boolean")
+    header = {name: value for name, value in body.items() if name != "steps"}
+    fields = decode(header, WorkflowFields, WORKFLOW_RULES, fields=WORKFLOW_FIELDS)
+    fields.check()
+    name, meta = fields.name, fields.meta
     steps, checks = parse_steps(body.get("steps"))
-    if allow:
+    if fields.allow_unregistered_task:
         checks = [check._replace(allow_unregistered_task=True) for check in checks]
 
     async def enqueue(conn: Conn) -> tuple[int, dict[str, int]]:

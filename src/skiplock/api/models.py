@@ -1,0 +1,309 @@
+"""The request bodies of the job and workflow routes, declared once as msgspec Structs:
+decoding into them checks a body (api/fields.py `decode`), and /openapi.json shows
+them (api/openapi.py).
+
+An enqueue is one list of fields, ENQUEUE_FIELDS, from which both the job body
+(POST /api/v1/jobs, alone or in a list) and a workflow step are built; its job options
+(JOB_OPTIONS) are the keyword arguments of App.enqueue_async, so a decoded body passes
+straight through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from skiplock.api.fields import (
+    INT4_MAX,
+    PRIORITY_RANGE,
+    QUEUE_NAME,
+    TASK_NAME,
+    Attempts,
+    JSONObject,
+    PositiveSeconds,
+    Priority,
+    QueueName,
+    Seconds,
+    TaskName,
+    Timestamp,
+    check_json_object,
+    check_text,
+    decode,
+    integer_rule,
+    is_utf8,
+    seconds_rule,
+)
+from skiplock.api.problems import invalid_field
+from skiplock.webhooks import MAX_URL_BYTES, check_callback_url
+
+CallbackURL = Annotated[
+    str,
+    Meta(
+        max_length=MAX_URL_BYTES,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?$",
+        description="POST the outcome here, signed, when the job finishes (docs/webhooks.md).",
+    ),
+]
+
+# One job option: (name, JSON type, what a valid value looks like). Every option is
+# optional and `null` means "not given"; the name is App.enqueue_async's keyword.
+JOB_OPTIONS: tuple[tuple[str, Any, str], ...] = (
+    ("queue", QueueName, "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"),
+    ("priority", Priority, integer_rule("priority", *PRIORITY_RANGE)),
+    ("delay", Seconds, seconds_rule("delay", positive=False)),
+    (
+        "run_at",
+        Timestamp,
+        "run_at must be an ISO 8601 datetime with a timezone, e.g. 2030-01-01T09:00:00Z",
+    ),
+    ("max_attempts", Attempts, integer_rule("max_attempts", 1, INT4_MAX)),
+    ("timeout", PositiveSeconds, seconds_rule("timeout", positive=True)),
+    ("tags", list[str], "tags must be a list of strings (no NUL characters or lone surrogates)"),
+    ("meta", JSONObject, "meta must be a JSON object"),
+    ("callback_url", CallbackURL, "callback_url must be an http or https URL"),
+)
+# Options sent in seconds, passed on as durations.
+DURATIONS = frozenset({"delay", "timeout"})
+
+ENQUEUE_RULES: dict[str, str] = {
+    "task": "task must be a string of 1 to 200 characters from A-Z a-z 0-9 _ . : / -",
+    "args": "args must be a JSON object",
+    **{name: rule for name, _, rule in JOB_OPTIONS},
+    "allow_unregistered_task": "allow_unregistered_task must be a boolean",
+}
+
+
+class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What every enqueue body has: the task, its args, and the task-registry opt-out;
+    the job options are added by `enqueue_model`."""
+
+    task: TaskName
+    args: JSONObject | None = None
+    allow_unregistered_task: (
+        Annotated[bool, Meta(description="Enqueue even if no worker has published the task.")]
+        | None
+    ) = None
+
+    def check(self) -> None:
+        """The rules a JSON Schema cannot state; a 422 naming the field."""
+        check_text("task", self.task, TASK_NAME, ENQUEUE_RULES["task"])
+        if self.args is not None:
+            check_json_object("args", self.args)
+        queue = getattr(self, "queue", None)
+        if queue is not None:
+            check_text("queue", queue, QUEUE_NAME, ENQUEUE_RULES["queue"])
+        tags = getattr(self, "tags", None)
+        # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be sent as UTF-8.
+        if tags is not None and any("\x00" in tag or not is_utf8(tag) for tag in tags):
+            raise invalid_field("tags", ENQUEUE_RULES["tags"])
+        meta = getattr(self, "meta", None)
+        if meta is not None:
+            check_json_object("meta", meta)
+        url = getattr(self, "callback_url", None)
+        if url is not None:
+            try:
+                check_callback_url(url)
+            except ValueError as exc:
+                raise invalid_field("callback_url", str(exc)) from None
+
+    def options(self) -> dict[str, Any]:
+        """The options given (not null), as App.enqueue_async's keyword arguments."""
+        given = {}
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is None or name not in JOB_OPTION_NAMES:
+                continue
+            given[name] = timedelta(seconds=value) if name in DURATIONS else value
+        if "tags" in given:
+            given["tags"] = tuple(given["tags"])
+        return given
+
+    @property
+    def job_args(self) -> dict[str, Any]:
+        return self.args if self.args is not None else {}
+
+
+JOB_OPTION_NAMES = frozenset(name for name, _, _ in JOB_OPTIONS)
+
+
+def enqueue_model(
+    name: str,
+    extra: tuple[tuple[str, Any, Any], ...] = (),
+    *,
+    without: frozenset[str] = frozenset(),
+) -> type[Enqueue]:
+    """An Enqueue Struct with every job option (but `without`) and `extra` fields."""
+    options = [(n, kind | None, None) for n, kind, _ in JOB_OPTIONS if n not in without]
+    model: type[Enqueue] = msgspec.defstruct(
+        name, [*extra, *options], bases=(Enqueue,), kw_only=True, module=__name__
+    )
+    return model
+
+
+EnqueueJob = enqueue_model("EnqueueJob")
+ENQUEUE_FIELDS = tuple(EnqueueJob.__struct_fields__)
+
+STEP_NAME = re.compile("[A-Za-z0-9_.:/-]{1,100}")
+StepName = Annotated[str, Meta(pattern=f"^{STEP_NAME.pattern}$")]
+ArgName = Annotated[str, Meta(min_length=1, max_length=200)]
+STEP_RULES: dict[str, str] = {
+    **ENQUEUE_RULES,
+    "name": "name must be 1 to 100 of A-Z a-z 0-9 _ . : / -",
+    "after": "after must be a list of step names",
+    "result_arg": "result_arg must be an argument name (a string of 1 to 200)",
+    "results_arg": "results_arg must be an argument name (a string of 1 to 200)",
+    "on_dependency_failure": "on_dependency_failure must be fail, cancel or run",
+}
+# A workflow step: an enqueue (webhooks are per job, not per step) and its place in the
+# graph.
+WorkflowStep = enqueue_model(
+    "WorkflowStep",
+    (
+        ("name", StepName | None, None),
+        ("after", list[str] | None, None),
+        ("result_arg", ArgName | None, None),
+        ("results_arg", ArgName | None, None),
+        ("on_dependency_failure", Literal["fail", "cancel", "run"] | None, None),
+    ),
+    without=frozenset({"callback_url"}),
+)
+STEP_FIELDS = tuple(WorkflowStep.__struct_fields__)
+# Steps are enqueued one by one inside enqueue_workflow (about 1.5 ms each on a 2-core
+# machine), so a request stays well inside the API's statement timeout.
+MAX_STEPS = 1000
+
+
+class WorkflowFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields of a workflow body besides its steps."""
+
+    name: Annotated[str, Meta(pattern="^[A-Za-z0-9_.:/-]{1,200}$")] | None = None
+    meta: JSONObject | None = None
+    allow_unregistered_task: (
+        Annotated[
+            bool, Meta(description="Enqueue every step even if no worker has published its task.")
+        ]
+        | None
+    ) = None
+
+    def check(self) -> None:
+        if self.name is not None:
+            check_text("name", self.name, WORKFLOW_NAME, WORKFLOW_RULES["name"])
+        if self.meta is not None:
+            check_json_object("meta", self.meta)
+
+
+class EnqueueWorkflow(WorkflowFields, kw_only=True):
+    """POST /api/v1/workflows. Its steps are decoded one by one, so that a bad one is
+    named `steps[i].field` (see api/workflows.py)."""
+
+    steps: Annotated[list[WorkflowStep], Meta(min_length=1, max_length=MAX_STEPS)]  # type: ignore[valid-type]
+
+
+WORKFLOW_NAME = re.compile("[A-Za-z0-9_.:/-]{1,200}")
+WORKFLOW_RULES = {
+    "name": "name must be 1 to 200 of A-Z a-z 0-9 _ . : / -",
+    "meta": "meta must be a JSON object",
+    "allow_unregistered_task": ENQUEUE_RULES["allow_unregistered_task"],
+}
+
+
+@dataclass(frozen=True)
+class EnqueueBody:
+    """A checked enqueue: the arguments of App.enqueue_async."""
+
+    task: str
+    args: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    # true: enqueue even if no worker has published the task (see api/tasks.py)
+    allow_unregistered_task: bool = False
+
+
+def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
+    """An enqueue body, checked; a 422 naming the first bad field."""
+    job = decode(body, EnqueueJob, ENQUEUE_RULES, fields=ENQUEUE_FIELDS)
+    job.check()
+    return EnqueueBody(job.task, job.job_args, job.options(), bool(job.allow_unregistered_task))
+
+
+def parse_step(body: Mapping[str, Any]) -> Enqueue:
+    """A workflow step, checked; a 422 naming the first bad field."""
+    if body.get("callback_url") is not None:
+        raise invalid_field("callback_url", "workflow steps take no callback_url")
+    given = {name: value for name, value in body.items() if name != "callback_url"}
+    step = decode(given, WorkflowStep, STEP_RULES, fields=STEP_FIELDS)
+    step.check()
+    if getattr(step, "name", None) is not None:
+        check_text("name", step.name, STEP_NAME, STEP_RULES["name"])  # type: ignore[attr-defined]
+    return step
+
+
+
+# ---- queues ---------------------------------------------------------------------------
+
+QUEUE_RULES = {
+    "name": "name must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -",
+    "paused": "paused must be true or false",
+    "timeout": seconds_rule("timeout", positive=True),
+    "retry_policy": "retry_policy must be a JSON object (see docs/worker.md) or null",
+}
+
+
+class CreateQueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/v1/queues."""
+
+    name: QueueName
+    paused: bool | None = None
+
+    def check(self) -> None:
+        check_text("name", self.name, QUEUE_NAME, QUEUE_RULES["name"])
+
+
+class UpdateQueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """PUT /api/v1/queues/{name}: a default set to null is cleared, one left out is
+    unchanged."""
+
+    paused: bool | None = None
+    retry_policy: JSONObject | msgspec.UnsetType | None = msgspec.UNSET
+    timeout: PositiveSeconds | msgspec.UnsetType | None = msgspec.UNSET
+
+
+# ---- dead letters ---------------------------------------------------------------------
+
+REDRIVE_LIMIT_MAX = 100_000
+DEAD_LETTER_RULES = {
+    "queue": "queue must be a queue name (or null for any)",
+    "task": "task must be a task name (or null for any)",
+    "limit": integer_rule("limit", 1, REDRIVE_LIMIT_MAX),
+    "older_than": "older_than must be a number of seconds >= 0",
+}
+
+
+class DeadLetterFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Which dead letters: those of one queue and/or one task (null: any)."""
+
+    queue: QueueName | None = None
+    task: TaskName | None = None
+
+    def check(self) -> None:
+        if self.queue is not None:
+            check_text("queue", self.queue, QUEUE_NAME, DEAD_LETTER_RULES["queue"])
+        if self.task is not None:
+            check_text("task", self.task, TASK_NAME, DEAD_LETTER_RULES["task"])
+
+
+class RedriveDeadLetters(DeadLetterFilter, kw_only=True):
+    """POST /api/v1/dead-letters/redrive: up to `limit` (default 10000), oldest first."""
+
+    limit: Annotated[int, Meta(ge=1, le=REDRIVE_LIMIT_MAX)] | None = None
+
+
+class PurgeDeadLetters(DeadLetterFilter, kw_only=True):
+    """POST /api/v1/dead-letters/purge: those that failed over `older_than` seconds ago."""
+
+    older_than: Seconds | None = None
