@@ -48,9 +48,10 @@ async def run(dsn: str, requests: int, rounds: int) -> None:
     api = create_app(skiplock.App(dsn))
     rates: dict[str, list[float]] = {"POST /api/v1/jobs": [], "GET /api/v1/jobs/{id}": []}
     transport = httpx.ASGITransport(app=api)
-    async with api_lifespan(api), httpx.AsyncClient(
-        transport=transport, base_url="http://bench"
-    ) as client:
+    async with (
+        api_lifespan(api),
+        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+    ):
         ids: list[int] = []
 
         async def enqueue(_: int) -> None:

@@ -9,6 +9,12 @@ from typing import Any
 
 import psycopg
 
+import skiplock
+from skiplock.api import create_app
+from skiplock.api.openapi import build_document
+
+# The document /openapi.json serves, generated from the routes (no database needed).
+DOCUMENT = build_document(create_app(skiplock.App("postgresql://unused")).routes)
 W1 = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 DOWN_DSN = "host=/nonexistent port=1 connect_timeout=1"
 ERROR_KEYS = {"type", "title", "status", "error", "detail", "field"}

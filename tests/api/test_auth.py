@@ -17,7 +17,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
-from api_checks import assert_problem, enqueue, publish_tasks
+from api_checks import DOCUMENT, assert_problem, enqueue, publish_tasks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
@@ -29,7 +29,6 @@ from conftest import wait_until
 from skiplock import store
 from skiplock.api import AuthConfig, api_lifespan, create_app
 from skiplock.api.auth import hash_token, new_token
-from skiplock.api.openapi import DOCUMENT
 from skiplock.errors import ConfigError
 
 SECRET = "s" * 40

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from skiplock.api.openapi import DOCUMENT
+from api_checks import DOCUMENT
 
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 HTTP_METHODS = ("get", "post", "put", "delete", "patch")

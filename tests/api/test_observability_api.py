@@ -9,14 +9,13 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from api_checks import DOWN_DSN, W1, assert_problem, claim, enqueue, kill, succeed
+from api_checks import DOCUMENT, DOWN_DSN, W1, assert_problem, claim, enqueue, kill, succeed
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 import skiplock
 from skiplock.api import create_app
-from skiplock.api.openapi import DOCUMENT
 from skiplock.migrate import load_migrations
 
 

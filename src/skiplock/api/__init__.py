@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
 from skiplock.api import (
     dead_letters,
@@ -34,7 +34,9 @@ from skiplock.api.auth import AuthConfig, AuthMiddleware
 from skiplock.api.auth import routes as auth_routes
 from skiplock.api.body import BodyBudget
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
+from skiplock.api.responses import Health
 from skiplock.api.results import FinishedListener
+from skiplock.api.routing import Answer, Operation, route
 from skiplock.api.state import ApiState
 from skiplock.errors import ConfigError
 from skiplock.registry import App
@@ -99,7 +101,20 @@ def create_app(
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [Middleware(InternalErrorMiddleware), Middleware(RequestTraceContext)]
     routes = [
-        Route("/health", health, methods=["GET"], name="health"),
+        route(
+            "/health",
+            {
+                "GET": Operation(
+                    health,
+                    "get_health",
+                    "Liveness; never touches the database.",
+                    "ops",
+                    {200: Answer(Health, "Alive.")},
+                    errors=(),
+                )
+            },
+            name="health",
+        ),
         *observability.routes,
         *openapi.routes,
         Mount(

@@ -33,10 +33,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 import psycopg
+from msgspec import Meta
 from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,7 +46,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skiplock import store
 from skiplock.api.problems import Problem, database_unavailable, problem_response
-from skiplock.api.query import Query
+from skiplock.api.query import LIMIT, Query
+from skiplock.api.responses import AuditPage
+from skiplock.api.routing import Answer, Operation, Param
+from skiplock.api.routing import route as declare_route
 from skiplock.api.state import ApiState, api_state
 from skiplock.errors import ConfigError
 
@@ -461,7 +465,7 @@ async def list_audit(request: Request) -> Response:
     """GET /api/v1/audit?limit=N&before=ID → 200 {"entries": [...], "next_before"}: newest
     first; pass `next_before` as `before` for the next page (admin)."""
     api = api_state(request)
-    query = Query(request, ("limit", "before"))
+    query = Query(request, AUDIT_PARAMETERS)
     limit = query.limit()
     before = query.integer("before", 0, 1, 2**63 - 1) if query.text("before") else None
     rows = await api.run(store.list_audit(limit=limit + 1, before_id=before))
@@ -471,5 +475,25 @@ async def list_audit(request: Request) -> Response:
     )
 
 
-routes = [Route("/audit", list_audit, methods=["GET"], name="list_audit")]
+AUDIT_PARAMETERS = (
+    LIMIT,
+    Param("before", Annotated[int, Meta(ge=1)], "`next_before` of the previous page."),
+)
+routes = [
+    declare_route(
+        "/audit",
+        {
+            "GET": Operation(
+                list_audit,
+                "list_audit",
+                "The audit log of mutating calls, newest first (admin).",
+                "auth",
+                {200: Answer(AuditPage, "A page.")},
+                query=AUDIT_PARAMETERS,
+                errors=(422, 503),
+            )
+        },
+        name="list_audit",
+    )
+]
 """Mounted under /api/v1 by create_app (whether or not auth is on)."""

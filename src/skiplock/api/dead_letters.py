@@ -8,21 +8,28 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.fields import BIGINT_MAX, decode
-from skiplock.api.jobs import job_id_of, list_item_json
+from skiplock.api.fields import decode
+from skiplock.api.jobs import JOB_ID, job_id_of, list_item_json
 from skiplock.api.models import DEAD_LETTER_RULES, PurgeDeadLetters, RedriveDeadLetters
 from skiplock.api.problems import Problem
-from skiplock.api.query import Query, bad_cursor, encode_cursor
+from skiplock.api.query import CURSOR, LIMIT, Query, before_id, keyset_page
+from skiplock.api.responses import DeadLetter, DeadLetterPage, JobState, Purged, Redriven
+from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import Conn, api_state
 
 # A filtered redrive moves rows in batches of this many, one short transaction each, so
 # a million dead letters never sit in one long transaction (or one statement timeout).
 REDRIVE_BATCH = 500
 REDRIVE_LIMIT_DEFAULT = 10_000
+LIST_PARAMETERS = (
+    Param("queue", str, "Only this queue."),
+    Param("task", str, "Only this task."),
+    LIMIT,
+    CURSOR,
+)
 REDRIVE_FIELDS = RedriveDeadLetters.__struct_fields__
 PURGE_FIELDS = PurgeDeadLetters.__struct_fields__
 
@@ -40,21 +47,16 @@ async def list_dead_letters(request: Request) -> Response:
     newest first; args, errors and last_error longer than store.PREVIEW_CHARS are null,
     with a preview under "truncated" (GET /api/v1/dead-letters/{id} has them whole)."""
     api = api_state(request)
-    query = Query(request, ("queue", "task", "limit", "cursor"))
+    query = Query(request, LIST_PARAMETERS)
     queue, task, limit = query.text("queue"), query.text("task"), query.limit()
-    cursor = query.cursor()
-    before = None
-    if cursor is not None:
-        before = cursor.get("b")
-        if isinstance(before, bool) or not isinstance(before, int) or not 0 <= before <= BIGINT_MAX:
-            raise bad_cursor()
-    rows = await api.run(
-        store.list_dead_letters(queue=queue, task=task, before_id=before, limit=limit + 1)
+    before = before_id(query.cursor())
+    rows, next_cursor = keyset_page(
+        await api.run(
+            store.list_dead_letters(queue=queue, task=task, before_id=before, limit=limit + 1)
+        ),
+        limit,
+        lambda last: {"b": last["id"]},
     )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"b": rows[-1]["id"]})
     items = [
         list_item_json(r, request.url_for("get_dead_letter", job_id=str(r["id"])).path)
         for r in rows
@@ -122,21 +124,80 @@ async def purge_dead_letters(request: Request) -> Response:
     return JSONResponse({"purged": purged})
 
 
+def _operation(endpoint: Endpoint, id: str, summary: str, answer: Answer, **more: Any) -> Operation:
+    return Operation(endpoint, id, summary, "dead letters", {200: answer}, **more)
+
+
 routes = [
-    Route("/dead-letters", list_dead_letters, methods=["GET"], name="list_dead_letters"),
-    Route(
+    route(
+        "/dead-letters",
+        {
+            "GET": _operation(
+                list_dead_letters,
+                "list_dead_letters",
+                "List dead letters, newest first.",
+                Answer(DeadLetterPage, "A page."),
+                query=LIST_PARAMETERS,
+                errors=(422, 503),
+            )
+        },
+        name="list_dead_letters",
+    ),
+    route(
         "/dead-letters/redrive",
-        redrive_dead_letters,
-        methods=["POST"],
+        {
+            "POST": _operation(
+                redrive_dead_letters,
+                "redrive_dead_letters",
+                "Send matching dead letters back, oldest first, in batches.",
+                Answer(Redriven, "Redriven."),
+                body=RedriveDeadLetters,
+                errors=(422, 503),
+            )
+        },
         name="redrive_dead_letters",
     ),
-    Route("/dead-letters/purge", purge_dead_letters, methods=["POST"], name="purge_dead_letters"),
-    Route("/dead-letters/{job_id}", get_dead_letter, methods=["GET"], name="get_dead_letter"),
-    Route(
+    route(
+        "/dead-letters/purge",
+        {
+            "POST": _operation(
+                purge_dead_letters,
+                "purge_dead_letters",
+                "Delete matching dead letters for good.",
+                Answer(Purged, "Purged."),
+                body=PurgeDeadLetters,
+                errors=(422, 503),
+            )
+        },
+        name="purge_dead_letters",
+    ),
+    route(
+        "/dead-letters/{job_id}",
+        {
+            "GET": _operation(
+                get_dead_letter,
+                "get_dead_letter",
+                "Read a dead letter.",
+                Answer(DeadLetter, "The dead letter."),
+                errors=(404, 503),
+            )
+        },
+        name="get_dead_letter",
+        params=(JOB_ID,),
+    ),
+    route(
         "/dead-letters/{job_id}/redrive",
-        redrive_dead_letter,
-        methods=["POST"],
+        {
+            "POST": _operation(
+                redrive_dead_letter,
+                "redrive_dead_letter",
+                "Send one dead letter back to its queue.",
+                Answer(JobState, "Queued again."),
+                errors=(404, 503),
+            )
+        },
         name="redrive_dead_letter",
+        params=(JOB_ID,),
     ),
 ]
 """Mounted under /api/v1 by create_app."""

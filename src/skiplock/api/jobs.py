@@ -11,20 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json
 from skiplock.api.fields import BIGINT_MAX, QUEUE_NAME, within
-from skiplock.api.models import EnqueueBody, parse_enqueue
+from skiplock.api.models import EnqueueBody, EnqueueJob, parse_enqueue
 from skiplock.api.problems import Problem
-from skiplock.api.query import Query, bad_cursor, encode_cursor, parse_timestamp
-from skiplock.api.routing import route
+from skiplock.api.query import CURSOR, LIMIT, Query, bad_cursor, keyset_page, parse_timestamp
+from skiplock.api.responses import JobIds, JobPage, JobResult, JobState
+from skiplock.api.routing import Answer, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, json_field
@@ -178,20 +179,28 @@ def _registry_view(jobs: list[EnqueueBody]) -> list[RegistryCheck]:
     return [RegistryCheck(job.task, job.args, job.allow_unregistered_task) for job in jobs]
 
 
+Timestamp = Annotated[datetime, Meta(tz=True)]
 LIST_PARAMETERS = (
-    "status",
-    "queue",
-    "task",
-    "tag",
-    "created_after",
-    "created_before",
-    "finished_after",
-    "finished_before",
-    "sort",
-    "order",
-    "limit",
-    "cursor",
+    Param("status", str, "One or more statuses, comma-separated."),
+    Param("queue", str, "Only this queue."),
+    Param("task", str, "Only this task."),
+    Param("tag", str, "Only jobs carrying this tag."),
+    Param("created_after", Timestamp, "created_at >= this (ISO 8601 with timezone)."),
+    Param("created_before", Timestamp, "created_at < this."),
+    Param("finished_after", Timestamp, "finished_at >= this."),
+    Param("finished_before", Timestamp, "finished_at < this."),
+    Param("sort", Literal[tuple(JOB_SORT_KEYS)], "Sort key (ties broken by id).", "id"),
+    Param("order", Literal["desc", "asc"], "Direction.", "desc"),
+    LIMIT,
+    CURSOR,
 )
+WAIT = Param(
+    "wait",
+    Annotated[float, Meta(ge=0, le=MAX_WAIT_SECONDS)],
+    "Seconds to wait for the job to finish.",
+    0,
+)
+JOB_ID = Param("job_id", Annotated[int, Meta(ge=0)], "The job id.")
 
 
 def _job_filter(query: Query) -> JobFilter:
@@ -267,7 +276,6 @@ async def list_jobs(request: Request) -> Response:
     limit = query.limit()
     cursor = query.cursor()
     after = None if cursor is None else _cursor_after(cursor, sort, order)
-    # One row more than asked tells whether there is a next page without a COUNT.
     call = store.list_job_previews(
         filters,
         queue_pattern(request),
@@ -276,14 +284,11 @@ async def list_jobs(request: Request) -> Response:
         after=after,
         limit=limit + 1,
     )
-    jobs = await api.run(call)
-    next_cursor = None
-    if len(jobs) > limit:
-        jobs = jobs[:limit]
-        last = jobs[-1]
-        next_cursor = encode_cursor(
-            {"s": sort, "o": order, "k": _sort_key(last, sort), "i": last["id"]}
-        )
+    jobs, next_cursor = keyset_page(
+        await api.run(call),
+        limit,
+        lambda last: {"s": sort, "o": order, "k": _sort_key(last, sort), "i": last["id"]},
+    )
     items = [
         list_item_json(job, request.url_for("get_job", job_id=str(job["id"])).path) for job in jobs
     ]
@@ -306,7 +311,7 @@ async def get_job_result(request: Request) -> Response:
     api = api_state(request)
     job_id = job_id_of(request)
     await check_job_visible(request, api, job_id)
-    wait = Query(request, ("wait",)).number("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
+    wait = Query(request, (WAIT,)).number("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
 
     async def read() -> Job:
         return await api.db(lambda conn: api.app.get_job_async(job_id, conn=conn))
@@ -358,10 +363,105 @@ async def delete_job(request: Request) -> Response:
 
 
 routes = [
-    route("/jobs", {"GET": list_jobs, "POST": enqueue_job}, name="jobs"),
-    route("/jobs/{job_id}", {"GET": get_job, "DELETE": delete_job}, name="get_job"),
-    Route("/jobs/{job_id}/result", get_job_result, methods=["GET"], name="get_job_result"),
-    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
-    Route("/jobs/{job_id}/retry", retry_job, methods=["POST"], name="retry_job"),
+    route(
+        "/jobs",
+        {
+            "GET": Operation(
+                list_jobs,
+                "list_jobs",
+                "List jobs: filters, an allow-listed sort, keyset pages.",
+                "jobs",
+                {200: Answer(JobPage, "A page.")},
+                query=LIST_PARAMETERS,
+                errors=(422, 503),
+            ),
+            "POST": Operation(
+                enqueue_job,
+                "enqueue_job",
+                "Enqueue one job (an object) or many (a list, one statement, all or nothing).",
+                "jobs",
+                {201: Answer((JobState, JobIds), "Created; a single job has a Location header.")},
+                body=EnqueueJob
+                | Annotated[list[EnqueueJob], Meta(min_length=1, max_length=MAX_BULK_JOBS)],  # type: ignore[valid-type]
+                errors=(422, 503),
+            ),
+        },
+        name="jobs",
+    ),
+    route(
+        "/jobs/{job_id}",
+        {
+            "GET": Operation(
+                get_job,
+                "get_job",
+                "Read a job.",
+                "jobs",
+                {200: Answer(Job, "The job.")},
+                errors=(404, 503),
+            ),
+            "DELETE": Operation(
+                delete_job,
+                "delete_job",
+                "Delete a finished job (history or dead letters).",
+                "jobs",
+                {204: Answer(None, "Deleted.")},
+                errors=(404, 409, 503),
+            ),
+        },
+        name="get_job",
+        params=(JOB_ID,),
+    ),
+    route(
+        "/jobs/{job_id}/result",
+        {
+            "GET": Operation(
+                get_job_result,
+                "get_job_result",
+                "The job's result, long-polling up to `wait` seconds.",
+                "jobs",
+                {
+                    200: Answer(JobResult, "Succeeded."),
+                    202: Answer(JobState, "Not finished yet; ask again."),
+                },
+                query=(WAIT,),
+                errors=(404, 409, 422, 503),
+            )
+        },
+        name="get_job_result",
+        params=(JOB_ID,),
+    ),
+    route(
+        "/jobs/{job_id}/cancel",
+        {
+            "POST": Operation(
+                cancel_job,
+                "cancel_job",
+                "Cancel a job.",
+                "jobs",
+                {
+                    200: Answer(JobState, "Cancelled."),
+                    202: Answer(JobState, "Running: its worker was told to stop it."),
+                },
+                errors=(404, 409, 503),
+            )
+        },
+        name="cancel_job",
+        params=(JOB_ID,),
+    ),
+    route(
+        "/jobs/{job_id}/retry",
+        {
+            "POST": Operation(
+                retry_job,
+                "retry_job",
+                "Run a job again now (failed, finished or waiting).",
+                "jobs",
+                {200: Answer(JobState, "Queued again.")},
+                errors=(404, 409, 503),
+            )
+        },
+        name="retry_job",
+        params=(JOB_ID,),
+    ),
 ]
 """Mounted under /api/v1 by create_app."""

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import Meta
@@ -114,7 +114,7 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def options(self) -> dict[str, Any]:
         """The options given (not null), as App.enqueue_async's keyword arguments."""
-        given = {}
+        given: dict[str, Any] = {}
         for name in self.__struct_fields__:
             value = getattr(self, name)
             if value is None or name not in JOB_OPTION_NAMES:
@@ -140,10 +140,10 @@ def enqueue_model(
 ) -> type[Enqueue]:
     """An Enqueue Struct with every job option (but `without`) and `extra` fields."""
     options = [(n, kind | None, None) for n, kind, _ in JOB_OPTIONS if n not in without]
-    model: type[Enqueue] = msgspec.defstruct(
+    model = msgspec.defstruct(
         name, [*extra, *options], bases=(Enqueue,), kw_only=True, module=__name__
     )
-    return model
+    return cast(type[Enqueue], model)
 
 
 EnqueueJob = enqueue_model("EnqueueJob")
@@ -163,7 +163,7 @@ STEP_RULES: dict[str, str] = {
 # A workflow step: an enqueue (webhooks are per job, not per step) and its place in the
 # graph.
 WorkflowStep = enqueue_model(
-    "WorkflowStep",
+    "EnqueueWorkflowStep",
     (
         ("name", StepName | None, None),
         ("after", list[str] | None, None),
@@ -243,7 +243,6 @@ def parse_step(body: Mapping[str, Any]) -> Enqueue:
     return step
 
 
-
 # ---- queues ---------------------------------------------------------------------------
 
 QUEUE_RULES = {
@@ -307,3 +306,41 @@ class PurgeDeadLetters(DeadLetterFilter, kw_only=True):
     """POST /api/v1/dead-letters/purge: those that failed over `older_than` seconds ago."""
 
     older_than: Seconds | None = None
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+SCHEDULE_RULES = {
+    "name": "name must be a string of 1 to 200 characters from A-Z a-z 0-9 _ . : -"
+    " (no /: the name is part of the schedule's URL)",
+    "cron": "cron must be a 5-field cron expression (minute hour day-of-month month"
+    " day-of-week) or one of @hourly @daily @midnight @weekly @monthly @yearly",
+    "timezone": "timezone must be an IANA name such as Europe/Paris",
+    "enabled": "enabled must be true or false",
+    **{name: ENQUEUE_RULES[name] for name in ("task", "args", "queue", "priority")},
+    "max_attempts": ENQUEUE_RULES["max_attempts"],
+}
+
+
+class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/v1/schedules: when to enqueue (cron, in timezone) which job."""
+
+    name: Annotated[str, Meta(pattern="^[A-Za-z0-9_.:-]{1,200}$")]
+    cron: Annotated[
+        str,
+        Meta(
+            description="5 fields (minute hour day-of-month month day-of-week) or @hourly,"
+            " @daily, @midnight, @weekly, @monthly, @yearly."
+        ),
+    ]
+    task: TaskName
+    args: JSONObject | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    timezone: str | None = "UTC"
+    max_attempts: Attempts | None = None
+    enabled: bool | None = True
+
+
+SCHEDULE_FIELDS = CreateSchedule.__struct_fields__
+SCHEDULE_JOB_FIELDS = ("task", "args", "queue", "priority", "max_attempts")

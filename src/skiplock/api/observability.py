@@ -27,10 +27,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.problems import Problem
+from skiplock.api.responses import Ready
+from skiplock.api.routing import Answer, Operation, route
 from skiplock.api.state import Conn, api_state
 from skiplock.errors import SchemaError
 from skiplock.migrate import verify_applied, verify_functions
@@ -258,7 +259,45 @@ async def metrics_prometheus(request: Request) -> Response:
 
 
 routes = [
-    Route("/ready", ready, methods=["GET"], name="ready"),
-    Route("/metrics", metrics_prometheus, methods=["GET"], name="metrics_prometheus"),
+    route(
+        "/ready",
+        {
+            "GET": Operation(
+                ready,
+                "get_ready",
+                "Readiness: the database answers and its schema is current.",
+                "ops",
+                {200: Answer(Ready, "Ready.")},
+            )
+        },
+        name="ready",
+    ),
+    route(
+        "/metrics",
+        {
+            "GET": Operation(
+                metrics_prometheus,
+                "get_prometheus_metrics",
+                "Prometheus text exposition.",
+                "ops",
+                {200: Answer(str, "Metrics.", media="text/plain")},
+            )
+        },
+        name="metrics_prometheus",
+    ),
 ]
-api_routes = [Route("/metrics", metrics_json, methods=["GET"], name="metrics")]
+api_routes = [
+    route(
+        "/metrics",
+        {
+            "GET": Operation(
+                metrics_json,
+                "get_metrics",
+                "Counts per queue and status, finished totals, workers, uptime (JSON).",
+                "ops",
+                {200: Answer(dict[str, Any], "Stats.")},
+            )
+        },
+        name="metrics",
+    )
+]

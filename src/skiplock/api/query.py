@@ -10,13 +10,16 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 from skiplock.api.problems import Problem
+from skiplock.api.routing import Param
+
+Row = TypeVar("Row")
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 500
@@ -57,13 +60,15 @@ def parse_number(text: str) -> float | None:
 
 
 class Query:
-    """The query string of one request, with only `allowed` names and each at most once.
+    """The query string of one request, with only the `declared` parameters (those its
+    Operation lists) and each at most once.
 
     Every typed read goes through the parse_* functions of this module: a value that is
     not exactly one of its type is a 422 naming the parameter, never an exception.
     """
 
-    def __init__(self, request: Request, allowed: Collection[str]) -> None:
+    def __init__(self, request: Request, declared: Sequence[Param]) -> None:
+        allowed = [param.name for param in declared]
         self._values: dict[str, str] = {}
         for name, value in request.query_params.multi_items():
             if name not in allowed:
@@ -175,3 +180,29 @@ def bad_cursor(name: str = "cursor") -> Problem:
     return invalid_parameter(
         name, f"{name} is not a cursor this API returned for this listing (same sort and order)"
     )
+
+
+def keyset_page(
+    rows: list[Row], limit: int, cursor_of: Callable[[Row], dict[str, Any]]
+) -> tuple[list[Row], str | None]:
+    """A page of `rows` (read with LIMIT limit + 1: one row more than asked tells whether
+    there is a next page, without a COUNT) and the cursor of the next page, or None."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(cursor_of(rows[-1]))
+
+
+def before_id(cursor: dict[str, Any] | None, name: str = "cursor") -> int | None:
+    """The id a newest-first page continues below (cursor {"b": id}), or None."""
+    if cursor is None:
+        return None
+    before = cursor.get("b")
+    if isinstance(before, bool) or not isinstance(before, int) or not 0 <= before <= 2**63 - 1:
+        raise bad_cursor(name)
+    return before
+
+
+# The parameters every keyset-paged list takes.
+LIMIT = Param("limit", int, f"Page size, clamped to 1..{LIMIT_MAX}.", LIMIT_DEFAULT)
+CURSOR = Param("cursor", str, "`next_cursor` of the previous page.")

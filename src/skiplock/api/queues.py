@@ -4,21 +4,21 @@ queue's recent stats."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from msgspec import UnsetType
+from msgspec import Meta, UnsetType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
-from skiplock.api.fields import QUEUE_NAME, decode
+from skiplock.api.fields import QUEUE_NAME, QueueName, decode
 from skiplock.api.models import QUEUE_RULES, CreateQueue, UpdateQueue
 from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query
-from skiplock.api.routing import route
+from skiplock.api.responses import Queue, QueuePaused, Queues, QueueStats
+from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
 from skiplock.retry import RetryPolicy
@@ -181,7 +181,7 @@ async def queue_stats(request: Request) -> Response:
     serving it, and finished jobs per minute over the last N minutes; 404 unknown."""
     api = api_state(request)
     name = queue_of(request)
-    minutes = Query(request, ("minutes",)).integer("minutes", MINUTES_DEFAULT, 1, MINUTES_MAX)
+    minutes = Query(request, (MINUTES,)).integer("minutes", MINUTES_DEFAULT, 1, MINUTES_MAX)
 
     async def read(conn: Conn) -> dict[str, Any] | None:
         queue = await api.app.arun(store.get_queue(name), conn)
@@ -223,15 +223,114 @@ async def queue_stats(request: Request) -> Response:
     )
 
 
+MINUTES = Param(
+    "minutes",
+    Annotated[int, Meta(ge=1, le=MINUTES_MAX)],
+    "The window of the throughput, in minutes.",
+    MINUTES_DEFAULT,
+)
+QUEUE = Param("name", QueueName, "Queue.")
+
+
+def _operation(endpoint: Endpoint, id: str, summary: str, answers: Any, **more: Any) -> Operation:
+    return Operation(endpoint, id, summary, "queues", answers, **more)
+
+
 routes = [
-    route("/queues", {"GET": list_queues, "POST": create_queue}, name="queues"),
+    route(
+        "/queues",
+        {
+            "GET": _operation(
+                list_queues,
+                "list_queues",
+                "Queues with counts by status.",
+                {200: Answer(Queues, "Queues.")},
+                errors=(422, 503),
+            ),
+            "POST": _operation(
+                create_queue,
+                "create_queue",
+                "Create a queue.",
+                {201: Answer(Queue, "Created.")},
+                body=CreateQueue,
+                errors=(409, 422, 503),
+            ),
+        },
+        name="queues",
+    ),
     route(
         "/queues/{name}",
-        {"GET": get_queue, "PUT": update_queue, "DELETE": delete_queue},
+        {
+            "GET": _operation(
+                get_queue,
+                "get_queue",
+                "A queue's counts.",
+                {200: Answer(Queue, "The queue.")},
+                errors=(404, 503),
+            ),
+            "PUT": _operation(
+                update_queue,
+                "update_queue",
+                "Change a queue's settings: `paused`, and the `retry_policy` and `timeout`"
+                " (seconds) its jobs take when they set none (null clears one; a field left"
+                " out is unchanged).",
+                {200: Answer(Queue, "The queue, changed.")},
+                body=UpdateQueue,
+                errors=(404, 422, 503),
+            ),
+            "DELETE": _operation(
+                delete_queue,
+                "delete_queue",
+                "Delete an empty queue.",
+                {204: Answer(None, "Deleted.")},
+                errors=(404, 409, 503),
+            ),
+        },
         name="get_queue",
+        params=(QUEUE,),
     ),
-    Route("/queues/{name}/pause", pause_queue, methods=["POST"], name="pause_queue"),
-    Route("/queues/{name}/resume", resume_queue, methods=["POST"], name="resume_queue"),
-    Route("/queues/{name}/stats", queue_stats, methods=["GET"], name="queue_stats"),
+    route(
+        "/queues/{name}/pause",
+        {
+            "POST": _operation(
+                pause_queue,
+                "pause_queue",
+                "Pause a queue: its jobs stay, none is claimed.",
+                {200: Answer(QueuePaused, "Paused.")},
+                errors=(404, 503),
+            )
+        },
+        name="pause_queue",
+        params=(QUEUE,),
+    ),
+    route(
+        "/queues/{name}/resume",
+        {
+            "POST": _operation(
+                resume_queue,
+                "resume_queue",
+                "Resume a paused queue.",
+                {200: Answer(QueuePaused, "Resumed.")},
+                errors=(404, 503),
+            )
+        },
+        name="resume_queue",
+        params=(QUEUE,),
+    ),
+    route(
+        "/queues/{name}/stats",
+        {
+            "GET": _operation(
+                queue_stats,
+                "get_queue_stats",
+                "Counts, live workers and per-minute throughput of a queue.",
+                {200: Answer(QueueStats, "Stats.")},
+                query=(MINUTES,),
+                errors=(404, 422, 503),
+            )
+        },
+        name="queue_stats",
+        params=(QUEUE,),
+    ),
 ]
 """Mounted under /api/v1 by create_app."""

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import psycopg.errors
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.models import parse_enqueue
-from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
+from skiplock.api.fields import decode
+from skiplock.api.models import (
+    SCHEDULE_FIELDS,
+    SCHEDULE_JOB_FIELDS,
+    SCHEDULE_RULES,
+    CreateSchedule,
+    parse_enqueue,
+)
+from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query
-from skiplock.api.routing import route
+from skiplock.api.responses import Schedule, Schedules
+from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
@@ -42,9 +50,6 @@ CRON_SHAPE = re.compile(
 # IANA names are at most ~30 characters; the bound keeps zoneinfo from being handed a
 # path longer than the filesystem allows (it raises OSError, not ValueError, for that).
 MAX_TIMEZONE_CHARS = 100
-# The fields an enqueue also has, checked by the same rules and named the same way.
-JOB_FIELDS = ("task", "args", "queue", "priority", "max_attempts")
-FIELDS = ("name", "cron", "timezone", *JOB_FIELDS, "enabled")
 
 
 def schedule_of(request: Request) -> str:
@@ -103,12 +108,6 @@ def _timezone(value: Any, cron: str) -> str:
     return value
 
 
-def _enabled(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise invalid_field("enabled", "enabled must be true or false")
-    return value
-
-
 async def _found(api: ApiState, conn: Conn, name: str) -> dict[str, Any] | None:
     rows = await api.app.arun(store.list_schedules(name), conn)
     return rows[0] if rows else None
@@ -128,19 +127,14 @@ async def create_schedule(request: Request) -> Response:
     Location; with replace=true, 200 when it replaced one of the same name; 409 when the
     name exists (without replace)."""
     api = api_state(request)
-    replace = Query(request, ("replace",)).choice("replace", ("true", "false"), "false") == "true"
+    replace = Query(request, (REPLACE,)).choice("replace", ("true", "false"), "false") == "true"
     body = await read_json_object(request, limit=api.max_body_bytes)
-    reject_unknown_fields(body, FIELDS)
-    # `null` is "not given", as for an enqueue.
-    if body.get("name") is None:
-        raise invalid_field("name", "name is required")
-    name = _name(body["name"])
-    if body.get("cron") is None:
-        raise invalid_field("cron", "cron is required")
-    cron = _cron(body["cron"])
-    tz = _timezone(body["timezone"] if body.get("timezone") is not None else "UTC", cron)
-    job = parse_enqueue({field: body[field] for field in JOB_FIELDS if field in body})
-    enabled = _enabled(body["enabled"]) if body.get("enabled") is not None else True
+    schedule = decode(body, CreateSchedule, SCHEDULE_RULES, fields=SCHEDULE_FIELDS)
+    name = _name(schedule.name)
+    cron = _cron(schedule.cron)
+    tz = _timezone(schedule.timezone if schedule.timezone is not None else "UTC", cron)
+    job = parse_enqueue({field: body[field] for field in SCHEDULE_JOB_FIELDS if field in body})
+    enabled = schedule.enabled is not False
     # Unset options take the task's defaults when this App registered it, then the
     # table's: as for an enqueue, and as for a schedule declared with @app.periodic.
     registered = api.app.tasks.get(job.task)
@@ -228,12 +222,86 @@ async def disable_schedule(request: Request) -> Response:
     return await _set_enabled(request, False)
 
 
+REPLACE = Param(
+    "replace", Literal["true", "false"], "true: replace the schedule of the same name.", "false"
+)
+SCHEDULE = Param("name", Annotated[str, Meta(pattern=f"^{STORED_NAME.pattern}$")], "Schedule.")
+
+
+def _operation(endpoint: Endpoint, id: str, summary: str, answers: Any, **more: Any) -> Operation:
+    return Operation(endpoint, id, summary, "schedules", answers, **more)
+
+
+def _read(endpoint: Endpoint, id: str, summary: str) -> Operation:
+    return _operation(
+        endpoint, id, summary, {200: Answer(Schedule, "The schedule.")}, errors=(404, 503)
+    )
+
+
 routes = [
-    route("/schedules", {"GET": list_schedules, "POST": create_schedule}, name="schedules"),
     route(
-        "/schedules/{name}", {"GET": get_schedule, "DELETE": delete_schedule}, name="get_schedule"
+        "/schedules",
+        {
+            "GET": _operation(
+                list_schedules,
+                "list_schedules",
+                "Recurring schedules, by name.",
+                {200: Answer(Schedules, "Schedules.")},
+                errors=(422, 503),
+            ),
+            "POST": _operation(
+                create_schedule,
+                "create_schedule",
+                "Create a schedule (`?replace=true`: or replace the one of the same name).",
+                {
+                    200: Answer(Schedule, "Replaced."),
+                    201: Answer(Schedule, "Created."),
+                },
+                body=CreateSchedule,
+                query=(REPLACE,),
+                errors=(409, 422, 503),
+            ),
+        },
+        name="schedules",
     ),
-    Route("/schedules/{name}/enable", enable_schedule, methods=["POST"], name="enable_schedule"),
-    Route("/schedules/{name}/disable", disable_schedule, methods=["POST"], name="disable_schedule"),
+    route(
+        "/schedules/{name}",
+        {
+            "GET": _read(get_schedule, "get_schedule", "Read a schedule."),
+            "DELETE": _operation(
+                delete_schedule,
+                "delete_schedule",
+                "Delete a schedule; jobs it already enqueued stay.",
+                {204: Answer(None, "Deleted.")},
+                errors=(404, 503),
+            ),
+        },
+        name="get_schedule",
+        params=(SCHEDULE,),
+    ),
+    route(
+        "/schedules/{name}/enable",
+        {
+            "POST": _read(
+                enable_schedule,
+                "enable_schedule",
+                "Enable a schedule; its next fire time is computed from now (no catch-up).",
+            )
+        },
+        name="enable_schedule",
+        params=(SCHEDULE,),
+    ),
+    route(
+        "/schedules/{name}/disable",
+        {
+            "POST": _read(
+                disable_schedule,
+                "disable_schedule",
+                "Disable a schedule: it fires no more until enabled.",
+            )
+        },
+        name="disable_schedule",
+        params=(SCHEDULE,),
+    ),
 ]
 """Mounted under /api/v1 by create_app."""

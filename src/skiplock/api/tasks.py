@@ -17,13 +17,14 @@ from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.auth import principal_of
+from skiplock.api.fields import TaskName
 from skiplock.api.problems import Problem
 from skiplock.api.query import Query
-from skiplock.api.routing import route
+from skiplock.api.responses import Task, Tasks
+from skiplock.api.routing import Answer, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
 from skiplock.validation import Validator, first_error
@@ -148,9 +149,46 @@ async def check_jobs_against_registry(
             )
 
 
+TASK_NAME = Param("name", TaskName, "Task name.")
+
 routes = [
-    Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
+    route(
+        "/tasks",
+        {
+            "GET": Operation(
+                list_tasks,
+                "list_tasks",
+                "The task registry: every task a worker has published, with its args schema.",
+                "tasks",
+                {200: Answer(Tasks, "Tasks.")},
+                errors=(422, 503),
+            )
+        },
+        name="list_tasks",
+    ),
     # `path`: task names may contain "/" (reports/build)
-    route("/tasks/{name:path}", {"GET": get_task, "DELETE": forget_task}, name="get_task"),
+    route(
+        "/tasks/{name:path}",
+        {
+            "GET": Operation(
+                get_task,
+                "get_task",
+                "One registered task.",
+                "tasks",
+                {200: Answer(Task, "The task.")},
+                errors=(404, 503),
+            ),
+            "DELETE": Operation(
+                forget_task,
+                "forget_task",
+                "Remove a task from the registry (its jobs are not touched).",
+                "tasks",
+                {204: Answer(None, "Removed.")},
+                errors=(404, 503),
+            ),
+        },
+        name="get_task",
+        params=(TASK_NAME,),
+    ),
 ]
 """Mounted under /api/v1 by create_app."""

@@ -8,11 +8,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.problems import Problem
 from skiplock.api.query import Query
+from skiplock.api.responses import Workers, WorkerStopping
+from skiplock.api.routing import Answer, Operation, Param, route
 from skiplock.api.state import api_state
 
 
@@ -54,7 +55,34 @@ async def stop_worker(request: Request) -> Response:
 
 
 routes = [
-    Route("/workers", list_workers, methods=["GET"], name="list_workers"),
-    Route("/workers/{worker_id}/stop", stop_worker, methods=["POST"], name="stop_worker"),
+    route(
+        "/workers",
+        {
+            "GET": Operation(
+                list_workers,
+                "list_workers",
+                "Registered worker processes.",
+                "workers",
+                {200: Answer(Workers, "Workers.")},
+                errors=(422, 503),
+            )
+        },
+        name="list_workers",
+    ),
+    route(
+        "/workers/{worker_id}/stop",
+        {
+            "POST": Operation(
+                stop_worker,
+                "stop_worker",
+                "Ask a worker to stop gracefully (NOTIFY skiplock_control).",
+                "workers",
+                {202: Answer(WorkerStopping, "Told to stop.")},
+                errors=(404, 503),
+            )
+        },
+        name="stop_worker",
+        params=(Param("worker_id", uuid.UUID, "Worker id."),),
+    ),
 ]
 """Mounted under /api/v1 by create_app."""

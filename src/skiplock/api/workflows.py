@@ -19,13 +19,14 @@ import psycopg
 import psycopg.errors
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.body import read_json_object
-from skiplock.api.fields import BIGINT_MAX, decode, within
+from skiplock.api.fields import decode, within
 from skiplock.api.jobs import (
+    JOB_ID,
     MAX_WAIT_SECONDS,
+    WAIT,
     check_enqueue_queues,
     parse_job_id,
     queue_pattern,
@@ -38,14 +39,21 @@ from skiplock.api.models import (
     parse_step,
 )
 from skiplock.api.problems import Problem, invalid_field
-from skiplock.api.query import Query, bad_cursor, encode_cursor
-from skiplock.api.routing import route
+from skiplock.api.query import CURSOR, LIMIT, Query, before_id, keyset_page
+from skiplock.api.responses import (
+    WorkflowCancelled,
+    WorkflowCreated,
+    WorkflowPage,
+    WorkflowRetried,
+)
+from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.workflows import STEP_FIELDS as GRAPH_FIELDS
 from skiplock.workflows import Step, Workflow
 
 WORKFLOW_FIELDS = tuple(EnqueueWorkflow.__struct_fields__)
+
 
 def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
     """The steps of a POST body, each checked; 422 naming `steps[i].field`. With each
@@ -66,9 +74,7 @@ def parse_steps(items: Any) -> tuple[list[Step], list[RegistryCheck]]:
         graph = {name: getattr(step, name) for name in GRAPH_FIELDS}
         given = {name: value for name, value in graph.items() if value is not None}
         steps.append(Step(step.task, step.job_args, **given, **step.options()))
-        filled_later = tuple(
-            given[key] for key in ("result_arg", "results_arg") if key in given
-        )
+        filled_later = tuple(given[key] for key in ("result_arg", "results_arg") if key in given)
         checks.append(
             RegistryCheck(
                 step.task, step.job_args, bool(step.allow_unregistered_task), filled_later
@@ -138,21 +144,16 @@ async def list_workflows(request: Request) -> Response:
     first; each with its state and counts (no steps: read one for those). A meta longer
     than store.PREVIEW_CHARS is null, with a preview under "truncated"."""
     api = api_state(request)
-    query = Query(request, ("limit", "cursor"))
+    query = Query(request, (LIMIT, CURSOR))
     limit = query.limit()
-    cursor = query.cursor()
-    before = None
-    if cursor is not None:
-        before = cursor.get("b")
-        if isinstance(before, bool) or not isinstance(before, int) or not 0 <= before <= BIGINT_MAX:
-            raise bad_cursor()
-    rows = await api.run(
-        store.list_workflow_summaries(queue_pattern(request), before_id=before, limit=limit + 1)
+    before = before_id(query.cursor())
+    rows, next_cursor = keyset_page(
+        await api.run(
+            store.list_workflow_summaries(queue_pattern(request), before_id=before, limit=limit + 1)
+        ),
+        limit,
+        lambda last: {"b": last["id"]},
     )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"b": rows[-1]["id"]})
     items = [
         _summary_json(r, request.url_for("get_workflow", workflow_id=str(r["id"])).path)
         for r in rows
@@ -170,7 +171,7 @@ async def get_workflow(request: Request) -> Response:
     api = api_state(request)
     workflow_id = workflow_id_of(request)
     pattern = queue_pattern(request)
-    wait = Query(request, ("wait",)).number("wait", -1.0, 0.0, MAX_WAIT_SECONDS)
+    wait = Query(request, (WAIT,)).number("wait", -1.0, 0.0, MAX_WAIT_SECONDS)
 
     async def read() -> Workflow:
         workflow = await api.db(lambda conn: _read_workflow(api, conn, workflow_id, pattern))
@@ -253,17 +254,85 @@ async def _control(
     return JSONResponse({"id": workflow_id, counted: count, "state": state}, status_code=status)
 
 
+WORKFLOW_ID = Param("workflow_id", JOB_ID.type, "The workflow id.")
+
+
+def _operation(endpoint: Endpoint, id: str, summary: str, answers: Any, **more: Any) -> Operation:
+    return Operation(endpoint, id, summary, "workflows", answers, **more)
+
+
 routes = [
-    route("/workflows", {"GET": list_workflows, "POST": enqueue_workflow}, name="workflows"),
-    Route("/workflows/{workflow_id}", get_workflow, methods=["GET"], name="get_workflow"),
-    Route(
-        "/workflows/{workflow_id}/cancel",
-        cancel_workflow,
-        methods=["POST"],
-        name="cancel_workflow",
+    route(
+        "/workflows",
+        {
+            "GET": _operation(
+                list_workflows,
+                "list_workflows",
+                "List workflows, newest first, with their state and counts.",
+                {200: Answer(WorkflowPage, "A page.")},
+                query=(LIMIT, CURSOR),
+                errors=(422, 503),
+            ),
+            "POST": _operation(
+                enqueue_workflow,
+                "enqueue_workflow",
+                "Enqueue a workflow: a graph of steps, in one transaction (all or nothing).",
+                {201: Answer(WorkflowCreated, "Created, with a Location header.")},
+                body=EnqueueWorkflow,
+                errors=(422, 503),
+            ),
+        },
+        name="workflows",
     ),
-    Route(
-        "/workflows/{workflow_id}/retry", retry_workflow, methods=["POST"], name="retry_workflow"
+    route(
+        "/workflows/{workflow_id}",
+        {
+            "GET": _operation(
+                get_workflow,
+                "get_workflow",
+                "Read a workflow: its state, counts by status and every step; with `wait`,"
+                " long-poll until its state is final.",
+                {
+                    200: Answer(Workflow, "The workflow."),
+                    202: Answer(Workflow, "Still running when `wait` ran out."),
+                },
+                query=(WAIT,),
+                errors=(404, 422, 503),
+            )
+        },
+        name="get_workflow",
+        params=(WORKFLOW_ID,),
+    ),
+    route(
+        "/workflows/{workflow_id}/cancel",
+        {
+            "POST": _operation(
+                cancel_workflow,
+                "cancel_workflow",
+                "Cancel every unfinished step (running ones are asked to stop).",
+                {
+                    200: Answer(WorkflowCancelled, "Cancelled."),
+                    202: Answer(WorkflowCancelled, "Running steps have yet to stop."),
+                },
+                errors=(404, 503),
+            )
+        },
+        name="cancel_workflow",
+        params=(WORKFLOW_ID,),
+    ),
+    route(
+        "/workflows/{workflow_id}/retry",
+        {
+            "POST": _operation(
+                retry_workflow,
+                "retry_workflow",
+                "Run the steps of a finished workflow that did not succeed again, in graph order.",
+                {200: Answer(WorkflowRetried, "Running again.")},
+                errors=(404, 409, 503),
+            )
+        },
+        name="retry_workflow",
+        params=(WORKFLOW_ID,),
     ),
 ]
 """Mounted under /api/v1 by create_app."""
