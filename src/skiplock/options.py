@@ -45,17 +45,15 @@ PATTERN_WORDS = {
 }
 
 
-def _matching(pattern: str, **bounds: Any) -> Any:
-    return Annotated[
-        str, msgspec.Meta(pattern=pattern, description=PATTERN_WORDS[pattern], **bounds)
-    ]
+def _words(pattern: str, **bounds: Any) -> msgspec.Meta:
+    return msgspec.Meta(pattern=pattern, description=PATTERN_WORDS[pattern], **bounds)
 
 
-QueueName = _matching(QUEUE_PATTERN)
-TaskName = _matching(TASK_PATTERN)
-Text = _matching(TEXT_PATTERN)
-Key = _matching(TEXT_PATTERN, min_length=1)
-CallbackURL = _matching(URL_PATTERN, max_length=MAX_URL_BYTES)
+QueueName = Annotated[str, _words(QUEUE_PATTERN)]
+TaskName = Annotated[str, _words(TASK_PATTERN)]
+Text = Annotated[str, _words(TEXT_PATTERN)]
+Key = Annotated[str, _words(TEXT_PATTERN, min_length=1)]
+CallbackURL = Annotated[str, _words(URL_PATTERN, max_length=MAX_URL_BYTES)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 DURATIONS = (Seconds, PositiveSeconds)
