@@ -236,22 +236,45 @@ $$;
 -- p_jobs is a JSON array of objects with enqueue's parameter names as keys
 -- ({"task": "a", "args": {…}, "queue": …, "priority": …, "run_at": …, "delay": seconds,
 -- "max_attempts": …, "retry_policy": {…}, "timeout": seconds, "tags": […], "meta": {…},
--- "expires_at": …, "expires_in": seconds, "callback_url": …}).
--- One bad job rejects the whole call.
+-- "unique_key": …, "unique_scope": …, "unique_for": seconds, "expires_at": …,
+-- "expires_in": seconds, "depends_on": […], "on_dependency_failure": …,
+-- "callback_url": …}). One bad job rejects the whole call.
 CREATE OR REPLACE FUNCTION skiplock.enqueue_many(p_jobs jsonb) RETURNS SETOF bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
+DECLARE
+    j record;
 BEGIN
+    -- A unique key or dependencies need enqueue's rules for each job, in input order
+    -- (a later job may share an earlier one's key): one enqueue per job.
     IF jsonb_path_exists(p_jobs, '$[*] ? (exists(@.unique_key) || exists(@.depends_on))') THEN
-        RAISE EXCEPTION 'enqueue_many does not take unique_key or depends_on; enqueue those jobs one by one'
-            USING ERRCODE = 'feature_not_supported';
+        FOR j IN
+            SELECT * FROM jsonb_to_recordset(p_jobs) AS x(
+                task text, args jsonb, queue text, priority integer, run_at timestamptz,
+                delay float8, max_attempts integer, retry_policy jsonb, timeout float8,
+                tags text[], meta jsonb, unique_key text, unique_scope text, unique_for float8,
+                expires_at timestamptz, expires_in float8, depends_on bigint[],
+                on_dependency_failure text, callback_url text)
+        LOOP
+            RETURN NEXT skiplock.enqueue(
+                j.task, j.args, queue => j.queue, priority => j.priority, run_at => j.run_at,
+                delay => make_interval(secs => j.delay), max_attempts => j.max_attempts,
+                retry_policy => j.retry_policy, timeout => make_interval(secs => j.timeout),
+                tags => j.tags, meta => j.meta, unique_key => j.unique_key,
+                unique_scope => j.unique_scope, unique_for => make_interval(secs => j.unique_for),
+                expires_at => j.expires_at, expires_in => make_interval(secs => j.expires_in),
+                depends_on => j.depends_on, on_dependency_failure => j.on_dependency_failure,
+                callback_url => j.callback_url);
+        END LOOP;
+        RETURN;
     END IF;
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
-                                   retry_policy, timeout, tags, meta, expires_at, callback_url)
+                                   retry_policy, timeout, tags, meta, expires_at,
+                                   on_dependency_failure, callback_url)
         SELECT j.task, coalesce(j.args, '{}'), coalesce(j.queue, 'default'),
                coalesce(j.priority, 0),
                coalesce(j.run_at, now()) + make_interval(secs => coalesce(j.delay, 0)),
@@ -259,12 +282,13 @@ BEGIN
                make_interval(secs => j.timeout), coalesce(j.tags, '{}'),
                coalesce(j.meta, '{}'),
                coalesce(j.expires_at, now() + make_interval(secs => j.expires_in)),
+               coalesce(j.on_dependency_failure, 'fail')::skiplock.dependency_policy,
                j.callback_url
         FROM jsonb_to_recordset(p_jobs) AS j(
                  task text, args jsonb, queue text, priority integer, run_at timestamptz,
                  delay float8, max_attempts integer, retry_policy jsonb, timeout float8,
                  tags text[], meta jsonb, expires_at timestamptz, expires_in float8,
-                 callback_url text)
+                 on_dependency_failure text, callback_url text)
         RETURNING id
     )
     -- ids come from one sequence in row order, so sorting them gives input order

@@ -7,7 +7,7 @@ class SkiplockError(Exception):
     """Base class of every error skiplock raises on purpose."""
 
 
-class ConfigError(SkiplockError):
+class ConfigError(SkiplockError, ValueError):
     """A setting is missing or out of range; the message names the field and the value."""
 
 

@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from skiplock.errors import ConfigError
 
 RetryKind = Literal["exponential", "linear", "fixed"]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Delay after failed attempt n: exponential base*2^(n-1), linear base*n, fixed base;
-    capped at max_delay seconds, then up to `jitter` of it taken off at random."""
+    capped at max_delay seconds, then up to `jitter` (0..1) of it taken off at random.
+    Seconds are >= 0."""
 
     kind: RetryKind = "exponential"
     base: float = 1.0
@@ -51,21 +52,10 @@ class RetryPolicy:
     def from_json(cls, value: Any) -> RetryPolicy:
         """The policy a JSON object describes (as skiplock.retry_policy_is_valid reads
         it); ConfigError naming what is wrong otherwise."""
-        if not isinstance(value, dict):
-            raise ConfigError(f"a retry policy must be a JSON object, got {value!r}")
-        unknown = sorted(set(value) - {"kind", "base", "max_delay", "jitter"})
-        if unknown:
-            raise ConfigError(f"unknown retry policy field(s): {', '.join(unknown)}")
-        for name in ("base", "max_delay", "jitter"):
-            number = value.get(name, 0)
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise ConfigError(f"retry {name} must be a number, got {number!r}")
-        return cls(**value)
+        try:
+            return msgspec.convert(value, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid retry policy: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "base": self.base,
-            "max_delay": self.max_delay,
-            "jitter": self.jitter,
-        }
+        return msgspec.structs.asdict(self)

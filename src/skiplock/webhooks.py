@@ -29,7 +29,8 @@ TIMEOUT = 10.0  # seconds per POST; a slow receiver fails the attempt, which is 
 MAX_URL_BYTES = 2048
 # The same rule as the skiplock.callback_url domain (callback_url_http), so Python
 # callers get a ValueError before any SQL is sent.
-_URL = re.compile(r"https?://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?", re.IGNORECASE)
+URL_PATTERN = r"^(?i:https?)://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?$"
+_URL = re.compile(URL_PATTERN)
 
 TIMESTAMP_HEADER = "Skiplock-Timestamp"
 SIGNATURE_HEADER = "Skiplock-Signature"

@@ -158,6 +158,25 @@ def test_unknown_dependencies_are_refused(conn: psycopg.Connection) -> None:
     assert conn.execute("SELECT count(*) FROM skiplock.all_jobs").fetchone() == (1,)
 
 
+def test_bulk_takes_dependencies(conn: psycopg.Connection) -> None:
+    first = enqueue(conn, "a")
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT * FROM skiplock.enqueue_many(%s::jsonb)",
+            (
+                f'[{{"task": "b"}}, {{"task": "c", "depends_on": [{first}],'
+                f' "on_dependency_failure": "run"}}]',
+            ),
+        )
+    ]
+    assert [status(conn, job_id) for job_id in ids] == ["queued", "waiting"]
+    assert conn.execute(
+        "SELECT depends_on, on_dependency_failure::text FROM skiplock.jobs WHERE id = %s",
+        (ids[1],),
+    ).fetchone() == ([first], "run")
+
+
 def test_a_worker_runs_a_python_chain_in_order(dsn: str, conn: psycopg.Connection) -> None:
     app = skiplock.App(dsn)
     order: list[str] = []

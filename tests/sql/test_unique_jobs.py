@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -121,6 +122,28 @@ def test_bad_unique_options_are_refused(conn: psycopg.Connection) -> None:
         enqueue(conn, "k", unique_scope="forever")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="unique_for"):
         enqueue(conn, "k", unique_scope="queued", unique_for="1 hour")
-    with pytest.raises(psycopg.errors.FeatureNotSupported, match="unique_key"):
-        conn.execute("""SELECT skiplock.enqueue_many('[{"task": "t", "unique_key": "k"}]')""")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        conn.execute(
+            """SELECT skiplock.enqueue_many('[{"task": "t", "unique_key": "a"},"""
+            """ {"task": "t", "unique_key": "b", "unique_scope": "forever"}]')"""
+        )
     assert job_count(conn) == 0
+
+
+def test_bulk_takes_unique_keys_job_by_job_in_input_order(conn: psycopg.Connection) -> None:
+    held = enqueue(conn, "held")
+    ids = [
+        row[0]
+        for row in conn.execute(
+            """SELECT * FROM skiplock.enqueue_many('[{"task": "t", "unique_key": "k"},"""
+            """ {"task": "t", "args": {"n": 2}, "unique_key": "k"}, {"task": "t"},"""
+            """ {"task": "t", "unique_key": "held"},"""
+            """ {"task": "t", "unique_key": "p", "unique_for": 3600}]')"""
+        )
+    ]
+    assert ids[0] == ids[1] and ids[3] == held
+    assert len({ids[0], ids[2], held, ids[4]}) == 4
+    assert job_count(conn) == 4
+    assert conn.execute(
+        "SELECT scope::text, period FROM skiplock.unique_keys WHERE key = 'p'"
+    ).fetchone() == ("period", timedelta(hours=1))
