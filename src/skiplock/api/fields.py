@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -20,25 +19,37 @@ from msgspec import Meta
 
 from skiplock.api.problems import Problem, invalid_field, reject_unknown_fields
 from skiplock.jobs import JSONError, encode_json
+from skiplock.options import (
+    BIGINT_MAX,
+    BY_NAME,
+    INT4_MAX,
+    MAX_SECONDS,
+    QUEUE_PATTERN,
+    TASK_PATTERN,
+    PositiveSeconds,
+    QueueName,
+    Seconds,
+    TaskName,
+    Timestamp,
+)
 
-# The same rules as the tables' CHECK constraints (sql/migrations/).
-TASK_PATTERN = "^[A-Za-z0-9_.:/-]{1,200}$"
-QUEUE_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
+# The rules of the job options (skiplock/options.py), which are the jobs table's.
 TASK_NAME = re.compile(TASK_PATTERN[1:-1])
 QUEUE_NAME = re.compile(QUEUE_PATTERN[1:-1])
 PRIORITY_RANGE = (-100, 100)
-INT4_MAX = 2**31 - 1
-BIGINT_MAX = 2**63 - 1
-MAX_SECONDS = timedelta.max.total_seconds()
-
-TaskName = Annotated[str, Meta(pattern=TASK_PATTERN)]
-QueueName = Annotated[str, Meta(pattern=QUEUE_PATTERN)]
-Priority = Annotated[int, Meta(ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
-Attempts = Annotated[int, Meta(ge=1, le=INT4_MAX)]
-Seconds = Annotated[float, Meta(ge=0, le=MAX_SECONDS, description="Seconds, >= 0.")]
-PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS, description="Seconds, > 0.")]
-Timestamp = Annotated[datetime, Meta(tz=True, description="ISO 8601 with a timezone.")]
+Priority = BY_NAME["priority"].wire
+Attempts = BY_NAME["max_attempts"].wire
 JSONObject = Annotated[dict[str, Any], Meta(description="Any JSON object.")]
+__all__ = [
+    "BIGINT_MAX",
+    "INT4_MAX",
+    "MAX_SECONDS",
+    "PositiveSeconds",
+    "QueueName",
+    "Seconds",
+    "TaskName",
+    "Timestamp",
+]
 
 M = TypeVar("M")
 

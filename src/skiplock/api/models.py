@@ -2,10 +2,10 @@
 decoding into them checks a body (api/fields.py `decode`), and /openapi.json shows
 them (api/openapi.py).
 
-An enqueue is one list of fields, ENQUEUE_FIELDS, from which both the job body
-(POST /api/v1/jobs, alone or in a list) and a workflow step are built; its job options
-(JOB_OPTIONS) are the keyword arguments of App.enqueue_async, so a decoded body passes
-straight through.
+An enqueue is one Struct, built by `enqueue_model` from the job options as
+skiplock/options.py declares them (`wire_fields`): the job body (POST /api/v1/jobs,
+alone or in a list) has all of them, a workflow step those a step takes. A decoded
+body's options are App.enqueue_async's keyword arguments.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import msgspec
 from msgspec import Meta
@@ -31,7 +31,6 @@ from skiplock.api.fields import (
     QueueName,
     Seconds,
     TaskName,
-    Timestamp,
     check_json_object,
     check_text,
     decode,
@@ -40,41 +39,29 @@ from skiplock.api.fields import (
     seconds_rule,
 )
 from skiplock.api.problems import invalid_field
-from skiplock.webhooks import MAX_URL_BYTES, check_callback_url
+from skiplock.options import DURATIONS, NAMES, OPTIONS, wire_fields
 
-CallbackURL = Annotated[
-    str,
-    Meta(
-        max_length=MAX_URL_BYTES,
-        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s\x00-\x1f\x7f]+([/?#][^\s\x00-\x1f\x7f]*)?$",
-        description="POST the outcome here, signed, when the job finishes (docs/webhooks.md).",
-    ),
-]
-
-# One job option: (name, JSON type, what a valid value looks like). Every option is
-# optional and `null` means "not given"; the name is App.enqueue_async's keyword.
-JOB_OPTIONS: tuple[tuple[str, Any, str], ...] = (
-    ("queue", QueueName, "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -"),
-    ("priority", Priority, integer_rule("priority", *PRIORITY_RANGE)),
-    ("delay", Seconds, seconds_rule("delay", positive=False)),
-    (
-        "run_at",
-        Timestamp,
-        "run_at must be an ISO 8601 datetime with a timezone, e.g. 2030-01-01T09:00:00Z",
-    ),
-    ("max_attempts", Attempts, integer_rule("max_attempts", 1, INT4_MAX)),
-    ("timeout", PositiveSeconds, seconds_rule("timeout", positive=True)),
-    ("tags", list[str], "tags must be a list of strings (no NUL characters or lone surrogates)"),
-    ("meta", JSONObject, "meta must be a JSON object"),
-    ("callback_url", CallbackURL, "callback_url must be an http or https URL"),
-)
-# Options sent in seconds, passed on as durations.
-DURATIONS = frozenset({"delay", "timeout"})
+# What a valid value of each option that was in the API before skiplock/options.py looks
+# like, as the 422's detail says it (clients and tests read these words); another
+# option's detail is msgspec's reason, after the option's name.
+RULES = {
+    "queue": "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -",
+    "priority": integer_rule("priority", *PRIORITY_RANGE),
+    "delay": seconds_rule("delay", positive=False),
+    "run_at": "run_at must be an ISO 8601 datetime with a timezone, e.g. 2030-01-01T09:00:00Z",
+    "max_attempts": integer_rule("max_attempts", 1, INT4_MAX),
+    "timeout": seconds_rule("timeout", positive=True),
+    "tags": "tags must be a list of strings (no NUL characters or lone surrogates)",
+    "meta": "meta must be a JSON object",
+    "callback_url": "callback_url must be an http or https URL",
+}
+# App.enqueue's keyword for an option, where it is not the option's own name.
+KEYWORDS = {"retry_policy": "retry"}
 
 ENQUEUE_RULES: dict[str, str] = {
     "task": "task must be a string of 1 to 200 characters from A-Z a-z 0-9 _ . : / -",
     "args": "args must be a JSON object",
-    **{name: rule for name, _, rule in JOB_OPTIONS},
+    **RULES,
     "allow_unregistered_task": "allow_unregistered_task must be a boolean",
 }
 
@@ -89,6 +76,9 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[bool, Meta(description="Enqueue even if no worker has published the task.")]
         | None
     ) = None
+
+    # The job options this model holds (enqueue_model sets them).
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def check(self) -> None:
         """The rules a JSON Schema cannot state; a 422 naming the field."""
@@ -105,31 +95,34 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         meta = getattr(self, "meta", None)
         if meta is not None:
             check_json_object("meta", meta)
-        url = getattr(self, "callback_url", None)
-        if url is not None:
-            try:
-                check_callback_url(url)
-            except ValueError as exc:
-                raise invalid_field("callback_url", str(exc)) from None
+        for option in OPTIONS:
+            value = getattr(self, option.name, None) if option.name in self.option_names else None
+            if option.rule is not None and value is not None:
+                try:
+                    option.rule(value)
+                except ValueError as exc:
+                    raise invalid_field(option.name, str(exc)) from None
 
     def options(self) -> dict[str, Any]:
-        """The options given (not null), as App.enqueue_async's keyword arguments."""
+        """The options given (not null), as App.enqueue_async's keyword arguments:
+        durations as timedelta, lists as tuples."""
         given: dict[str, Any] = {}
-        for name in self.__struct_fields__:
-            value = getattr(self, name)
-            if value is None or name not in JOB_OPTION_NAMES:
+        for option in OPTIONS:
+            if option.name not in self.option_names:
                 continue
-            given[name] = timedelta(seconds=value) if name in DURATIONS else value
-        if "tags" in given:
-            given["tags"] = tuple(given["tags"])
+            value = getattr(self, option.name)
+            if value is None:
+                continue
+            if option.wire in DURATIONS:
+                value = timedelta(seconds=value)
+            elif option.many:
+                value = tuple(value)
+            given[KEYWORDS.get(option.name, option.name)] = value
         return given
 
     @property
     def job_args(self) -> dict[str, Any]:
         return self.args if self.args is not None else {}
-
-
-JOB_OPTION_NAMES = frozenset(name for name, _, _ in JOB_OPTIONS)
 
 
 def enqueue_model(
@@ -138,10 +131,16 @@ def enqueue_model(
     *,
     without: frozenset[str] = frozenset(),
 ) -> type[Enqueue]:
-    """An Enqueue Struct with every job option (but `without`) and `extra` fields."""
-    options = [(n, kind | None, None) for n, kind, _ in JOB_OPTIONS if n not in without]
+    """An Enqueue Struct with every job option of skiplock/options.py (but `without`)
+    and `extra` fields."""
+    options = [field for field in wire_fields() if field[0] not in without]
     model = msgspec.defstruct(
-        name, [*extra, *options], bases=(Enqueue,), kw_only=True, module=__name__
+        name,
+        [*extra, *options],
+        bases=(Enqueue,),
+        kw_only=True,
+        module=__name__,
+        namespace={"option_names": frozenset(field[0] for field in options)},
     )
     return cast(type[Enqueue], model)
 
@@ -160,8 +159,10 @@ STEP_RULES: dict[str, str] = {
     "results_arg": "results_arg must be an argument name (a string of 1 to 200)",
     "on_dependency_failure": "on_dependency_failure must be fail, cancel or run",
 }
-# A workflow step: an enqueue (webhooks are per job, not per step) and its place in the
-# graph.
+# The options a workflow step takes (skiplock.enqueue_workflow): webhooks, unique keys,
+# deadlines and dependencies are per job, and a step's dependencies are its `after`.
+STEP_OPTIONS = ("queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "meta")
+# A workflow step: an enqueue with the step options, and its place in the graph.
 WorkflowStep = enqueue_model(
     "EnqueueWorkflowStep",
     (
@@ -171,7 +172,7 @@ WorkflowStep = enqueue_model(
         ("results_arg", ArgName | None, None),
         ("on_dependency_failure", Literal["fail", "cancel", "run"] | None, None),
     ),
-    without=frozenset({"callback_url"}),
+    without=frozenset(NAMES) - set(STEP_OPTIONS),
 )
 STEP_FIELDS = tuple(WorkflowStep.__struct_fields__)
 # Steps are enqueued one by one inside enqueue_workflow (about 1.5 ms each on a 2-core
