@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -13,11 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_checks import publish_tasks
+from api_checks import DOCUMENT, publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
 from skiplock.api import create_app
+from skiplock.api.models import EnqueueJob
+from skiplock.jobs import Job
+from skiplock.options import NAMES
 
 JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
 
@@ -475,3 +479,42 @@ def test_unexpected_error_is_500_without_traceback(
     }
     assert "secret" not in response.text
     assert any(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in caplog.records)
+
+
+# ---- one declaration: options, models, document ----------------------------------------
+
+
+def test_every_job_option_is_a_field_of_the_enqueue_body_and_its_schema() -> None:
+    document = DOCUMENT["components"]["schemas"]["EnqueueJob"]
+    assert set(NAMES) <= set(EnqueueJob.__struct_fields__)
+    assert set(NAMES) <= set(document["properties"])
+    assert document["required"] == ["task"] and document["additionalProperties"] is False
+
+
+def test_the_job_schema_has_every_field_of_job_and_requires_them() -> None:
+    schema = DOCUMENT["components"]["schemas"]["Job"]
+    fields = [field.name for field in dataclasses.fields(Job)]
+    assert list(schema["properties"]) == fields and schema["required"] == fields
+    for name in ("args", "meta"):
+        assert schema["properties"][name]["additionalProperties"] is True
+
+
+def test_options_declared_since_are_enqueued_from_the_body(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    body = {
+        "task": "t",
+        "retry_policy": {"kind": "fixed", "base": 3},
+        "unique_key": "report:1",
+        "expires_in": 3600,
+    }
+    first = client.post("/api/v1/jobs", json=body)
+    assert first.status_code == 201, first.text
+    assert client.post("/api/v1/jobs", json=body).json()["id"] == first.json()["id"]
+    assert conn.execute(
+        "SELECT retry_policy->>'kind', expires_at > now() FROM skiplock.jobs WHERE id = %s",
+        (first.json()["id"],),
+    ).fetchone() == ("fixed", True)
+    response = client.post("/api/v1/jobs", json={"task": "t", "unique_scope": "forever"})
+    assert_problem(response, 422, "invalid field", "unique_scope")
+    assert job_count(conn) == 1

@@ -33,13 +33,6 @@ from skiplock.options import (
     Timestamp,
 )
 
-# The rules of the job options (skiplock/options.py), which are the jobs table's.
-TASK_NAME = re.compile(TASK_PATTERN[1:-1])
-QUEUE_NAME = re.compile(QUEUE_PATTERN[1:-1])
-PRIORITY_RANGE = (-100, 100)
-Priority = BY_NAME["priority"].wire
-Attempts = BY_NAME["max_attempts"].wire
-JSONObject = Annotated[dict[str, Any], Meta(description="Any JSON object.")]
 __all__ = [
     "BIGINT_MAX",
     "INT4_MAX",
@@ -50,6 +43,14 @@ __all__ = [
     "TaskName",
     "Timestamp",
 ]
+
+# The rules of the job options (skiplock/options.py), which are the jobs table's.
+TASK_NAME = re.compile(TASK_PATTERN[1:-1])
+QUEUE_NAME = re.compile(QUEUE_PATTERN[1:-1])
+PRIORITY_RANGE = (-100, 100)
+Priority = BY_NAME["priority"].wire
+Attempts = BY_NAME["max_attempts"].wire
+JSONObject = Annotated[dict[str, Any], Meta(description="Any JSON object.")]
 
 M = TypeVar("M")
 

@@ -175,8 +175,8 @@ WorkflowStep = enqueue_model(
     without=frozenset(NAMES) - set(STEP_OPTIONS),
 )
 STEP_FIELDS = tuple(WorkflowStep.__struct_fields__)
-# Steps are enqueued one by one inside enqueue_workflow (about 1.5 ms each on a 2-core
-# machine), so a request stays well inside the API's statement timeout.
+# Steps are enqueued one by one inside enqueue_workflow: the bound keeps a request well
+# inside the API's statement timeout (docs/performance.md has the cost of a step).
 MAX_STEPS = 1000
 
 
