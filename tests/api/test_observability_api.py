@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -224,3 +225,31 @@ def test_docs_page_is_offline_html(client: TestClient) -> None:
     # relative, so the page works under a mount prefix too (tests/api/test_auth.py)
     assert 'fetch("openapi.json")' in response.text
     assert "https://" not in response.text and "http://" not in response.text
+
+
+def test_openapi_is_fit_for_generated_clients() -> None:
+    operation_ids = [
+        operation["operationId"]
+        for item in DOCUMENT["paths"].values()
+        for operation in item.values()
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", name) for name in operation_ids)
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+        elif isinstance(node, dict):
+            if node.get("type") == "array":
+                assert "items" in node, where
+            if node.get("type") == "object" and "properties" not in node:
+                assert "additionalProperties" in node, where
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+
+    walk(DOCUMENT, "$")
+    schemas = DOCUMENT["components"]["schemas"]
+    for name in ("Job", "JobState", "Queue", "Workflow", "DeadLetter", "Schedule", "Worker"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    assert schemas["Problem"]["required"] == ["type", "title", "status", "error"]

@@ -57,6 +57,7 @@ def build_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
                 path, method, operation, item.path_parameters, lambda t: of_type[id(t)]
             )
     _open_objects(components)
+    _open_objects(paths)
     for name in _dataclass_names(types):
         # The core's records are written whole (their to_json): every field is present.
         component = components[name]
