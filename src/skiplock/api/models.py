@@ -41,9 +41,9 @@ from skiplock.api.fields import (
 from skiplock.api.problems import invalid_field
 from skiplock.options import DURATIONS, NAMES, OPTIONS, wire_fields
 
-# What a valid value of each option that was in the API before skiplock/options.py looks
-# like, as the 422's detail says it (clients and tests read these words); another
-# option's detail is msgspec's reason, after the option's name.
+# What a valid value looks like, as a 422's detail says it, for the options whose words
+# clients read (tests pin them); any other option's detail is msgspec's reason after
+# the option's name.
 RULES = {
     "queue": "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -",
     "priority": integer_rule("priority", *PRIORITY_RANGE),

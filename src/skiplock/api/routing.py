@@ -9,7 +9,7 @@ route's methods; two Routes on one path would hide each other's methods.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -100,11 +100,3 @@ def route(
     declared.operations = dict(operations)
     declared.path_parameters = tuple(params)
     return declared
-
-
-@dataclass(frozen=True)
-class Routes:
-    """Routes under one prefix (e.g. /api/v1), as create_app mounts them."""
-
-    prefix: str
-    routes: list[ApiRoute] = field(default_factory=list)
