@@ -58,7 +58,7 @@ from typing import Any
 import psycopg
 
 from skiplock import store
-from skiplock.registry import App
+from skiplock.app import App
 from skiplock.worker.runtime import Worker, WorkerSettings
 
 QUEUE = "skiplock-bench"

@@ -20,11 +20,11 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from skiplock import schedules, store
+from skiplock.app import App
 from skiplock.config import with_dead_peer_detection
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
-from skiplock.registry import App
 from skiplock.store import Call
 from skiplock.version import __version__
 from skiplock.webhooks import webhook_secret
