@@ -59,7 +59,7 @@ import psycopg
 
 from skiplock import store
 from skiplock.app import App
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 QUEUE = "skiplock-bench"
 BULK_BATCH = 1_000  # jobs per enqueue_many call in bulk-enqueue and drain setup

@@ -41,7 +41,7 @@ from skiplock.schedules import validate as validate_schedule
 from skiplock.store import JobFilter
 from skiplock.version import __version__
 from skiplock.webhooks import check_callback_url
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
     import uvicorn  # imported where used: it costs ~0.2 s at every start

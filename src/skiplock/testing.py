@@ -18,7 +18,7 @@ from typing import Any
 from skiplock import store
 from skiplock.app import App
 from skiplock.jobs import Job
-from skiplock.worker.runtime import Worker
+from skiplock.worker import Worker
 
 SHOWN_ON_MISMATCH = 20
 
