@@ -7,7 +7,8 @@ skiplock_finished and wakes the waiters whose job ids a notification names. NOTI
 only a hint: waiters re-read the job at least every RECHECK_SECONDS, so a lost
 notification or a listener that is reconnecting costs latency, never a wrong answer.
 With nowhere to LISTEN (a transaction-mode pooler and no listen DSN, see App.listen_dsn)
-there is no listener: waiters re-read every RECHECK_SECONDS.
+there is no listener: waiters re-read every RECHECK_SECONDS. The re-read loop is
+skiplock.waiter's reread_until, the one App's waits use.
 """
 
 from __future__ import annotations
