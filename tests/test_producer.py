@@ -152,6 +152,20 @@ def test_wait_for_result_raises_for_failed_cancelled_and_timeout(app, conn):
         app.wait_for_result(424242, timeout=1)
 
 
+def test_a_sync_wait_answers_inside_a_running_event_loop(app, conn):
+    """Sync code that an event loop runs may call the sync wait (blocking that loop, as
+    any sync call does): it waits on a loop of its own, in a thread of its own."""
+    job_id = app.enqueue("echo")
+    finish(conn, job_id, result='{"ok": true}')
+    workflow = app.workflow(skiplock.Step("echo", name="only"))
+    finish(conn, workflow.jobs["only"], result="1")
+
+    async def caller():
+        return app.wait_for_result(job_id, timeout=5), workflow.wait(timeout=5).state
+
+    assert asyncio.run(caller()) == ({"ok": True}, "succeeded")
+
+
 def test_cancel_and_retry_through_the_app(app, conn):
     job_id = app.enqueue("echo")
     assert app.cancel_job(job_id) == "cancelled"

@@ -29,19 +29,19 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
 from skiplock.jobs import STATUSES, Job, JSONError, json_field
 from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema, load_migrations, migrate
-from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import JobFilter
 from skiplock.version import __version__
 from skiplock.webhooks import check_callback_url
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
     import uvicorn  # imported where used: it costs ~0.2 s at every start

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from skiplock.app import App
 from skiplock.context import JobContext
-from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 
 app = App()

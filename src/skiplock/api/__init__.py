@@ -36,8 +36,8 @@ from skiplock.api.body import BodyBudget
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.results import FinishedListener
 from skiplock.api.state import ApiState
+from skiplock.app import App
 from skiplock.errors import ConfigError
-from skiplock.registry import App
 from skiplock.tracing import RequestTraceContext
 
 __all__ = ["AuthConfig", "api_lifespan", "create_app"]

@@ -26,8 +26,8 @@ from skiplock.api.routing import route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.registry import TaskOptions
 from skiplock.schedules import next_fire, validate
+from skiplock.tasks import TaskOptions
 
 # The schedules table's name rule (sql/migrations/0001_baseline.sql) …
 STORED_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
