@@ -245,12 +245,12 @@ SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
 DECLARE
-    j record;
+    v_job record;
 BEGIN
     -- A unique key or dependencies need enqueue's rules for each job, in input order
     -- (a later job may share an earlier one's key): one enqueue per job.
     IF jsonb_path_exists(p_jobs, '$[*] ? (exists(@.unique_key) || exists(@.depends_on))') THEN
-        FOR j IN
+        FOR v_job IN
             SELECT * FROM jsonb_to_recordset(p_jobs) AS x(
                 task text, args jsonb, queue text, priority integer, run_at timestamptz,
                 delay float8, max_attempts integer, retry_policy jsonb, timeout float8,
@@ -259,14 +259,18 @@ BEGIN
                 on_dependency_failure text, callback_url text)
         LOOP
             RETURN NEXT skiplock.enqueue(
-                j.task, j.args, queue => j.queue, priority => j.priority, run_at => j.run_at,
-                delay => make_interval(secs => j.delay), max_attempts => j.max_attempts,
-                retry_policy => j.retry_policy, timeout => make_interval(secs => j.timeout),
-                tags => j.tags, meta => j.meta, unique_key => j.unique_key,
-                unique_scope => j.unique_scope, unique_for => make_interval(secs => j.unique_for),
-                expires_at => j.expires_at, expires_in => make_interval(secs => j.expires_in),
-                depends_on => j.depends_on, on_dependency_failure => j.on_dependency_failure,
-                callback_url => j.callback_url);
+                v_job.task, v_job.args, queue => v_job.queue, priority => v_job.priority,
+                run_at => v_job.run_at, delay => make_interval(secs => v_job.delay),
+                max_attempts => v_job.max_attempts, retry_policy => v_job.retry_policy,
+                timeout => make_interval(secs => v_job.timeout), tags => v_job.tags,
+                meta => v_job.meta, unique_key => v_job.unique_key,
+                unique_scope => v_job.unique_scope,
+                unique_for => make_interval(secs => v_job.unique_for),
+                expires_at => v_job.expires_at,
+                expires_in => make_interval(secs => v_job.expires_in),
+                depends_on => v_job.depends_on,
+                on_dependency_failure => v_job.on_dependency_failure,
+                callback_url => v_job.callback_url);
         END LOOP;
         RETURN;
     END IF;

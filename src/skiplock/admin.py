@@ -105,7 +105,7 @@ class AdminCalls(Database):
         self,
         queue: str,
         *,
-        retry: RetryPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
         timeout: timedelta | float | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> None:
@@ -114,7 +114,7 @@ class AdminCalls(Database):
         skiplock.set_queue_defaults."""
         call = store.set_queue_defaults(
             queue,
-            retry_policy=retry.to_json() if retry else None,
+            retry_policy=retry_policy.to_json() if retry_policy else None,
             timeout=duration(timeout, "timeout"),
         )
         self.run(call, conn)

@@ -9,7 +9,6 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, overload
 
 import psycopg
@@ -19,11 +18,11 @@ from skiplock.admin import AdminCalls
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.retry import RetryPolicy
+from skiplock.options import JobOptions
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import EnqueueRequest
-from skiplock.tasks import HOOK_EVENTS, Handler, Hook, Middleware, Task, TaskOptions
+from skiplock.tasks import HOOK_EVENTS, Handler, Hook, Middleware, Task, request
 from skiplock.tracing import EnqueueSpan
 from skiplock.validation import check_args
 from skiplock.webhooks import WEBHOOK_TASK, deliver_webhook
@@ -64,7 +63,7 @@ class App(AdminCalls):
                 self,
                 self._deliver_webhook,
                 WEBHOOK_TASK,
-                TaskOptions(),
+                JobOptions(),
                 description="POST a finished job's outcome to its callback URL, signed.",
             )
         }
@@ -91,14 +90,9 @@ class App(AdminCalls):
         /,
         *,
         name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: timedelta | float | None = None,
-        tags: Sequence[str] = (),
         schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
+        **defaults: Any,
     ) -> Callable[[Handler], Task]: ...
 
     def task(
@@ -107,14 +101,9 @@ class App(AdminCalls):
         /,
         *,
         name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: timedelta | float | None = None,
-        tags: Sequence[str] = (),
         schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
+        **defaults: Any,
     ) -> Task | Callable[[Handler], Task]:
         """Register a handler: `@app.task` or `@app.task(queue="emails", timeout=30)`.
 
@@ -122,25 +111,20 @@ class App(AdminCalls):
         receives the JobContext. Handlers may be `async def` or plain `def` (run in a
         thread). A job can run more than once (at-least-once): make handlers idempotent.
 
+        `defaults` are job options (see skiplock.options: queue, priority, max_attempts,
+        retry_policy, timeout, tags, …) for every job of the task that does not set them.
         `schema` (a JSON Schema) is checked against the args on enqueue, by the API and
         by the worker before the handler runs (a job whose args fail it is not retried:
         it goes to the dead letters). `description` (default: the docstring) and the
         schema are published to the task registry when a worker starts.
         """
-        defaults = TaskOptions(
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            retry=retry,
-            timeout=timeout,
-            tags=tags,
-        )
+        options = JobOptions.checked(defaults)
 
         def register(f: Handler) -> Task:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             if task_name in self.tasks:
                 raise ConfigError(f"task {task_name!r} is already registered")
-            task = Task(self, f, task_name, defaults, schema=schema, description=description)
+            task = Task(self, f, task_name, options, schema=schema, description=description)
             self.tasks[task_name] = task
             return task
 
@@ -212,12 +196,12 @@ class App(AdminCalls):
         """Run the `enqueued` hooks, which must be plain functions: they are called from
         sync and async producers alike, after the insert (not after the caller's commit)."""
         for hook in self.hooks["enqueued"]:
-            for request, job_id in zip(requests, ids, strict=True):
+            for job_request, job_id in zip(requests, ids, strict=True):
                 try:
                     hook(
                         "enqueued",
                         None,
-                        {"job_id": job_id, "task": request.task, "queue": request.queue},
+                        {"job_id": job_id, "task": job_request.task, "queue": job_request.queue},
                     )
                 except Exception:
                     log.exception("hook %s for enqueued failed", getattr(hook, "__name__", hook))
@@ -225,14 +209,14 @@ class App(AdminCalls):
     # ---- producing ----------------------------------------------------------------------
 
     def _request(
-        self, task: str, args: Mapping[str, Any] | None, options: TaskOptions
+        self, task: str, args: Mapping[str, Any] | None, options: JobOptions
     ) -> EnqueueRequest:
         registered = self.tasks.get(task)
         if registered is None:
-            return options.request(task, args)
+            return request(task, args, options)
         if registered.validator is not None:
             check_args(task, registered.validator, dict(args or {}))
-        return registered.defaults.merged(options).request(task, args)
+        return request(task, args, registered.defaults.merged(options))
 
     def enqueue(
         self,
@@ -242,14 +226,15 @@ class App(AdminCalls):
         conn: psycopg.Connection[Any] | None = None,
         **options: Any,
     ) -> int:
-        """Enqueue one job and return its id. Options: queue, priority, run_at, delay,
-        max_attempts, retry, timeout, tags, meta (unset ones take the task's defaults),
-        unique_key / unique_scope / unique_for (when another job holds the key, no job
-        is created and the holder's id is returned), expires_at / expires_in (a deadline:
-        a job not started by then ends `expired`), depends_on / on_dependency_failure
-        (the job waits until those jobs succeed; see skiplock.enqueue), and callback_url
-        (its outcome is POSTed there, signed, when it finishes; see skiplock.webhooks)."""
-        request = self._request(task, args, TaskOptions(**options))
+        """Enqueue one job and return its id. `options` are the job options of
+        skiplock.options, each checked there (ConfigError names a bad one): queue,
+        priority, run_at, delay, max_attempts, retry_policy, timeout, tags, meta (unset
+        ones take the task's defaults), unique_key / unique_scope / unique_for (when
+        another job holds the key, no job is created and the holder's id is returned),
+        expires_at / expires_in (a deadline: a job not started by then ends `expired`),
+        depends_on / on_dependency_failure (the job waits until those jobs succeed), and
+        callback_url (its outcome is POSTed there, signed, when it finishes)."""
+        request = self._request(task, args, JobOptions.checked(options))
         with EnqueueSpan([request]) as traced:
             job_id: int = self.run(store.enqueue(traced.requests[0]), conn)
             traced.done([job_id])
@@ -264,7 +249,7 @@ class App(AdminCalls):
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> int:
-        request = self._request(task, args, TaskOptions(**options))
+        request = self._request(task, args, JobOptions.checked(options))
         with EnqueueSpan([request]) as traced:
             job_id: int = await self.arun(store.enqueue(traced.requests[0]), conn)
             traced.done([job_id])
@@ -281,18 +266,15 @@ class App(AdminCalls):
                 task, args = spec["task"], spec.get("args")
                 template = plain.get(task)
                 if template is None:
-                    template = plain[task] = self._request(task, None, TaskOptions())
+                    template = plain[task] = self._request(task, None, JobOptions())
                 if args:
                     template = template.with_args(encode_json(dict(args), what="args"))
                 requests.append(template)
                 continue
             spec = dict(spec)
-            for option in ("unique_key", "depends_on"):
-                if spec.get(option):
-                    raise ConfigError(f"enqueue_many does not take {option}; use enqueue")
             task = spec.pop("task")
             args = spec.pop("args", None)
-            requests.append(self._request(task, args, TaskOptions(**spec)))
+            requests.append(self._request(task, args, JobOptions.checked(spec)))
         return requests
 
     def enqueue_many(
@@ -323,7 +305,7 @@ class App(AdminCalls):
         """The named steps and their requests with each one's task defaults applied (in
         declaration order): the enqueue_workflow document and the `enqueued` hooks use them."""
         steps = named(steps)
-        requests = [self._request(s.task, s.args, TaskOptions(**s.options)) for s in steps]
+        requests = [self._request(s.task, s.args, JobOptions.checked(s.options)) for s in steps]
         return steps, requests
 
     def _workflow_enqueued(

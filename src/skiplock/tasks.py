@@ -1,8 +1,8 @@
 """Tasks: the handlers an App registers, with their default job options.
 
 A Task is callable as its handler (to run it inline), enqueues itself through its app,
-and runs one job's handler for the worker; TaskOptions are the options a job can be
-enqueued with, each None until the enqueue, the task or the database gives it a value.
+and runs one job's handler for the worker. Its defaults are JobOptions (see
+skiplock.options): each None until the enqueue, the task or the database gives it a value.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -22,10 +21,9 @@ import psycopg
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.retry import RetryPolicy
+from skiplock.options import JobOptions
 from skiplock.store import EnqueueRequest
 from skiplock.validation import Validator, compile_schema
-from skiplock.webhooks import check_callback_url
 from skiplock.workflows import Step
 
 if TYPE_CHECKING:
@@ -38,61 +36,29 @@ Hook = Callable[[str, JobContext | None, Mapping[str, Any]], Any]
 HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancelled")
 
 
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-job settings; None means "the task's default", then the database default."""
-
-    queue: str | None = None
-    priority: int | None = None
-    run_at: datetime | None = None
-    delay: timedelta | float | None = None
-    max_attempts: int | None = None
-    retry: RetryPolicy | None = None
-    timeout: timedelta | float | None = None
-    tags: Sequence[str] = ()
-    meta: Mapping[str, Any] | None = None
-    # At most one job with this key at a time; scope "queued", "active" (default) or,
-    # with unique_for, that long after the job finishes. See skiplock.enqueue.
-    unique_key: str | None = None
-    unique_scope: str | None = None
-    unique_for: timedelta | float | None = None
-    # A deadline: not started by then, the job ends `expired` instead.
-    expires_at: datetime | None = None
-    expires_in: timedelta | float | None = None
-    # Jobs that must succeed first; if one does not: "fail" (default), "cancel" or "run".
-    depends_on: Sequence[int] = ()
-    on_dependency_failure: str | None = None
-    # Where the outcome is POSTed when the job finishes (see skiplock.webhooks).
-    callback_url: str | None = None
-
-    def merged(self, override: TaskOptions) -> TaskOptions:
-        changes = {k: v for k, v in override.__dict__.items() if v not in (None, ())}
-        return replace(self, **changes) if changes else self
-
-    def request(self, task: str, args: Mapping[str, Any] | None) -> EnqueueRequest:
-        return EnqueueRequest(
-            task=task,
-            args_json=encode_json(dict(args or {}), what="args"),
-            queue=self.queue,
-            priority=self.priority,
-            run_at=self.run_at,
-            delay=duration(self.delay, "delay"),
-            max_attempts=self.max_attempts,
-            retry_policy=self.retry.to_json() if self.retry else None,
-            timeout=duration(self.timeout, "timeout"),
-            tags=tuple(self.tags),
-            meta=self.meta,
-            unique_key=self.unique_key,
-            unique_scope=self.unique_scope,
-            unique_for=duration(self.unique_for, "unique_for"),
-            expires_at=self.expires_at,
-            expires_in=duration(self.expires_in, "expires_in"),
-            depends_on=tuple(self.depends_on),
-            on_dependency_failure=self.on_dependency_failure,
-            callback_url=(
-                None if self.callback_url is None else check_callback_url(self.callback_url)
-            ),
-        )
+def request(task: str, args: Mapping[str, Any] | None, options: JobOptions) -> EnqueueRequest:
+    """What the store enqueues for one job of `task` with `options` (already checked)."""
+    return EnqueueRequest(
+        task=task,
+        args_json=encode_json(dict(args or {}), what="args"),
+        queue=options.queue,
+        priority=options.priority,
+        run_at=options.run_at,
+        delay=duration(options.delay, "delay"),
+        max_attempts=options.max_attempts,
+        retry_policy=options.retry_policy.to_json() if options.retry_policy else None,
+        timeout=duration(options.timeout, "timeout"),
+        tags=tuple(options.tags),
+        meta=options.meta,
+        unique_key=options.unique_key,
+        unique_scope=options.unique_scope,
+        unique_for=duration(options.unique_for, "unique_for"),
+        expires_at=options.expires_at,
+        expires_in=duration(options.expires_in, "expires_in"),
+        depends_on=tuple(options.depends_on),
+        on_dependency_failure=options.on_dependency_failure,
+        callback_url=options.callback_url,
+    )
 
 
 def duration(value: timedelta | float | None, name: str) -> timedelta | None:
@@ -116,7 +82,7 @@ class Task:
         app: App,
         fn: Handler,
         name: str,
-        defaults: TaskOptions,
+        defaults: JobOptions,
         *,
         schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
