@@ -21,7 +21,8 @@ from skiplock.retry import RetryPolicy
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool) -> None:
     """Job counts per queue and status (finished ones: totals since install);
-    `queues pause|resume NAME` stops and restarts claiming from a queue."""
+    `queues set NAME` sets a queue's limits and defaults, `queues pause|resume NAME`
+    stops and restarts claiming from it."""
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj

@@ -39,8 +39,9 @@ DEV_TOKEN_NAME = "dev"
 
 
 def api_factory() -> Callable[..., Any]:
+    """skiplock.api's create_app, imported only by the commands that serve."""
     try:
-        from skiplock.api import create_app  # type: ignore[import-not-found]
+        from skiplock.api import create_app
     except ImportError as exc:
         raise CliError(f"the HTTP API is not available: {exc}") from None
     factory: Callable[..., Any] = create_app

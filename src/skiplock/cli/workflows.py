@@ -16,7 +16,8 @@ from skiplock.registry import App
 
 @main.group()
 def workflows() -> None:
-    """Enqueue, list and show workflows (graphs of jobs followed as one unit)."""
+    """Enqueue, list, show, cancel, retry and prune workflows. A workflow is a graph of
+    jobs followed as one unit."""
 
 
 @workflows.command("enqueue")
