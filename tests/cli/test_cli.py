@@ -17,7 +17,9 @@ from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import App
-from skiplock.cli import app_queues, banner, main
+from skiplock.cli import main
+from skiplock.cli.serve import banner
+from skiplock.cli.worker import app_queues
 
 WORKER = uuid.UUID("00000000-0000-4000-8000-00000000c11e")
 
