@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.cli.output import field_text, print_json, table, when
 from skiplock.cli.root import CliError, Settings, connect, main, pass_settings
 from skiplock.jobs import STATUSES, Job, json_field
-from skiplock.registry import App
 from skiplock.store import JobFilter
 
 

@@ -23,12 +23,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.config import POOLER_MODES, resolve_dsn
 from skiplock.errors import SkiplockError
 from skiplock.jobs import JSONError
 from skiplock.logs import LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema
-from skiplock.registry import App
 from skiplock.version import __version__
 
 # Every command logs as "skiplock.cli", whichever module it lives in.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.cli.root import (
     CliError,
     Settings,
@@ -27,8 +28,7 @@ from skiplock.cli.root import (
 from skiplock.cli.worker import DEFAULTS, app_queues, exit_if_threads_stuck
 from skiplock.config import resolve_dsn
 from skiplock.migrate import migrate
-from skiplock.registry import App
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
     import uvicorn  # imported where used: it costs ~0.2 s at every start

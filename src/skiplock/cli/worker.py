@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
     Settings,
@@ -24,8 +25,7 @@ from skiplock.cli.root import (
     require_schema,
 )
 from skiplock.logs import LOG_FORMATS, configure_logging
-from skiplock.registry import App
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 DEFAULTS = WorkerSettings()
 STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck

@@ -8,10 +8,10 @@ from typing import IO
 import click
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import SECONDS_MAX, CliError, Settings, connect, main, pass_settings
 from skiplock.jobs import FINISHED as FINISHED_STATUSES
-from skiplock.registry import App
 
 
 @main.group()
