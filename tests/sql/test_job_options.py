@@ -48,3 +48,11 @@ def test_every_option_has_help_and_a_distinct_flag() -> None:
     for option in OPTIONS:
         assert option.help.endswith((".", ")")), option.name
         assert option.metavar, option.name
+
+
+def test_skiplock_enqueue_has_a_flag_per_option() -> None:
+    from skiplock.cli.enqueue import enqueue
+
+    flags = {param.name: param.opts for param in enqueue.params}
+    for option in OPTIONS:
+        assert flags[option.name] == [option.flag], option.name
