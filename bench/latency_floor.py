@@ -47,7 +47,7 @@ from skiplock.config import resolve_dsn
 from skiplock.jobs import ClaimedJob
 from skiplock.store import CLAIM_SESSION_SETTINGS
 from skiplock.worker import Worker
-from skiplock.worker.runtime import Running
+from skiplock.worker.leases import Running
 
 CONSUMERS = ("sync-claim", "async-claim", "async-start", "worker", "worker-hops")
 # The stamps of worker-hops, in path order; each hop is reported from the one before.

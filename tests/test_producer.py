@@ -29,7 +29,7 @@ def test_task_defaults_and_per_call_options_reach_the_row(app, conn):
         queue="emails",
         priority=5,
         max_attempts=4,
-        retry=RetryPolicy.linear(2),
+        retry_policy=RetryPolicy.linear(2),
         timeout=30,
     )
     def mail(to: str) -> None: ...
@@ -94,12 +94,18 @@ def test_bad_input_is_refused_before_anything_is_written(app, conn):
         app.enqueue("echo", {"s": "a\x00b"})
     with pytest.raises(ValueError, match="not valid JSON"):
         app.enqueue("echo", {"x": float("nan")})
-    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+    # options are checked by their declaration (skiplock.options) before any SQL
+    with pytest.raises(skiplock.ConfigError, match=r"^queue: must be 1 to 64 characters"):
         app.enqueue("echo", queue="bad queue!")
-    with pytest.raises(psycopg.errors.CheckViolation):
+    with pytest.raises(skiplock.ConfigError, match=r"^priority: Expected `int` <= 100"):
         app.enqueue_many([{"task": "echo"}, {"task": "echo", "priority": 1000}])
-    with pytest.raises(skiplock.ConfigError, match="delay must be >= 0"):
+    with pytest.raises(skiplock.ConfigError, match=r"^delay: Expected `float` >= 0"):
         app.enqueue("echo", delay=-1)
+    with pytest.raises(skiplock.ConfigError, match=r"^unknown job option"):
+        app.enqueue("echo", retry=skiplock.RetryPolicy.fixed(1))
+    # and what only the database knows is refused by it
+    with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
+        app.enqueue("bad task!")
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 0
 
 
@@ -152,6 +158,20 @@ def test_wait_for_result_raises_for_failed_cancelled_and_timeout(app, conn):
         app.wait_for_result(424242, timeout=1)
 
 
+def test_a_sync_wait_answers_inside_a_running_event_loop(app, conn):
+    """Sync code that an event loop runs may call the sync wait (blocking that loop, as
+    any sync call does): it waits on a loop of its own, in a thread of its own."""
+    job_id = app.enqueue("echo")
+    finish(conn, job_id, result='{"ok": true}')
+    workflow = app.workflow(skiplock.Step("echo", name="only"))
+    finish(conn, workflow.jobs["only"], result="1")
+
+    async def caller():
+        return app.wait_for_result(job_id, timeout=5), workflow.wait(timeout=5).state
+
+    assert asyncio.run(caller()) == ({"ok": True}, "succeeded")
+
+
 def test_cancel_and_retry_through_the_app(app, conn):
     job_id = app.enqueue("echo")
     assert app.cancel_job(job_id) == "cancelled"
@@ -178,13 +198,20 @@ def test_enqueued_hooks_see_every_job(app):
     ]
 
 
-def test_unique_key_returns_the_holder_and_bulk_refuses_it(app, conn):
+def test_unique_key_returns_the_holder_in_single_and_bulk_enqueues(app, conn):
     first = app.enqueue("echo", {"n": 1}, unique_key="report-2026-11")
     assert app.enqueue("echo", {"n": 2}, unique_key="report-2026-11") == first
-    assert app.enqueue("echo", unique_key="other", unique_for=3600) != first
-    with pytest.raises(skiplock.ConfigError, match="unique_key"):
-        app.enqueue_many([{"task": "echo", "unique_key": "x"}])
-    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 2
+    other = app.enqueue("echo", unique_key="other", unique_for=3600)
+    assert other != first
+    bulk = app.enqueue_many(
+        [
+            {"task": "echo", "unique_key": "report-2026-11"},
+            {"task": "echo", "unique_key": "new"},
+            {"task": "echo", "args": {"n": 3}, "unique_key": "new"},
+        ]
+    )
+    assert bulk[0] == first and bulk[1] == bulk[2] and bulk[1] not in (first, other)
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 3
 
 
 # Jobs sharing their options go in as one INSERT, or as one COPY past INSERT_MAX_JOBS.
@@ -212,7 +239,7 @@ def test_bulk_keeps_every_value_and_the_input_order(app, conn, n, path):
         "tags": ["a b", 'q"t', "back\\slash"],
         "meta": {"origin": "tab\t"},
         "run_at": run_at,
-        "retry": RetryPolicy.fixed(4),
+        "retry_policy": RetryPolicy.fixed(4),
     }
     specs = [{"task": "echo", "args": {**tricky, "i": i}, **common} for i in range(n)]
     assert bulk_path(app, specs) == path
@@ -249,7 +276,7 @@ def test_one_job_goes_through_skiplock_enqueue_and_keeps_every_option(app, conn)
         "tags": ["a b", 'q"t'],
         "meta": {"origin": "here"},
         "run_at": run_at,
-        "retry": RetryPolicy.fixed(4),
+        "retry_policy": RetryPolicy.fixed(4),
         "expires_at": run_at + timedelta(days=1),
         "callback_url": "https://example.com/hooks?x=1",
     }
@@ -293,8 +320,10 @@ def test_one_job_goes_through_skiplock_enqueue_and_keeps_every_option(app, conn)
     ).fetchone()
     assert checks == (True, True, True, True)
     # and a bad name is refused
-    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+    with pytest.raises(skiplock.ConfigError, match=r"^queue: must be"):
         app.enqueue("echo", queue="bad queue")
+    with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
+        app.enqueue("bad task")
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 5
 
 
@@ -313,7 +342,7 @@ def test_bulk_of_several_tasks_keeps_each_task_and_checks_every_name(app, conn):
         app.enqueue_many([{"task": "echo"}, {"task": "bad task"}])
     with pytest.raises(psycopg.errors.CheckViolation, match="task_name_valid"):
         app.enqueue_many([{"task": "bad task"}] * 3)
-    with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+    with pytest.raises(skiplock.ConfigError, match=r"^queue: must be"):
         app.enqueue_many([{"task": "echo", "queue": "bad queue"}] * 3)
     assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 50
 

@@ -15,7 +15,7 @@ from skiplock import App, store
 from skiplock.errors import ConfigError
 from skiplock.testing import run_jobs
 from skiplock.validation import InvalidArgs
-from skiplock.worker.runtime import Worker
+from skiplock.worker import Worker
 
 EMAIL = {
     "type": "object",

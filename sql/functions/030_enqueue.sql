@@ -22,10 +22,10 @@ $$;
 -- through it.
 --
 -- The inserted rows are grouped once by (queue, task) and everything is done from the
--- groups: for a 1,000-row insert the trigger costs ~1.0 ms. The queues INSERT runs only
--- for queues with no row yet: even inserting nothing it took ~0.09 ms of a single-job
--- insert's ~0.39 ms. A queue another transaction is registering (its row not committed
--- yet) counts as new, and the INSERT waits for that transaction.
+-- groups, so the trigger's work follows the number of groups, not of rows. The queues
+-- INSERT runs only for queues with no row yet: even when it inserts nothing it is a
+-- noticeable share of a single-job insert. A queue another transaction is registering
+-- (its row not committed yet) counts as new, and the INSERT waits for that transaction.
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,7 +67,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
-    -- the identity sequence by name: pg_get_serial_sequence() per row cost 10x the nextval
+    -- the identity sequence by name: pg_get_serial_sequence() per row costs more than the
+    -- nextval itself
     SELECT ARRAY(SELECT nextval('skiplock.jobs_id_seq'::regclass) FROM generate_series(1, p_count))
 $$;
 
@@ -79,11 +80,11 @@ $$;
 -- a task, else of [task, args] pairs. Options the table checks (names, ranges, domains)
 -- raise as for a plain INSERT; an unknown option raises invalid_parameter_value.
 -- The shared values are cast once, in a MATERIALIZED CTE: their domain checks run once
--- per statement, not once per job (1,000 jobs: 15.1 -> 13.0 ms). The statement names
--- only the columns given, so the others keep their defaults; it is built from the fixed
--- list below and planned per call (one plan per batch). Ids come back in input order:
--- rows are inserted in array order and a session's nextval only grows. Wakes workers
--- like any insert (one NOTIFY per statement).
+-- per statement, not once per job. The statement names only the columns given, so the
+-- others keep their defaults; it is built from the fixed list below and planned per call
+-- (one plan per batch). Ids come back in input order: rows are inserted in array order
+-- and a session's nextval only grows. Wakes workers like any insert (one NOTIFY per
+-- statement).
 CREATE OR REPLACE FUNCTION skiplock.insert_jobs(p_jobs jsonb, p_shared jsonb DEFAULT '{}')
 RETURNS bigint[]
 LANGUAGE plpgsql

@@ -2,9 +2,9 @@
 --
 -- Functions that take id arrays are planned per call (SET plan_cache_mode =
 -- force_custom_plan). After five calls PostgreSQL may switch a function's statements to
--- a generic plan, which cannot see the array sizes and joins a 500-id unnest in a
--- nested loop: complete_jobs went from 10 ms to 90 ms per 500 jobs. Planning each call
--- costs a fraction of a millisecond.
+-- a generic plan, which cannot see the array sizes and joins a big unnest in a nested
+-- loop, many times slower than a plan made for the call; planning each call costs far
+-- less.
 
 -- claim_jobs: take up to p_limit ready jobs from p_queues for worker p_worker_id, highest
 -- priority first, then oldest run_at. Locks with FOR UPDATE SKIP LOCKED, so concurrent
@@ -16,19 +16,18 @@
 --
 -- Queues with limits (max_running, rate_limit) are claimed under their queue row's lock
 -- with a budget. Without limits the claim is one UPDATE whose RETURNING is the result:
--- no CTE holding whole rows, no statements for keys and rate windows that are not there
--- (a 200-job claim: ~3.6 ms). The queue rows are read once either way.
+-- no CTE holding whole rows, no statements for keys and rate windows that are not there.
+-- The queue rows are read once either way.
 --
 -- p_run_after (NULL: no bound) claims only jobs with run_at >= p_run_after. An old
 -- snapshot (an idle REPEATABLE READ transaction, a long report, a standby with
 -- hot_standby_feedback) keeps every claimed job's dead entry at the front of
--- jobs_claim_idx, and a claim walking from the front visits them all: with a
--- transaction held for 5 minutes at ~7,000 jobs/s the worker fell to ~1,100 jobs/s. A
--- worker whose claims turn slow passes the run_at of the oldest job its last full claim
--- started; with the bound the index scan seeks past the dead entries (PostgreSQL 18
--- skips to each priority; older versions check the bound in the index, without
--- visiting the table). Full claims every few seconds still take whatever the bound
--- left behind.
+-- jobs_claim_idx, and a claim walking from the front visits them all, slower the longer
+-- the snapshot is held. A worker whose claims turn slow passes the run_at of the oldest
+-- job its last full claim started; with the bound the index scan seeks past the dead
+-- entries (PostgreSQL 18 skips to each priority; older versions check the bound in the
+-- index, without visiting the table). Full claims every few seconds still take whatever
+-- the bound left behind.
 CREATE OR REPLACE FUNCTION skiplock.claim_jobs(
     p_worker_id uuid, p_queues text[], p_limit integer,
     p_lease interval DEFAULT interval '30 seconds', p_now timestamptz DEFAULT NULL,
@@ -37,10 +36,10 @@ CREATE OR REPLACE FUNCTION skiplock.claim_jobs(
                  attempt integer, max_attempts integer, timeout interval,
                  created_at timestamptz, tags text[], meta jsonb, run_at timestamptz)
 LANGUAGE plpgsql
--- Planned once per session, never with a seq scan: re-planning each claim cost more than
--- the claim, and on an empty table the planner chose a seq scan of jobs and kept it on
--- 40,000 rows (11 ms a claim); without seq scans it is an index plan at any size. In
--- the function, not the session, so that it holds behind a transaction-mode pooler too.
+-- Planned once per session, never with a seq scan: planning each claim costs more than
+-- the claim, and a plan made on an empty table would keep its seq scan of jobs once the
+-- table is big; without seq scans it is an index plan at any size. In the function, not
+-- the session, so that it holds behind a transaction-mode pooler too.
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SECURITY DEFINER
@@ -93,9 +92,9 @@ BEGIN
 
     -- Over several queues, first work out (without locking) how many of the best p_limit
     -- jobs each queue holds, and lock only that many per queue below. Locking p_limit
-    -- per queue and claiming p_limit in all held the surplus rows until commit: a
-    -- concurrent claimer skipped them and started lower-priority jobs of the same queue
-    -- first (tests/faults, scenario 9). One queue needs no such pass.
+    -- per queue and claiming p_limit in all would hold the surplus rows until commit: a
+    -- concurrent claimer would skip them and start lower-priority jobs of the same queue
+    -- first (tests/faults/test_claim_order.py). One queue needs no such pass.
     IF cardinality(p_queues) > 1 THEN
         SELECT array_agg(s.queue), array_agg(s.jobs) INTO v_shared, v_shares
         FROM (SELECT best.queue, count(*)::integer AS jobs
@@ -120,8 +119,8 @@ BEGIN
     END IF;
 
     IF v_limited IS NOT NULL THEN
-        -- As 0001 claimed every queue: the started jobs also count against the rate
-        -- window of their queue (rows locked above) and free their "while queued" keys.
+        -- With limits, one statement also counts the started jobs against the rate
+        -- window of their queue (rows locked above) and frees their "while queued" keys.
         RETURN QUERY
         WITH claimed AS (
         UPDATE skiplock.jobs j

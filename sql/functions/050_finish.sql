@@ -39,13 +39,13 @@ DECLARE
 BEGIN
     -- The token check, one job at a time: LATERAL keeps the ids outer, so each is one
     -- index probe whatever the table's statistics say, and the DELETE takes exactly the
-    -- ids found. The DELETE joined the unnest itself before: on a fresh table whose
-    -- statistics held no row of this worker it estimated one running job, put the jobs
-    -- outer and rescanned the unnest for each (500 jobs: 250,000 comparisons, ~140 ms);
-    -- on a table that looks small it hashed a full scan, which under an old snapshot
-    -- walks every dead row version. The DELETE re-checks owner and state on the row it
-    -- locks: a row changed since the probe is taken only if still running under this
-    -- worker, and its attempt cannot have changed without a claim of a queued row.
+    -- ids found. A DELETE joining the unnest itself is at the mercy of the statistics:
+    -- on a fresh table whose statistics hold no row of this worker it estimates one
+    -- running job, puts the jobs outer and rescans the unnest for each (quadratic in the
+    -- batch); on a table that looks small it hashes a full scan, which under an old
+    -- snapshot walks every dead row version. The DELETE re-checks owner and state on the
+    -- row it locks: a row changed since the probe is taken only if still running under
+    -- this worker, and its attempt cannot have changed without a claim of a queued row.
     WITH owned AS MATERIALIZED (
         SELECT t.id, u.result
         FROM unnest(p_ids, p_attempts, p_results) AS u(id, attempt, result)

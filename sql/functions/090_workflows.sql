@@ -11,8 +11,8 @@ SELECT s.workflow_id, s.name AS step, s.position, s.job_id, s.after, a.task, a.q
        a.result, a.last_error ->> 'error' AS last_error
 FROM skiplock.workflow_steps s
 -- A LATERAL lookup that cannot be flattened (LIMIT: a job lives in one table), so the
--- id reaches each of all_jobs' three tables as an index probe; a plain join hashed the
--- whole history instead (50 ms per workflow with 100k finished jobs).
+-- id reaches each of all_jobs' three tables as an index probe; a plain join would hash
+-- the whole history.
 LEFT JOIN LATERAL (SELECT * FROM skiplock.all_jobs a WHERE a.id = s.job_id LIMIT 1) a ON true;
 
 -- _workflow_step_inserted (trigger): a new step row records its job's
@@ -199,7 +199,7 @@ BEGIN
     -- Parents before children: order by each step's depth, the longest path to it from a
     -- step without parents. No path in a DAG has as many edges as there are steps, so the
     -- recursion stops there; a step on a cycle, or after one, gets no depth or that one.
-    -- One statement, unlike placing steps level by level (a 1,000-step chain took 19 s).
+    -- One statement: placing steps level by level, a loop per level, is slow on long chains.
     WITH RECURSIVE edge AS (
         SELECT p AS parent, s.key AS child
         FROM jsonb_each(v_by_name) AS s,

@@ -1,5 +1,6 @@
 """skiplock: background jobs on PostgreSQL alone."""
 
+from skiplock.app import App
 from skiplock.context import JobContext
 from skiplock.errors import (
     ConfigError,
@@ -14,8 +15,8 @@ from skiplock.errors import (
     WorkflowNotFound,
 )
 from skiplock.jobs import Job
-from skiplock.registry import App, Task
 from skiplock.retry import RetryPolicy
+from skiplock.tasks import Task
 from skiplock.version import __version__
 from skiplock.workflows import Step, Workflow, chain, group
 

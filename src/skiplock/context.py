@@ -29,8 +29,8 @@ class JobContext:
 
     @property
     def cancelled(self) -> threading.Event:
-        # Made on first use: an Event (and its lock) per job cost ~10% of the worker's CPU
-        # on no-op jobs, and most handlers never look at it.
+        # Made on first use: most handlers never look at it, and an Event (with its lock)
+        # per job is a visible share of the worker's CPU on short jobs.
         if self._cancelled is None:
             self._cancelled = threading.Event()
         return self._cancelled

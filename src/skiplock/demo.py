@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from skiplock.app import App
 from skiplock.context import JobContext
-from skiplock.registry import App
 from skiplock.retry import RetryPolicy
 
 app = App()
@@ -58,7 +58,7 @@ def sleep(ctx: JobContext, seconds: float = 5.0) -> dict[str, Any]:
     return {"slept": round(time.monotonic() - started, 3), "cancelled": False}
 
 
-@app.task(name="fail", max_attempts=3, retry=RetryPolicy.fixed(2.0))
+@app.task(name="fail", max_attempts=3, retry_policy=RetryPolicy.fixed(2.0))
 def fail(message: str = "this task always fails") -> NoReturn:
     """Always raise: it is retried twice, 2 s apart, then lands in the dead letters."""
     raise RuntimeError(message)

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = int.from_bytes(b"skiplock", "big")
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _FUNCTIONS_FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
-# Version 1 of the migration chain that came before the baseline: 0001_initial …
-# 0019_webhook_signers, each re-defining functions. Its databases are not upgraded.
+# The name of version 1 in a database made by the pre-release migration chain
+# (0001_initial … 0019_webhook_signers): such a database is refused, not upgraded.
 _PRE_RELEASE_FIRST = "initial"
 # How long migrate's DDL may wait for one lock, and how often it tries (see migrate).
 _LOCK_TIMEOUT = "200ms"

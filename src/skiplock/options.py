@@ -203,7 +203,8 @@ OPTIONS: tuple[JobOption, ...] = (
         Literal["fail", "cancel", "run"],
         "text",
         "'fail'",
-        "What the job does when a job it depends on does not succeed.",
+        "What the job does when a job it depends on does not succeed: fail (the"
+        " default), cancel or run anyway.",
         "POLICY",
     ),
     JobOption(

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from skiplock.jobs import STATUSES, ClaimedJob, Job, Undecodable
+from skiplock.options import NAMES
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -133,25 +134,25 @@ class EnqueueRequest(NamedTuple):
         return EnqueueRequest._make((self.task, args_json, *self[2:]))
 
     def as_json_object(self) -> str:
-        """This job as one element of enqueue_many's JSON array."""
+        """This job as one element of enqueue_many's JSON array: every option that is
+        set, by its name (durations in seconds)."""
         parts = [f'"task":{json.dumps(self.task)}', f'"args":{self.args_json}']
-        for key, value in (
-            ("queue", self.queue),
-            ("priority", self.priority),
-            ("max_attempts", self.max_attempts),
-            ("retry_policy", self.retry_policy),
-            ("meta", self.meta),
-            ("tags", list(self.tags) or None),
-            ("run_at", self.run_at.isoformat() if self.run_at else None),
-            ("delay", self.delay.total_seconds() if self.delay else None),
-            ("timeout", self.timeout.total_seconds() if self.timeout else None),
-            ("expires_at", self.expires_at.isoformat() if self.expires_at else None),
-            ("expires_in", self.expires_in.total_seconds() if self.expires_in else None),
-            ("callback_url", self.callback_url),
-        ):
-            if value is not None:
-                parts.append(f'"{key}":{json.dumps(value)}')
+        for name in NAMES:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                parts.append(f'"{name}":{json.dumps(_json_value(value))}')
         return "{" + ",".join(parts) + "}"
+
+
+def _json_value(value: Any) -> Any:
+    """An option's value as enqueue_many reads it from JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def enqueue(job: EnqueueRequest) -> Call[int]:

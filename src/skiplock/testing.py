@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from skiplock import store
+from skiplock.app import App
 from skiplock.jobs import Job
-from skiplock.registry import App
-from skiplock.worker.runtime import Worker
+from skiplock.worker import Worker
 
 SHOWN_ON_MISMATCH = 20
 

@@ -27,7 +27,7 @@ STEP_FIELDS = ("name", "after", "result_arg", "results_arg", "on_dependency_fail
 class Step:
     """One job of a workflow: `Step("etl.load", {"day": "2024-05-01"}, after=["extract"])`.
 
-    `options` are App.enqueue's (queue, priority, delay, max_attempts, retry, timeout,
+    `options` are App.enqueue's (queue, priority, delay, max_attempts, retry_policy, timeout,
     tags, meta, run_at, expires_at, expires_in); unset ones take the task's defaults.
     `on_dependency_failure` says what the step does when a parent does not succeed:
     "fail" (default), "cancel" or "run". Without a `name`, chain/group/workflow name the

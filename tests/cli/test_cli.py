@@ -17,7 +17,9 @@ from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import App
-from skiplock.cli import app_queues, banner, main
+from skiplock.cli import main
+from skiplock.cli.serve import banner
+from skiplock.cli.worker import app_queues
 
 WORKER = uuid.UUID("00000000-0000-4000-8000-00000000c11e")
 
@@ -230,12 +232,28 @@ def test_bad_args_json(cli: Any) -> None:
 
 
 def test_bad_queue_name(cli: Any) -> None:
-    line = refused(cli("enqueue", "echo", "--queue", "no spaces allowed"))
-    assert "queue_name_valid" in line
+    line = refused(cli("enqueue", "echo", "--queue", "no spaces allowed"), code=2)
+    assert line == "error: --queue: must be 1 to 64 characters from A-Z a-z 0-9 _ . : -"
 
 
 def test_priority_out_of_range(cli: Any) -> None:
-    assert "priority_in_range" in refused(cli("enqueue", "echo", "--priority", "1000"))
+    line = refused(cli("enqueue", "echo", "--priority", "1000"), code=2)
+    assert line == "error: --priority: Expected `int` <= 100"
+
+
+def test_bad_option_values_name_their_flag(cli: Any) -> None:
+    for flags, message in (
+        (["--priority", "x"], "--priority: Expected `int`, got `str`"),
+        (["--run-at", "2030-01-01T00:00:00"], "--run-at: Expected `datetime` with a timezone"),
+        (["--retry-policy", '{"kind": "never"}'], "--retry-policy: Invalid enum value 'never'"),
+        (["--meta", "[1]"], "--meta: Expected `object`, got `array`"),
+        (["--depends-on", "0"], "--depends-on: Expected `int` >= 1"),
+        (["--unique-scope", "forever"], "--unique-scope: Invalid enum value 'forever'"),
+        (["--callback-url", "ftp://x"], "--callback-url: must be an http or https URL"),
+        (["--timeout", "0"], "--timeout: Expected `float` > 0.0"),
+    ):
+        assert refused(cli("enqueue", "echo", *flags), code=2).startswith(f"error: {message}")
+    assert ok(cli("jobs", "list", "--json")).strip() == "[]"
 
 
 def test_bad_dsn() -> None:

@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock import store
 from skiplock.api import AuthConfig, create_app
-from skiplock.cli import banner, main
+from skiplock.cli import main
+from skiplock.cli.serve import banner
 
 
 def run(dsn: str, *args: str) -> tuple[int, str, str]:

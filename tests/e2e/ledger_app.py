@@ -46,7 +46,7 @@ async def record_run(ctx: skiplock.JobContext) -> int:
     return os.getpid()
 
 
-@app.task(name="ledger.sleep", retry=skiplock.RetryPolicy.fixed(0.5))
+@app.task(name="ledger.sleep", retry_policy=skiplock.RetryPolicy.fixed(0.5))
 async def sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     await record(ctx, "start")
     await asyncio.sleep(seconds)

@@ -14,7 +14,7 @@ async def ok(n: int) -> int:
     return n * 2
 
 
-@app.task(name="roles.flaky", retry=skiplock.RetryPolicy.fixed(0.1))
+@app.task(name="roles.flaky", retry_policy=skiplock.RetryPolicy.fixed(0.1))
 async def flaky(ctx: skiplock.JobContext) -> int:
     if ctx.attempt == 1:
         raise RuntimeError("first attempt fails")

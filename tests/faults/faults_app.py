@@ -59,7 +59,7 @@ async def record_run(ctx: skiplock.JobContext) -> int:
     return os.getpid()
 
 
-@app.task(name="faults.sleep", retry=skiplock.RetryPolicy.fixed(0.2))
+@app.task(name="faults.sleep", retry_policy=skiplock.RetryPolicy.fixed(0.2))
 async def sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     await arecord(ctx, "start")
     await asyncio.sleep(seconds)
@@ -67,7 +67,7 @@ async def sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     return os.getpid()
 
 
-@app.task(name="faults.sync_sleep", retry=skiplock.RetryPolicy.fixed(0.2))
+@app.task(name="faults.sync_sleep", retry_policy=skiplock.RetryPolicy.fixed(0.2))
 def sync_sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     """A cooperative sync handler: it returns early once ctx.cancelled is set."""
     record(ctx, "start")
@@ -78,20 +78,20 @@ def sync_sleep_run(ctx: skiplock.JobContext, seconds: float) -> int:
     return os.getpid()
 
 
-@app.task(name="faults.hang_async", retry=skiplock.RetryPolicy.fixed(0.2))
+@app.task(name="faults.hang_async", retry_policy=skiplock.RetryPolicy.fixed(0.2))
 async def hang_async(ctx: skiplock.JobContext) -> None:
     await arecord(ctx, "start")
     await asyncio.Event().wait()
 
 
-@app.task(name="faults.hang_thread", retry=skiplock.RetryPolicy.fixed(0.2))
+@app.task(name="faults.hang_thread", retry_policy=skiplock.RetryPolicy.fixed(0.2))
 def hang_thread(ctx: skiplock.JobContext, seconds: float = 3600) -> None:
     """A sync handler that ignores ctx.cancelled: no way to stop it from outside."""
     record(ctx, "start")
     time.sleep(seconds)
 
 
-@app.task(name="faults.cpu_loop", retry=skiplock.RetryPolicy.fixed(0.2))
+@app.task(name="faults.cpu_loop", retry_policy=skiplock.RetryPolicy.fixed(0.2))
 async def cpu_loop(ctx: skiplock.JobContext, seconds: float = 3600) -> None:
     """Holds the event loop (and the GIL between bytecodes) without ever yielding."""
     record(ctx, "start")
@@ -100,14 +100,14 @@ async def cpu_loop(ctx: skiplock.JobContext, seconds: float = 3600) -> None:
         pass
 
 
-@app.task(name="faults.exit", retry=skiplock.RetryPolicy.fixed(0.1))
+@app.task(name="faults.exit", retry_policy=skiplock.RetryPolicy.fixed(0.1))
 async def exit_run(ctx: skiplock.JobContext) -> None:
     """A poison job: kills its own worker process every time."""
     await arecord(ctx, "start")
     os._exit(17)
 
 
-@app.task(name="faults.eat_memory", retry=skiplock.RetryPolicy.fixed(0.1))
+@app.task(name="faults.eat_memory", retry_policy=skiplock.RetryPolicy.fixed(0.1))
 def eat_memory(ctx: skiplock.JobContext) -> None:
     """A poison job: allocates until the address-space limit ends the process."""
     record(ctx, "start")

@@ -11,7 +11,7 @@ import sys
 
 from faults_app import app
 
-from skiplock.worker.runtime import Worker, WorkerSettings
+from skiplock.worker import Worker, WorkerSettings
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -19,6 +19,6 @@ if __name__ == "__main__":
     settings = WorkerSettings(**json.loads(sys.argv[1]))
     asyncio.run(Worker(app, settings).run(install_signal_handlers=True))
     # A job thread that ignores cancellation must not keep the process alive.
-    from skiplock.cli import exit_if_threads_stuck
+    from skiplock.cli.worker import exit_if_threads_stuck
 
     exit_if_threads_stuck()

@@ -56,7 +56,7 @@ def test_11_unknown_task_is_retried_by_policy_then_dead(
 ) -> None:
     app = skiplock.App(dsn)
     unknown = app.enqueue(
-        "faults.nobody_knows_me", max_attempts=3, retry=skiplock.RetryPolicy.fixed(0.2)
+        "faults.nobody_knows_me", max_attempts=3, retry_policy=skiplock.RetryPolicy.fixed(0.2)
     )
     others = app.enqueue_many([{"task": "faults.record"}] * 50)
     acked.add([unknown, *others])

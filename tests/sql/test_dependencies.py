@@ -189,19 +189,20 @@ def test_a_worker_runs_a_python_chain_in_order(dsn: str, conn: psycopg.Connectio
     first = step.enqueue(name="first")
     second = app.enqueue("step", {"name": "second"}, depends_on=[first])
     third = app.enqueue("step", {"name": "third"}, depends_on=[second])
-    with pytest.raises(skiplock.ConfigError, match="depends_on"):
-        app.enqueue_many([{"task": "step", "depends_on": [first]}])
+    (fourth,) = app.enqueue_many(
+        [{"task": "step", "args": {"name": "fourth"}, "depends_on": [third]}]
+    )
 
     async def body() -> None:
         worker = Worker(app, poll_interval=0.05)
         runner = asyncio.create_task(worker.run())
         for _ in range(400):
-            if status(conn, third) == "succeeded":
+            if status(conn, fourth) == "succeeded":
                 break
             await asyncio.sleep(0.025)
         worker.stop()
         await runner
 
     asyncio.run(body())
-    assert order == ["first", "second", "third"]
+    assert order == ["first", "second", "third", "fourth"]
     app.close()

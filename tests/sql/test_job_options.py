@@ -10,6 +10,7 @@ import re
 import psycopg
 
 from skiplock.options import NAMES, OPTIONS, JobOptions
+from skiplock.store import EnqueueRequest
 
 
 def enqueue_arguments(conn: psycopg.Connection) -> list[tuple[str, str, str | None]]:
@@ -36,8 +37,9 @@ def test_declaration_is_what_skiplock_enqueue_takes(conn: psycopg.Connection) ->
     assert arguments[2:] == declared
 
 
-def test_python_form_has_a_field_per_option_in_order() -> None:
+def test_python_form_and_store_request_have_a_field_per_option_in_order() -> None:
     assert tuple(field.name for field in dataclasses.fields(JobOptions)) == NAMES
+    assert EnqueueRequest._fields == ("task", "args_json", *NAMES)
 
 
 def test_every_option_has_help_and_a_distinct_flag() -> None:
@@ -46,3 +48,11 @@ def test_every_option_has_help_and_a_distinct_flag() -> None:
     for option in OPTIONS:
         assert option.help.endswith((".", ")")), option.name
         assert option.metavar, option.name
+
+
+def test_skiplock_enqueue_has_a_flag_per_option() -> None:
+    from skiplock.cli.enqueue import enqueue
+
+    flags = {param.name: param.opts for param in enqueue.params}
+    for option in OPTIONS:
+        assert flags[option.name] == [option.flag], option.name

@@ -1,9 +1,9 @@
 """The SQL house: migrations hold the shape, sql/functions/ every function once.
 
-A fresh install has the catalog the pre-release 0001-0019 chain produced (kept under
-old_chain/, applied here by the test itself) but for the differences listed below; the
-function files re-apply without changing anything; a step-by-step upgrade ends in the
-fresh install's catalog; and a worker keeps running jobs while they are re-applied.
+A database recorded by the pre-release migration chain is refused with what to do; the
+shipped migrations never change; the function files re-apply without changing anything;
+a step-by-step upgrade ends in the fresh install's catalog; and a worker keeps running
+jobs while the functions are re-applied.
 """
 
 from __future__ import annotations
@@ -38,7 +38,35 @@ from skiplock.migrate import (
 )
 from skiplock.worker import Worker
 
-OLD_CHAIN = Path(__file__).parent / "old_chain"
+# The pre-release migration chain, 0001_initial … 0019_webhook_signers, by name: what its
+# databases hold in skiplock.schema_migrations, and all migrate reads of them.
+PRE_RELEASE_CHAIN = (
+    "initial",
+    "admin",
+    "auth",
+    "workflows",
+    "tasks",
+    "workflow_control",
+    "fault_fixes",
+    "fast_paths",
+    "audit_retention",
+    "queue_defaults",
+    "settle_in_batches",
+    "webhooks",
+    "worker_health",
+    "perf",
+    "task_last_seen",
+    "old_snapshots",
+    "known_queues",
+    "worker_loops",
+    "webhook_signers",
+)
+# sha256 of each shipped migration. Applied migrations are checked by checksum, so an
+# edited one would refuse every database that applied it: a change goes in a new file.
+SHIPPED_MIGRATIONS = {
+    1: ("baseline", "40bab7b677a9496a9a722fef1e537b7e62b040e9ee0db43bf470be458009cb6e"),
+    2: ("internal_helpers", "239fe3dc1787e722a9a6b180797a963f7d54475a538bc2b260f9d2e4878516aa"),
+}
 
 # ---- the catalog fingerprint ------------------------------------------------------------
 
@@ -102,11 +130,6 @@ def fingerprint(conn: psycopg.Connection) -> Fingerprint:
     return out
 
 
-def differences(old: Fingerprint, new: Fingerprint) -> dict[str, tuple[set[Any], set[Any]]]:
-    """{category: (only in old, only in new)} for the categories that differ."""
-    return {k: (old[k] - new[k], new[k] - old[k]) for k in old if old[k] != new[k]}
-
-
 # ---- databases of our own on the test server --------------------------------------------
 
 
@@ -133,27 +156,21 @@ def new_database(conn: psycopg.Connection) -> Iterator[Callable[[], str]]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def apply_old_chain(dsn: str) -> None:
-    """What the pre-release code did: each 0001-0019 file in its own transaction, recorded
-    in schema_migrations by version, name and checksum."""
-    import hashlib
-
+def record_pre_release_chain(dsn: str) -> None:
+    """A database as the pre-release chain left it, as far as migrate looks: its
+    schema_migrations table with the chain's 19 versions."""
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(
             "CREATE SCHEMA skiplock; CREATE TABLE skiplock.schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        files = sorted(OLD_CHAIN.glob("*.sql"))
-        assert [int(p.name[:4]) for p in files] == list(range(1, 20))
-        for path in files:
-            sql = path.read_text()
-            with c.transaction():
-                c.execute(sql.encode())
-                c.execute(
-                    "INSERT INTO skiplock.schema_migrations VALUES (%s, %s, %s)",
-                    (int(path.name[:4]), path.stem[5:], hashlib.sha256(sql.encode()).hexdigest()),
-                )
+        with c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO skiplock.schema_migrations (version, name, checksum)"
+                " VALUES (%s, %s, md5(%s))",
+                [(n, name, name) for n, name in enumerate(PRE_RELEASE_CHAIN, start=1)],
+            )
 
 
 def copy_sql(target: Path, migrations: int | None = None) -> Path:
@@ -165,60 +182,14 @@ def copy_sql(target: Path, migrations: int | None = None) -> Path:
     return target
 
 
-# ---- once, while both exist: the fresh install has the old chain's catalog ---------------
-
-
-def test_fresh_install_has_the_catalog_of_the_old_chain(
-    new_database: Callable[[], str], conn: psycopg.Connection
-) -> None:
-    old_dsn = new_database()
-    apply_old_chain(old_dsn)
-    # The chain's functions are the baseline's: upgraded the way migrate upgrades a
-    # database at 0001 (the later migrations, then the function files), the old names
-    # must be gone and the catalog must be the fresh one.
-    with psycopg.connect(old_dsn, autocommit=True) as c:
-        with c.transaction():
-            c.execute(migrate_module._BOOTSTRAP)  # what migrate adds first: schema_functions
-            for migration in load_migrations()[1:]:
-                c.execute(migration.sql.encode())
-            c.execute(load_functions().sql.encode())
-        old = fingerprint(c)
-    new = fingerprint(conn)  # the template: a fresh install by migrate()
-
-    # The deliberate differences, and nothing else:
-    expected_only_old: Fingerprint = {k: set() for k in CATALOG}
-    expected_only_new: Fingerprint = {k: set() for k in CATALOG}
-    # The retry_policy domain holds its rule itself; the chain's CHECK called
-    # retry_policy_is_valid (a function of the shape, now one that asks the domain).
-    (old_rule,) = [r for r in old["constraints"] if r[1] == "retry_policy_valid"]
-    (new_rule,) = [r for r in new["constraints"] if r[1] == "retry_policy_valid"]
-    assert "retry_policy_is_valid" in old_rule[2] and "retry_policy_is_valid" not in new_rule[2]
-    expected_only_old["constraints"].add(old_rule)
-    expected_only_new["constraints"].add(new_rule)
-    # The nesting limits on job_args and job_meta are validated constraints: the chain
-    # added them NOT VALID so as not to re-check rows already stored; a fresh database
-    # has none.
-    for name in ("args_nest_at_most_200_levels", "meta_nest_at_most_200_levels"):
-        (row,) = [r for r in old["constraints"] if r[1] == name]
-        assert row[2].endswith(" NOT VALID")
-        expected_only_old["constraints"].add(row)
-        expected_only_new["constraints"].add((row[0], row[1], row[2].removesuffix(" NOT VALID")))
-    got = differences(old, new)
-    want = {
-        k: (expected_only_old[k], expected_only_new[k])
-        for k in CATALOG
-        if expected_only_old[k] or expected_only_new[k]
-    }
-    assert got == want
-    # the comparison saw the whole catalog
-    assert len(new["functions"]) > 60 and len(new["triggers"]) >= 8 and len(new["views"]) >= 6
+# ---- for good ----------------------------------------------------------------------------
 
 
 def test_old_chain_database_is_refused_with_what_to_do(
     new_database: Callable[[], str],
 ) -> None:
     dsn = new_database()
-    apply_old_chain(dsn)
+    record_pre_release_chain(dsn)
     with psycopg.connect(dsn, autocommit=True) as c:
         for action in (migrate, check_schema):
             with pytest.raises(SchemaError) as refused:
@@ -239,7 +210,9 @@ def test_old_chain_database_is_refused_with_what_to_do(
         assert check_schema(c) == len(load_migrations())
 
 
-# ---- for good ----------------------------------------------------------------------------
+def test_shipped_migrations_never_change() -> None:
+    shipped = {m.version: (m.name, m.checksum) for m in load_migrations()}
+    assert shipped == SHIPPED_MIGRATIONS
 
 
 def test_applying_the_functions_again_changes_nothing(conn: psycopg.Connection) -> None:

@@ -97,7 +97,7 @@ def test_async_and_sync_handlers_store_results_and_progress(app, dsn):
 def test_failures_retry_by_policy_then_dead_letter(app, dsn):
     calls = []
 
-    @app.task(name="flaky", max_attempts=3, retry=RetryPolicy.fixed(0))
+    @app.task(name="flaky", max_attempts=3, retry_policy=RetryPolicy.fixed(0))
     async def flaky() -> None:
         calls.append(1)
         raise ValueError("broken")
@@ -157,7 +157,7 @@ def test_timeout_fails_the_attempt(app, dsn):
 
 
 def test_queue_defaults_time_out_and_retry_jobs_without_their_own(app, dsn):
-    app.set_queue_defaults("slow", retry=RetryPolicy.fixed(600), timeout=0.2)
+    app.set_queue_defaults("slow", retry_policy=RetryPolicy.fixed(600), timeout=0.2)
 
     @app.task(name="stuck", queue="slow")
     async def stuck() -> None:

@@ -38,8 +38,8 @@ from skiplock.api.responses import Health
 from skiplock.api.results import FinishedListener
 from skiplock.api.routing import Answer, Operation, route
 from skiplock.api.state import ApiState
+from skiplock.app import App
 from skiplock.errors import ConfigError
-from skiplock.registry import App
 from skiplock.tracing import RequestTraceContext
 
 __all__ = ["AuthConfig", "api_lifespan", "create_app"]

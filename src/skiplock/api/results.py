@@ -7,7 +7,8 @@ skiplock_finished and wakes the waiters whose job ids a notification names. NOTI
 only a hint: waiters re-read the job at least every RECHECK_SECONDS, so a lost
 notification or a listener that is reconnecting costs latency, never a wrong answer.
 With nowhere to LISTEN (a transaction-mode pooler and no listen DSN, see App.listen_dsn)
-there is no listener: waiters re-read every RECHECK_SECONDS.
+there is no listener: waiters re-read every RECHECK_SECONDS. The re-read loop is
+skiplock.waiter's reread_until, the one App's waits use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TypeVar
 import psycopg
 
 from skiplock.jobs import Job
-from skiplock.registry import FINISHED_CHANNEL
+from skiplock.waiter import FINISHED_CHANNEL, finished_ids, reread_until
 
 log = logging.getLogger("skiplock.api")
 T = TypeVar("T")
@@ -66,13 +67,13 @@ class FinishedListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     def _dispatch(self, payload: str) -> None:
-        if payload == "*":
+        job_ids = finished_ids(payload)
+        if job_ids is None:
             self._wake_all()
             return
-        for part in payload.split(","):
-            with contextlib.suppress(ValueError):
-                for event in self._waiters.get(int(part), ()):
-                    event.set()
+        for job_id in job_ids:
+            for event in self._waiters.get(job_id, ()):
+                event.set()
 
     def _wake_all(self) -> None:
         for events in self._waiters.values():
@@ -116,14 +117,16 @@ class FinishedListener:
             if timeout > 0 and self._ensure_started():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), min(timeout, 1.0))
-            while True:
-                event.clear()
-                value = await read()
-                remaining = deadline - loop.time()
-                if done(value) or remaining <= 0:
-                    return value
+
+            async def wake(_: T, seconds: float) -> None:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, RECHECK_SECONDS))
+                    await asyncio.wait_for(event.wait(), seconds)
+                # Cleared before the next read: a finish during that read wakes the next wait.
+                event.clear()
+
+            return await reread_until(
+                read, done, wake, timeout=max(0.0, deadline - loop.time()), recheck=RECHECK_SECONDS
+            )
 
     async def close(self) -> None:
         if self._task is not None:

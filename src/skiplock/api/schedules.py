@@ -34,7 +34,7 @@ from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.registry import TaskOptions
+from skiplock.options import JobOptions
 from skiplock.schedules import next_fire, validate
 
 # The schedules table's name rule (sql/migrations/0001_baseline.sql) …
@@ -138,7 +138,7 @@ async def create_schedule(request: Request) -> Response:
     # Unset options take the task's defaults when this App registered it, then the
     # table's: as for an enqueue, and as for a schedule declared with @app.periodic.
     registered = api.app.tasks.get(job.task)
-    given = TaskOptions(**job.options)
+    given = JobOptions.checked(job.options)
     options = registered.defaults.merged(given) if registered else given
     call = store.create_schedule(
         name,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from skiplock import store
 from skiplock.api.problems import database_unavailable
 from skiplock.api.results import FinishedListener
-from skiplock.registry import App
+from skiplock.app import App
 from skiplock.validation import SchemaCache
 
 T = TypeVar("T")

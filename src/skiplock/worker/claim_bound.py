@@ -18,8 +18,8 @@ from skiplock.jobs import ClaimedJob
 
 log = logging.getLogger("skiplock.worker")
 
-# A full claim slower than this bounds the claims after it. A 200-job claim takes ~4 ms
-# on a quiet 2-core machine; one over ~500,000 dead entries, ~40 ms.
+# A full claim slower than this bounds the claims after it: several times a normal full
+# claim, below one that walks hundreds of thousands of dead entries.
 SLOW_CLAIM_SECONDS = 0.025
 # Full claims keep running while bounded, at most about one claim-time in this many.
 FULL_CLAIM_SHARE = 10

@@ -11,10 +11,10 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from skiplock.app import App
 from skiplock.context import JobContext
 from skiplock.errors import Discard, Retry, UnknownTask
 from skiplock.jobs import ClaimedJob, JSONError, encode_json, undecodable_error
-from skiplock.registry import App
 from skiplock.tracing import RunSpan
 from skiplock.validation import rejected_args
 from skiplock.worker.deadline import within

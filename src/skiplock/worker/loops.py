@@ -5,10 +5,12 @@ stalled loop is unhealthy and claims nothing until the loop recovers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -100,3 +102,26 @@ class LoopHealth:
             for loop, failing in self._failing.items()
             if failing.retried and now - failing.since > self.stall_after
         )
+
+
+async def every(
+    health: LoopHealth,
+    loop: str,
+    interval: float,
+    step: Callable[[], Awaitable[Any]],
+    *,
+    at_once: bool = False,
+) -> None:
+    """Run `step` every `interval` seconds (the first time at once, or after one
+    interval) for good; a failure is recorded in `health` as a failure of `loop`, and
+    retried sooner (with backoff, never later than the interval)."""
+    delay = 0.0 if at_once else interval
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await step()
+        except Exception as exc:
+            delay = min(interval, health.failed(loop, exc))
+        else:
+            health.succeeded(loop)
+            delay = interval

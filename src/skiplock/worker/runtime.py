@@ -1,5 +1,6 @@
-"""The worker process: claims jobs up to its free slots, runs them, and keeps its
-leases, its listener and the shared maintenance going until it is told to stop."""
+"""The worker process: claims jobs up to its free slots and runs them, beside the loops
+it is composed of (completer, leases, maintenance, scheduler, listener), until it is
+told to stop."""
 
 from __future__ import annotations
 
@@ -10,30 +11,31 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from skiplock import schedules, store
+from skiplock import store
+from skiplock.app import App
 from skiplock.config import with_dead_peer_detection
 from skiplock.context import JobContext
-from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
-from skiplock.registry import App
-from skiplock.store import Call
 from skiplock.version import __version__
 from skiplock.webhooks import webhook_secret
 from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
 from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
+from skiplock.worker.leases import Leases, Running, StopReason
 from skiplock.worker.listener import Listener
 from skiplock.worker.loops import LoopHealth
+from skiplock.worker.maintenance import Maintenance
+from skiplock.worker.outcomes import report_written
+from skiplock.worker.progress import ProgressWriter
+from skiplock.worker.settings import WorkerSettings
 
 log = logging.getLogger("skiplock.worker")
 
@@ -41,62 +43,8 @@ JOBS_CHANNEL = "skiplock_jobs"
 CANCEL_CHANNEL = "skiplock_cancel"
 # skiplock.stop_worker sends "stop:<worker id>" here; only the named worker acts.
 CONTROL_CHANNEL = "skiplock_control"
-StopReason = Literal["cancel", "lost", "shutdown"]
-FINISH_HOOKS = ("succeeded", "retrying", "failed", "cancelled")
 # The loops a claimed job depends on: while one is stalled the worker claims nothing.
 JOB_LOOPS = ("heartbeat", "completer")
-PRUNE_BATCH = 1000  # rows per retention statement: short, never holding up the hot path
-
-
-@dataclass
-class Running:
-    job: ClaimedJob
-    ctx: JobContext
-    # loop time at which the lease was last taken or renewed, as sent: the lease ends
-    # no earlier than this plus the lease's length
-    renewed_at: float
-    handle: asyncio.Task[None] | None = None
-    stop_reason: StopReason | None = None
-    deadline: float | None = None  # loop time after which the lease is no longer renewed
-
-
-@dataclass
-class WorkerSettings:
-    queues: Sequence[str] = ("default",)
-    concurrency: int = 10
-    batch_size: int | None = None  # most jobs per claim; default: all free slots
-    poll_interval: float = 1.0
-    lease: float = 30.0
-    heartbeat_interval: float | None = None  # default: lease / 3
-    rescue_interval: float = 5.0
-    shutdown_grace: float = 30.0
-    probe_interval: float = 30.0
-    # Finished jobs (succeeded, cancelled, expired) are deleted this long after they
-    # finish; None keeps them. Dead letters are kept until purged.
-    history_retention: timedelta | None = timedelta(days=7)
-    # audit_log entries (API calls that changed something) are kept longer: who did what
-    audit_retention: timedelta | None = timedelta(days=90)
-    # How often this worker looks for due schedules (0 turns its scheduler off).
-    schedule_interval: float = 1.0
-    listen: bool = True
-    # HMAC key that signs webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET.
-    webhook_secret: str | None = None
-
-    def validate(self) -> None:
-        if not self.queues:
-            raise ConfigError("queues must name at least one queue, got none")
-        for name, value, low in (
-            ("concurrency", self.concurrency, 1),
-            ("poll_interval", self.poll_interval, 0.01),
-            ("lease", self.lease, 1),
-            ("rescue_interval", self.rescue_interval, 0.1),
-            ("shutdown_grace", self.shutdown_grace, 0),
-            ("probe_interval", self.probe_interval, 0.1),
-        ):
-            if value < low:
-                raise ConfigError(f"{name} must be >= {low}, got {value}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -134,15 +82,15 @@ class Worker:
         self._claim_bound = ClaimBound(self.settings.poll_interval)
         self._completer: Completer | None = None
         self.listener: Listener | None = None
-        self._progress: dict[int, tuple[float | None, str | None]] = {}
-        self._progress_writing: set[int] = set()
-        self._progress_tasks: set[asyncio.Task[None]] = set()
+        # Made by _open, once the loop and the pool are there:
+        self._leases: Leases | None = None
+        self._maintenance: Maintenance | None = None
+        self._progress: ProgressWriter | None = None
         # A loop failing for longer than a lease: the leases it keeps may have lapsed.
         self.loops = LoopHealth(stall_after=self.settings.lease)
         self._claim_sent_at = 0.0
         self._paused_for: list[str] = []
         self.processed = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- control ------------------------------------------------------------------------
 
@@ -165,16 +113,18 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self._open()
-        assert self._completer is not None
+        assert self._completer and self._leases and self._maintenance
         s = self.settings
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
-            asyncio.create_task(self._heartbeat_forever(), name="heartbeat"),
-            asyncio.create_task(self._watch_leases_forever(), name="leases"),
-            asyncio.create_task(self._maintain_forever(), name="maintenance"),
+            asyncio.create_task(self._leases.heartbeat_forever(), name="heartbeat"),
+            asyncio.create_task(self._leases.watch_forever(), name="leases"),
+            asyncio.create_task(self._maintenance.maintain_forever(), name="maintenance"),
         ]
         if s.schedule_interval > 0:
-            background.append(asyncio.create_task(self._schedule_forever(), name="scheduler"))
+            background.append(
+                asyncio.create_task(self._maintenance.schedule_forever(), name="scheduler")
+            )
         if self.listener is not None:
             background += [
                 asyncio.create_task(self.listener.run(), name="listener"),
@@ -214,7 +164,6 @@ class Worker:
 
     async def _open(self) -> None:
         s = self.settings
-        self._loop = asyncio.get_running_loop()
         # A silent database (a partition, a fail-over to another address) surfaces as a
         # connection error within about one lease, not after the kernel's ~15 minutes.
         self._dsn = with_dead_peer_detection(self.app.dsn, s.lease)
@@ -236,6 +185,19 @@ class Worker:
             max_pending=max(1_000, 4 * s.concurrency),
             health=self.loops,
         )
+        self._leases = Leases(
+            self.id,
+            s,
+            self._running,
+            completer=self._completer,
+            threads=self._threads,
+            health=self.loops,
+            lock=self._row_lock,
+            call=self._call,
+            stop_job=self._stop_job,
+        )
+        self._maintenance = Maintenance(s, self._pool, self._call, self.loops, self.app.schedules)
+        self._progress = ProgressWriter(asyncio.get_running_loop(), self.id, self._call, self.loops)
         listen_dsn = self.app.listen_dsn if s.listen else None
         if listen_dsn is not None:
             self.listener = Listener(
@@ -422,7 +384,8 @@ class Worker:
     # ---- executing ----------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        ctx = JobContext(job, self.id, self._report_progress)
+        assert self._progress is not None
+        ctx = JobContext(job, self.id, self._progress.report)
         running = Running(job, ctx, renewed_at=self._claim_sent_at)
         if job.timeout is not None:
             # Past timeout + one lease the handler is stuck beyond cancellation: stop
@@ -488,83 +451,9 @@ class Worker:
 
     async def _written(self, written: list[tuple[Outcome, str]]) -> None:
         self.processed += len(written)
-        # Checked once per batch: under load there is usually nothing to log or emit.
-        info, warning = log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.WARNING)
-        hooked = {status for status in FINISH_HOOKS if self.app.hooks[status]}
-        for outcome, status in written:
-            logged = info if status in ("succeeded", "released") else warning
-            if logged or status in hooked:
-                await self._log_outcome(outcome, status, status in hooked)
+        await report_written(self.app, written)
 
-    async def _log_outcome(self, outcome: Outcome, status: str, hooked: bool) -> None:
-        level = logging.INFO if status in ("succeeded", "released") else logging.WARNING
-        job = outcome.job
-        extra = {
-            "job_id": job.id,
-            "task": job.task,
-            "queue": job.queue,
-            "attempt": job.attempt,
-            "status": status,
-            "duration_ms": round(outcome.duration * 1000, 3),
-        }
-        if outcome.kind == "failed":
-            extra["error"] = outcome.payload_json
-        log.log(
-            level,
-            "job %d %s %s (attempt %d, %.1f ms)",
-            job.id,
-            job.task,
-            status,
-            job.attempt,
-            outcome.duration * 1000,
-            extra={"skiplock": extra},
-        )
-        if hooked:
-            await self.app.emit(status, outcome.ctx, extra)
-
-    # ---- progress -----------------------------------------------------------------------
-
-    def _report_progress(
-        self, ctx: JobContext, fraction: float | None, message: str | None
-    ) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            running_loop = asyncio.get_running_loop()
-        except RuntimeError:
-            running_loop = None
-        if running_loop is loop:
-            self._queue_progress(ctx, fraction, message)
-        else:
-            loop.call_soon_threadsafe(self._queue_progress, ctx, fraction, message)
-
-    def _queue_progress(self, ctx: JobContext, fraction: float | None, message: str | None) -> None:
-        # Coalesce: one write in flight per job; the latest value wins.
-        self._progress[ctx.id] = (fraction, message)
-        if ctx.id not in self._progress_writing:
-            self._progress_writing.add(ctx.id)
-            writer = asyncio.create_task(self._write_progress(ctx))
-            self._progress_tasks.add(writer)  # a task with no reference can be collected
-            writer.add_done_callback(self._progress_tasks.discard)
-
-    async def _write_progress(self, ctx: JobContext) -> None:
-        try:
-            while ctx.id in self._progress:
-                fraction, message = self._progress.pop(ctx.id)
-                try:
-                    await self._call(
-                        store.set_job_progress(self.id, ctx.id, ctx.attempt, fraction, message)
-                    )
-                except Exception as exc:
-                    # Not retried: the job's next report carries the latest value.
-                    what = f"progress of job {ctx.id} not recorded"
-                    self.loops.failed("progress", exc, what, retried=False)
-                else:
-                    self.loops.succeeded("progress")
-        finally:
-            self._progress_writing.discard(ctx.id)
-
-    # ---- leases and maintenance ----------------------------------------------------------
+    # ---- health, and one pass of a loop (tests call these instead of waiting) ----------
 
     @property
     def healthy(self) -> bool:
@@ -572,176 +461,17 @@ class Worker:
         loop has failed for longer than a lease (see LoopHealth)."""
         return self._threads.stuck() == 0 and not self.loops.stalled()
 
-    async def _every(
-        self,
-        loop: str,
-        interval: float,
-        step: Callable[[], Awaitable[Any]],
-        *,
-        at_once: bool = False,
-    ) -> None:
-        """Run `step` every `interval` seconds (the first time at once, or after one
-        interval) for good; a failure is logged, and retried sooner (with backoff, never
-        later than the interval)."""
-        delay = 0.0 if at_once else interval
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await step()
-            except Exception as exc:
-                delay = min(interval, self.loops.failed(loop, exc))
-            else:
-                self.loops.succeeded(loop)
-                delay = interval
-
-    async def _heartbeat_forever(self) -> None:
-        s = self.settings
-        interval = s.heartbeat_interval or s.lease / 3
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-
-        async def beat() -> None:
-            nonlocal last
-            late, last = loop.time() - last - interval, loop.time()
-            if late > s.lease / 2:
-                # Nothing ran on the loop meanwhile (a handler that never yields): the
-                # leases may have lapsed and the jobs been rescued elsewhere.
-                log.warning("worker %s: event loop was blocked for %.1f s", self.id, late)
-            stuck = self._threads.stuck()
-            if stuck:
-                log.warning(
-                    "worker %s unhealthy: %d job thread(s) cannot be stopped and hold a slot",
-                    self.id,
-                    stuck,
-                )
-            # A beat that waits longer than its interval for a connection is late anyway:
-            # fail it (and say so) and try again, rather than queue behind a dead link.
-            await self.heartbeat_once(wait=interval)
-
-        # The first beat at once: it records the lease the worker's health is judged by.
-        await self._every("heartbeat", interval, beat, at_once=True)
-
-    async def _watch_leases_forever(self) -> None:
-        """Stop handlers whose lease may have ended unrenewed, on a clock of its own (a
-        heartbeat stuck on a dead connection cannot say so in time), within a sixth of a
-        lease: from then on the rescue may hand the job to another worker."""
-        s = self.settings
-        step = s.lease / 6
-        # Not before the lease could have ended: a beat that is only late (a busy machine)
-        # still saves the job, as long as no rescue came first. And never before two
-        # beats were missed: a heartbeat interval as long as the lease is a choice.
-        older_than = max(s.lease, 2 * (s.heartbeat_interval or s.lease / 3))
-
-        async def watch() -> None:
-            self._stop_lapsed_jobs(older_than=older_than)
-
-        await self._every("leases", step, watch)
-
     async def heartbeat_once(self, *, wait: float | None = None) -> None:
-        """Renew the leases of running jobs (except those stuck past their deadline) and of
-        outcomes not yet written; stop handlers whose job is no longer ours or is cancelled.
-        `wait`: how long to wait for a pooled connection (the pool's timeout when None)."""
-        assert self._completer is not None
-        now = asyncio.get_running_loop().time()
-        renew = [
-            (r.job.id, r.job.attempt)
-            for r in self._running.values()
-            if r.deadline is None or now < r.deadline
-        ]
-        async with self._row_lock:
-            held = await self._call(
-                store.heartbeat_jobs(
-                    self.id,
-                    renew + self._completer.held_tokens(),
-                    timedelta(seconds=self.settings.lease),
-                    stuck_jobs=self._threads.stuck(),
-                    stalled_loops=self.loops.stalled(),
-                ),
-                wait=wait,
-            )
-        for job_id, _ in renew:
-            running = self._running.get(job_id)
-            if job_id not in held:
-                self._stop_job(job_id, "lost")
-            elif held[job_id]:
-                self._stop_job(job_id, "cancel")
-            elif running is not None:
-                running.renewed_at = now
-
-    def _stop_lapsed_jobs(self, *, older_than: float) -> None:
-        """Stop the handlers whose lease was last renewed more than `older_than` seconds
-        ago (heartbeats failing): the rescue may then hand their jobs to another worker,
-        and a job must not run in two places at once. Their outcomes would be refused
-        anyway (fencing)."""
-        now = asyncio.get_running_loop().time()
-        for running in list(self._running.values()):
-            renewable = running.deadline is None or now < running.deadline
-            if renewable and now - running.renewed_at > older_than:
-                self._stop_job(running.job.id, "lost")
+        """One heartbeat (see Leases.heartbeat_once)."""
+        assert self._leases is not None
+        await self._leases.heartbeat_once(wait=wait)
 
     async def prune_once(self) -> int:
-        """Retention: forget silent workers, spent unique keys, finished jobs and finished
-        workflows older than `history_retention` and audit entries older than
-        `audit_retention`, in batches (SKIP LOCKED: every worker may do it at once).
-        Returns how many finished jobs were deleted."""
-        await self._call(store.prune_workers(timedelta(hours=1)))
-        await self._call(store.prune_unique_keys())
-        s = self.settings
-        if s.audit_retention is not None:
-            await self._in_batches(store.prune_audit_log(s.audit_retention, PRUNE_BATCH))
-        if s.history_retention is None:
-            return 0
-        deleted = await self._in_batches(store.prune_job_history(s.history_retention, PRUNE_BATCH))
-        await self._in_batches(store.prune_workflows(s.history_retention, PRUNE_BATCH))
-        return deleted
-
-    async def _in_batches(self, call: Call[int]) -> int:
-        """Run a pruning call until a batch comes back short, at most 100 batches per
-        round (the next round goes on); how many rows went."""
-        total = 0
-        for _ in range(100):
-            batch = await self._call(call)
-            total += batch
-            if batch < PRUNE_BATCH:
-                break
-        return total
-
-    async def _schedule_forever(self) -> None:
-        declared = False
-
-        async def declare_then_tick() -> None:
-            # The app's schedules are declared until that succeeds once, then ticked.
-            nonlocal declared
-            if not declared:
-                for spec in self.app.schedules.values():
-                    await self._call(schedules.create_call(spec))
-                declared = True
-            await self.schedule_once()
-
-        await self._every(
-            "scheduler", self.settings.schedule_interval, declare_then_tick, at_once=True
-        )
+        """One retention pass (see Maintenance.prune_once); how many finished jobs went."""
+        assert self._maintenance is not None
+        return await self._maintenance.prune_once()
 
     async def schedule_once(self) -> list[int]:
         """One scheduler pass (see skiplock.schedules.tick); returns the enqueued ids."""
-        assert self._pool is not None
-        async with self._pool.connection() as conn:
-            return await schedules.tick(conn)
-
-    async def _maintain_forever(self) -> None:
-        rounds = 0
-
-        async def maintain() -> None:
-            nonlocal rounds
-            rescued = await self._call(store.rescue_expired_jobs())
-            if rescued:
-                log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
-            await self._call(store.sweep_waiting_jobs())
-            expired = await self._call(store.expire_jobs())
-            if expired:
-                log.info("expired %d jobs past their deadline: %s", len(expired), expired)
-            rounds += 1
-            if rounds % 60 == 0:
-                await self.prune_once()
-
-        await self._every("maintenance", self.settings.rescue_interval, maintain)
+        assert self._maintenance is not None
+        return await self._maintenance.schedule_once()

@@ -1,0 +1,238 @@
+"""Reading and admin calls of an App: jobs and workflows by id, cancel and retry, queue
+limits and defaults, and waiting for an outcome. Each is one call of the SQL API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+
+from skiplock import store
+from skiplock.database import Database
+from skiplock.errors import JobCancelled, JobFailed, JobNotFound, WorkflowNotFound
+from skiplock.jobs import Job
+from skiplock.retry import RetryPolicy
+from skiplock.tasks import duration
+from skiplock.waiter import run_blocking, wait_until_finished
+from skiplock.workflows import Workflow
+
+T = TypeVar("T")
+# Workflows deleted per statement by prune_workflows.
+PRUNE_BATCH = 1000
+
+
+class AdminCalls(Database):
+    """The calls an App makes about jobs and workflows that already exist."""
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    def get_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job:
+        """The job with its status; JobNotFound when no job has this id."""
+        return _found(job_id, self.run(store.get_job(job_id), conn))
+
+    async def get_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Job:
+        return _found(job_id, await self.arun(store.get_job(job_id), conn))
+
+    def cancel_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
+        """Cancel a job; returns its status after the call (see skiplock.cancel_job)."""
+        return _found(job_id, self.run(store.cancel_job(job_id), conn))
+
+    async def cancel_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> str:
+        return _found(job_id, await self.arun(store.cancel_job(job_id), conn))
+
+    def retry_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
+        """Run a failed, finished or waiting job again now (see skiplock.retry_job)."""
+        return _found(job_id, self.run(store.retry_job(job_id), conn))
+
+    async def retry_job_async(
+        self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> str:
+        return _found(job_id, await self.arun(store.retry_job(job_id), conn))
+
+    def wait_for_result(self, job_id: int, *, timeout: float | None = None) -> Any:
+        """Block until the job finishes and return its result.
+
+        Listens on skiplock_finished (no busy poll; a slow re-check every few seconds
+        covers a lost notification; with nowhere to LISTEN, see `listen_dsn`, a re-check
+        every second). Raises JobFailed (failed or expired), JobCancelled,
+        JobNotFound, or TimeoutError after `timeout` seconds.
+        """
+        return run_blocking(self.wait_for_result_async(job_id, timeout=timeout))
+
+    async def wait_for_result_async(self, job_id: int, *, timeout: float | None = None) -> Any:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> Job:
+            return _found(job_id, await store.get_job(job_id).arun(conn))
+
+        job = await wait_until_finished(
+            self,
+            read,
+            lambda job: job.finished,
+            lambda job: (job.id,),
+            timeout=timeout,
+            what=f"job {job_id}",
+        )
+        return _result(job)
+
+    # ---- queues -------------------------------------------------------------------------
+
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_running: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | float | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Cap `queue` across all workers: at most `max_running` jobs at once and
+        `rate_limit` starts per `rate_period`; None removes a limit. See
+        skiplock.set_queue_limits."""
+        period = duration(rate_period, "rate_period")
+        call = store.set_queue_limits(
+            queue, max_running=max_running, rate_limit=rate_limit, rate_period=period
+        )
+        self.run(call, conn)
+
+    def set_queue_defaults(
+        self,
+        queue: str,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Give `queue`'s jobs that set no retry policy or timeout of their own (neither
+        in enqueue nor in their task) these; None clears one. See
+        skiplock.set_queue_defaults."""
+        call = store.set_queue_defaults(
+            queue,
+            retry_policy=retry_policy.to_json() if retry_policy else None,
+            timeout=duration(timeout, "timeout"),
+        )
+        self.run(call, conn)
+
+    # ---- workflows ----------------------------------------------------------------------
+
+    def get_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> Workflow:
+        """The workflow's state, counts and steps; WorkflowNotFound for an unknown id."""
+        if conn is not None:
+            return _read_workflow(conn, workflow_id)
+        with self._sync_pool().connection() as pooled:
+            return _read_workflow(pooled, workflow_id)
+
+    def wait_for_workflow(self, workflow_id: int, *, timeout: float | None = None) -> Workflow:
+        """Block until every step of the workflow has finished and return it (check
+        `state`: succeeded, failed or cancelled; `results` maps steps to results).
+
+        Listens on skiplock_finished like wait_for_result; TimeoutError after `timeout`
+        seconds, WorkflowNotFound for an unknown id.
+        """
+        return run_blocking(self.wait_for_workflow_async(workflow_id, timeout=timeout))
+
+    async def wait_for_workflow_async(
+        self, workflow_id: int, *, timeout: float | None = None
+    ) -> Workflow:
+        return await wait_until_finished(
+            self,
+            lambda conn: _read_workflow_async(conn, workflow_id),
+            lambda workflow: workflow.finished,
+            lambda workflow: [step.job_id for step in workflow.steps],
+            timeout=timeout,
+            what=f"workflow {workflow_id}",
+        )
+
+    def cancel_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Cancel every unfinished step: those not yet running at once, running ones
+        through their workers' cancellation signal (they end cancelled unless they finish
+        first). Returns how many steps it cancelled or asked to stop, 0 when the workflow
+        had already finished; WorkflowNotFound for an unknown id. See
+        skiplock.cancel_workflow."""
+        with _workflow_known(workflow_id):
+            return self.run(store.cancel_workflow(workflow_id), conn)
+
+    async def cancel_workflow_async(
+        self, workflow_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        with _workflow_known(workflow_id):
+            return await self.arun(store.cancel_workflow(workflow_id), conn)
+
+    def retry_workflow(
+        self, workflow_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Run again the steps of a finished workflow that did not succeed (failed,
+        cancelled, expired), each waiting for its parents and receiving their results as
+        on the first run; steps that succeeded keep their results. Returns how many steps
+        it retried (0: none needed it). WorkflowNotFound for an unknown id;
+        psycopg.errors.ObjectNotInPrerequisiteState while a step has not finished. Like
+        any job, a retried step can run more than once. See skiplock.retry_workflow."""
+        with _workflow_known(workflow_id):
+            return self.run(store.retry_workflow(workflow_id), conn)
+
+    async def retry_workflow_async(
+        self, workflow_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> int:
+        with _workflow_known(workflow_id):
+            return await self.arun(store.retry_workflow(workflow_id), conn)
+
+    def prune_workflows(
+        self, older_than: timedelta | float, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Forget workflows created more than `older_than` ago whose steps have all
+        finished (their jobs' records stay); returns how many. See skiplock.prune_workflows."""
+        period = duration(older_than, "older_than")
+        assert period is not None
+        deleted = 0
+        while True:  # bounded batches, one short statement each
+            batch: int = self.run(store.prune_workflows(period, PRUNE_BATCH), conn)
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                return deleted
+
+
+def _read_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
+    summary = store.get_workflow_summary(workflow_id).run(conn)
+    if summary is None:
+        raise WorkflowNotFound(workflow_id)
+    return Workflow.from_rows(summary, store.list_workflow_steps(workflow_id).run(conn))
+
+
+async def _read_workflow_async(conn: psycopg.AsyncConnection[Any], workflow_id: int) -> Workflow:
+    summary = await store.get_workflow_summary(workflow_id).arun(conn)
+    if summary is None:
+        raise WorkflowNotFound(workflow_id)
+    return Workflow.from_rows(summary, await store.list_workflow_steps(workflow_id).arun(conn))
+
+
+@contextlib.contextmanager
+def _workflow_known(workflow_id: int) -> Iterator[None]:
+    """skiplock's own exception for the SQL functions' "workflow N not found"."""
+    try:
+        yield
+    except psycopg.errors.NoDataFound:
+        raise WorkflowNotFound(workflow_id) from None
+
+
+def _found(job_id: int, value: T | None) -> T:
+    if value is None:
+        raise JobNotFound(job_id)
+    return value
+
+
+def _result(job: Job) -> Any:
+    if job.status == "succeeded":
+        return job.result
+    if job.status == "cancelled":
+        raise JobCancelled(job.id)
+    raise JobFailed(job.id, job.status, (job.last_error or {}).get("error"))

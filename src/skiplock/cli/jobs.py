@@ -1,0 +1,118 @@
+"""`skiplock jobs`: list, show, cancel and retry jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from skiplock import store
+from skiplock.app import App
+from skiplock.cli.output import field_text, print_json, table, when
+from skiplock.cli.root import CliError, Settings, connect, main, pass_settings
+from skiplock.jobs import STATUSES, Job, json_field
+from skiplock.store import JobFilter
+
+
+@main.group()
+def jobs() -> None:
+    """List, show, cancel and retry jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--queue", default=None)
+@click.option("--task", default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def list_jobs(
+    settings: Settings,
+    status: str | None,
+    queue: str | None,
+    task: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Newest jobs first. With --json, a value longer than 1,000 bytes of JSON is null,
+    with its size and a preview under "truncated"; `jobs show ID --json` has it whole."""
+    filters = JobFilter(statuses=(status,) if status else (), queue=queue, task=task)
+    with connect(settings.dsn()) as conn:
+        found = store.list_job_previews(filters, limit=limit).run(conn)
+    if as_json:
+        print_json([{name: json_field(value) for name, value in job.items()} for job in found])
+    elif not found:
+        click.echo("no jobs")
+    else:
+        click.echo(table(JOB_HEADERS, [job_row(job) for job in found]))
+
+
+JOB_HEADERS = ("ID", "TASK", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "FINISHED")
+
+
+def job_row(job: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        job["id"],
+        job["task"],
+        job["queue"],
+        job["status"],
+        f"{job['attempt']}/{job['max_attempts']}",
+        when(job["created_at"]),
+        when(job["finished_at"]),
+    )
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def show_job(settings: Settings, job_id: int, as_json: bool) -> None:
+    """Every field of one job, and its last error."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        job = app.get_job(job_id, conn=conn)
+    if as_json:
+        print_json(job.to_json())
+    else:
+        click.echo(describe_job(job))
+
+
+def describe_job(job: Job) -> str:
+    fields = job.to_json()
+    errors = fields.pop("errors")
+    fields.pop("last_error")
+    fields["attempt"] = f"{job.attempt}/{fields.pop('max_attempts')}"
+    lines = [f"{name + ':':<21}{field_text(value)}" for name, value in fields.items()]
+    lines.append(f"{'errors:':<21}{len(errors)}")
+    if job.last_error:
+        error = job.last_error
+        lines.append(f"last error (attempt {error.get('attempt', '?')}): {error.get('error')}")
+        lines.extend("  " + line for line in str(error.get("traceback", "")).splitlines())
+    return "\n".join(lines)
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@pass_settings
+def cancel_job(settings: Settings, job_id: int) -> None:
+    """Cancel a job; a running one is asked to stop."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        status = app.cancel_job(job_id, conn=conn)
+    if status == "running":
+        click.echo(f"job {job_id} is running: cancellation requested")
+    elif status == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        raise CliError(f"job {job_id} already {status}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@pass_settings
+def retry_job(settings: Settings, job_id: int) -> None:
+    """Run a failed or finished job again, or a waiting one now."""
+    app = App(settings.dsn())
+    with connect(app.dsn) as conn:
+        status = app.retry_job(job_id, conn=conn)
+    click.echo(f"job {job_id} {status}")

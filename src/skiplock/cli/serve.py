@@ -1,0 +1,378 @@
+"""`skiplock serve` runs the HTTP API; `skiplock dev` runs API and worker in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from skiplock import store
+from skiplock.app import App
+from skiplock.cli.root import (
+    CliError,
+    Settings,
+    connect,
+    listen_dsn_option,
+    load_app,
+    log,
+    main,
+    pass_settings,
+    require_schema,
+)
+from skiplock.cli.worker import DEFAULTS, app_queues, exit_if_threads_stuck
+from skiplock.config import resolve_dsn
+from skiplock.migrate import migrate
+from skiplock.worker import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    import uvicorn  # imported where used: it costs ~0.2 s at every start
+
+DEMO_APP = "skiplock.demo:app"
+DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
+DEV_TOKEN_NAME = "dev"
+
+
+def api_factory() -> Callable[..., Any]:
+    """skiplock.api's create_app, imported only by the commands that serve."""
+    try:
+        from skiplock.api import create_app
+    except ImportError as exc:
+        raise CliError(f"the HTTP API is not available: {exc}") from None
+    factory: Callable[..., Any] = create_app
+    return factory
+
+
+def read_public_key(value: str | None) -> str | None:
+    """PEM text as given, or the contents of the file it names."""
+    if value is None or "-----BEGIN" in value:
+        return value
+    try:
+        return Path(value).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read the JWT public key {value}: {exc.strerror}") from None
+
+
+def live_token_count(dsn: str) -> int:
+    with connect(dsn) as conn:
+        return sum(1 for t in store.list_api_tokens().run(conn) if t["revoked_at"] is None)
+
+
+forwarded_allow_ips_option = click.option(
+    "--forwarded-allow-ips",
+    envvar="SKIPLOCK_FORWARDED_ALLOW_IPS",
+    default=None,
+    metavar="IPS",
+    help="Trust X-Forwarded-For/-Proto only from these comma-separated proxy addresses"
+    " or networks ('*': any). Default: trust no proxy header.",
+)
+
+
+def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
+    """uvicorn's proxy-header settings: off unless proxies are named. uvicorn's own
+    default trusts 127.0.0.1, so any local client could choose the address that the
+    failed-auth limiter counts and the audit log records."""
+    if not forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+
+
+@main.command()
+@click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR", help="For task defaults.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@forwarded_allow_ips_option
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without authentication (only behind something that authenticates).",
+)
+@click.option(
+    "--jwt-secret",
+    envvar="SKIPLOCK_JWT_SECRET",
+    default=None,
+    help="HS256 secret for JWTs (>= 32 bytes; prefer the env var: flags show in ps).",
+)
+@click.option(
+    "--jwt-public-key",
+    envvar="SKIPLOCK_JWT_PUBLIC_KEY",
+    default=None,
+    metavar="PEM|PATH",
+    help="RS256 public key for JWTs: PEM text or a file.",
+)
+@click.option("--jwt-issuer", envvar="SKIPLOCK_JWT_ISSUER", default=None, help="Required iss.")
+@click.option("--jwt-audience", envvar="SKIPLOCK_JWT_AUDIENCE", default=None, help="Required aud.")
+@listen_dsn_option
+@pass_settings
+def serve(
+    settings: Settings,
+    app_spec: str | None,
+    host: str,
+    port: int,
+    forwarded_allow_ips: str | None,
+    no_auth: bool,
+    jwt_secret: str | None,
+    jwt_public_key: str | None,
+    jwt_issuer: str | None,
+    jwt_audience: str | None,
+    listen_dsn: str | None,
+) -> None:
+    """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
+    needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
+    import uvicorn
+
+    from skiplock.api.auth import AuthConfig
+
+    app = load_app(app_spec) if app_spec else App()
+    settings.configure(app, settings.dsn(), listen_dsn)
+    auth = None
+    if no_auth:
+        click.echo(
+            "warning: serving without authentication (--no-auth): anyone who can"
+            " reach the port can run every admin action",
+            err=True,
+        )
+    else:
+        auth = AuthConfig(
+            jwt_secret=jwt_secret,
+            jwt_public_key=read_public_key(jwt_public_key),
+            jwt_issuer=jwt_issuer,
+            jwt_audience=jwt_audience,
+        )
+    require_schema(app.dsn)
+    if auth is not None and not auth.jwt_enabled and live_token_count(app.dsn) == 0:
+        # Start anyway: the first token is made with the CLI, not through the API.
+        log.warning(
+            "auth is on and no API token exists yet: create one with"
+            " `skiplock tokens create --name NAME --scope admin`"
+        )
+    uvicorn.run(
+        api_factory()(app, auth=auth),
+        host=host,
+        port=port,
+        log_config=None,
+        **proxy_settings(forwarded_allow_ips),
+    )
+
+
+@main.command()
+@click.option("--app", "app_spec", default=DEMO_APP, show_default=True, metavar="MODULE:ATTR")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".skiplock"),
+    show_default=True,
+    help="Where the private PostgreSQL keeps its data (when no DSN is given).",
+)
+@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@forwarded_allow_ips_option
+@listen_dsn_option
+@click.option(
+    "--webhook-secret",
+    envvar="SKIPLOCK_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET, else a"
+    " new random one, printed at start).",
+)
+@pass_settings
+def dev(
+    settings: Settings,
+    app_spec: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    concurrency: int,
+    forwarded_allow_ips: str | None,
+    listen_dsn: str | None,
+    webhook_secret: str | None,
+) -> None:
+    """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
+    from skiplock.dev import start_embedded
+
+    app = load_app(app_spec)
+    # Without a secret every callback_url delivery would go to the dead letters: dev
+    # makes one, so webhooks work out of the box, and prints it for the receiver.
+    made_secret = None if webhook_secret else secrets.token_urlsafe(32)
+    worker_settings = WorkerSettings(
+        queues=app_queues(app),
+        concurrency=concurrency,
+        shutdown_grace=DEV_SHUTDOWN_GRACE,
+        webhook_secret=webhook_secret or made_secret,
+    )
+    worker_settings.validate()
+    create_app = api_factory()
+    dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
+    with connect(dsn, check=False) as conn:
+        migrate(conn)
+    settings.configure(app, dsn, listen_dsn)
+    from skiplock.api.auth import AuthConfig, hash_token, new_token
+
+    # dev serves with auth on, as production does, and hands out an admin token so the
+    # API stays one copy-paste away; each start replaces the previous dev token.
+    token = new_token()
+    with connect(dsn) as conn:
+        store.create_api_token(DEV_TOKEN_NAME, "admin", None, hash_token(token), replace=True).run(
+            conn
+        )
+    click.echo(
+        banner(
+            dsn,
+            host,
+            port,
+            app_spec,
+            worker_settings.queues,
+            token=token,
+            webhook_secret=made_secret,
+        )
+    )
+    asyncio.run(
+        serve_and_work(
+            app,
+            create_app(app, auth=AuthConfig()),
+            host,
+            port,
+            worker_settings,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
+    )
+    exit_if_threads_stuck()
+
+
+def banner(
+    dsn: str,
+    host: str,
+    port: int,
+    app_spec: str,
+    queues: Sequence[str],
+    *,
+    token: str | None = None,
+    webhook_secret: str | None = None,
+) -> str:
+    url = f"http://{host}:{port}"
+    sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
+    body = '{"task": "echo", "args": {"message": "hi"}}'
+    auth = f' -H "Authorization: Bearer {token}"' if token else ""
+    return "\n".join(
+        [
+            f"skiplock dev: worker running {app_spec} on queues {', '.join(queues)}, API at {url}",
+            f"database: {dsn}",
+            *(
+                [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
+                if token
+                else []
+            ),
+            *(
+                [
+                    "webhook secret (signs callback_url deliveries; made at every start unless"
+                    f" SKIPLOCK_WEBHOOK_SECRET or --webhook-secret gives one): {webhook_secret}"
+                ]
+                if webhook_secret
+                else []
+            ),
+            "",
+            "enqueue a job:",
+            f'  psql "{dsn}" -c "{sql}"',
+            f"  curl{auth} -X POST {url}/api/v1/jobs -H 'Content-Type: application/json'"
+            f" -d '{body}'",
+            "watch it:",
+            f'  psql "{dsn}" -c "SELECT id, task, status, result FROM skiplock.all_jobs"',
+            f"  curl{auth} {url}/api/v1/jobs/1",
+            "",
+            "Ctrl-C to stop.",
+        ]
+    )
+
+
+async def serve_and_work(
+    app: App,
+    asgi: Any,
+    host: str,
+    port: int,
+    worker_settings: WorkerSettings,
+    *,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Run the API and a worker in this loop until SIGINT/SIGTERM or either one fails.
+
+    A worker stopped on request (POST /api/v1/workers/{id}/stop, skiplock.stop_worker)
+    ends alone: whoever stopped a worker expects that worker to stop, not the API and
+    the database they are looking at. The API keeps serving until Ctrl-C."""
+    import uvicorn
+
+    worker = Worker(app, worker_settings)
+    config = uvicorn.Config(
+        asgi, host=host, port=port, log_config=None, **proxy_settings(forwarded_allow_ips)
+    )
+    server = quiet_server(config)
+    stops = 0
+
+    def stop() -> None:
+        nonlocal stops
+        stops += 1
+        if stops == 1:
+            log.info(
+                "stopping: running jobs get %.0f s to finish; press Ctrl-C again to stop now",
+                worker_settings.shutdown_grace,
+            )
+        server.should_exit = True
+        server.force_exit = stops > 1
+        worker.stop()  # a second call drops the grace period
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [
+        asyncio.create_task(_serve_api(server, host, port), name="api"),
+        asyncio.create_task(worker.run(), name="worker"),
+    ]
+    api, worker_run = tasks
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if stops == 0 and not api.done() and worker_run.exception() is None:
+            # only a stop request ends the worker cleanly while no signal came
+            log.info(
+                "worker %s stopped on request; the API keeps serving at http://%s:%s and jobs"
+                " wait for a worker (`skiplock worker` on the database above); Ctrl-C to stop",
+                worker.id,
+                host,
+                port,
+            )
+            await asyncio.wait([api])
+        if stops == 0:
+            stop()
+        # let the other one finish its shutdown before reporting a failure
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def quiet_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that leaves signals alone: it would install its own SIGINT and
+    SIGTERM handlers (and re-raise the signal once shut down), where `dev` wants one
+    handler that stops API and worker together."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer(config)
+
+
+async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; the worker must stop first
+        raise CliError(f"the API could not start on {host}:{port} (see the log above)") from None

@@ -1,0 +1,171 @@
+"""`skiplock worker` runs jobs; `skiplock workers` lists the registered worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+from typing import Any
+
+import click
+
+from skiplock import store
+from skiplock.app import App
+from skiplock.cli.output import print_json, table, when
+from skiplock.cli.root import (
+    Settings,
+    connect,
+    listen_dsn_option,
+    load_app,
+    log,
+    main,
+    pass_settings,
+    require_schema,
+)
+from skiplock.logs import LOG_FORMATS, configure_logging
+from skiplock.worker import Worker, WorkerSettings
+
+DEFAULTS = WorkerSettings()
+STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
+
+
+@main.command()
+@click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR", help="The App to run.")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="A queue to work on; repeat for more. Default: 'default' and every queue the "
+    "app's tasks name.",
+)
+@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=DEFAULTS.poll_interval,
+    show_default=True,
+    help="Seconds between polls when no notification arrives.",
+)
+@click.option(
+    "--lease", type=float, default=DEFAULTS.lease, show_default=True, help="Lease in seconds."
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=DEFAULTS.shutdown_grace,
+    show_default=True,
+    help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--webhook-secret",
+    envvar="SKIPLOCK_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET).",
+)
+@listen_dsn_option
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    poll_interval: float,
+    lease: float,
+    shutdown_grace: float,
+    webhook_secret: str | None,
+    listen_dsn: str | None,
+    log_format: str,
+) -> None:
+    """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
+    settings: Settings = ctx.obj
+    configure_logging(settings.log_level, log_format)
+    app = load_app(app_spec)
+    settings.configure(app, settings.dsn(), listen_dsn)
+    worker_settings = WorkerSettings(
+        queues=queues or app_queues(app),
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        lease=lease,
+        shutdown_grace=shutdown_grace,
+        webhook_secret=webhook_secret,
+    )
+    worker_settings.validate()
+    require_schema(app.dsn)
+    asyncio.run(Worker(app, worker_settings).run(install_signal_handlers=True))
+    exit_if_threads_stuck()
+
+
+def exit_if_threads_stuck() -> None:
+    """Exit now if a job thread is still alive after the worker stopped.
+
+    A sync handler cannot be interrupted; one that ignores `ctx.cancelled` would keep
+    the interpreter waiting for its thread forever. Its job was already handed back
+    (or will be rescued), so exiting is safe.
+    """
+    deadline = time.monotonic() + STUCK_THREAD_WAIT
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if stuck:
+        log.warning("exiting with %d job thread(s) still running: %s", len(stuck), stuck)
+        atexit._run_exitfuncs()  # what a normal exit would run (log flush, dev server stop)
+        os._exit(0)
+
+
+@main.command("workers")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def workers_list(settings: Settings, as_json: bool) -> None:
+    """The registered worker processes: alive (a heartbeat within a minute) and healthy
+    (no handler thread it cannot stop, no loop failing for over a lease, a heartbeat
+    within the lease; STUCK counts those threads, STATE names the failing loops)."""
+    with connect(settings.dsn()) as conn:
+        rows = store.list_workers().run(conn)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no workers registered")
+        return
+    headers = ["ID", "HOST", "PID", "QUEUES", "RUNNING", "STUCK", "STATE", "LAST HEARTBEAT"]
+    click.echo(
+        table(
+            headers,
+            [
+                [
+                    r["id"],
+                    r["host"],
+                    r["pid"],
+                    ",".join(r["queues"]),
+                    f"{r['running_jobs']}/{r['concurrency']}",
+                    r["stuck_jobs"],
+                    worker_state(r),
+                    when(r["last_heartbeat_at"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+def worker_state(row: dict[str, Any]) -> str:
+    if not row["alive"]:
+        return "silent"
+    if row["healthy"]:
+        return "healthy"
+    stalled = row["stalled_loops"]
+    return f"unhealthy ({', '.join(stalled)} failing)" if stalled else "unhealthy"
+
+
+def app_queues(app: App) -> list[str]:
+    """ "default" and every queue the app's tasks (and so its schedules) name: what a
+    worker serves unless told otherwise, so that every task of the app runs."""
+    named = {task.defaults.queue for task in app.tasks.values() if task.defaults.queue}
+    return sorted({"default", *named})
