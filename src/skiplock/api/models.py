@@ -55,9 +55,6 @@ RULES = {
     "meta": "meta must be a JSON object",
     "callback_url": "callback_url must be an http or https URL",
 }
-# App.enqueue's keyword for an option, where it is not the option's own name.
-KEYWORDS = {"retry_policy": "retry"}
-
 ENQUEUE_RULES: dict[str, str] = {
     "task": "task must be a string of 1 to 200 characters from A-Z a-z 0-9 _ . : / -",
     "args": "args must be a JSON object",
@@ -117,7 +114,7 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 value = timedelta(seconds=value)
             elif option.many:
                 value = tuple(value)
-            given[KEYWORDS.get(option.name, option.name)] = value
+            given[option.name] = value
         return given
 
     @property
