@@ -78,7 +78,9 @@ def decode(
             raise Problem(422, "invalid field", message) from None
         if value.get(name) is None and name in rules:
             raise invalid_field(name, f"{name} is required") from None
-        raise invalid_field(name, rules.get(name, f"{name}: {message}")) from None
+        # The field is named by the problem: msgspec's "- at `$.path`" would say it twice.
+        reason = message.split(" - at `$", 1)[0]
+        raise invalid_field(name, rules.get(name, f"{name}: {reason}")) from None
 
 
 _AT = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
