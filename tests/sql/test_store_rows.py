@@ -5,6 +5,7 @@ unseen."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
@@ -13,6 +14,7 @@ import pytest
 
 from skiplock import store
 from skiplock.jobs import ClaimedJob, Job
+from skiplock.store.call import dataclass_row
 
 
 def columns(conn: psycopg.Connection, sql: str) -> set[str]:
@@ -65,6 +67,21 @@ def test_named_tuple_rows_are_matched_by_name(conn: psycopg.Connection) -> None:
     assert same == swapped == [Pair(1, "x")]
     with pytest.raises(TypeError, match="missing: b, unexpected: c"):
         store.Call("SELECT 1 AS a, 'x' AS c", (), list, row).run(conn)
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    a: int
+    b: str
+
+
+def test_dataclass_rows_are_matched_by_name(conn: psycopg.Connection) -> None:
+    row = dataclass_row(PairRecord)
+    same = store.Call("SELECT 1 AS a, 'x' AS b", (), list, row).run(conn)
+    swapped = store.Call("SELECT 'x' AS b, 1 AS a", (), list, row).run(conn)
+    assert same == swapped == [PairRecord(1, "x")]
+    with pytest.raises(TypeError, match="missing: -, unexpected: c"):
+        store.Call("SELECT 1 AS a, 'x' AS b, 2 AS c", (), list, row).run(conn)
 
 
 def test_claimed_jobs_are_read_by_name(conn: psycopg.Connection) -> None:

@@ -4,6 +4,7 @@ batch calls send, and the JSON loaders installed on connections."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,11 +17,15 @@ from psycopg.types.json import set_json_loads
 from skiplock.jobs import Undecodable
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     # psycopg's row factories are typed over it (psycopg.rows imports it the same way)
     from psycopg._cursor_base import BaseCursor
 
 T = TypeVar("T")
 N = TypeVar("N", bound=NamedTuple)
+R = TypeVar("R")
+D = TypeVar("D", bound="DataclassInstance")
 Row = tuple[Any, ...]
 
 
@@ -71,34 +76,49 @@ def first(rows: list[T]) -> T | None:
     return rows[0] if rows else None
 
 
-def named_tuple_row(cls: type[N]) -> BaseRowFactory[N]:
-    """Rows as the NamedTuple `cls`, its fields matched to the columns by name.
+def checked_row(
+    fields: tuple[str, ...], make: Callable[[Sequence[Any]], R], what: str
+) -> BaseRowFactory[R]:
+    """Rows made by `make` from their values in the order of `fields`, the columns
+    matched to the fields by name.
 
     The names are checked once per statement, against the result's column names; then
-    each row is made by position (`cls._make`), as fast as unnamed tuples: this is the
-    claim's row factory. A column missing or left over raises TypeError."""
-    fields: tuple[str, ...] = cls._fields
+    each row is made by position, as fast as from unnamed tuples. A column missing or
+    left over raises TypeError naming them."""
     encoded = tuple(name.encode() for name in fields)
 
-    def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[N]:
+    def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[R]:
         # the result's own names: building cursor.description costs ten times more,
-        # once per claim
+        # once per statement (the claim's too)
         result = cursor.pgresult
         names = () if result is None else tuple(map(result.fname, range(result.nfields)))
         if names == encoded:
-            return cls._make
+            return make
         found = tuple((name or b"").decode() for name in names)
         if sorted(found) != sorted(fields):
             missing = sorted(set(fields) - set(found))
             extra = sorted(set(found) - set(fields))
             raise TypeError(
-                f"{cls.__name__} rows need the columns {', '.join(fields)};"
+                f"{what} rows need the columns {', '.join(fields)};"
                 f" missing: {', '.join(missing) or '-'}, unexpected: {', '.join(extra) or '-'}"
             )
         order = [found.index(name) for name in fields]
-        return lambda values: cls._make([values[i] for i in order])
+        return lambda values: make([values[i] for i in order])
 
     return factory
+
+
+def named_tuple_row(cls: type[N]) -> BaseRowFactory[N]:
+    """Rows as the NamedTuple `cls`, its fields matched to the columns by name (see
+    checked_row): the claim's row factory."""
+    return checked_row(cls._fields, cls._make, cls.__name__)
+
+
+def dataclass_row(cls: type[D]) -> BaseRowFactory[D]:
+    """Rows as the dataclass `cls`, its fields matched to the columns by name (see
+    checked_row); like psycopg's class_row, without a dict per row."""
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    return checked_row(fields, lambda values: cls(*values), cls.__name__)
 
 
 # The batch calls send their arrays as array literals built here: psycopg's generic list

@@ -8,16 +8,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import class_row
-
 from skiplock.jobs import STATUSES, Job
-from skiplock.store.call import Call, first
+from skiplock.store.call import Call, dataclass_row, first
 from skiplock.store.previews import with_previews
 
-# The columns a job is read from: Job's fields, each read by its name (class_row), so a
-# column added to the view or moved in it cannot shift another.
+# The columns a job is read from: Job's fields, each matched by its name, so a column
+# added to the view or moved in it cannot shift another.
 JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Job))
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
+_JOB_ROW = dataclass_row(Job)
 
 # The JSON-valued columns of a listed job (all the others are bounded by their types).
 JOB_PREVIEWS = {
@@ -48,7 +47,7 @@ def get_job(job_id: int) -> Call[Job | None]:
         f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs WHERE id = %s",
         (job_id,),
         first,
-        class_row(Job),
+        _JOB_ROW,
     )
 
 
@@ -72,7 +71,7 @@ def list_jobs(
         " ORDER BY id DESC LIMIT %(limit)s",
         {"status": status, "queue": queue, "task": task, "before": before_id, "limit": limit},
         list,
-        class_row(Job),
+        _JOB_ROW,
     )
 
 
@@ -142,7 +141,7 @@ def list_jobs_page(
             "limit": limit,
         },
         list,
-        class_row(Job),
+        _JOB_ROW,
     )
 
 
