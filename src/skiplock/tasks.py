@@ -62,7 +62,7 @@ def duration(value: timedelta | float | None, name: str) -> timedelta | None:
 class Task:
     """A registered handler with its defaults. Call it directly to run it inline.
 
-    `schema` is the JSON Schema of its args (None: any object), compiled once into
+    `args_schema` is the JSON Schema of its args (None: any object), compiled once into
     `validator`; `description` documents it in the task registry.
     """
 
@@ -73,16 +73,18 @@ class Task:
         name: str,
         defaults: JobOptions,
         *,
-        schema: Mapping[str, Any] | bool | None = None,
+        args_schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.defaults = defaults
-        self.schema = schema
+        self.args_schema = args_schema
         self.validator: Validator | None = (
-            None if schema is None else compile_schema(schema, what=f"the schema of task {name}")
+            None
+            if args_schema is None
+            else compile_schema(args_schema, what=f"the args schema of task {name}")
         )
         self.description = (inspect.getdoc(fn) or "") if description is None else description
         self.is_async = inspect.iscoroutinefunction(fn)
