@@ -113,7 +113,7 @@ def test_a_previous_bench_run_is_not_a_reason_to_refuse(dsn: str) -> None:
         ("--handler", "nope"),
         ("--scenario", "warp-speed"),
         ("--batch-size", "0"),
-        ("--payload-bytes", "-5"),
+        ("--args-bytes", "-5"),
         ("--jobs", "many"),
     ],
 )

@@ -132,18 +132,18 @@ def test_enable_disable_delete(conn: psycopg.Connection) -> None:
     assert conn.execute("SELECT skiplock.delete_schedule('s')").fetchone() == (False,)
 
 
-def test_periodic_tasks_are_written_at_worker_start_and_fire(
+def test_schedules_declared_in_code_are_written_at_worker_start_and_fire(
     dsn: str, conn: psycopg.Connection
 ) -> None:
     app = skiplock.App(dsn)
 
-    @app.periodic("0 4 * * *", timezone="Europe/Paris", args={"full": True})
+    @app.schedule("0 4 * * *", timezone="Europe/Paris", args={"full": True})
     @app.task(name="nightly", queue="reports")
     async def nightly(full: bool) -> str:
         return "done" if full else "partial"
 
     with pytest.raises(skiplock.ConfigError, match="cron"):
-        app.periodic("not cron")
+        app.schedule("not cron")
 
     async def body() -> None:
         worker = Worker(app, queues=["reports"], schedule_interval=0.05, poll_interval=0.05)

@@ -31,7 +31,7 @@ def app(dsn: str) -> Iterator[App]:
     ran: list[dict[str, Any]] = []
     app.ran = ran  # type: ignore[attr-defined]
 
-    @app.task(name="send_email", queue="emails", schema=EMAIL)
+    @app.task(name="send_email", queue="emails", args_schema=EMAIL)
     def send_email(**args: Any) -> None:
         """Send one email."""
         ran.append(args)
@@ -53,7 +53,7 @@ def test_description_defaults_to_the_docstring(app: App) -> None:
 def test_a_bad_schema_is_refused_at_registration(app: App) -> None:
     with pytest.raises(ConfigError, match="not a valid JSON Schema"):
 
-        @app.task(name="bad", schema={"type": "no-such-type"})
+        @app.task(name="bad", args_schema={"type": "no-such-type"})
         def bad() -> None: ...
 
 

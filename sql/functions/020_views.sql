@@ -4,7 +4,8 @@
 -- columns at the end: a new column goes last, and none is removed or renamed here.
 
 -- all_jobs: every job, wherever it lives (jobs, job_history, dead_jobs), with its
--- status in the words users see. Reads only.
+-- status in the words users see. Reads only. on_dependency_failure is kept only in the
+-- hot table: a finished job waits on nothing, and shows NULL.
 CREATE OR REPLACE VIEW skiplock.all_jobs AS
 SELECT id, task, args, queue, priority,
        CASE WHEN state = 'running' THEN 'running'
@@ -16,19 +17,19 @@ SELECT id, task, args, queue, priority,
        NULL::timestamptz AS finished_at, progress, NULL::jsonb AS result,
        errors -> -1 AS last_error, errors, tags, meta, retry_policy, timeout, worker_id,
        lease_expires_at, cancel_requested_at, unique_key, expires_at, depends_on,
-       callback_url::text AS callback_url
+       callback_url::text AS callback_url, on_dependency_failure::text AS on_dependency_failure
 FROM skiplock.jobs
 UNION ALL
 SELECT id, task, args, queue, priority, status::text, attempt, max_attempts, NULL,
        created_at, started_at, finished_at, progress, result, errors -> -1, errors, tags,
        meta, retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at, depends_on,
-       callback_url
+       callback_url, NULL
 FROM skiplock.job_history
 UNION ALL
 SELECT id, task, args, queue, priority, 'failed', attempt, max_attempts, NULL, created_at,
        started_at, failed_at, progress, NULL, errors -> -1, errors, tags, meta,
        retry_policy, timeout, worker_id, NULL, NULL, unique_key, expires_at, depends_on,
-       callback_url
+       callback_url, NULL
 FROM skiplock.dead_jobs;
 
 -- dead_letters: the dead letters with their last error.

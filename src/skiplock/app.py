@@ -90,7 +90,7 @@ class App(AdminCalls):
         /,
         *,
         name: str | None = None,
-        schema: Mapping[str, Any] | bool | None = None,
+        args_schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
         **defaults: Any,
     ) -> Callable[[Handler], Task]: ...
@@ -101,7 +101,7 @@ class App(AdminCalls):
         /,
         *,
         name: str | None = None,
-        schema: Mapping[str, Any] | bool | None = None,
+        args_schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
         **defaults: Any,
     ) -> Task | Callable[[Handler], Task]:
@@ -113,10 +113,10 @@ class App(AdminCalls):
 
         `defaults` are job options (see skiplock.options: queue, priority, max_attempts,
         retry_policy, timeout, tags, …) for every job of the task that does not set them.
-        `schema` (a JSON Schema) is checked against the args on enqueue, by the API and
+        `args_schema` (a JSON Schema) is checked against the args on enqueue, by the API and
         by the worker before the handler runs (a job whose args fail it is not retried:
         it goes to the dead letters). `description` (default: the docstring) and the
-        schema are published to the task registry when a worker starts.
+        args schema are published to the task registry when a worker starts.
         """
         options = JobOptions.checked(defaults)
 
@@ -124,13 +124,15 @@ class App(AdminCalls):
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             if task_name in self.tasks:
                 raise ConfigError(f"task {task_name!r} is already registered")
-            task = Task(self, f, task_name, options, schema=schema, description=description)
+            task = Task(
+                self, f, task_name, options, args_schema=args_schema, description=description
+            )
             self.tasks[task_name] = task
             return task
 
         return register(fn) if fn is not None else register
 
-    def periodic(
+    def schedule(
         self,
         cron: str,
         *,
@@ -138,7 +140,7 @@ class App(AdminCalls):
         timezone: str = "UTC",
         args: Mapping[str, Any] | None = None,
     ) -> Callable[[Task | Handler], Task]:
-        """Run a task on a cron schedule: put `@app.periodic("0 3 * * *")` above
+        """Run a task on a cron schedule: put `@app.schedule("0 3 * * *")` above
         `@app.task(...)` (a plain function is registered as a task with defaults).
 
         Workers write the schedule to the database when they start (replacing one of the
@@ -386,7 +388,7 @@ class App(AdminCalls):
                 "name": task.name,
                 "queue": task.defaults.queue or "default",
                 "description": task.description,
-                "args_schema": task.schema,
+                "args_schema": task.args_schema,
             }
             for task in self.tasks.values()
         ]

@@ -32,7 +32,7 @@ log = logging.getLogger("skiplock.scheduler")
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """A schedule declared in code (`@app.periodic`), written to the database at worker
+    """A schedule declared in code (`@app.schedule`), written to the database at worker
     start."""
 
     name: str

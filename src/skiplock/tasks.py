@@ -21,7 +21,8 @@ import psycopg
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.options import JobOptions
+from skiplock.options import NAMES, JobOptions
+from skiplock.retry import RetryPolicy
 from skiplock.store import EnqueueRequest
 from skiplock.validation import Validator, compile_schema
 from skiplock.workflows import Step
@@ -37,27 +38,15 @@ HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancel
 
 
 def request(task: str, args: Mapping[str, Any] | None, options: JobOptions) -> EnqueueRequest:
-    """What the store enqueues for one job of `task` with `options` (already checked)."""
-    return EnqueueRequest(
-        task=task,
-        args_json=encode_json(dict(args or {}), what="args"),
-        queue=options.queue,
-        priority=options.priority,
-        run_at=options.run_at,
-        delay=duration(options.delay, "delay"),
-        max_attempts=options.max_attempts,
-        retry_policy=options.retry_policy.to_json() if options.retry_policy else None,
-        timeout=duration(options.timeout, "timeout"),
-        tags=tuple(options.tags),
-        meta=options.meta,
-        unique_key=options.unique_key,
-        unique_scope=options.unique_scope,
-        unique_for=duration(options.unique_for, "unique_for"),
-        expires_at=options.expires_at,
-        expires_in=duration(options.expires_in, "expires_in"),
-        depends_on=tuple(options.depends_on),
-        on_dependency_failure=options.on_dependency_failure,
-        callback_url=options.callback_url,
+    """What the store enqueues for one job of `task` with `options` (as JobOptions.checked
+    gives them: durations are timedeltas, lists tuples)."""
+    values = (getattr(options, name) for name in NAMES)
+    return EnqueueRequest._make(
+        (
+            task,
+            encode_json(dict(args or {}), what="args"),
+            *(value.to_json() if isinstance(value, RetryPolicy) else value for value in values),
+        )
     )
 
 
@@ -73,7 +62,7 @@ def duration(value: timedelta | float | None, name: str) -> timedelta | None:
 class Task:
     """A registered handler with its defaults. Call it directly to run it inline.
 
-    `schema` is the JSON Schema of its args (None: any object), compiled once into
+    `args_schema` is the JSON Schema of its args (None: any object), compiled once into
     `validator`; `description` documents it in the task registry.
     """
 
@@ -84,16 +73,18 @@ class Task:
         name: str,
         defaults: JobOptions,
         *,
-        schema: Mapping[str, Any] | bool | None = None,
+        args_schema: Mapping[str, Any] | bool | None = None,
         description: str | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.defaults = defaults
-        self.schema = schema
+        self.args_schema = args_schema
         self.validator: Validator | None = (
-            None if schema is None else compile_schema(schema, what=f"the schema of task {name}")
+            None
+            if args_schema is None
+            else compile_schema(args_schema, what=f"the args schema of task {name}")
         )
         self.description = (inspect.getdoc(fn) or "") if description is None else description
         self.is_async = inspect.iscoroutinefunction(fn)

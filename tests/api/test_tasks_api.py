@@ -147,7 +147,7 @@ def test_unregistered_task_is_refused_unless_the_body_opts_out(
 def test_a_task_the_api_app_serves_itself_is_known_and_checked(dsn: str) -> None:
     app = skiplock.App(dsn)
 
-    @app.task(name="local", schema={"type": "object", "required": ["n"]})
+    @app.task(name="local", args_schema={"type": "object", "required": ["n"]})
     def local(n: int) -> None: ...
 
     with TestClient(create_app(app)) as client:

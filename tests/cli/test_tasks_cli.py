@@ -16,7 +16,7 @@ from skiplock import App
 app = App()
 
 
-@app.task(name="send_email", queue="emails", schema={"type": "object", "required": ["to"]})
+@app.task(name="send_email", queue="emails", args_schema={"type": "object", "required": ["to"]})
 def send_email(to: str) -> None:
     """Send one email.
 

@@ -21,7 +21,7 @@ async def flaky(ctx: skiplock.JobContext) -> int:
     return ctx.attempt
 
 
-@app.periodic("* * * * *", name="roles.every_minute")
+@app.schedule("* * * * *", name="roles.every_minute")
 @app.task(name="roles.tick")
 async def tick() -> None:
     return None

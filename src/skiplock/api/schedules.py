@@ -136,7 +136,7 @@ async def create_schedule(request: Request) -> Response:
     job = parse_enqueue({field: body[field] for field in SCHEDULE_JOB_FIELDS if field in body})
     enabled = schedule.enabled is not False
     # Unset options take the task's defaults when this App registered it, then the
-    # table's: as for an enqueue, and as for a schedule declared with @app.periodic.
+    # table's: as for an enqueue, and as for a schedule declared with @app.schedule.
     registered = api.app.tasks.get(job.task)
     given = JobOptions.checked(job.options)
     options = registered.defaults.merged(given) if registered else given

@@ -70,7 +70,7 @@ class Bench:
         self.app = app
         self.app.dsn = dsn
         self.task = HANDLERS[settings.handler]
-        self.args = {"pad": "x" * settings.payload_bytes} if settings.payload_bytes else {}
+        self.args = {"pad": "x" * settings.args_bytes} if settings.args_bytes else {}
 
     # the database --------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ def render_table(report: Mapping[str, Any]) -> str:
     lines = [
         f"skiplock bench: {s['rounds']} round(s), {s['workers']} worker process(es),"
         f" concurrency {s['concurrency']}, batch {s['batch_size'] or 'free slots'},"
-        f" handler {s['handler']}, payload {s['payload_bytes']} B",
+        f" handler {s['handler']}, args {s['args_bytes']} B",
         f"PostgreSQL {m['postgresql']}, {m['nproc']} CPUs,"
         f" load average {m['load_average_start']} (start) / {m['load_average_end']} (end)",
         "",

@@ -25,7 +25,7 @@ class BenchSettings:
     workers: int = 1
     concurrency: int = 200
     batch_size: int | None = None  # None: the worker's default, all free slots
-    payload_bytes: int = 0
+    args_bytes: int = 0
     handler: str = "async-noop"
     rounds: int = 3
     duration: float = 10.0  # steady
@@ -43,7 +43,7 @@ class BenchSettings:
             ("workers", self.workers, 1),
             ("concurrency", self.concurrency, 1),
             ("batch_size", self.batch_size or 1, 1),
-            ("payload_bytes", self.payload_bytes, 0),
+            ("args_bytes", self.args_bytes, 0),
             ("rounds", self.rounds, 1),
             ("duration", self.duration, 0.1),
             ("rate", self.rate, 1),

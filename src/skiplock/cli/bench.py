@@ -28,7 +28,7 @@ from skiplock.migrate import migrate
     default=None,
     help="Most jobs per claim (default: all free slots).",
 )
-@click.option("--payload-bytes", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--args-bytes", type=click.IntRange(0), default=0, show_default=True)
 @click.option(
     "--handler",
     type=click.Choice(["async-noop", "sync-noop", "sleep-1ms"]),
@@ -104,7 +104,7 @@ def bench(
     workers: int,
     concurrency: int,
     batch_size: int | None,
-    payload_bytes: int,
+    args_bytes: int,
     handler: str,
     rounds: int,
     scenarios: tuple[str, ...],
@@ -148,7 +148,7 @@ def bench(
             workers=workers,
             concurrency=concurrency,
             batch_size=batch_size,
-            payload_bytes=payload_bytes,
+            args_bytes=args_bytes,
             handler=handler,
             rounds=rounds,
             duration=duration,

@@ -1,0 +1,107 @@
+"""Recurring schedules (sql/functions/100_schedules.sql): create, list, enable,
+disable and delete them; the scheduler's lock, fire and next-run calls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from psycopg.rows import dict_row
+
+from skiplock.store.call import Call, flag, named_tuple_row, nothing, scalar
+
+SCHEDULE_COLUMNS = (
+    "name",
+    "cron",
+    "timezone",
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "max_attempts",
+    "enabled",
+    "next_run_at",
+    "last_run_at",
+    "last_job_id",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+
+
+class DueSchedule(NamedTuple):
+    """A schedule the scheduler holds locked: due, or with no next run computed yet."""
+
+    name: str
+    cron: str
+    timezone: str
+    next_run_at: datetime | None
+    db_now: datetime
+
+
+_DUE_SCHEDULE_ROW = named_tuple_row(DueSchedule)
+
+
+def create_schedule(
+    name: str,
+    *,
+    cron: str,
+    task: str,
+    args_json: str,
+    queue: str,
+    priority: int,
+    timezone: str,
+    max_attempts: int,
+    enabled: bool = True,
+    replace: bool = False,
+) -> Call[None]:
+    return Call(
+        "SELECT skiplock.create_schedule(%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)",
+        (name, cron, task, args_json, queue, priority, timezone, max_attempts, enabled, replace),
+        nothing,
+    )
+
+
+def list_schedules(name: str | None = None) -> Call[list[dict[str, Any]]]:
+    """Every schedule (or the one named), by name."""
+    return Call(
+        f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM skiplock.schedules"
+        " WHERE %(name)s::text IS NULL OR name = %(name)s ORDER BY name",
+        {"name": name},
+        list,
+        dict_row,
+    )
+
+
+def set_schedule_enabled(name: str, enabled: bool) -> Call[bool]:
+    function = "enable_schedule" if enabled else "disable_schedule"
+    return Call(f"SELECT skiplock.{function}(%s)", (name,), flag)
+
+
+def delete_schedule(name: str) -> Call[bool]:
+    return Call("SELECT skiplock.delete_schedule(%s)", (name,), flag)
+
+
+def lock_due_schedules(limit: int, now: datetime | None = None) -> Call[list[DueSchedule]]:
+    """Lock up to `limit` due schedules for this transaction (see
+    skiplock.lock_due_schedules); `now` stands in for the database's clock."""
+    return Call(
+        f"SELECT {', '.join(DueSchedule._fields)} FROM skiplock.lock_due_schedules(%s, %s)",
+        (limit, now),
+        list,
+        _DUE_SCHEDULE_ROW,
+    )
+
+
+def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime | None) -> Call[int]:
+    return Call("SELECT skiplock.fire_schedule(%s, %s, %s)", (name, fire_at, next_run_at), scalar)
+
+
+def set_schedule_next_run(
+    name: str, next_run_at: datetime | None, error: str | None = None
+) -> Call[bool]:
+    return Call(
+        "SELECT skiplock.set_schedule_next_run(%s, %s, %s)",
+        (name, next_run_at, error),
+        flag,
+    )
