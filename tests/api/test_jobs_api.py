@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -489,6 +491,13 @@ def test_every_job_option_is_a_field_of_the_enqueue_body_and_its_schema() -> Non
     assert set(NAMES) <= set(EnqueueJob.__struct_fields__)
     assert set(NAMES) <= set(document["properties"])
     assert document["required"] == ["task"] and document["additionalProperties"] is False
+
+
+def test_docs_list_every_job_option_as_a_field_of_the_enqueue_body() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    section = docs.split("## `POST /api/v1/jobs`", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` ", section, re.MULTILINE)
+    assert rows == ["task", "args", *NAMES, "allow_unregistered_task"]
 
 
 def test_the_job_schema_has_every_field_of_job_and_requires_them() -> None:
