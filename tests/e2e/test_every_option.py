@@ -103,6 +103,16 @@ def by_rest(client: TestClient, key: str, dependency: int) -> list[int]:
     return ids
 
 
+def by_rest_list(client: TestClient, key: str, dependency: int) -> list[int]:
+    body = [
+        {"task": "every", "args": {"n": 1}, **values(key, dependency)},
+        {"task": "every", "args": {"n": 1}, "expires_in": 600},
+    ]
+    response = client.post("/api/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return list(response.json()["ids"])
+
+
 def by_cli(dsn: str, key: str, dependency: int) -> list[int]:
     runner = CliRunner()
     flags = [
@@ -161,6 +171,7 @@ def seams(dsn: str, conn: psycopg.Connection) -> Iterator[dict[str, Callable[...
             "python": lambda key, dep: by_python(app, key, dep),
             "bulk": lambda key, dep: by_bulk(app, key, dep),
             "rest": lambda key, dep: by_rest(client, key, dep),
+            "rest_list": lambda key, dep: by_rest_list(client, key, dep),
             "cli": lambda key, dep: by_cli(dsn, key, dep),
         }
     app.close()
