@@ -263,7 +263,7 @@ def test_retried_and_redriven_jobs_keep_their_callback(conn: psycopg.Connection)
     kill(conn, claim(conn))
     conn.execute("SELECT skiplock.retry_job(%s)", (job_id,))
     kill(conn, [i for i in claim(conn) if i == job_id])
-    conn.execute("SELECT skiplock.redrive_dead_jobs()")
+    conn.execute("SELECT skiplock.redrive_dead_letters()")
     assert conn.execute(
         "SELECT callback_url FROM skiplock.all_jobs WHERE id = %s", (job_id,)
     ).fetchone() == (url,)

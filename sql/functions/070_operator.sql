@@ -95,13 +95,13 @@ BEGIN
 END
 $$;
 
--- redrive_dead_jobs: move dead letters back to the queue (same ids, attempts reset,
+-- redrive_dead_letters: move dead letters back to the queue (same ids, attempts reset,
 -- error history and callback URL kept). p_queue / p_task filter (NULL: any). Rows are
 -- taken with SKIP LOCKED, so redrives at once never move the same job and never wait on
 -- each other; call it again until it returns fewer than p_limit ids to redrive
 -- everything in bounded batches. The insert wakes workers through the _jobs_inserted
 -- trigger. Returns the ids moved; none when nothing matches.
-CREATE OR REPLACE FUNCTION skiplock.redrive_dead_jobs(
+CREATE OR REPLACE FUNCTION skiplock.redrive_dead_letters(
     p_queue text DEFAULT NULL, p_task text DEFAULT NULL, p_limit integer DEFAULT 1000,
     p_now timestamptz DEFAULT NULL
 ) RETURNS SETOF bigint
@@ -126,12 +126,12 @@ LANGUAGE sql AS $$
     SELECT id FROM inserted ORDER BY id
 $$;
 
--- purge_dead_jobs: delete dead letters for good. p_queue / p_task filter (NULL: any);
+-- purge_dead_letters: delete dead letters for good. p_queue / p_task filter (NULL: any);
 -- p_older_than keeps the ones that failed more recently than that (NULL: any age).
 -- Rows are locked by the DELETE; a dead letter being redriven at the same moment is
 -- either redriven or purged, never both. Returns how many were deleted (0 when nothing
 -- matches).
-CREATE OR REPLACE FUNCTION skiplock.purge_dead_jobs(
+CREATE OR REPLACE FUNCTION skiplock.purge_dead_letters(
     p_queue text DEFAULT NULL, p_task text DEFAULT NULL, p_older_than interval DEFAULT NULL,
     p_now timestamptz DEFAULT NULL
 ) RETURNS bigint

@@ -123,7 +123,7 @@ def test_prometheus_text_parses_with_expected_metrics(client: TestClient, activi
     assert samples[("skiplock_queue_jobs", (("queue", "reports"), ("status", "scheduled")))] == 1
     assert samples[("skiplock_queue_paused", (("queue", "reports"),))] == 1
     assert samples[("skiplock_queue_paused", (("queue", "emails"),))] == 0
-    assert samples[("skiplock_workers_active", ())] == 1
+    assert samples[("skiplock_workers_alive", ())] == 1
     assert samples[("skiplock_workers_registered", ())] == 1
     assert samples[("skiplock_workers_unhealthy", ())] == 0
     assert samples[("skiplock_worker_running_jobs", ())] == 0

@@ -137,7 +137,7 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         2: "queued",  # cancel_job while scheduled, then retry_job
         3: "retrying",  # rescued after its lease expired
         4: "retrying",  # fail_jobs with retry_in
-        5: "queued",  # dead-lettered with retry: false, then redrive_dead_jobs
+        5: "queued",  # dead-lettered with retry: false, then redrive_dead_letters
         6: "queued",  # release_jobs
         # (the bulk insert examples' rolled-back ids 7-12 are used up)
         13: "queued",  # unique_key: the second enqueue returned 13 again

@@ -104,7 +104,7 @@ async def redrive_dead_letters(request: Request) -> Response:
     ids: list[int] = []
     while len(ids) < limit:
         batch = min(REDRIVE_BATCH, limit - len(ids))
-        moved = await api.run(store.redrive_dead_jobs(queue=queue, task=task, limit=batch))
+        moved = await api.run(store.redrive_dead_letters(queue=queue, task=task, limit=batch))
         ids += moved
         if len(moved) < batch:
             break
@@ -119,7 +119,7 @@ async def purge_dead_letters(request: Request) -> Response:
     given = decode(body, PurgeDeadLetters, DEAD_LETTER_RULES, fields=PURGE_FIELDS)
     given.check()
     older_than = None if given.older_than is None else timedelta(seconds=given.older_than)
-    call = store.purge_dead_jobs(queue=given.queue, task=given.task, older_than=older_than)
+    call = store.purge_dead_letters(queue=given.queue, task=given.task, older_than=older_than)
     purged = await api.run(call)
     return JSONResponse({"purged": purged})
 

@@ -181,7 +181,7 @@ class SnapshotCollector(Collector):
 
         alive = [w for w in snap.workers if w["alive"]]
         yield GaugeMetricFamily(
-            "skiplock_workers_active",
+            "skiplock_workers_alive",
             "Worker processes with a heartbeat in the last minute.",
             value=len(alive),
         )

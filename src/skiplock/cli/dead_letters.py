@@ -86,7 +86,7 @@ def redrive_dead_letters(
             click.echo(f"job {job_id} queued again")
             return
         total = 0
-        while batch := store.redrive_dead_jobs(queue=queue, task=task, limit=1000).run(conn):
+        while batch := store.redrive_dead_letters(queue=queue, task=task, limit=1000).run(conn):
             total += len(batch)
     click.echo(f"{total} dead letters queued again")
 
@@ -111,5 +111,5 @@ def purge_dead_letters(
         raise click.UsageError("purging deletes dead letters for good: add --yes")
     age = timedelta(seconds=older_than) if older_than is not None else None
     with connect(settings.dsn()) as conn:
-        count = store.purge_dead_jobs(queue=queue, task=task, older_than=age).run(conn)
+        count = store.purge_dead_letters(queue=queue, task=task, older_than=age).run(conn)
     click.echo(f"{count} dead letters purged")

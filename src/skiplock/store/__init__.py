@@ -194,10 +194,10 @@ from skiplock.store.operator import (
     pause_queue as pause_queue,
 )
 from skiplock.store.operator import (
-    purge_dead_jobs as purge_dead_jobs,
+    purge_dead_letters as purge_dead_letters,
 )
 from skiplock.store.operator import (
-    redrive_dead_jobs as redrive_dead_jobs,
+    redrive_dead_letters as redrive_dead_letters,
 )
 from skiplock.store.operator import (
     resume_queue as resume_queue,

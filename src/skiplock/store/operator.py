@@ -71,18 +71,18 @@ def set_queue_defaults(
     )
 
 
-def redrive_dead_jobs(
+def redrive_dead_letters(
     *, queue: str | None = None, task: str | None = None, limit: int = 1000
 ) -> Call[list[int]]:
     """One batch of up to `limit`; call again until it returns fewer to redrive all."""
-    return Call("SELECT skiplock.redrive_dead_jobs(%s, %s, %s)", (queue, task, limit), column)
+    return Call("SELECT skiplock.redrive_dead_letters(%s, %s, %s)", (queue, task, limit), column)
 
 
-def purge_dead_jobs(
+def purge_dead_letters(
     *, queue: str | None = None, task: str | None = None, older_than: timedelta | None = None
 ) -> Call[int]:
     return Call(
-        "SELECT skiplock.purge_dead_jobs(%s, %s, %s)",
+        "SELECT skiplock.purge_dead_letters(%s, %s, %s)",
         (queue, task, older_than),
         lambda rows: int(scalar(rows) or 0),
     )
