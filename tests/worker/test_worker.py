@@ -317,6 +317,7 @@ def test_listener_reconnects_after_its_backend_is_terminated(app, dsn):
             c.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()"
             )
         await async_wait_until(lambda: listener.reconnects >= 1, timeout=15)
         await asyncio.wait_for(listener.connected.wait(), 10)
