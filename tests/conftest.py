@@ -74,7 +74,7 @@ def _private_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[Server]:
+def database_server() -> Iterator[Server]:
     """The PostgreSQL server of this test process (started on first use)."""
     external = os.environ.get("SKIPLOCK_TEST_DSN")
     servers = iter([external]) if external else _private_server()
@@ -89,42 +89,50 @@ def pg_server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def admin(pg_server: Server) -> Iterator[psycopg.Connection]:
+def maintenance_connection(database_server: Server) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the maintenance database, to create and drop others."""
-    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+    with psycopg.connect(database_server.dsn("postgres"), autocommit=True) as conn:
         yield conn
 
 
+def _drop_database(conn: psycopg.Connection, name: str) -> None:
+    # FORCE ends the sessions a test left behind (a worker still disconnecting)
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
-def template_db(pg_server: Server, admin: psycopg.Connection) -> Iterator[str]:
+def template_database(
+    database_server: Server, maintenance_connection: psycopg.Connection
+) -> Iterator[str]:
     """A database migrated once per process, the template of every test's database."""
     name = f"skiplock_template_{os.getpid()}"
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
+    _drop_database(maintenance_connection, name)
+    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(database_server.dsn(name), autocommit=True) as conn:
         migrate(conn)
     yield name
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    _drop_database(maintenance_connection, name)
 
 
 _database_numbers = itertools.count(1)
 
 
 @pytest.fixture
-def dsn(pg_server: Server, admin: psycopg.Connection, template_db: str) -> Iterator[str]:
+def dsn(
+    database_server: Server, maintenance_connection: psycopg.Connection, template_database: str
+) -> Iterator[str]:
     """Connection string of this test's fresh, migrated database."""
     name = f"skiplock_test_{os.getpid()}_{next(_database_numbers)}"
     create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(template_db)
+        sql.Identifier(name), sql.Identifier(template_database)
     )
-    if admin.info.server_version >= 150000:
+    if maintenance_connection.info.server_version >= 150000:
         # copying the small template's files beats writing every page through the WAL
         # (the default since PostgreSQL 15); its checkpoints are cheap without fsync
         create += sql.SQL(" STRATEGY FILE_COPY")
-    admin.execute(create)
-    yield pg_server.dsn(name)
-    # FORCE ends the sessions a test left behind (a worker still disconnecting)
-    admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    maintenance_connection.execute(create)
+    yield database_server.dsn(name)
+    _drop_database(maintenance_connection, name)
 
 
 @pytest.fixture(autouse=True)
