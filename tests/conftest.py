@@ -8,7 +8,8 @@ reaching another worker's tests.
 A template database is migrated once per process; each test gets a clone of it
 (`CREATE DATABASE … TEMPLATE`) under a name no other process uses, so it can never see
 another test's jobs. Every name carries the process id, so test processes sharing a
-SKIPLOCK_TEST_DSN server do not collide either.
+SKIPLOCK_TEST_DSN server do not collide either; but there a server-wide change made by
+one test reaches the tests of every other worker, so run against it with `-n 0`.
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ def dsn(
         # (the default since PostgreSQL 15); its checkpoints are cheap without fsync
         create += sql.SQL(" STRATEGY FILE_COPY")
     maintenance_connection.execute(create)
+    yield database_server.dsn(name)
+    _drop_database(maintenance_connection, name)
+
+
+@pytest.fixture
+def empty_dsn(database_server: Server, maintenance_connection: psycopg.Connection) -> Iterator[str]:
+    """Connection string of a brand-new database with no skiplock schema at all."""
+    name = f"skiplock_empty_{os.getpid()}_{next(_database_numbers)}"
+    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield database_server.dsn(name)
     _drop_database(maintenance_connection, name)
 
