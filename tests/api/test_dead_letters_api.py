@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 from api_checks import assert_problem, enqueue, kill
 from starlette.testclient import TestClient
 
-import skiplock
-from skiplock.api import create_app
-
 JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ item's own endpoint; keyset pages still walk every row."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import psycopg
-import pytest
 from api_checks import DOCUMENT, W1
 from starlette.testclient import TestClient
 
@@ -24,12 +22,6 @@ ROWS = 150
 BIG = 1_000_000  # characters in each big value: ~1 MB of JSON text
 # 150 rows of 1 MB args and 1 MB results: ~300 MB in full; the page must stay under this.
 PAGE_BYTES_MAX = 1_000_000
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def enqueue_big(conn: psycopg.Connection, n: int = ROWS, *, queue: str = "default") -> list[int]:

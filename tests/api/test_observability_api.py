@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,12 +17,6 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock.api import create_app
 from skiplock.migrate import load_migrations
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def test_ready(client: TestClient) -> None:

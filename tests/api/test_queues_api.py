@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
 from api_checks import W1, assert_problem, enqueue, kill, succeed
 from starlette.testclient import TestClient
 
-import skiplock
 from conftest import wait_until
-from skiplock.api import create_app
 
 JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def test_create_list_get(client: TestClient) -> None:

@@ -4,7 +4,6 @@ created schedule fired by one scheduler tick."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +20,6 @@ from skiplock.api import schedules as schedules_api
 JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
 
 URL = "/api/v1/schedules"
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def stored(conn: psycopg.Connection) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -31,12 +30,6 @@ CHAIN = {
 def published(dsn: str) -> None:
     """The tasks the steps name, published as a worker would (the API checks steps)."""
     publish_tasks(dsn, "etl.extract", "etl.load")
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def finish_ready(conn: psycopg.Connection, result: Any = None, *, fail: bool = False) -> None:

@@ -4,7 +4,6 @@ queue-limited tokens."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -38,12 +37,6 @@ CHAIN = {
 def published(dsn: str) -> None:
     """The tasks the steps name, published as a worker would (the API checks steps)."""
     publish_tasks(dsn, "t", "etl.extract", "etl.load")
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[TestClient]:
-    with TestClient(create_app(skiplock.App(dsn))) as c:
-        yield c
 
 
 def finish_ready(conn: psycopg.Connection, result: Any) -> None:

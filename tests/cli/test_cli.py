@@ -8,13 +8,12 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from skiplock import App
 from skiplock.cli import main
@@ -33,15 +32,6 @@ def cli(dsn: str) -> Any:
         return runner.invoke(main, ["--dsn", dsn, *args])
 
     return invoke
-
-
-@pytest.fixture
-def empty_dsn(conn: psycopg.Connection, dsn: str) -> Iterator[str]:
-    """A database on the same server with no skiplock schema."""
-    name = f"skiplock_empty_{uuid.uuid4().hex[:12]}"
-    conn.execute(f"CREATE DATABASE {name}")
-    yield make_conninfo(dsn, dbname=name)
-    conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def refused(result: Result, code: int = 1) -> str:

@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.testclient import TestClient
 
 import skiplock
-from conftest import SERVER, wait_until
+from conftest import wait_until
 from skiplock.api import create_app
 from skiplock.cli import main
 from skiplock.errors import ConfigError
@@ -49,12 +49,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_as() -> list[str]:
+def _run_as(host: str) -> list[str]:
     """PgBouncer refuses to run as root: then run it as the owner of the server's socket
     directory (the embedded server's user), or as nobody for a TCP server."""
     if os.geteuid() != 0:
         return []
-    host = str(SERVER["host"])
     user = Path(host).owner() if host.startswith("/") else "nobody"
     return ["-u", user]
 
@@ -110,7 +109,9 @@ def bouncer(dsn: str) -> Iterator[Callable[..., str]]:
             path.chmod(0o644)
         with (Path(home) / "pgbouncer.log").open("wb") as log:
             proc = subprocess.Popen(
-                [PGBOUNCER, *_run_as(), str(ini)], stdout=log, stderr=subprocess.STDOUT
+                [PGBOUNCER, *_run_as(str(params["host"])), str(ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         started.append((proc, home))
         through = make_conninfo(host="127.0.0.1", port=port, user=user, dbname=params["dbname"])

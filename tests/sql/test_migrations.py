@@ -6,38 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
 import zipfile
-from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from skiplock.errors import SchemaError
 from skiplock.migrate import Applied, check_schema, load_functions, load_migrations, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def empty_dsn(conn: psycopg.Connection) -> Iterator[str]:
-    """A brand-new database with no skiplock schema at all, dropped after the test."""
-    name = f"skiplock_empty_{uuid.uuid4().hex[:12]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    info = conn.info
-    try:
-        yield make_conninfo(
-            host=info.host,
-            port=info.port,
-            user=info.user,
-            dbname=name,
-            **({"password": info.password} if info.password else {}),
-        )
-    finally:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def applied_versions(conn: psycopg.Connection) -> list[int]:

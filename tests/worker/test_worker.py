@@ -237,6 +237,24 @@ def test_cancel_running_sync_job_sets_its_signal(app, dsn):
     run_worker(app, body)
 
 
+def test_timeout_sets_a_sync_handlers_signal(app, dsn):
+    saw_signal = threading.Event()  # set by the handler itself: the worker cannot fake it
+
+    @app.task(name="polling", timeout=0.2, max_attempts=1)
+    def polling(ctx: skiplock.JobContext) -> None:
+        if ctx.cancelled.wait(30):
+            saw_signal.set()
+
+    job_id = polling.enqueue()
+
+    async def body(worker: Worker) -> None:
+        await async_wait_until(finished(dsn, job_id, "failed"))
+        # a thread cannot be stopped: the handler must have been told that its time is up
+        await async_wait_until(saw_signal.is_set)
+
+    run_worker(app, body)
+
+
 def test_cancel_reaches_the_worker_through_the_heartbeat_without_listener(app, dsn):
     started = threading.Event()
 
@@ -317,6 +335,7 @@ def test_listener_reconnects_after_its_backend_is_terminated(app, dsn):
             c.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()"
             )
         await async_wait_until(lambda: listener.reconnects >= 1, timeout=15)
         await asyncio.wait_for(listener.connected.wait(), 10)

@@ -59,13 +59,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
 
 
-@pytest.fixture
-def app(dsn: str) -> Iterator[skiplock.App]:
-    application = skiplock.App(dsn)
-    yield application
-    application.close()
-
-
 def run_jobs(app: skiplock.App) -> int:
     """Claim and run one batch in-process; returns how many jobs ran."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 DSN = "postgresql://skiplock:skiplock@postgres:5432/skiplock"
 
 

@@ -16,13 +16,6 @@ from skiplock import RetryPolicy, store
 from skiplock.jobs import JSONError, encode_json
 
 
-@pytest.fixture
-def app(dsn):
-    application = skiplock.App(dsn)
-    yield application
-    application.close()
-
-
 def test_task_defaults_and_per_call_options_reach_the_row(app, conn):
     @app.task(
         name="mail",

@@ -178,7 +178,7 @@ def test_the_sql_examples_of_docs_schedules_run(conn: psycopg.Connection) -> Non
     import re
     from pathlib import Path
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "schedules.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "schedules.md"
     blocks = re.findall(r"```sql\n(.*?)```", doc.read_text(), re.S)
     assert blocks
     for block in blocks:
