@@ -6,10 +6,11 @@ server: some tests change the whole server (tests/faults/test_connections.py mak
 commit wait for a standby that does not exist), and one server per worker keeps that from
 reaching another worker's tests.
 A template database is migrated once per process; each test gets a clone of it
-(`CREATE DATABASE … TEMPLATE`) under a name no other process uses, so it can never see
-another test's jobs. Every name carries the process id, so test processes sharing a
-SKIPLOCK_TEST_DSN server do not collide either; but there a server-wide change made by
-one test reaches the tests of every other worker, so run against it with `-n 0`.
+(`CREATE DATABASE … TEMPLATE`, by pytest-postgresql's DatabaseJanitor) under a name no
+other process uses, so it can never see another test's jobs. Every name carries the
+process id, so test processes sharing a SKIPLOCK_TEST_DSN server do not collide either;
+but there a server-wide change made by one test reaches the tests of every other worker,
+so run against it with `-n 0`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from skiplock.migrate import migrate
 
@@ -98,71 +100,46 @@ def database_server() -> Iterator[Server]:
         yield Server.at(dsn)
 
 
+def janitor(server: Server, dbname: str, **options: Any) -> DatabaseJanitor:
+    """pytest-postgresql's janitor for one database of the server: creates it (from a
+    template, with `template_dbname`) and drops it, ending any session left on it."""
+    return DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        password=server.password,
+        dbname=dbname,
+        **options,
+    )
+
+
 @pytest.fixture(scope="session")
-def maintenance_connection(database_server: Server) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to the maintenance database, to create and drop others."""
-    with psycopg.connect(database_server.dsn("postgres"), autocommit=True) as conn:
-        yield conn
-
-
-def _drop_database(conn: psycopg.Connection, name: str) -> None:
-    # FORCE ends the sessions a test left behind (a worker still disconnecting)
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture(scope="session")
-def template_database(
-    database_server: Server, maintenance_connection: psycopg.Connection
-) -> Iterator[str]:
+def template_database(database_server: Server) -> Iterator[str]:
     """A database migrated once per process, the template of every test's database."""
     name = f"skiplock_template_{os.getpid()}"
-    _drop_database(maintenance_connection, name)
-    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(database_server.dsn(name), autocommit=True) as conn:
-        migrate(conn)
-    yield name
-    _drop_database(maintenance_connection, name)
+    with janitor(database_server, name, as_template=True):
+        with psycopg.connect(database_server.dsn(name), autocommit=True) as conn:
+            migrate(conn)
+        yield name
 
 
 _database_numbers = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def clone_strategy(maintenance_connection: psycopg.Connection) -> sql.Composable:
-    """How CREATE DATABASE copies the template: where fsync is off (the private server),
-    copying its files, whose checkpoints then cost nothing, is at least as fast as writing
-    every page through the WAL (the default since PostgreSQL 15); where fsync is on, those
-    checkpoints make the file copy the slower one."""
-    fsync = maintenance_connection.execute("SHOW fsync").fetchone()
-    if maintenance_connection.info.server_version >= 150000 and fsync == ("off",):
-        return sql.SQL(" STRATEGY FILE_COPY")
-    return sql.SQL("")
-
-
 @pytest.fixture
-def dsn(
-    database_server: Server,
-    maintenance_connection: psycopg.Connection,
-    template_database: str,
-    clone_strategy: sql.Composable,
-) -> Iterator[str]:
+def dsn(database_server: Server, template_database: str) -> Iterator[str]:
     """Connection string of this test's fresh, migrated database."""
     name = f"skiplock_test_{os.getpid()}_{next(_database_numbers)}"
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(template_database)
-    )
-    maintenance_connection.execute(create + clone_strategy)
-    yield database_server.dsn(name)
-    _drop_database(maintenance_connection, name)
+    with janitor(database_server, name, template_dbname=template_database):
+        yield database_server.dsn(name)
 
 
 @pytest.fixture
-def empty_dsn(database_server: Server, maintenance_connection: psycopg.Connection) -> Iterator[str]:
+def empty_dsn(database_server: Server) -> Iterator[str]:
     """Connection string of a brand-new database with no skiplock schema at all."""
     name = f"skiplock_empty_{os.getpid()}_{next(_database_numbers)}"
-    maintenance_connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield database_server.dsn(name)
-    _drop_database(maintenance_connection, name)
+    with janitor(database_server, name):
+        yield database_server.dsn(name)
 
 
 @pytest.fixture(autouse=True)
