@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
@@ -35,6 +37,12 @@ TASK_PATTERN = r"^[A-Za-z0-9_.:/-]{1,200}$"
 # PostgreSQL text holds no NUL character.
 TEXT_PATTERN = r"^[^\x00]*$"
 
+# A duration is a number of seconds, or a text other job systems' clients send: "90s",
+# "5m", "1h30m", "2d", or ISO 8601's "PT5M", "P1DT2H".
+DURATION_PATTERN = (
+    r"^(?:[0-9]+(?:\.[0-9]+)?|(?=[0-9])(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+(?:\.[0-9]+)?s)?"
+    r"|P(?=[0-9T])(?:[0-9]+D)?(?:T(?=[0-9])(?:[0-9]+H)?(?:[0-9]+M)?(?:[0-9]+(?:\.[0-9]+)?S)?)?)$"
+)
 # What a value matching each pattern is, in words: the schema's description and the
 # error's message.
 PATTERN_WORDS = {
@@ -42,6 +50,7 @@ PATTERN_WORDS = {
     TASK_PATTERN: "1 to 200 characters from A-Z a-z 0-9 _ . : / -",
     TEXT_PATTERN: "text without NUL characters",
     URL_PATTERN: "an http or https URL",
+    DURATION_PATTERN: "seconds, or a duration such as 90s, 5m, 1h30m, 2d or PT5M",
 }
 
 
@@ -56,7 +65,16 @@ Key = Annotated[str, _words(TEXT_PATTERN, min_length=1)]
 CallbackURL = Annotated[str, _words(URL_PATTERN, max_length=MAX_URL_BYTES)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
-DURATIONS = (Seconds, PositiveSeconds)
+DurationText = Annotated[str, _words(DURATION_PATTERN)]
+Duration = Seconds | DurationText
+PositiveDuration = PositiveSeconds | DurationText
+# The duration types, and the number each becomes.
+DURATIONS: dict[Any, Any] = {Duration: Seconds, PositiveDuration: PositiveSeconds}
+# Priorities by name, as other job systems' clients send them.
+PRIORITY_NAMES = {"low": -50, "normal": 0, "high": 50, "critical": 100}
+Priority = (
+    Annotated[int, msgspec.Meta(ge=-100, le=100)] | Literal["low", "normal", "high", "critical"]
+)
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 JobId = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
 
@@ -87,6 +105,17 @@ class JobOption:
         return get_origin(self.wire) is list
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """The words the option takes (a Literal in its wire type), if any."""
+        members = get_args(self.wire) if get_origin(self.wire) in (Union, UnionType) else ()
+        return tuple(
+            word
+            for member in (*members, self.wire)
+            if get_origin(member) is Literal
+            for word in get_args(member)
+        )
+
+    @property
     def json_text(self) -> bool:
         """An object: the CLI flag takes it as JSON text."""
         return self.wire is RetryPolicy or get_origin(self.wire) is dict
@@ -96,10 +125,11 @@ OPTIONS: tuple[JobOption, ...] = (
     JobOption("queue", QueueName, "text", "'default'", "The queue the job waits in.", "NAME"),
     JobOption(
         "priority",
-        Annotated[int, msgspec.Meta(ge=-100, le=100)],
+        Priority,
         "integer",
         "0",
-        "-100..100; a higher priority runs first within its queue.",
+        "-100..100, or low (-50), normal (0), high (50), critical (100); a higher priority"
+        " runs first within its queue.",
         "N",
     ),
     JobOption(
@@ -111,7 +141,12 @@ OPTIONS: tuple[JobOption, ...] = (
         "TIME",
     ),
     JobOption(
-        "delay", Seconds, "interval", None, "Run this many seconds later (after run_at).", "SECONDS"
+        "delay",
+        Duration,
+        "interval",
+        None,
+        "Run this many seconds later (after run_at).",
+        "SECONDS",
     ),
     JobOption(
         "max_attempts",
@@ -133,7 +168,7 @@ OPTIONS: tuple[JobOption, ...] = (
     ),
     JobOption(
         "timeout",
-        PositiveSeconds,
+        PositiveDuration,
         "interval",
         None,
         "Seconds an attempt may run before it is stopped and counts as failed.",
@@ -168,7 +203,7 @@ OPTIONS: tuple[JobOption, ...] = (
     ),
     JobOption(
         "unique_for",
-        Seconds,
+        Duration,
         "interval",
         None,
         "Hold the unique key this many seconds after the job finishes.",
@@ -184,7 +219,7 @@ OPTIONS: tuple[JobOption, ...] = (
     ),
     JobOption(
         "expires_in",
-        Seconds,
+        Duration,
         "interval",
         None,
         "A deadline this many seconds from now.",
@@ -295,12 +330,16 @@ def check(option: JobOption, value: Any) -> Any:
         checked = msgspec.convert(value, option.wire)
         if option.rule is not None:
             checked = option.rule(checked)
+        if option.wire in DURATIONS and isinstance(checked, str):
+            checked = msgspec.convert(duration_seconds(checked), DURATIONS[option.wire])
     except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError(f"{option.name}: {_reason(exc)}") from None
+        raise ConfigError(f"{option.name}: {_reason(exc, option.names)}") from None
     if option.many:
         return tuple(checked)
     if option.wire in DURATIONS:
         return timedelta(seconds=checked)
+    if isinstance(checked, str) and checked in PRIORITY_NAMES:
+        return PRIORITY_NAMES[checked]
     return checked
 
 
@@ -315,14 +354,31 @@ def from_cli(option: JobOption, value: Any) -> Any:
         return check(option, value)
     except (ValueError, ConfigError) as exc:
         raise ConfigError(
-            f"{option.flag}: {_reason(exc).removeprefix(option.name + ': ')}"
+            f"{option.flag}: {_reason(exc, option.names).removeprefix(option.name + ': ')}"
         ) from None
 
 
-def _reason(exc: Exception) -> str:
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_PARTS = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhmsDHMS])")
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration text that matches DURATION_PATTERN ("90", "1h30m", "PT5M")."""
+    if text[:1] == "P":
+        days, _, clock = text[1:].partition("T")
+        parts = [(number, "d") for number, _ in _PARTS.findall(days)]
+        parts += [(number, unit.lower()) for number, unit in _PARTS.findall(clock)]
+    else:
+        parts = _PARTS.findall(text) or [(text, "s")]
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def _reason(exc: Exception, names: Sequence[str] = ()) -> str:
     """msgspec's message without its `- at $...` suffix (the caller names the field),
     a pattern said in words."""
     reason = str(exc).split(" - at `$", 1)[0]
+    if reason.startswith("Invalid enum value") and names:
+        return f"{reason}; expected one of {', '.join(names)}"
     for pattern, words in PATTERN_WORDS.items():
         if reason.endswith(f"matching regex {pattern!r}"):
             return f"must be {words}"

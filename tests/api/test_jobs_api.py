@@ -199,7 +199,8 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"task": "t", "priority": 1.5}, "priority"),
     ({"task": "t", "priority": "1"}, "priority"),
     ({"task": "t", "delay": -1}, "delay"),
-    ({"task": "t", "delay": "5"}, "delay"),
+    ({"task": "t", "delay": "5 minutes"}, "delay"),
+    ({"task": "t", "delay": "-5s"}, "delay"),
     ({"task": "t", "delay": False}, "delay"),
     ({"task": "t", "delay": 10**30}, "delay"),
     ({"task": "t", "run_at": "2030-01-01T09:00:00"}, "run_at"),
@@ -495,7 +496,7 @@ def test_every_job_option_is_a_field_of_the_enqueue_body_and_its_schema() -> Non
 
 def test_docs_list_every_job_option_as_a_field_of_the_enqueue_body() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
-    section = docs.split("## `POST /api/v1/jobs`", 1)[1].split("\n## ", 1)[0]
+    section = docs.split("## `POST /api/v1/jobs`", 1)[1].split("\n### ", 1)[0]
     rows = re.findall(r"^\| `(\w+)` ", section, re.MULTILINE)
     assert rows == ["task", "args", *NAMES, "allow_unregistered_task"]
 

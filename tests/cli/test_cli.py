@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -232,9 +233,17 @@ def test_priority_out_of_range(cli: Any) -> None:
     assert line == "error: --priority: Expected `int` <= 100"
 
 
+def test_durations_and_priorities_as_other_job_systems_write_them(cli: Any, conn: Any) -> None:
+    job_id = int(ok(cli("enqueue", "echo", "--timeout", "1h30m", "--priority", "high")))
+    assert conn.execute(
+        "SELECT timeout, priority FROM skiplock.jobs WHERE id = %s", (job_id,)
+    ).fetchone() == (timedelta(hours=1, minutes=30), 50)
+
+
 def test_bad_option_values_name_their_flag(cli: Any) -> None:
     for flags, message in (
-        (["--priority", "x"], "--priority: Expected `int`, got `str`"),
+        (["--priority", "x"], "--priority: Invalid enum value 'x'; expected one of low, normal"),
+        (["--delay", "5 minutes"], "--delay: must be seconds, or a duration such as 90s"),
         (["--run-at", "2030-01-01T00:00:00"], "--run-at: Expected `datetime` with a timezone"),
         (["--retry-policy", '{"kind": "never"}'], "--retry-policy: Invalid enum value 'never'"),
         (["--meta", "[1]"], "--meta: Expected `object`, got `array`"),

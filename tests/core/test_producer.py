@@ -414,3 +414,12 @@ def test_encode_json_writes_what_json_dumps_writes():
     with ThreadPoolExecutor(max_workers=8) as pool:
         texts = list(pool.map(lambda batch: [encode_json(v, what="args") for v in batch], batches))
     assert texts == [[json.dumps(v, separators=(",", ":")) for v in batch] for batch in batches]
+
+
+def test_durations_and_priorities_by_name(app, conn):
+    job_id = app.enqueue("echo", timeout="5m", priority="high", expires_in="PT1H")
+    row = conn.execute(
+        "SELECT timeout, priority, expires_at - created_at FROM skiplock.jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == (timedelta(minutes=5), 50, timedelta(hours=1))

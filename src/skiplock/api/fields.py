@@ -134,8 +134,9 @@ def is_utf8(text: str) -> bool:
 
 
 def seconds_rule(name: str, *, positive: bool) -> str:
-    return f"{name} must be a number of seconds {'> 0' if positive else '>= 0'}" + (
-        f" and at most {MAX_SECONDS:.0f}"
+    return (
+        f"{name} must be a number of seconds {'> 0' if positive else '>= 0'} and at most"
+        f" {MAX_SECONDS:.0f}, or a duration such as 90s, 5m, 1h30m, 2d or PT5M"
     )
 
 

@@ -30,6 +30,7 @@ from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.jobs import STATUSES, Job, json_field
 from skiplock.store import JOB_SORT_KEYS, JobFilter
+from skiplock.synonyms import STATUS_SYNONYMS
 from skiplock.webhooks import SECRET_ENV
 
 # The longest a result long-poll may hold a request: past a minute, proxies and load
@@ -181,7 +182,12 @@ def _registry_view(jobs: list[EnqueueBody]) -> list[RegistryCheck]:
 
 Timestamp = Annotated[datetime, Meta(tz=True)]
 LIST_PARAMETERS = (
-    Param("status", str, "One or more statuses, comma-separated."),
+    Param(
+        "status",
+        str,
+        "One or more statuses, comma-separated; pending (waiting, scheduled, queued,"
+        " retrying), processing (running), completed and success (succeeded) as well.",
+    ),
     Param("queue", str, "Only this queue."),
     Param("task", str, "Only this task."),
     Param("tag", str, "Only jobs carrying this tag."),
@@ -207,13 +213,16 @@ def _job_filter(query: Query) -> JobFilter:
     statuses: tuple[str, ...] = ()
     raw_status = query.text("status")
     if raw_status is not None:
-        statuses = tuple(raw_status.split(","))
-        for status in statuses:
-            if status not in STATUSES:
+        named: list[str] = []
+        for status in raw_status.split(","):
+            if status not in STATUSES and status not in STATUS_SYNONYMS:
                 raise invalid_field_parameter(
                     "status",
-                    f"status must be one or more (comma-separated) of {', '.join(STATUSES)}",
+                    f"status must be one or more (comma-separated) of {', '.join(STATUSES)}"
+                    f" (or {', '.join(STATUS_SYNONYMS)})",
                 )
+            named.extend(STATUS_SYNONYMS.get(status, (status,)))
+        statuses = tuple(dict.fromkeys(named))
     queue = query.text("queue")
     if queue is not None and not QUEUE_NAME.fullmatch(queue):
         raise invalid_field_parameter("queue", "queue must be a valid queue name")

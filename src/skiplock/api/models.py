@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, cast
 
 import msgspec
@@ -39,14 +38,16 @@ from skiplock.api.fields import (
     seconds_rule,
 )
 from skiplock.api.problems import invalid_field
-from skiplock.options import DURATIONS, NAMES, OPTIONS, wire_fields
+from skiplock.errors import ConfigError
+from skiplock.options import NAMES, OPTIONS, check, wire_fields
+from skiplock.synonyms import SynonymError, canonical
 
 # What a valid value looks like, as a 422's detail says it, for the options whose words
 # clients read (tests pin them); any other option's detail is msgspec's reason after
 # the option's name.
 RULES = {
     "queue": "queue must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -",
-    "priority": integer_rule("priority", *PRIORITY_RANGE),
+    "priority": integer_rule("priority", *PRIORITY_RANGE) + ", or low, normal, high or critical",
     "delay": seconds_rule("delay", positive=False),
     "run_at": "run_at must be an ISO 8601 datetime with a timezone, e.g. 2030-01-01T09:00:00Z",
     "max_attempts": integer_rule("max_attempts", 1, INT4_MAX),
@@ -101,8 +102,9 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise invalid_field(option.name, str(exc)) from None
 
     def options(self) -> dict[str, Any]:
-        """The options given (not null), as App.enqueue_async's keyword arguments:
-        durations as timedelta, lists as tuples."""
+        """The options given (not null), as the declaration converts them (durations as
+        timedelta, priorities as numbers, lists as tuples): App.enqueue_async's keyword
+        arguments."""
         given: dict[str, Any] = {}
         for option in OPTIONS:
             if option.name not in self.option_names:
@@ -110,11 +112,10 @@ class Enqueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             value = getattr(self, option.name)
             if value is None:
                 continue
-            if option.wire in DURATIONS:
-                value = timedelta(seconds=value)
-            elif option.many:
-                value = tuple(value)
-            given[option.name] = value
+            try:
+                given[option.name] = check(option, value)
+            except ConfigError as exc:
+                raise invalid_field(option.name, RULES.get(option.name, str(exc))) from None
         return given
 
     @property
@@ -223,7 +224,12 @@ class EnqueueBody:
 
 
 def parse_enqueue(body: Mapping[str, Any]) -> EnqueueBody:
-    """An enqueue body, checked; a 422 naming the first bad field."""
+    """An enqueue body, checked; a 422 naming the first bad field. Other job systems'
+    words (skiplock/synonyms.py) stand for their fields."""
+    try:
+        body = canonical(body)
+    except SynonymError as exc:
+        raise invalid_field(exc.field, str(exc)) from None
     job = decode(body, EnqueueJob, ENQUEUE_RULES, fields=ENQUEUE_FIELDS)
     job.check()
     return EnqueueBody(job.task, job.job_args, job.options(), bool(job.allow_unregistered_task))

@@ -1,0 +1,120 @@
+"""The words other job systems' clients send, declared once, beside the job options
+(skiplock/options.py) they stand for.
+
+A REST body may say `type` for task, `payload` for args, `scheduled_at` for run_at,
+`max_retries` (retries after the first attempt) for max_attempts, and `retry_strategy`,
+`retry_delay`, `max_retry_delay` for the retry policy; a job list may filter by
+`pending`, `processing`, `completed` or `success`. Durations as texts ("5m", "PT5M") and
+priorities by name ("high") are part of the options' own types. Responses and docs use
+the canonical words only; docs/api.md lists these under "Coming from another job system".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, get_args
+
+import msgspec
+
+from skiplock.options import Duration, duration_seconds
+from skiplock.retry import RetryKind
+
+
+@dataclass(frozen=True)
+class Synonym:
+    """A body field another system's client sends, and the field it stands for."""
+
+    name: str
+    field: str
+    meaning: str
+
+
+FIELD_SYNONYMS: tuple[Synonym, ...] = (
+    Synonym("type", "task", "the task's name"),
+    Synonym("payload", "args", "the task's arguments (a JSON object)"),
+    Synonym("scheduled_at", "run_at", "not before this moment"),
+    Synonym(
+        "max_retries",
+        "max_attempts",
+        "retries after the first attempt: max_attempts = max_retries + 1",
+    ),
+    Synonym(
+        "retry_strategy",
+        "retry_policy",
+        "the policy's kind: exponential (the default), linear or fixed",
+    ),
+    Synonym("retry_delay", "retry_policy", "the policy's base delay (seconds or a duration)"),
+    Synonym("max_retry_delay", "retry_policy", "the policy's longest delay"),
+)
+RETRY_FIELDS = {"retry_strategy": "kind", "retry_delay": "base", "max_retry_delay": "max_delay"}
+
+# Status words of other systems in job filters, and the statuses each one means.
+STATUS_SYNONYMS: dict[str, tuple[str, ...]] = {
+    # not started yet, whatever it waits for
+    "pending": ("waiting", "scheduled", "queued", "retrying"),
+    "processing": ("running",),
+    "completed": ("succeeded",),
+    "success": ("succeeded",),
+}
+
+
+class SynonymError(ValueError):
+    """A synonym that conflicts with its field, or carries a value it cannot have."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def canonical(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with every synonym replaced by the field it stands for (null ones dropped);
+    SynonymError naming the field when a synonym and its field are both given or the
+    synonym's value cannot be converted."""
+    given = {name: value for name, value in body.items() if value is not None}
+    out = {name: value for name, value in body.items() if name not in _BY_NAME}
+    for synonym in FIELD_SYNONYMS:
+        if synonym.name not in given:
+            continue
+        if given.get(synonym.field) is not None:
+            raise SynonymError(
+                synonym.name,
+                f"{synonym.name} and {synonym.field} name the same field: send one of them",
+            )
+        if synonym.field == "retry_policy":
+            continue
+        value = given[synonym.name]
+        if synonym.name == "max_retries":
+            value = _retries(value) + 1
+        out[synonym.field] = value
+    policy = {
+        key: _retry_value(name, given[name]) for name, key in RETRY_FIELDS.items() if name in given
+    }
+    if policy:
+        out["retry_policy"] = policy
+    return out
+
+
+def _retries(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SynonymError(
+            "max_retries", "max_retries must be an integer >= 0 (retries after the first attempt)"
+        )
+    return value
+
+
+def _retry_value(name: str, value: Any) -> Any:
+    if name == "retry_strategy":
+        if value not in get_args(RetryKind):
+            raise SynonymError(name, f"{name} must be one of exponential, linear or fixed")
+        return value
+    try:
+        seconds = msgspec.convert(value, Duration)
+        return duration_seconds(seconds) if isinstance(seconds, str) else seconds
+    except msgspec.ValidationError:
+        raise SynonymError(
+            name, f"{name} must be a number of seconds >= 0 or a duration such as 90s or 5m"
+        ) from None
+
+
+_BY_NAME = {synonym.name: synonym for synonym in FIELD_SYNONYMS}
