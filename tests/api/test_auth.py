@@ -118,7 +118,7 @@ def test_without_a_valid_token_401(client: TestClient, conn: psycopg.Connection)
 
 
 def test_open_routes_need_no_token(client: TestClient) -> None:
-    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/health", "/api/v1/health", "/ready", "/metrics", "/openapi.json", "/docs"):
         assert client.get(path).status_code == 200, path
 
 

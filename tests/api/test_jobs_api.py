@@ -69,9 +69,29 @@ def assert_problem(response: Any, status: int, error: str, field: str | None = N
 
 def test_health_answers_without_a_database() -> None:
     with TestClient(create_app(skiplock.App(DOWN_DSN))) as client:
-        response = client.get("/health")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+        for path in ("/health", "/api/v1/health"):
+            response = client.get(path)
+            assert response.status_code == 200
+            assert response.json() == {"status": "ok"}
+
+
+def test_health_adds_live_workers_and_queue_depth(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    conn.execute("SELECT skiplock.enqueue('t'), skiplock.enqueue('t')")
+    conn.execute("SELECT skiplock.enqueue('t', delay => interval '1 hour')")  # not ready yet
+    conn.execute(
+        "SELECT skiplock.register_worker(%s, 'host', 1, '{default}', 4, 'test')", (str(W1),)
+    )
+    for path in ("/health", "/api/v1/health"):
+        assert client.get(path).json() == {"status": "ok", "workers": 1, "queue_depth": 2}
+
+
+def test_stats_is_the_json_metrics(client: TestClient, conn: psycopg.Connection) -> None:
+    conn.execute("SELECT skiplock.enqueue('t', queue => 'q')")
+    stats, metrics = client.get("/api/v1/stats").json(), client.get("/api/v1/metrics").json()
+    assert stats["totals"] == metrics["totals"] and stats["totals"]["queued"] == 1
+    assert stats.keys() == metrics.keys()
 
 
 def test_enqueue_then_get_shows_queued_job_with_its_args(client: TestClient) -> None:

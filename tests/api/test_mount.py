@@ -47,7 +47,7 @@ def use_the_api(client: TestClient, conn: psycopg.Connection, before: int) -> No
     assert client.get("/skiplock/api/v1/jobs").json()["jobs"][0]["id"] == job
     response = client.get(f"/skiplock/api/v1/jobs/{job}/result", params={"wait": "0.1"})
     assert response.status_code == 202
-    assert client.get("/skiplock/health").json() == {"status": "ok"}
+    assert client.get("/skiplock/health").json() == {"status": "ok", "workers": 0, "queue_depth": 1}
     wait_until(lambda: other_sessions(conn) >= before + 2)
 
 

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 import skiplock
 from skiplock.api import create_app
+from skiplock.api.routing import AliasRoute
 from skiplock.migrate import load_migrations
 
 
@@ -181,6 +182,8 @@ def app_operations(routes: list[object], prefix: str = "") -> set[tuple[str, str
     for route in routes:
         if isinstance(route, Mount):
             found |= app_operations(list(route.routes), prefix + route.path)
+        elif isinstance(route, AliasRoute):
+            found.add((route.of, "get"))  # documented once, at the path it stands for
         elif isinstance(route, Route):
             for method in route.methods or ():
                 if method != "HEAD":

@@ -161,6 +161,14 @@ def test_stats(client: TestClient, conn: psycopg.Connection) -> None:
     assert sum(m["succeeded"] for m in throughput["per_minute"]) == 3
     assert sum(m["failed"] for m in throughput["per_minute"]) == 2
     assert throughput["per_minute_average"] == 1.0
+    # the same figures under the names other job systems' dashboards read
+    assert {k: body[k] for k in ("name", "pending_jobs", "running_jobs", "completed_jobs")} == {
+        "name": "q",
+        "pending_jobs": 5,
+        "running_jobs": 0,
+        "completed_jobs": 3,
+    }
+    assert (body["failed_jobs"], body["workers"], body["throughput_per_min"]) == (2, 1, 1.0)
     assert len(client.get("/api/v1/queues/q/stats").json()["throughput"]["per_minute"]) == 60
     for minutes in ("0", "1441", "x"):
         response = client.get("/api/v1/queues/q/stats", params={"minutes": minutes})

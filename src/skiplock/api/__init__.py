@@ -10,8 +10,11 @@ No route sends SQL itself; errors are JSON of one shape (see problems.py).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 
+from skiplock import store
 from skiplock.api import (
     dead_letters,
     jobs,
@@ -36,18 +40,32 @@ from skiplock.api.body import BodyBudget
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.responses import Health
 from skiplock.api.results import FinishedListener
-from skiplock.api.routing import Answer, Operation, route
-from skiplock.api.state import ApiState
+from skiplock.api.routing import Answer, Operation, alias, route
+from skiplock.api.state import ApiState, api_state
 from skiplock.app import App
 from skiplock.errors import ConfigError
 from skiplock.tracing import RequestTraceContext
 
 __all__ = ["AuthConfig", "api_lifespan", "create_app"]
 
+log = logging.getLogger("skiplock.api")
+# How long /health waits for its figures before it answers without them.
+HEALTH_DATABASE_SECONDS = 0.5
+
 
 async def health(request: Request) -> Response:
-    """Liveness only: answers without touching the database."""
-    return JSONResponse({"status": "ok"})
+    """Liveness: always 200 while the process serves requests. When the database answers
+    within HEALTH_DATABASE_SECONDS it adds the live workers and the queue depth (jobs ready
+    to run now); when it does not, the answer says only that this process is alive."""
+    answer: dict[str, Any] = {"status": "ok"}
+    try:
+        figures = api_state(request).app.arun(store.health_figures())
+        workers, depth = await asyncio.wait_for(figures, HEALTH_DATABASE_SECONDS)
+    except Exception as exc:  # a liveness check never fails because of the database
+        log.debug("health: no figures from the database (%s)", exc)
+    else:
+        answer.update(workers=workers, queue_depth=depth)
+    return JSONResponse(answer)
 
 
 def create_app(
@@ -107,7 +125,8 @@ def create_app(
                 "GET": Operation(
                     health,
                     "get_health",
-                    "Liveness; never touches the database.",
+                    "Liveness: always 200; with the database answering within half a second,"
+                    " the live workers and the queue depth too. Also served at /api/v1/health.",
                     "ops",
                     {200: Answer(Health, "Alive.")},
                     errors=(),
@@ -129,6 +148,9 @@ def create_app(
                 *tasks.routes,
                 *observability.api_routes,
                 *auth_routes,
+                # paths other job systems' clients call
+                alias("/health", "/health", health, name="api_health"),
+                alias("/stats", "/api/v1/metrics", observability.metrics_json, name="stats"),
             ],
         ),
     ]

@@ -61,7 +61,9 @@ TOKEN_PREFIX = "sk_"
 # router matches them (a mount prefix is not part of it).
 # Open without a token: load balancers and scrapers seldom carry credentials, and none
 # of these answers says anything about jobs (/ready says only "database reachable").
-OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
+OPEN_ROUTES = frozenset(
+    {"/health", "/api/v1/health", "/ready", "/metrics", "/openapi.json", "/docs"}
+)
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
 WRITE_ROUTES = frozenset(

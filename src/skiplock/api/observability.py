@@ -117,7 +117,8 @@ async def snapshot(request: Request) -> Snapshot:
 
 
 async def metrics_json(request: Request) -> Response:
-    """GET /api/v1/metrics → 200: per-queue counts, totals by status, workers, uptime."""
+    """GET /api/v1/metrics (also served at /api/v1/stats) → 200: per-queue counts, totals
+    by status, workers, uptime."""
     snap = await snapshot(request)
     totals = {status: 0 for status in (*PENDING_STATUSES, *FINISHED_STATUSES)}
     for queue in snap.queues:

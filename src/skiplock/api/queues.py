@@ -219,6 +219,13 @@ async def queue_stats(request: Request) -> Response:
                 "per_minute_average": round(finished / minutes, 3),
                 "per_minute": per_minute,
             },
+            # the same figures under the names other job systems' dashboards read
+            "name": name,
+            "pending_jobs": sum(queue[status] for status in PENDING),
+            "running_jobs": queue["running"],
+            "completed_jobs": queue["succeeded"],
+            "failed_jobs": queue["failed"],
+            "throughput_per_min": round(finished / minutes, 3),
         }
     )
 

@@ -67,6 +67,9 @@ def listed(
 
 class Health(Struct):
     status: Literal["ok"]
+    # present when the database answered in time
+    workers: Count | msgspec.UnsetType = msgspec.UNSET
+    queue_depth: Count | msgspec.UnsetType = msgspec.UNSET
 
 
 class Ready(Struct):
@@ -146,6 +149,12 @@ class QueueStats(Struct):
     failed: Count
     workers: Count
     throughput: Throughput
+    name: str
+    pending_jobs: Count
+    running_jobs: Count
+    completed_jobs: Count
+    failed_jobs: Count
+    throughput_per_min: float
 
 
 # ---- workflows ------------------------------------------------------------------------

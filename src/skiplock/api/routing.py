@@ -100,3 +100,17 @@ def route(
     declared.operations = dict(operations)
     declared.path_parameters = tuple(params)
     return declared
+
+
+class AliasRoute(Route):
+    """Another path for an operation declared elsewhere (`of`, its documented path), for
+    the clients of other job systems; /openapi.json lists the operation once, under `of`."""
+
+    of: str
+
+
+def alias(path: str, of: str, endpoint: Endpoint, *, name: str) -> AliasRoute:
+    """GET `path` served by `endpoint`, the operation documented at `of`."""
+    route = AliasRoute(path, endpoint, methods=["GET"], name=name)
+    route.of = of
+    return route

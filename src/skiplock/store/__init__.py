@@ -224,6 +224,9 @@ from skiplock.store.queues import (
     get_queue as get_queue,
 )
 from skiplock.store.queues import (
+    health_figures as health_figures,
+)
+from skiplock.store.queues import (
     lock_queue as lock_queue,
 )
 from skiplock.store.queues import (

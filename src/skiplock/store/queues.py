@@ -56,6 +56,17 @@ def lock_queue(queue: str) -> Call[bool]:
     return Call("SELECT true FROM skiplock.queues WHERE name = %s FOR UPDATE", (queue,), bool)
 
 
+def health_figures() -> Call[tuple[int, int]]:
+    """(live workers, jobs ready to run now in any queue): what /health adds to its
+    answer when the database answers in time."""
+    return Call(
+        "SELECT (SELECT count(*) FROM skiplock.worker_stats WHERE alive),"
+        " (SELECT count(*) FROM skiplock.jobs WHERE state = 'queued' AND run_at <= now())",
+        (),
+        lambda rows: (int(rows[0][0]), int(rows[0][1])),
+    )
+
+
 def queue_workers(queue: str) -> Call[int]:
     """How many live workers (heartbeat within the last minute) serve `queue`."""
     return Call(
