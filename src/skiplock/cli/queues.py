@@ -208,6 +208,7 @@ def delete_queue(settings: Settings, name: str) -> None:
 MINUTES_DEFAULT = 60
 MINUTES_MAX = 1440
 PENDING = tuple(status for status in STATUSES if status not in FINISHED and status != "running")
+ENDED = tuple(status for status in STATUSES if status in FINISHED)  # in STATUSES' order
 
 
 @queues.command("stats")
@@ -241,12 +242,11 @@ def _stats_json(
     queue: dict[str, Any], workers: int, buckets: list[dict[str, Any]], minutes: int
 ) -> dict[str, Any]:
     """The same object as GET /api/v1/queues/{name}/stats (a test holds them equal)."""
-    finished_statuses = [status for status in STATUSES if status in FINISHED]
     per_minute = [
-        {"minute": bucket["minute"].isoformat(), **{s: bucket[s] for s in finished_statuses}}
+        {"minute": bucket["minute"].isoformat(), **{s: bucket[s] for s in ENDED}}
         for bucket in buckets
     ]
-    finished = sum(bucket[s] for bucket in buckets for s in finished_statuses)
+    finished = sum(bucket[s] for bucket in buckets for s in ENDED)
     return {
         "queue": queue["queue"],
         "paused": queue["paused"],
@@ -276,12 +276,9 @@ def _stats_text(stats: dict[str, Any]) -> str:
         f"finished in the last {throughput['minutes']} min: {throughput['finished']}"
         f" ({throughput['per_minute_average']:g} per minute)",
     ]
-    busy = [m for m in throughput["per_minute"] if any(v for k, v in m.items() if k != "minute")]
+    # Only the minutes in which a job finished: a day of zeros says nothing.
+    busy = [m for m in throughput["per_minute"] if any(m[s] for s in ENDED)]
     if busy:
-        finished_statuses = [k for k in busy[0] if k != "minute"]
-        rows = [
-            [when(datetime.fromisoformat(m["minute"])), *(m[s] for s in finished_statuses)]
-            for m in busy
-        ]
-        lines += ["", table(["MINUTE", *(s.upper() for s in finished_statuses)], rows)]
+        rows = [[when(datetime.fromisoformat(m["minute"])), *(m[s] for s in ENDED)] for m in busy]
+        lines += ["", table(["MINUTE", *(s.upper() for s in ENDED)], rows)]
     return "\n".join(lines)
