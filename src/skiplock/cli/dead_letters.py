@@ -9,7 +9,15 @@ import click
 
 from skiplock import store
 from skiplock.cli.output import print_json, table, when
-from skiplock.cli.root import SECONDS_MAX, CliError, Settings, connect, main, pass_settings
+from skiplock.cli.root import (
+    SECONDS_MAX,
+    CliError,
+    CliUsageError,
+    Settings,
+    connect,
+    main,
+    pass_settings,
+)
 
 
 @main.group("dead-letters")
@@ -66,7 +74,8 @@ def _last_error_text(row: dict[str, Any]) -> str:
 @click.argument("job_id", type=int, required=False)
 @click.option("--queue", default=None, help="Every dead letter of this queue.")
 @click.option("--task", default=None, help="Every dead letter of this task.")
-@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (with --yes).")
+@click.option("--yes", is_flag=True, help="Required with --all: it queues every dead letter.")
 @pass_settings
 def redrive_dead_letters(
     settings: Settings,
@@ -74,10 +83,13 @@ def redrive_dead_letters(
     queue: str | None,
     task: str | None,
     everything: bool,
+    yes: bool,
 ) -> None:
     """Queue dead letters again (attempts reset): one by id, or a filtered set."""
     if (job_id is None) == (not (queue or task or everything)):
-        raise click.UsageError("give a job id, or --queue/--task/--all (not both)")
+        raise CliUsageError("give a job id, or --queue/--task/--all (not both)")
+    if everything and not yes:
+        raise CliUsageError("--all queues every dead letter again: add --yes")
     with connect(settings.dsn()) as conn:
         if job_id is not None:
             if store.get_dead_letter(job_id).run(conn) is None:
@@ -108,7 +120,7 @@ def purge_dead_letters(
 ) -> None:
     """Delete dead letters for good (filtered by queue, task, age)."""
     if not yes:
-        raise click.UsageError("purging deletes dead letters for good: add --yes")
+        raise CliUsageError("purging deletes dead letters for good: add --yes")
     age = timedelta(seconds=older_than) if older_than is not None else None
     with connect(settings.dsn()) as conn:
         count = store.purge_dead_letters(queue=queue, task=task, older_than=age).run(conn)

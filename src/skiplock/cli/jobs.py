@@ -1,4 +1,4 @@
-"""`skiplock jobs`: list, show, cancel and retry jobs."""
+"""`skiplock jobs`: list, show, cancel, retry and delete jobs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from skiplock.store import JobFilter
 
 @main.group()
 def jobs() -> None:
-    """List, show, cancel and retry jobs."""
+    """List, show, cancel, retry and delete jobs."""
 
 
 @jobs.command("list")
@@ -116,3 +116,16 @@ def retry_job(settings: Settings, job_id: int) -> None:
     with connect(app.dsn) as conn:
         status = app.retry_job(job_id, conn=conn)
     click.echo(f"job {job_id} {status}")
+
+
+@jobs.command("delete")
+@click.argument("job_id", type=int)
+@pass_settings
+def delete_job(settings: Settings, job_id: int) -> None:
+    """Delete a finished job for good (from the history or the dead letters); one that
+    has not finished is refused: cancel it first. Totals since install stay."""
+    with connect(settings.dsn()) as conn:
+        status = store.delete_job(job_id).run(conn)
+    if status is None:
+        raise CliError(f"job {job_id} not found")
+    click.echo(f"job {job_id} deleted (it had {status})")

@@ -1,18 +1,30 @@
-"""`skiplock queues`: counts per queue; set limits and defaults, pause, resume."""
+"""`skiplock queues`: counts per queue; create, delete, set limits and defaults, pause,
+resume; one queue's recent stats."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from skiplock import store
-from skiplock.cli.output import print_json, table
-from skiplock.cli.root import SECONDS_MAX, Settings, connect, main, pass_settings, run_found
+from skiplock.cli.output import print_json, table, when
+from skiplock.cli.root import (
+    SECONDS_MAX,
+    CliError,
+    CliUsageError,
+    Settings,
+    connect,
+    main,
+    pass_settings,
+    run_found,
+)
 from skiplock.errors import SkiplockError
-from skiplock.jobs import STATUSES
+from skiplock.jobs import FINISHED, STATUSES
+from skiplock.options import PATTERN_WORDS, QUEUE_PATTERN
 from skiplock.retry import RetryPolicy
 
 
@@ -21,8 +33,9 @@ from skiplock.retry import RetryPolicy
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool) -> None:
     """Job counts per queue and status (finished ones: totals since install);
-    `queues set NAME` sets a queue's limits and defaults, `queues pause|resume NAME`
-    stops and restarts claiming from it."""
+    `queues create|delete NAME` adds or removes one, `queues set NAME` sets its limits
+    and defaults, `queues pause|resume NAME` stops and restarts claiming from it and
+    `queues stats NAME` shows its workers and throughput."""
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
@@ -158,3 +171,114 @@ def resume_queue(settings: Settings, name: str) -> None:
     run_found(
         settings, store.resume_queue(name), f"queue {name} not found", f"queue {name} resumed"
     )
+
+
+@queues.command("create")
+@click.argument("name")
+@click.option("--paused", is_flag=True, help="Create it paused: its jobs wait for a resume.")
+@click.option("--json", "as_json", is_flag=True, help="Print the queue, as `queues --json`.")
+@pass_settings
+def create_queue(settings: Settings, name: str, paused: bool, as_json: bool) -> None:
+    """Create a queue (enqueue creates one on first use too); refused if it exists."""
+    if not re.fullmatch(QUEUE_PATTERN, name):
+        raise CliUsageError(f"NAME: must be {PATTERN_WORDS[QUEUE_PATTERN]}, got {name!r}")
+    with connect(settings.dsn()) as conn, conn.transaction():
+        if not store.create_queue(name, paused=paused).run(conn):
+            raise CliError(f"queue {name} already exists")
+        created = store.get_queue(name).run(conn)
+    if as_json:
+        print_json(created)
+    else:
+        click.echo(f"queue {name} created" + (" (paused)" if paused else ""))
+
+
+@queues.command("delete")
+@click.argument("name")
+@pass_settings
+def delete_queue(settings: Settings, name: str) -> None:
+    """Delete an empty queue (no waiting, scheduled, queued, retrying or running job);
+    its finished jobs, dead letters and totals stay."""
+    # A queue that still has jobs is refused by delete_queue itself (one error line).
+    run_found(
+        settings, store.delete_queue(name), f"queue {name} not found", f"queue {name} deleted"
+    )
+
+
+# The window of `queues stats`, as the API's: up to a day of per-minute buckets.
+MINUTES_DEFAULT = 60
+MINUTES_MAX = 1440
+PENDING = tuple(status for status in STATUSES if status not in FINISHED and status != "running")
+ENDED = tuple(status for status in STATUSES if status in FINISHED)  # in STATUSES' order
+
+
+@queues.command("stats")
+@click.argument("name")
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, MINUTES_MAX),
+    default=MINUTES_DEFAULT,
+    show_default=True,
+    help="The window of the throughput.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The API's /queues/NAME/stats body.")
+@pass_settings
+def queue_stats(settings: Settings, name: str, minutes: int, as_json: bool) -> None:
+    """A queue's counts by status (finished ones: totals since install), the live
+    workers serving it, and the jobs that finished per minute over the last N minutes."""
+    with connect(settings.dsn()) as conn:
+        queue = store.get_queue(name).run(conn)
+        if queue is None:
+            raise CliError(f"queue {name} not found")
+        workers = store.queue_workers(name).run(conn)
+        buckets = store.queue_throughput(name, minutes).run(conn)
+    stats = _stats_json(queue, workers, buckets, minutes)
+    if as_json:
+        print_json(stats)
+    else:
+        click.echo(_stats_text(stats))
+
+
+def _stats_json(
+    queue: dict[str, Any], workers: int, buckets: list[dict[str, Any]], minutes: int
+) -> dict[str, Any]:
+    """The same object as GET /api/v1/queues/{name}/stats (a test holds them equal)."""
+    per_minute = [
+        {"minute": bucket["minute"].isoformat(), **{s: bucket[s] for s in ENDED}}
+        for bucket in buckets
+    ]
+    finished = sum(bucket[s] for bucket in buckets for s in ENDED)
+    return {
+        "queue": queue["queue"],
+        "paused": queue["paused"],
+        "counts": {status: queue[status] for status in STATUSES},
+        "pending": sum(queue[status] for status in PENDING),
+        "running": queue["running"],
+        "succeeded": queue["succeeded"],
+        "failed": queue["failed"],
+        "workers": workers,
+        "throughput": {
+            "minutes": minutes,
+            "finished": finished,
+            "per_minute_average": round(finished / minutes, 3),
+            "per_minute": per_minute,
+        },
+    }
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    counts, throughput = stats["counts"], stats["throughput"]
+    lines = [
+        f"queue:    {stats['queue']}" + (" (paused)" if stats["paused"] else ""),
+        f"workers:  {stats['workers']} live",
+        "",
+        table([s.upper() for s in counts], [list(counts.values())]),
+        "",
+        f"finished in the last {throughput['minutes']} min: {throughput['finished']}"
+        f" ({throughput['per_minute_average']:g} per minute)",
+    ]
+    # Only the minutes in which a job finished: a day of zeros says nothing.
+    busy = [m for m in throughput["per_minute"] if any(m[s] for s in ENDED)]
+    if busy:
+        rows = [[when(datetime.fromisoformat(m["minute"])), *(m[s] for s in ENDED)] for m in busy]
+        lines += ["", table(["MINUTE", *(s.upper() for s in ENDED)], rows)]
+    return "\n".join(lines)

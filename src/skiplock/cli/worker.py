@@ -1,4 +1,5 @@
-"""`skiplock worker` runs jobs; `skiplock workers` lists the registered worker processes."""
+"""`skiplock worker` runs jobs; `skiplock workers` lists the registered worker processes
+and stops one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import atexit
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 import click
@@ -15,6 +17,7 @@ from skiplock import store
 from skiplock.app import App
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
+    CliError,
     Settings,
     connect,
     listen_dsn_option,
@@ -119,13 +122,17 @@ def exit_if_threads_stuck() -> None:
         os._exit(0)
 
 
-@main.command("workers")
+@main.group("workers", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
-@pass_settings
-def workers_list(settings: Settings, as_json: bool) -> None:
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
     """The registered worker processes: alive (a heartbeat within a minute) and healthy
     (no handler thread it cannot stop, no loop failing for over a lease, a heartbeat
-    within the lease; STUCK counts those threads, STATE names the failing loops)."""
+    within the lease; STUCK counts those threads, STATE names the failing loops);
+    `workers stop ID` asks one to stop."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
     with connect(settings.dsn()) as conn:
         rows = store.list_workers().run(conn)
     if as_json:
@@ -153,6 +160,23 @@ def workers_list(settings: Settings, as_json: bool) -> None:
             ],
         )
     )
+
+
+@workers.command("stop")
+@click.argument("worker_id", metavar="ID", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def stop_worker(settings: Settings, worker_id: uuid.UUID, as_json: bool) -> None:
+    """Ask a worker to stop gracefully: it stops claiming, gives its running jobs their
+    shutdown grace and exits, as on SIGTERM (NOTIFY skiplock_control: a worker whose
+    LISTEN connection is down at that moment misses it)."""
+    with connect(settings.dsn()) as conn:
+        if not store.stop_worker(worker_id).run(conn):
+            raise CliError(f"worker {worker_id} not found")
+    if as_json:
+        print_json({"id": str(worker_id), "stopping": True})
+    else:
+        click.echo(f"worker {worker_id} told to stop")
 
 
 def worker_state(row: dict[str, Any]) -> str:
