@@ -21,11 +21,9 @@ from skiplock.api.responses import Queue, QueuePaused, Queues, QueueStats
 from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.errors import ConfigError
+from skiplock.queue_stats import stats_document
 from skiplock.retry import RetryPolicy
 
-# Statuses of jobs that have not finished (counted in the hot table).
-PENDING = ("waiting", "scheduled", "queued", "retrying")
-FINISHED = ("succeeded", "failed", "cancelled", "expired")
 # The stats window: up to a day of per-minute buckets, read through the finished_at index.
 MINUTES_DEFAULT = 60
 MINUTES_MAX = 1440
@@ -194,40 +192,7 @@ async def queue_stats(request: Request) -> Response:
     found = await api.db(read)
     if found is None:
         raise not_found(name)
-    queue, buckets = found["queue"], found["buckets"]
-    per_minute = [
-        {
-            "minute": bucket["minute"].isoformat(),
-            **{status: bucket[status] for status in FINISHED},
-        }
-        for bucket in buckets
-    ]
-    finished = sum(bucket[status] for bucket in buckets for status in FINISHED)
-    return JSONResponse(
-        {
-            "queue": name,
-            "paused": queue["paused"],
-            "counts": {status: queue[status] for status in (*PENDING, "running", *FINISHED)},
-            "pending": sum(queue[status] for status in PENDING),
-            "running": queue["running"],
-            "succeeded": queue["succeeded"],
-            "failed": queue["failed"],
-            "workers": found["workers"],
-            "throughput": {
-                "minutes": minutes,
-                "finished": finished,
-                "per_minute_average": round(finished / minutes, 3),
-                "per_minute": per_minute,
-            },
-            # the same figures under the names other job systems' dashboards read
-            "name": name,
-            "pending_jobs": sum(queue[status] for status in PENDING),
-            "running_jobs": queue["running"],
-            "completed_jobs": queue["succeeded"],
-            "failed_jobs": queue["failed"],
-            "throughput_per_min": round(finished / minutes, 3),
-        }
-    )
+    return JSONResponse(stats_document(found["queue"], found["workers"], found["buckets"], minutes))
 
 
 MINUTES = Param(

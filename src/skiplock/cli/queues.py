@@ -23,8 +23,9 @@ from skiplock.cli.root import (
     run_found,
 )
 from skiplock.errors import SkiplockError
-from skiplock.jobs import FINISHED, STATUSES
+from skiplock.jobs import STATUSES
 from skiplock.options import PATTERN_WORDS, QUEUE_PATTERN
+from skiplock.queue_stats import ENDED, stats_document
 from skiplock.retry import RetryPolicy
 
 
@@ -207,8 +208,6 @@ def delete_queue(settings: Settings, name: str) -> None:
 # The window of `queues stats`, as the API's: up to a day of per-minute buckets.
 MINUTES_DEFAULT = 60
 MINUTES_MAX = 1440
-PENDING = tuple(status for status in STATUSES if status not in FINISHED and status != "running")
-ENDED = tuple(status for status in STATUSES if status in FINISHED)  # in STATUSES' order
 
 
 @queues.command("stats")
@@ -231,38 +230,11 @@ def queue_stats(settings: Settings, name: str, minutes: int, as_json: bool) -> N
             raise CliError(f"queue {name} not found")
         workers = store.queue_workers(name).run(conn)
         buckets = store.queue_throughput(name, minutes).run(conn)
-    stats = _stats_json(queue, workers, buckets, minutes)
+    stats = stats_document(queue, workers, buckets, minutes)
     if as_json:
         print_json(stats)
     else:
         click.echo(_stats_text(stats))
-
-
-def _stats_json(
-    queue: dict[str, Any], workers: int, buckets: list[dict[str, Any]], minutes: int
-) -> dict[str, Any]:
-    """The same object as GET /api/v1/queues/{name}/stats (a test holds them equal)."""
-    per_minute = [
-        {"minute": bucket["minute"].isoformat(), **{s: bucket[s] for s in ENDED}}
-        for bucket in buckets
-    ]
-    finished = sum(bucket[s] for bucket in buckets for s in ENDED)
-    return {
-        "queue": queue["queue"],
-        "paused": queue["paused"],
-        "counts": {status: queue[status] for status in STATUSES},
-        "pending": sum(queue[status] for status in PENDING),
-        "running": queue["running"],
-        "succeeded": queue["succeeded"],
-        "failed": queue["failed"],
-        "workers": workers,
-        "throughput": {
-            "minutes": minutes,
-            "finished": finished,
-            "per_minute_average": round(finished / minutes, 3),
-            "per_minute": per_minute,
-        },
-    }
 
 
 def _stats_text(stats: dict[str, Any]) -> str:
