@@ -415,3 +415,25 @@ def test_forwarded_allow_ips_names_the_trusted_proxies(dsn: str, conn: psycopg.C
         assert httpx.post(f"{url}/api/v1/jobs", json={"task": "t"}, headers=headers).is_success
     rows = conn.execute("SELECT detail->>'client' FROM skiplock.audit_log ORDER BY id").fetchall()
     assert rows == [("203.0.113.7",), ("127.0.0.1",)]
+
+
+def test_aliases_have_the_rules_of_the_routes_they_stand_for(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    read = make_token(conn, "reader", "read")
+    write = make_token(conn, "writer", "write")
+    limited = make_token(conn, "mailer", "write", "mail")
+    for path in ("/jobs", "/api/jobs"):
+        assert client.post(path, json={"type": "t"}, headers=read).status_code == 403
+        created = client.post(path, json={"type": "t"}, headers=write)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        assert client.get(f"{path}/{job_id}", headers=read).json()["task"] == "t"
+        assert client.get(path, headers=read).status_code == 200
+        assert client.get(path).status_code == 401
+        refused = client.post(path, json={"task": "t", "queue": "other"}, headers=limited)
+        assert refused.status_code == 403
+        assert client.post(f"{path}/{job_id}/cancel", headers=write).status_code == 200
+    assert client.get("/api/v1/health").status_code == 200  # open, as /health is
+    assert client.get("/api/v1/stats").status_code == 401
+    assert client.get("/api/v1/stats", headers=read).status_code == 200

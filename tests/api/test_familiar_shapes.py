@@ -144,3 +144,15 @@ def test_docs_list_every_synonym() -> None:
         assert f"`?status={status}`" in table and all(s in table for s in statuses), status
     for name, number in PRIORITY_NAMES.items():
         assert f'`"{name}"`' in table and str(abs(number)) in table, name
+
+
+def test_job_routes_are_served_at_jobs_and_api_jobs_too(client: TestClient) -> None:
+    for path in ("/jobs", "/api/jobs"):
+        created = client.post(path, json={"type": "email", "payload": {"to": "a@example.com"}})
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] == "queued"
+        job = client.get(f"{path}/{created.json()['id']}").json()
+        assert (job["task"], job["args"]) == ("email", {"to": "a@example.com"})
+        assert created.json()["id"] in [j["id"] for j in client.get(path).json()["jobs"]]
+    document = client.get("/openapi.json").json()["paths"]
+    assert "/jobs" not in document and "/api/jobs" not in document  # aliases, not operations

@@ -182,8 +182,8 @@ def app_operations(routes: list[object], prefix: str = "") -> set[tuple[str, str
     for route in routes:
         if isinstance(route, Mount):
             found |= app_operations(list(route.routes), prefix + route.path)
-        elif isinstance(route, AliasRoute):
-            found.add((route.of, "get"))  # documented once, at the path it stands for
+        elif isinstance(route, AliasRoute):  # documented once, at the path it stands for
+            found |= {(route.of, m.lower()) for m in route.methods or () if m != "HEAD"}
         elif isinstance(route, Route):
             for method in route.methods or ():
                 if method != "HEAD":

@@ -40,7 +40,7 @@ from skiplock.api.body import BodyBudget
 from skiplock.api.problems import EXCEPTION_HANDLERS, InternalErrorMiddleware
 from skiplock.api.responses import Health
 from skiplock.api.results import FinishedListener
-from skiplock.api.routing import Answer, Operation, alias, route
+from skiplock.api.routing import Answer, Operation, alias, aliases, route
 from skiplock.api.state import ApiState, api_state
 from skiplock.app import App
 from skiplock.errors import ConfigError
@@ -136,6 +136,12 @@ def create_app(
         ),
         *observability.routes,
         *openapi.routes,
+        # Paths other job systems' clients call, each standing for a declared one. Before
+        # the /api/v1 mount: a request it fits goes to it, found or not.
+        alias("/api/v1/health", "/health", health, name="api_health"),
+        alias("/api/v1/stats", "/api/v1/metrics", observability.metrics_json, name="stats"),
+        *aliases(jobs.routes, at="", of="/api/v1"),
+        *aliases(jobs.routes, at="/api", of="/api/v1"),
         Mount(
             "/api/v1",
             routes=[
@@ -148,9 +154,6 @@ def create_app(
                 *tasks.routes,
                 *observability.api_routes,
                 *auth_routes,
-                # paths other job systems' clients call
-                alias("/health", "/health", health, name="api_health"),
-                alias("/stats", "/api/v1/metrics", observability.metrics_json, name="stats"),
             ],
         ),
     ]

@@ -48,7 +48,7 @@ from skiplock import store
 from skiplock.api.problems import Problem, database_unavailable, problem_response
 from skiplock.api.query import LIMIT, Query
 from skiplock.api.responses import AuditPage
-from skiplock.api.routing import Answer, Operation, Param
+from skiplock.api.routing import AliasRoute, Answer, Operation, Param
 from skiplock.api.routing import route as declare_route
 from skiplock.api.state import ApiState, api_state
 from skiplock.errors import ConfigError
@@ -61,9 +61,7 @@ TOKEN_PREFIX = "sk_"
 # router matches them (a mount prefix is not part of it).
 # Open without a token: load balancers and scrapers seldom carry credentials, and none
 # of these answers says anything about jobs (/ready says only "database reachable").
-OPEN_ROUTES = frozenset(
-    {"/health", "/api/v1/health", "/ready", "/metrics", "/openapi.json", "/docs"}
-)
+OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
 WRITE_ROUTES = frozenset(
@@ -203,9 +201,11 @@ def matched_route(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
             inner = matched_route(route.routes, {**scope, **child_scope})
             return None if inner is None else route.path + inner
         if isinstance(route, Route):
+            # an alias has the rules of the route it stands for
+            path = route.of if isinstance(route, AliasRoute) else route.path_format
             if match is Match.FULL:
-                return route.path_format
-            partial = partial or route.path_format
+                return path
+            partial = partial or path
     return partial
 
 

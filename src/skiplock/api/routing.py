@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 JSON = "application/json"
@@ -103,14 +103,32 @@ def route(
 
 
 class AliasRoute(Route):
-    """Another path for an operation declared elsewhere (`of`, its documented path), for
-    the clients of other job systems; /openapi.json lists the operation once, under `of`."""
+    """Another path for operations declared elsewhere, for the clients of other job
+    systems: `of` is the declared path they stand for, which /openapi.json documents
+    (once) and the auth rules read."""
 
     of: str
 
 
-def alias(path: str, of: str, endpoint: Endpoint, *, name: str) -> AliasRoute:
-    """GET `path` served by `endpoint`, the operation documented at `of`."""
-    route = AliasRoute(path, endpoint, methods=["GET"], name=name)
+def alias(
+    path: str, of: str, endpoint: Endpoint, *, name: str, methods: Sequence[str] = ("GET",)
+) -> AliasRoute:
+    """`path` served by `endpoint`, standing for the route declared at `of`."""
+    route = AliasRoute(path, endpoint, methods=list(methods), name=name)
     route.of = of
     return route
+
+
+def aliases(routes: Sequence[BaseRoute], *, at: str, of: str) -> list[AliasRoute]:
+    """The ApiRoutes of `routes`, mounted at `of`, served at `at` as well."""
+    return [
+        alias(
+            at + route.path,
+            of + route.path,
+            route.endpoint,
+            name=f"{route.name}_alias{at.replace('/', '_')}",
+            methods=list(route.operations),
+        )
+        for route in routes
+        if isinstance(route, ApiRoute)
+    ]
