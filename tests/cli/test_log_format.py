@@ -17,6 +17,7 @@ from conftest import wait_until
 from dev_process import free_port, run_dev
 
 pytestmark = pytest.mark.slow
+SKIPLOCK = (sys.executable, "-m", "skiplock")
 
 
 def json_lines(lines: list[str]) -> list[dict[str, Any]]:
@@ -33,16 +34,23 @@ def json_lines(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def access_of(records: list[dict[str, Any]], path: str) -> dict[str, Any]:
-    return next(
-        r for r in records if r["logger"] == "uvicorn.access" and r["http"]["path"] == path
-    )
+    return next(r for r in records if r["logger"] == "uvicorn.access" and r["http"]["path"] == path)
 
 
 def test_serve_logs_json_uvicorn_included(dsn: str) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "skiplock", "--dsn", dsn, "serve", "--no-auth"]
-        + ["--port", str(port), "--log-format", "json"],
+        [
+            *SKIPLOCK,
+            "--dsn",
+            dsn,
+            "serve",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -263,7 +263,8 @@ log_format_option = click.option(
     "--dsn",
     metavar="DSN",
     envvar=list(DSN_ENV_VARS),
-    help="PostgreSQL connection string.",
+    help="PostgreSQL connection string (none: `dev` starts a private PostgreSQL, other"
+    " commands refuse).",
 )
 @click.option(
     "--pooler",
