@@ -1,8 +1,12 @@
 """The root `skiplock` group, its global options and what every command runs through:
 the settings, the database connection, the App import and the one-line refusal.
 
+The global options and those of worker, serve and dev also come from the environment
+(EnvironmentCommand: flag, then SKIPLOCK_<FLAG>, then the default).
+
 Exit codes: 0 done, 1 refused (not found, bad input, no database, a job in the wrong
-state), 2 usage (click's own). A refusal is one line on stderr, never a traceback.
+state), 2 usage (click's own, or a bad value from the environment). A refusal is one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import IO, Any
 
@@ -99,19 +103,19 @@ def validate_from(ctx: click.Context, settings: Any) -> None:
     naming its variable, like a value of the wrong type (a refused flag stays exit 1)."""
     try:
         settings.validate()
-    except ConfigError as exc:
+    except ConfigError:
         for field in fields(settings):
             if ctx.get_parameter_source(field.name) is not ParameterSource.ENVIRONMENT:
                 continue
-            try:
-                replace(type(settings)(), **{field.name: getattr(settings, field.name)}).validate()
+            try:  # this value alone, the others at their defaults
+                type(settings)(**{field.name: getattr(settings, field.name)}).validate()
             except ConfigError as alone:
                 option = next(p for p in ctx.command.params if p.name == field.name)
                 assert isinstance(option, click.Option)
                 flag = max(option.opts, key=len)
                 message = f"invalid {_variable_set(option)} (for {flag}): {alone}"
                 raise CliUsageError(message) from None
-        raise exc from None
+        raise
 
 
 def from_command_line(ctx: click.Context, name: str, value: str | None) -> str | None:
@@ -121,7 +125,8 @@ def from_command_line(ctx: click.Context, name: str, value: str | None) -> str |
 
 
 class SkiplockGroup(EnvironmentCommand, click.Group):
-    """Turns the errors a user can cause into one line instead of a traceback."""
+    """The root group: its options come from the environment too, and the errors a user
+    can cause are one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -151,7 +156,7 @@ def _database_message(exc: psycopg.Error) -> str:
 class Settings:
     """The global options, handed to every command."""
 
-    dsn_flag: str | None
+    dsn_flag: str | None  # --dsn, or SKIPLOCK_DSN / DATABASE_URL: click reads them
     log_level: str
     pooler_flag: str | None = None
 
