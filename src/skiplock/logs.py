@@ -1,12 +1,20 @@
 """How skiplock processes log: one line per record, as text for people or JSON for
 machines. The worker attaches job fields as `extra={"skiplock": {...}}`; the JSON
-format lifts them to the top level of each line."""
+format lifts them to the top level of each line.
+
+A record logged while a job's handler runs (by the handler's own loggers too, and from
+the thread of a sync handler) carries that job's id, task, queue and attempt: the worker
+sets them in a contextvar around the run (`job_fields`), and JobFieldsFilter copies
+them onto the record as `skiplock_job`. Outside a job the record has no such fields."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,12 +23,48 @@ from skiplock.errors import ConfigError
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+# The job whose handler runs in this context; None outside a job. A sync handler's
+# thread sees it because Task.run runs the handler in a copy of the job's context.
+_current_job: ContextVar[Mapping[str, Any] | None] = ContextVar("skiplock_job", default=None)
+
+
+@contextlib.contextmanager
+def job_fields(fields: Mapping[str, Any]) -> Iterator[None]:
+    """Tag every record logged inside the block, in this context, with `fields`."""
+    token = _current_job.set(dict(fields))
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
+class JobFieldsFilter(logging.Filter):
+    """Adds the fields of the job running in the record's context as `skiplock_job`.
+
+    A handler filter, so it sees records of every logger (the handler's own included);
+    add it to a handler of your own to get the fields there too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = _current_job.get()
+        if fields is not None and not hasattr(record, "skiplock_job"):
+            record.skiplock_job = fields
+        return True
+
 
 class TextFormatter(logging.Formatter):
-    """`time level logger: message`, plus the job's error message when it failed."""
+    """`time level logger: message [job_id=… task=… queue=… attempt=…]`, the job's part
+    inside a handler only, plus the job's error message when it failed."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Before a traceback, which format() appends after this.
+        line = super().formatMessage(record)
+        fields = getattr(record, "skiplock_job", None)
+        if not isinstance(fields, Mapping):
+            return line
+        return f"{line} [{' '.join(f'{name}={value}' for name, value in fields.items())}]"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -29,7 +73,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the job's fields."""
+    """One JSON object per line: time, level, logger, message and the job's fields;
+    uvicorn's access lines add `http` (client, method, path, version, status)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -38,6 +83,12 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        job = getattr(record, "skiplock_job", None)
+        if isinstance(job, Mapping):
+            out.update(job)
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            if (http := _access_fields(record.args)) is not None:
+                out["http"] = http
         fields = getattr(record, "skiplock", None)
         if isinstance(fields, dict):
             out.update(fields)
@@ -75,6 +126,7 @@ def configure_logging(level: str | int = "info", fmt: str = "text") -> None:
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(handler)
     handler = _StderrHandler()
+    handler.addFilter(JobFieldsFilter())
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
@@ -95,3 +147,10 @@ def _error_message(fields: object) -> str | None:
     if isinstance(error, dict):
         return str(error.get("error", ""))
     return str(error)
+
+
+def _access_fields(args: tuple[Any, ...]) -> dict[str, Any] | None:
+    # uvicorn logs each request as '%s - "%s %s HTTP/%s" %d' with these five arguments.
+    if len(args) != 5:
+        return None
+    return dict(zip(("client", "method", "path", "version", "status"), args, strict=True))

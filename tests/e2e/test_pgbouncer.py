@@ -407,8 +407,8 @@ def test_an_unknown_pooler_mode_is_refused() -> None:
         ["--dsn", "postgresql://127.0.0.1:1/nothing", "worker", "--app", "skiplock.demo:app"],
         env={"SKIPLOCK_POOLER": "statement"},
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad value from the environment: a usage error
     assert result.output.strip().splitlines() == [
-        "error: pooler must be one of none, session, transaction (--pooler or"
-        " SKIPLOCK_POOLER), got 'statement'"
+        "error: invalid SKIPLOCK_POOLER (for --pooler): 'statement' is not one of 'none',"
+        " 'session', 'transaction'."
     ]

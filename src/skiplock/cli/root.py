@@ -1,8 +1,12 @@
 """The root `skiplock` group, its global options and what every command runs through:
 the settings, the database connection, the App import and the one-line refusal.
 
+The global options and those of worker, serve and dev also come from the environment
+(EnvironmentCommand: flag, then SKIPLOCK_<FLAG>, then the default).
+
 Exit codes: 0 done, 1 refused (not found, bad input, no database, a job in the wrong
-state), 2 usage (click's own). A refusal is one line on stderr, never a traceback.
+state), 2 usage (click's own, or a bad value from the environment). A refusal is one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,20 +18,21 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import IO, Any
 
 import click
 import psycopg
+from click.core import ParameterSource
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from skiplock import store
 from skiplock.app import App
-from skiplock.config import POOLER_MODES, resolve_dsn
-from skiplock.errors import SkiplockError
+from skiplock.config import DSN_ENV_VARS, POOLER_MODES, resolve_dsn
+from skiplock.errors import ConfigError, SkiplockError
 from skiplock.jobs import JSONError
-from skiplock.logs import LOG_LEVELS, configure_logging
+from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema
 from skiplock.version import __version__
 
@@ -35,6 +40,9 @@ from skiplock.version import __version__
 log = logging.getLogger("skiplock.cli")
 NO_DSN = "no database: pass --dsn or set SKIPLOCK_DSN / DATABASE_URL"
 SECONDS_MAX = timedelta.max.total_seconds()  # the longest a SECONDS option may be
+# The options of the long-running commands (and the global ones) also come from
+# ENV_PREFIX + the flag's name: --poll-interval from SKIPLOCK_POLL_INTERVAL.
+ENV_PREFIX = "SKIPLOCK_"
 
 
 class CliError(click.ClickException):
@@ -50,8 +58,75 @@ class CliUsageError(CliError):
     exit_code = 2
 
 
-class SkiplockGroup(click.Group):
-    """Turns the errors a user can cause into one line instead of a traceback."""
+def env_var(option: click.Option) -> str:
+    """The variable an option comes from when no flag gives it: SKIPLOCK_ + its long flag."""
+    flag = max(option.opts, key=len).lstrip("-")
+    return ENV_PREFIX + flag.replace("-", "_").upper()
+
+
+def _variable_set(option: click.Option) -> str:
+    names = [option.envvar] if isinstance(option.envvar, str) else list(option.envvar or ())
+    return next((name for name in names if os.environ.get(name)), names[0])
+
+
+class EnvironmentCommand(click.Command):
+    """A command each of whose options can come from the environment: flag, then its
+    variable (env_var, or the one the option names itself), then the default; `--help`
+    names the variable. A bad value from the environment is a usage error naming it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, click.Option) and param.expose_value:
+                param.envvar = param.envvar or env_var(param)
+                param.show_envvar = True
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.BadParameter as exc:
+            option = exc.param
+            if (
+                isinstance(option, click.Option)
+                and option.name
+                and ctx.get_parameter_source(option.name) is ParameterSource.ENVIRONMENT
+            ):
+                flag = max(option.opts, key=len)
+                message = f"invalid {_variable_set(option)} (for {flag}): {exc.message}"
+                raise CliUsageError(message) from None
+            raise
+
+
+def validate_from(ctx: click.Context, settings: Any) -> None:
+    """`settings.validate()` for a dataclass whose fields share their names with the
+    command's options; a refused value that came from the environment is a usage error
+    naming its variable, like a value of the wrong type (a refused flag stays exit 1)."""
+    try:
+        settings.validate()
+    except ConfigError:
+        for field in fields(settings):
+            if ctx.get_parameter_source(field.name) is not ParameterSource.ENVIRONMENT:
+                continue
+            try:  # this value alone, the others at their defaults
+                type(settings)(**{field.name: getattr(settings, field.name)}).validate()
+            except ConfigError as alone:
+                option = next(p for p in ctx.command.params if p.name == field.name)
+                assert isinstance(option, click.Option)
+                flag = max(option.opts, key=len)
+                message = f"invalid {_variable_set(option)} (for {flag}): {alone}"
+                raise CliUsageError(message) from None
+        raise
+
+
+def from_command_line(ctx: click.Context, name: str, value: str | None) -> str | None:
+    """`value` if the command line gave it, else None: the App reads the same variable
+    itself, after what the app's code says (flag, then the app's code, then environment)."""
+    return value if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE else None
+
+
+class SkiplockGroup(EnvironmentCommand, click.Group):
+    """The root group: its options come from the environment too, and the errors a user
+    can cause are one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -81,7 +156,7 @@ def _database_message(exc: psycopg.Error) -> str:
 class Settings:
     """The global options, handed to every command."""
 
-    dsn_flag: str | None
+    dsn_flag: str | None  # --dsn, or SKIPLOCK_DSN / DATABASE_URL: click reads them
     log_level: str
     pooler_flag: str | None = None
 
@@ -170,13 +245,21 @@ def parse_args(text: str) -> dict[str, Any]:
     return value
 
 
-# worker, serve and dev each take it.
+# worker, serve and dev each take them.
 listen_dsn_option = click.option(
     "--listen-dsn",
     metavar="DSN",
     default=None,
     help="A direct connection for LISTEN, past a transaction-mode pooler"
-    " (default: $SKIPLOCK_LISTEN_DSN, then the DSN itself).",
+    " (default: the DSN itself).",
+)
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: a line per record for people; json: a JSON object per line"
+    " (the HTTP server's access and error lines too).",
 )
 
 
@@ -184,24 +267,31 @@ listen_dsn_option = click.option(
 @click.option(
     "--dsn",
     metavar="DSN",
-    help="PostgreSQL connection string (default: $SKIPLOCK_DSN, then $DATABASE_URL).",
+    envvar=list(DSN_ENV_VARS),
+    help="PostgreSQL connection string (none: `dev` starts a private PostgreSQL, other"
+    " commands refuse).",
 )
 @click.option(
     "--pooler",
     type=click.Choice(POOLER_MODES),
     default=None,
     help="'transaction' when the DSN leads to a transaction-mode pooler such as PgBouncer"
-    " (default: $SKIPLOCK_POOLER, then none).",
+    " (default: none).",
 )
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
+    help="The least severe records logged.",
 )
 @click.version_option(__version__, prog_name="skiplock")
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, pooler: str | None, log_level: str) -> None:
     """skiplock: background jobs on PostgreSQL alone."""
     configure_logging(log_level, "text")
-    ctx.obj = Settings(dsn_flag=dsn, log_level=log_level, pooler_flag=pooler)
+    ctx.obj = Settings(
+        dsn_flag=dsn,
+        log_level=log_level,
+        pooler_flag=from_command_line(ctx, "pooler", pooler),
+    )

@@ -16,17 +16,21 @@ from skiplock import store
 from skiplock.app import App
 from skiplock.cli.root import (
     CliError,
+    EnvironmentCommand,
     Settings,
     connect,
+    from_command_line,
     listen_dsn_option,
     load_app,
     log,
+    log_format_option,
     main,
-    pass_settings,
     require_schema,
+    validate_from,
 )
 from skiplock.cli.worker import DEFAULTS, app_queues, exit_if_threads_stuck
 from skiplock.config import resolve_dsn
+from skiplock.logs import configure_logging
 from skiplock.migrate import migrate
 from skiplock.worker import Worker, WorkerSettings
 
@@ -65,7 +69,6 @@ def live_token_count(dsn: str) -> int:
 
 forwarded_allow_ips_option = click.option(
     "--forwarded-allow-ips",
-    envvar="SKIPLOCK_FORWARDED_ALLOW_IPS",
     default=None,
     metavar="IPS",
     help="Trust X-Forwarded-For/-Proto only from these comma-separated proxy addresses"
@@ -82,10 +85,18 @@ def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
 
 
-@main.command()
+host_option = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="The address the API listens on."
+)
+port_option = click.option(
+    "--port", type=int, default=8000, show_default=True, help="The port the API listens on."
+)
+
+
+@main.command(cls=EnvironmentCommand)
 @click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR", help="For task defaults.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@host_option
+@port_option
 @forwarded_allow_ips_option
 @click.option(
     "--no-auth",
@@ -94,23 +105,22 @@ def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
 )
 @click.option(
     "--jwt-secret",
-    envvar="SKIPLOCK_JWT_SECRET",
     default=None,
     help="HS256 secret for JWTs (>= 32 bytes; prefer the env var: flags show in ps).",
 )
 @click.option(
     "--jwt-public-key",
-    envvar="SKIPLOCK_JWT_PUBLIC_KEY",
     default=None,
     metavar="PEM|PATH",
     help="RS256 public key for JWTs: PEM text or a file.",
 )
-@click.option("--jwt-issuer", envvar="SKIPLOCK_JWT_ISSUER", default=None, help="Required iss.")
-@click.option("--jwt-audience", envvar="SKIPLOCK_JWT_AUDIENCE", default=None, help="Required aud.")
+@click.option("--jwt-issuer", default=None, help="Required iss.")
+@click.option("--jwt-audience", default=None, help="Required aud.")
 @listen_dsn_option
-@pass_settings
+@log_format_option
+@click.pass_context
 def serve(
-    settings: Settings,
+    ctx: click.Context,
     app_spec: str | None,
     host: str,
     port: int,
@@ -121,6 +131,7 @@ def serve(
     jwt_issuer: str | None,
     jwt_audience: str | None,
     listen_dsn: str | None,
+    log_format: str,
 ) -> None:
     """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
     needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
@@ -128,14 +139,16 @@ def serve(
 
     from skiplock.api.auth import AuthConfig
 
+    settings: Settings = ctx.obj
+    configure_logging(settings.log_level, log_format)
     app = load_app(app_spec) if app_spec else App()
-    settings.configure(app, settings.dsn(), listen_dsn)
+    settings.configure(app, settings.dsn(), from_command_line(ctx, "listen_dsn", listen_dsn))
     auth = None
     if no_auth:
-        click.echo(
-            "warning: serving without authentication (--no-auth): anyone who can"
-            " reach the port can run every admin action",
-            err=True,
+        # A log record, not a bare line: it follows --log-format like the server's own.
+        log.warning(
+            "serving without authentication (--no-auth): anyone who can"
+            " reach the port can run every admin action"
         )
     else:
         auth = AuthConfig(
@@ -160,10 +173,17 @@ def serve(
     )
 
 
-@main.command()
-@click.option("--app", "app_spec", default=DEMO_APP, show_default=True, metavar="MODULE:ATTR")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@main.command(cls=EnvironmentCommand)
+@click.option(
+    "--app",
+    "app_spec",
+    default=DEMO_APP,
+    show_default=True,
+    metavar="MODULE:ATTR",
+    help="The App to run.",
+)
+@host_option
+@port_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -171,19 +191,24 @@ def serve(
     show_default=True,
     help="Where the private PostgreSQL keeps its data (when no DSN is given).",
 )
-@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=DEFAULTS.concurrency,
+    show_default=True,
+    help="Jobs run at once.",
+)
 @forwarded_allow_ips_option
 @listen_dsn_option
 @click.option(
     "--webhook-secret",
-    envvar="SKIPLOCK_WEBHOOK_SECRET",
     default=None,
-    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET, else a"
-    " new random one, printed at start).",
+    help="HMAC key that signs webhook deliveries (default: a new random one, printed at start).",
 )
-@pass_settings
+@log_format_option
+@click.pass_context
 def dev(
-    settings: Settings,
+    ctx: click.Context,
     app_spec: str,
     host: str,
     port: int,
@@ -192,10 +217,13 @@ def dev(
     forwarded_allow_ips: str | None,
     listen_dsn: str | None,
     webhook_secret: str | None,
+    log_format: str,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
     from skiplock.dev import start_embedded
 
+    settings: Settings = ctx.obj
+    configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
     # Without a secret every callback_url delivery would go to the dead letters: dev
     # makes one, so webhooks work out of the box, and prints it for the receiver.
@@ -206,12 +234,12 @@ def dev(
         shutdown_grace=DEV_SHUTDOWN_GRACE,
         webhook_secret=webhook_secret or made_secret,
     )
-    worker_settings.validate()
+    validate_from(ctx, worker_settings)
     create_app = api_factory()
     dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
     with connect(dsn, check=False) as conn:
         migrate(conn)
-    settings.configure(app, dsn, listen_dsn)
+    settings.configure(app, dsn, from_command_line(ctx, "listen_dsn", listen_dsn))
     from skiplock.api.auth import AuthConfig, hash_token, new_token
 
     # dev serves with auth on, as production does, and hands out an admin token so the

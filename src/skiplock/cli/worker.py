@@ -18,32 +18,42 @@ from skiplock.app import App
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
     CliError,
+    EnvironmentCommand,
     Settings,
     connect,
+    from_command_line,
     listen_dsn_option,
     load_app,
     log,
+    log_format_option,
     main,
     pass_settings,
     require_schema,
+    validate_from,
 )
-from skiplock.logs import LOG_FORMATS, configure_logging
+from skiplock.logs import configure_logging
 from skiplock.worker import Worker, WorkerSettings
 
 DEFAULTS = WorkerSettings()
 STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
 
 
-@main.command()
+@main.command(cls=EnvironmentCommand)
 @click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR", help="The App to run.")
 @click.option(
     "--queue",
     "queues",
     multiple=True,
-    help="A queue to work on; repeat for more. Default: 'default' and every queue the "
-    "app's tasks name.",
+    help="A queue to work on; repeat for more (in the variable: separated by spaces)."
+    " Default: 'default' and every queue the app's tasks name.",
 )
-@click.option("--concurrency", type=int, default=DEFAULTS.concurrency, show_default=True)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=DEFAULTS.concurrency,
+    show_default=True,
+    help="Jobs run at once.",
+)
 @click.option(
     "--poll-interval",
     type=float,
@@ -61,14 +71,9 @@ STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling t
     show_default=True,
     help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
 )
-@click.option(
-    "--webhook-secret",
-    envvar="SKIPLOCK_WEBHOOK_SECRET",
-    default=None,
-    help="HMAC key that signs webhook deliveries (default: $SKIPLOCK_WEBHOOK_SECRET).",
-)
+@click.option("--webhook-secret", default=None, help="HMAC key that signs webhook deliveries.")
 @listen_dsn_option
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
+@log_format_option
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -86,7 +91,7 @@ def worker(
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
-    settings.configure(app, settings.dsn(), listen_dsn)
+    settings.configure(app, settings.dsn(), from_command_line(ctx, "listen_dsn", listen_dsn))
     worker_settings = WorkerSettings(
         queues=queues or app_queues(app),
         concurrency=concurrency,
@@ -95,7 +100,7 @@ def worker(
         shutdown_grace=shutdown_grace,
         webhook_secret=webhook_secret,
     )
-    worker_settings.validate()
+    validate_from(ctx, worker_settings)
     require_schema(app.dsn)
     asyncio.run(Worker(app, worker_settings).run(install_signal_handlers=True))
     exit_if_threads_stuck()
