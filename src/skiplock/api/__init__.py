@@ -22,6 +22,7 @@ from starlette.routing import Mount
 from skiplock.api import (
     dead_letters,
     jobs,
+    login,
     observability,
     openapi,
     queues,
@@ -99,7 +100,12 @@ def create_app(
         finished=finished,
     )
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
-    middleware = [Middleware(InternalErrorMiddleware), Middleware(RequestTraceContext)]
+    middleware = [
+        Middleware(InternalErrorMiddleware),
+        # POST /api/login → /api/v1/login before anything matches routes
+        Middleware(login.LoginAlias),
+        Middleware(RequestTraceContext),
+    ]
     routes = [
         route(
             "/health",
@@ -129,6 +135,7 @@ def create_app(
                 *tasks.routes,
                 *observability.api_routes,
                 *auth_routes,
+                *login.routes,
             ],
         ),
     ]
