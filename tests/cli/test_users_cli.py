@@ -8,11 +8,14 @@ import json
 import psycopg
 from click.testing import CliRunner
 
+from dev_process import run_dev
 from skiplock import store
 from skiplock.cli import main
+from skiplock.cli.serve import banner
 from skiplock.passwords import check_password
 
 PASSWORD = "correct horse battery staple"
+USER_LINE = "API user (admin, admin; password shown once): "
 
 
 def run(dsn: str, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -98,3 +101,28 @@ def test_refusals_are_one_line_and_store_nothing(dsn: str, conn: psycopg.Connect
     # no flag takes a password
     code, _, err = run(dsn, "users", "create", "bob", "--scope", "read", "--password", "x")
     assert code == 2 and "No such option" in err
+
+
+def test_dev_banner_shows_a_new_admin_users_password() -> None:
+    text = banner("dbname=x", "127.0.0.1", 8000, "app:app", ["default"], user_password="pw1")
+    assert "API user (admin, admin; password shown once): pw1" in text
+    assert "API user" not in banner("dbname=x", "127.0.0.1", 8000, "app:app", ["default"])
+
+
+def test_dev_makes_an_admin_user_once_that_can_log_in(dsn: str) -> None:
+    with run_dev(dsn) as dev:
+        password = dev.banner_value(USER_LINE)
+        credentials = {"username": "admin", "password": password}
+        response = dev.api.post("/api/v1/login", json=credentials)
+        assert response.status_code == 200, response.text
+        assert response.json()["scope"] == "admin"
+        token = response.json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert dev.api.get("/api/v1/audit", headers=headers).status_code == 200
+        assert not dev.logged(password)
+    with run_dev(dsn) as dev:
+        # the user exists: no new password, and the first one still logs in
+        assert not [line for line in dev.banner if line.startswith(USER_LINE)]
+        response = dev.api.post("/api/v1/login", json=credentials)
+        assert response.status_code == 200, response.text
+        assert not dev.logged(password)
