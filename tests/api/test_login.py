@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 import skiplock
 from skiplock import store
 from skiplock.api import AuthConfig, api_lifespan, create_app
+from skiplock.errors import ConfigError
 from skiplock.passwords import HASHER, hash_password
 
 SECRET = "s" * 40
@@ -228,6 +229,8 @@ def test_the_login_lifetime_is_configurable(dsn: str, conn: psycopg.Connection) 
         body = client.post("/api/v1/login", json={"username": "ada", "password": PASSWORD})
     claims = jwt.decode(body.json()["token"], SECRET, algorithms=["HS256"], audience=AUDIENCE)
     assert claims["exp"] - claims["iat"] == 300
+    with pytest.raises(ConfigError, match="login_lifetime must be > 0"):
+        AuthConfig(login_lifetime=timedelta(0))
 
 
 def test_openapi_documents_login_once() -> None:

@@ -74,9 +74,10 @@ def create_app(
     shuts down. A host app that mounts this one does not run its lifespan: it passes
     `api_lifespan(api)` on from its own.
 
-    With `auth`, every route but /health, /ready, /metrics, /openapi.json and /docs
-    needs a bearer token (see api/auth.py); without it (None) the API is open, which is
-    only right behind something else that authenticates.
+    With `auth`, every route but /health, /ready, /metrics, /openapi.json, /docs and
+    POST /api/v1/login needs a bearer token (see api/auth.py); login gives users one
+    when `auth` has a JWT secret (api/login.py). Without `auth` (None) the API is open,
+    which is only right behind something else that authenticates.
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
