@@ -1,5 +1,6 @@
--- API authentication and the audit log: tokens (stored as sha256 only), and one audit
--- row per mutating API call, with its retention.
+-- API authentication and the audit log: tokens (stored as sha256 only), users who log
+-- in with a password (stored as an argon2 hash only, made by the caller), and one audit
+-- row per mutating API call or login, with its retention.
 
 -- create_api_token: store a token (its sha256 hex, never the secret) under a unique
 -- name. With p_replace, a token of the same name (revoked or not) is overwritten: new
@@ -65,6 +66,91 @@ LANGUAGE sql AS $$
     FROM skiplock.api_tokens t
     WHERE t.token_hash = p_hash AND t.revoked_at IS NULL
       AND NOT EXISTS (SELECT FROM touched)
+$$;
+
+-- create_user: store a user who may log in (POST /api/v1/login) with the password whose
+-- argon2 hash is p_password_hash; the tokens a login gives carry p_scope and p_queues
+-- (a queue glob, NULL for every queue). Name, pattern and hash are checked by the
+-- table's constraints (check_violation). A concurrent create of the same name waits on
+-- the unique index. Returns true when stored, false when the name is taken.
+CREATE OR REPLACE FUNCTION skiplock.create_user(
+    p_name text,
+    p_password_hash text,
+    p_scope skiplock.token_scope,
+    p_queues text DEFAULT NULL
+) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH stored AS (
+        INSERT INTO skiplock.users (name, password_hash, scope, queue_pattern)
+        VALUES (p_name, p_password_hash, p_scope, p_queues)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM stored)
+$$;
+
+-- set_user_password: replace the password hash of user p_name (disabled or not; it
+-- does not enable the user). Locks the row by the UPDATE. Returns false when no user
+-- has this name.
+CREATE OR REPLACE FUNCTION skiplock.set_user_password(p_name text, p_password_hash text)
+RETURNS boolean
+LANGUAGE sql AS $$
+    WITH changed AS (
+        UPDATE skiplock.users u SET password_hash = p_password_hash
+        WHERE u.name = p_name
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM changed)
+$$;
+
+-- disable_user: user p_name can no longer log in (find_user skips it); the row and the
+-- name stay. Tokens a login already gave stay valid until they expire. Locks the row by
+-- the UPDATE. Returns false when no enabled user has this name.
+CREATE OR REPLACE FUNCTION skiplock.disable_user(p_name text, p_now timestamptz DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql AS $$
+    WITH disabled AS (
+        UPDATE skiplock.users u SET disabled_at = coalesce(p_now, now())
+        WHERE u.name = p_name AND u.disabled_at IS NULL
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM disabled)
+$$;
+
+-- delete_user: remove user p_name, enabled or not; the audit log keeps its logins.
+-- Returns false when no user has this name.
+CREATE OR REPLACE FUNCTION skiplock.delete_user(p_name text)
+RETURNS boolean
+LANGUAGE sql AS $$
+    WITH deleted AS (
+        DELETE FROM skiplock.users u WHERE u.name = p_name
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM deleted)
+$$;
+
+-- find_user: the enabled user p_name, as (name, password_hash, scope, queue_pattern),
+-- for a login to check the password against; no row when the name is unknown or the
+-- user is disabled. Reads only, takes no lock.
+CREATE OR REPLACE FUNCTION skiplock.find_user(p_name text)
+RETURNS TABLE (name text, password_hash text, scope text, queue_pattern text)
+LANGUAGE sql STABLE AS $$
+    SELECT u.name, u.password_hash, u.scope::text, u.queue_pattern
+    FROM skiplock.users u
+    WHERE u.name = p_name AND u.disabled_at IS NULL
+$$;
+
+-- record_user_login: note a successful login of user p_name at p_now (default now());
+-- with p_password_hash, also store that hash (the same password, rehashed because the
+-- hashing parameters changed). Locks the row by the UPDATE. Returns false when no
+-- enabled user has this name (disabled or deleted since the password was checked).
+CREATE OR REPLACE FUNCTION skiplock.record_user_login(
+    p_name text, p_password_hash text DEFAULT NULL, p_now timestamptz DEFAULT NULL
+) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH logged_in AS (
+        UPDATE skiplock.users u
+        SET last_login_at = coalesce(p_now, now()),
+            password_hash = coalesce(p_password_hash, u.password_hash)
+        WHERE u.name = p_name AND u.disabled_at IS NULL
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM logged_in)
 $$;
 
 -- record_audit: append one audit row and return its id. Takes no locks beyond the

@@ -16,7 +16,9 @@
 --                      queue settings, recorded attempts), worker_stats, and SELECT on
 --                      schema_migrations and schema_functions (a worker checks the
 --                      schema before it starts).
---   skiplock_admin     everything: every function, view, table and sequence.
+--   skiplock_admin     everything: every function, view, table and sequence; alone
+--                      it manages users (create_user … find_user, record_user_login)
+--                      and reads their password hashes.
 -- Neither producer nor worker has any right on a table holding jobs. The functions
 -- granted to them are SECURITY DEFINER: they run with the rights of the role that
 -- migrated (their owner), and each pins `SET search_path = skiplock, pg_temp` so that

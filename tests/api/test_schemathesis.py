@@ -53,7 +53,11 @@ def server(dsn: str, conn: psycopg.Connection) -> Iterator[tuple[str, str]]:
         "SELECT skiplock.publish_tasks(NULL, %s::jsonb)",
         ('[{"name": "t", "args_schema": {"type": "object"}}]',),
     )
-    app = create_app(skiplock.App(dsn), auth=AuthConfig(max_failures=1_000_000))
+    # With a JWT secret, so that login answers as in production (not 501 for want of one).
+    auth = AuthConfig(
+        jwt_secret="f" * 32, jwt_issuer="fuzz", jwt_audience="fuzz", max_failures=1_000_000
+    )
+    app = create_app(skiplock.App(dsn), auth=auth)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
     server = ThreadServer(config)

@@ -38,6 +38,7 @@ def test_every_group_module_registers_its_commands() -> None:
         "serve",
         "tasks",
         "tokens",
+        "users",
         "worker",
         "workers",
         "workflows",

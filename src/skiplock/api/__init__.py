@@ -26,6 +26,7 @@ from skiplock import store
 from skiplock.api import (
     dead_letters,
     jobs,
+    login,
     observability,
     openapi,
     queues,
@@ -91,9 +92,10 @@ def create_app(
     shuts down. A host app that mounts this one does not run its lifespan: it passes
     `api_lifespan(api)` on from its own.
 
-    With `auth`, every route but /health, /ready, /metrics, /openapi.json and /docs
-    needs a bearer token (see api/auth.py); without it (None) the API is open, which is
-    only right behind something else that authenticates.
+    With `auth`, every route but /health, /ready, /metrics, /openapi.json, /docs and
+    POST /api/v1/login needs a bearer token (see api/auth.py); login gives users one
+    when `auth` has a JWT secret (api/login.py). Without `auth` (None) the API is open,
+    which is only right behind something else that authenticates.
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
@@ -117,7 +119,12 @@ def create_app(
         finished=finished,
     )
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
-    middleware = [Middleware(InternalErrorMiddleware), Middleware(RequestTraceContext)]
+    middleware = [
+        Middleware(InternalErrorMiddleware),
+        # POST /api/login → /api/v1/login before anything matches routes
+        Middleware(login.LoginAlias),
+        Middleware(RequestTraceContext),
+    ]
     routes = [
         route(
             "/health",
@@ -154,6 +161,7 @@ def create_app(
                 *tasks.routes,
                 *observability.api_routes,
                 *auth_routes,
+                *login.routes,
             ],
         ),
     ]

@@ -16,23 +16,22 @@ declared path (`/api/v1/jobs/{job_id}/cancel`), never from the raw request path,
 API answers the same at the root and mounted under any prefix in a host app.
 A token limited to a queue pattern sees only those queues: jobs, queues and tasks of others
 answer 404, as if they did not exist, and routes that are not per queue answer 403.
-Failed attempts are limited per client address (a sliding window, in memory, per
-process); every mutating call by a known caller leaves one row in skiplock.audit_log.
+Failed attempts are limited per client address (api/failures.py); every mutating call
+by a known caller leaves one row in skiplock.audit_log. Users trade a name and password
+for a JWT at POST /api/v1/login (api/login.py), an open route.
 """
 
 from __future__ import annotations
 
-import collections
 import fnmatch
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import jwt
@@ -45,6 +44,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skiplock import store
+from skiplock.api.failures import FailureLimiter
 from skiplock.api.problems import Problem, database_unavailable, problem_response
 from skiplock.api.query import LIMIT, Query
 from skiplock.api.responses import AuditPage
@@ -61,7 +61,10 @@ TOKEN_PREFIX = "sk_"
 # router matches them (a mount prefix is not part of it).
 # Open without a token: load balancers and scrapers seldom carry credentials, and none
 # of these answers says anything about jobs (/ready says only "database reachable").
-OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
+# Login too: it is where a caller without a token gets one.
+OPEN_ROUTES = frozenset(
+    {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/api/v1/login"}
+)
 # The routes a `write` token may call beyond GET: the producer's and operator's
 # day-to-day job actions. Every other non-GET route is admin.
 WRITE_ROUTES = frozenset(
@@ -80,6 +83,8 @@ QUEUE_AWARE = ("/api/v1/jobs", "/api/v1/queues", "/api/v1/workflows", "/api/v1/t
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 PRINCIPAL_KEY = "skiplock.principal"
+# Where the middleware leaves itself for the login route (its config and failure count).
+AUTH_KEY = "skiplock.auth"
 # HMAC keys shorter than the hash's output make brute force of the secret cheaper than
 # of the signature (RFC 7518 §3.2 asks for at least 256 bits for HS256).
 MIN_HS256_SECRET_BYTES = 32
@@ -91,7 +96,9 @@ class AuthConfig:
 
     `jwt_public_key` is PEM text. With either key, `jwt_issuer` and `jwt_audience` are
     required: a token minted for another service must not open this one. A client
-    address gets `max_failures` failed attempts per `failure_window` seconds, then 429.
+    address gets `max_failures` failed attempts per `failure_window` seconds (logins
+    included), then 429. A login's JWT (HS256: it needs `jwt_secret`) expires after
+    `login_lifetime`.
     """
 
     jwt_secret: str | None = None
@@ -100,6 +107,7 @@ class AuthConfig:
     jwt_audience: str | None = None
     max_failures: int = 10
     failure_window: float = 60.0
+    login_lifetime: timedelta = timedelta(hours=12)
 
     def __post_init__(self) -> None:
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES:
@@ -115,6 +123,8 @@ class AuthConfig:
             raise ConfigError(f"max_failures must be >= 1, got {self.max_failures}")
         if not self.failure_window > 0:
             raise ConfigError(f"failure_window must be > 0 seconds, got {self.failure_window}")
+        if not self.login_lifetime > timedelta(0):
+            raise ConfigError(f"login_lifetime must be > 0, got {self.login_lifetime}")
 
     @property
     def jwt_enabled(self) -> bool:
@@ -163,6 +173,11 @@ def check_queue_pattern(pattern: str | None) -> str | None:
             f" got {pattern!r}"
         )
     return pattern
+
+
+def client_address(scope: Scope) -> str:
+    """The address failed attempts are counted under."""
+    return scope["client"][0] if scope.get("client") else "unknown"
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -214,52 +229,6 @@ def below_root(root_path: str, path: str) -> str:
     return path.removeprefix(root_path) if root_path else path
 
 
-class FailureLimiter:
-    """Failed attempts per client address in a sliding window, in this process only.
-
-    Memory is bounded: addresses whose window has emptied are dropped on a sweep, and
-    the table never holds more than `max_clients` (the oldest go first).
-    """
-
-    def __init__(self, max_failures: int, window: float, *, max_clients: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self.max_clients = max_clients
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
-
-    def _recent(self, client: str, now: float) -> collections.deque[float] | None:
-        times = self._failures.get(client)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[client]
-            return None
-        return times
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until `client` may try again, or None when it may now."""
-        now = time.monotonic()
-        times = self._recent(client, now)
-        if times is None or len(times) < self.max_failures:
-            return None
-        return max(1, round(times[0] + self.window - now + 0.5))
-
-    def fail(self, client: str) -> None:
-        now = time.monotonic()
-        times = self._recent(client, now)
-        if times is None:
-            times = self._failures[client] = collections.deque()
-            if len(self._failures) > self.max_clients:
-                for stale in list(self._failures)[: len(self._failures) // 10 or 1]:
-                    del self._failures[stale]
-        self._failures.move_to_end(client)
-        times.append(now)
-
-
 class Unauthorized(Exception):
     """The request carries no usable credential; the message says why (401)."""
 
@@ -281,6 +250,7 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[AUTH_KEY] = self
         method: str = scope["method"]
         # Read now: the router rewrites scope["root_path"] as it descends into mounts.
         root_path: str = scope.get("root_path", "")
@@ -290,7 +260,7 @@ class AuthMiddleware:
         if needed is None:
             await self.app(scope, receive, send)
             return
-        client = scope["client"][0] if scope.get("client") else "unknown"
+        client = client_address(scope)
         wait = self.limiter.retry_after(client)
         if wait is not None:
             await problem_response(

@@ -40,6 +40,13 @@ from skiplock.api.fields import (
 from skiplock.api.problems import invalid_field
 from skiplock.errors import ConfigError
 from skiplock.options import NAMES, OPTIONS, check, wire_fields
+from skiplock.passwords import (
+    MAX_PASSWORD_CHARS,
+    PASSWORD_RULE,
+    USER_NAME,
+    USER_NAME_RULE,
+    password_problem,
+)
 from skiplock.synonyms import SynonymError, canonical
 
 # What a valid value looks like, as a 422's detail says it, for the options whose words
@@ -348,3 +355,34 @@ class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 SCHEDULE_FIELDS = CreateSchedule.__struct_fields__
 SCHEDULE_JOB_FIELDS = ("task", "args", "queue", "priority", "max_attempts")
+
+
+# ---- login ----------------------------------------------------------------------------
+
+LOGIN_RULES = {
+    "username": f"username must be {USER_NAME_RULE}",
+    "password": f"password must be {PASSWORD_RULE}",
+}
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/v1/login: a user's name and password (`skiplock users create`)."""
+
+    username: Annotated[str, Meta(pattern=f"^{USER_NAME.pattern}$")]
+    password: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=MAX_PASSWORD_CHARS,
+            description="Checked against its argon2 hash; never stored or logged.",
+        ),
+    ]
+
+    def check(self) -> None:
+        check_text("username", self.username, USER_NAME, LOGIN_RULES["username"])
+        problem = password_problem(self.password)
+        if problem is not None:
+            raise invalid_field("password", problem)
+
+
+LOGIN_FIELDS = Login.__struct_fields__

@@ -298,5 +298,15 @@ class AuditPage(Struct):
     next_before: int | None
 
 
+class LoginToken(Struct):
+    """What a login answers: a bearer token for every route of the user's scope."""
+
+    token: str
+    token_type: Literal["bearer"]
+    expires_at: datetime
+    scope: Literal["read", "write", "admin"]
+    queues: str | None
+
+
 # Any JSON object the API answers with whose keys are not fixed (metrics).
 OpenObject = Mapping[str, Any]

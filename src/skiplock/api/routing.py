@@ -23,7 +23,8 @@ JSON = "application/json"
 ERRORS = {
     400: "The body is not JSON of the expected shape (`invalid json`).",
     401: "No bearer token, or one that is unknown, revoked, expired or badly signed"
-    " (`unauthorized`); only when the API runs with auth.",
+    " (`unauthorized`); only when the API runs with auth. At login: a wrong username or"
+    " password, or a disabled user (one answer for all three).",
     403: "The token lacks the scope this call needs, or is limited to other queues (`forbidden`).",
     404: "No such job, queue, schedule, worker or dead letter (`not found`).",
     409: "The resource is not in a state that allows this (`conflict`, `job failed`, …).",
@@ -34,6 +35,8 @@ ERRORS = {
     " in them: `args.to`; `unknown task` when no worker published the task; `duplicate key`"
     " when a key appears twice in one object).",
     429: "Too many failed authentication attempts from this address; see Retry-After.",
+    501: "Login is not configured: the API runs without auth, or without an HS256 JWT"
+    " secret to sign tokens with (`login not configured`).",
     503: "The database is unreachable or too slow, or the API holds as many request bodies"
     " as it may (`server busy`); see Retry-After.",
 }

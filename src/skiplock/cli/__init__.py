@@ -15,6 +15,7 @@ from skiplock.cli import (  # noqa: F401  (imported to register their commands)
     serve,
     tasks,
     tokens,
+    users,
     worker,
     workflows,
 )

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 DEMO_APP = "skiplock.demo:app"
 DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
 DEV_TOKEN_NAME = "dev"
+DEV_USER_NAME = "admin"
 
 
 def api_factory() -> Callable[..., Any]:
@@ -241,14 +242,20 @@ def dev(
         migrate(conn)
     settings.configure(app, dsn, from_command_line(ctx, "listen_dsn", listen_dsn))
     from skiplock.api.auth import AuthConfig, hash_token, new_token
+    from skiplock.passwords import hash_password
 
     # dev serves with auth on, as production does, and hands out an admin token so the
     # API stays one copy-paste away; each start replaces the previous dev token.
     token = new_token()
+    # And an admin user with a random password, made once (its password is shown then
+    # only), which logs in with a JWT signed by a secret made at every start.
+    password = secrets.token_urlsafe(12)
+    jwt_secret = secrets.token_urlsafe(32)
     with connect(dsn) as conn:
         store.create_api_token(DEV_TOKEN_NAME, "admin", None, hash_token(token), replace=True).run(
             conn
         )
+        made = store.create_user(DEV_USER_NAME, hash_password(password), "admin", None).run(conn)
     click.echo(
         banner(
             dsn,
@@ -258,12 +265,18 @@ def dev(
             worker_settings.queues,
             token=token,
             webhook_secret=made_secret,
+            user_password=password if made else None,
         )
     )
     asyncio.run(
         serve_and_work(
             app,
-            create_app(app, auth=AuthConfig()),
+            create_app(
+                app,
+                auth=AuthConfig(
+                    jwt_secret=jwt_secret, jwt_issuer="skiplock-dev", jwt_audience="skiplock-dev"
+                ),
+            ),
             host,
             port,
             worker_settings,
@@ -282,6 +295,7 @@ def banner(
     *,
     token: str | None = None,
     webhook_secret: str | None = None,
+    user_password: str | None = None,
 ) -> str:
     url = f"http://{host}:{port}"
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
@@ -294,6 +308,11 @@ def banner(
             *(
                 [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
                 if token
+                else []
+            ),
+            *(
+                [f"API user ({DEV_USER_NAME}, admin; password shown once): {user_password}"]
+                if user_password
                 else []
             ),
             *(

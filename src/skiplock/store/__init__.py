@@ -11,10 +11,25 @@ from skiplock.store.auth import (
     AUDIT_COLUMNS as AUDIT_COLUMNS,
 )
 from skiplock.store.auth import (
+    USER_COLUMNS as USER_COLUMNS,
+)
+from skiplock.store.auth import (
     create_api_token as create_api_token,
 )
 from skiplock.store.auth import (
+    create_user as create_user,
+)
+from skiplock.store.auth import (
+    delete_user as delete_user,
+)
+from skiplock.store.auth import (
+    disable_user as disable_user,
+)
+from skiplock.store.auth import (
     find_api_token as find_api_token,
+)
+from skiplock.store.auth import (
+    find_user as find_user,
 )
 from skiplock.store.auth import (
     list_api_tokens as list_api_tokens,
@@ -23,13 +38,22 @@ from skiplock.store.auth import (
     list_audit as list_audit,
 )
 from skiplock.store.auth import (
+    list_users as list_users,
+)
+from skiplock.store.auth import (
     prune_audit_log as prune_audit_log,
 )
 from skiplock.store.auth import (
     record_audit as record_audit,
 )
 from skiplock.store.auth import (
+    record_user_login as record_user_login,
+)
+from skiplock.store.auth import (
     revoke_api_token as revoke_api_token,
+)
+from skiplock.store.auth import (
+    set_user_password as set_user_password,
 )
 from skiplock.store.call import (
     Call as Call,

@@ -1,4 +1,4 @@
-"""API tokens and the audit log (sql/functions/120_auth.sql)."""
+"""API tokens, users and the audit log (sql/functions/120_auth.sql)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from skiplock.store.call import Call, flag, scalar
 
 API_TOKEN_COLUMNS = ("name", "scope", "queue_pattern", "created_at", "last_used_at", "revoked_at")
+USER_COLUMNS = ("name", "scope", "queue_pattern", "created_at", "disabled_at", "last_login_at")
 AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "status", "detail")
 
 
@@ -46,6 +47,56 @@ def list_api_tokens() -> Call[list[dict[str, Any]]]:
     """Every token, revoked ones too, oldest first; never the hash."""
     return Call(
         f"SELECT {', '.join(API_TOKEN_COLUMNS)} FROM skiplock.api_tokens ORDER BY id",
+        (),
+        list,
+        dict_row,
+    )
+
+
+def create_user(name: str, password_hash: str, scope: str, queue_pattern: str | None) -> Call[bool]:
+    """Store a user with this argon2 password hash; False when the name is taken. A bad
+    name, pattern or hash raises (SQLSTATE 23514)."""
+    return Call(
+        "SELECT skiplock.create_user(%s, %s, %s::skiplock.token_scope, %s)",
+        (name, password_hash, scope, queue_pattern),
+        flag,
+    )
+
+
+def set_user_password(name: str, password_hash: str) -> Call[bool]:
+    """False when no user has this name."""
+    return Call("SELECT skiplock.set_user_password(%s, %s)", (name, password_hash), flag)
+
+
+def disable_user(name: str) -> Call[bool]:
+    """False when no enabled user has this name."""
+    return Call("SELECT skiplock.disable_user(%s)", (name,), flag)
+
+
+def delete_user(name: str) -> Call[bool]:
+    """False when no user has this name."""
+    return Call("SELECT skiplock.delete_user(%s)", (name,), flag)
+
+
+def find_user(name: str) -> Call[tuple[str, str, str, str | None] | None]:
+    """(name, password_hash, scope, queue_pattern) of the enabled user `name`, or None."""
+    return Call(
+        "SELECT name, password_hash, scope, queue_pattern FROM skiplock.find_user(%s)",
+        (name,),
+        lambda rows: (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None,
+    )
+
+
+def record_user_login(name: str, new_password_hash: str | None = None) -> Call[bool]:
+    """Note a successful login (and store a rehashed password); False when the user is
+    no longer enabled."""
+    return Call("SELECT skiplock.record_user_login(%s, %s)", (name, new_password_hash), flag)
+
+
+def list_users() -> Call[list[dict[str, Any]]]:
+    """Every user, disabled ones too, oldest first; never the password hash."""
+    return Call(
+        f"SELECT {', '.join(USER_COLUMNS)} FROM skiplock.users ORDER BY id",
         (),
         list,
         dict_row,
