@@ -19,23 +19,34 @@ from datetime import datetime, timezone
 from typing import Any
 
 from skiplock.errors import ConfigError
+from skiplock.jobs import ClaimedJob
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-# The job whose handler runs in this context; None outside a job. A sync handler's
-# thread sees it because Task.run runs the handler in a copy of the job's context.
-_current_job: ContextVar[Mapping[str, Any] | None] = ContextVar("skiplock_job", default=None)
+# The job whose handler runs in this context (a claimed job, or the fields themselves);
+# None outside a job. A sync handler's thread sees it because Task.run runs the handler
+# in a copy of the job's context. The worker sets the job as it is: the fields are built
+# only for a record that is logged, not for every job.
+current_job: ContextVar[ClaimedJob | Mapping[str, Any] | None] = ContextVar(
+    "skiplock_job", default=None
+)
 
 
 @contextlib.contextmanager
 def job_fields(fields: Mapping[str, Any]) -> Iterator[None]:
     """Tag every record logged inside the block, in this context, with `fields`."""
-    token = _current_job.set(dict(fields))
+    token = current_job.set(dict(fields))
     try:
         yield
     finally:
-        _current_job.reset(token)
+        current_job.reset(token)
+
+
+def _fields(job: ClaimedJob | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(job, ClaimedJob):
+        return {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt}
+    return job
 
 
 class JobFieldsFilter(logging.Filter):
@@ -45,9 +56,9 @@ class JobFieldsFilter(logging.Filter):
     add it to a handler of your own to get the fields there too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _current_job.get()
-        if fields is not None and not hasattr(record, "skiplock_job"):
-            record.skiplock_job = fields
+        job = current_job.get()
+        if job is not None and not hasattr(record, "skiplock_job"):
+            record.skiplock_job = _fields(job)
         return True
 
 

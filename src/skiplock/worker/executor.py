@@ -15,7 +15,7 @@ from skiplock.app import App
 from skiplock.context import JobContext
 from skiplock.errors import Discard, Retry, UnknownTask
 from skiplock.jobs import ClaimedJob, JSONError, encode_json, undecodable_error
-from skiplock.logs import job_fields
+from skiplock.logs import current_job
 from skiplock.tracing import RunSpan
 from skiplock.validation import rejected_args
 from skiplock.worker.deadline import within
@@ -92,16 +92,17 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
 
     With opentelemetry installed the attempt runs inside a CONSUMER span (see tracing).
     Records logged meanwhile in this context, a sync handler's thread included, carry the
-    job's id, task, queue and attempt (see logs.job_fields)."""
+    job's id, task, queue and attempt (see logs.current_job)."""
     job = ctx.job
-    with job_fields(
-        {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt}
-    ):
+    token = current_job.set(job)
+    try:
         span = RunSpan.start(job)
         if span is None:
             return await _execute(app, ctx, threads, None)
         with span:
             return await _execute(app, ctx, threads, span)
+    finally:
+        current_job.reset(token)
 
 
 async def _execute(
