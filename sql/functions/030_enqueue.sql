@@ -30,9 +30,12 @@ $$;
 -- had one have none, and a row that names queue, priority and max_attempts is taken as
 -- written (enqueue, enqueue_many, insert_jobs and the Python COPY resolve their rows
 -- before they insert them, and never pay this UPDATE). Retry policy and timeout left
--- unset after this fall back to the queue's defaults where they are used.
+-- unset after this fall back to the queue's defaults where they are used. Planned per
+-- call: p_ids holds one row or a bulk INSERT's thousands.
 CREATE OR REPLACE FUNCTION skiplock._resolve_jobs(p_ids bigint[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql
+SET plan_cache_mode = force_custom_plan
+AS $$
     UPDATE skiplock.jobs j
     SET (queue, priority, max_attempts, retry_policy, timeout, tags, meta, callback_url) = (
         SELECT coalesce(j.queue, d.o ->> 'queue', 'default'),
@@ -66,36 +69,44 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_new text[];
     v_queues text;
-    v_unresolved bigint[];
 BEGIN
-    -- one pass over the rows finds the ones to resolve; resolved producers send none
-    -- one pass over the rows finds any to resolve; resolving producers send none
+    -- One pass over the rows finds any to resolve; resolving producers send none, and
+    -- their statements take the branch below that reads only the transition table.
     IF EXISTS (SELECT 1 FROM new_rows r
                WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL) THEN
-        v_unresolved := ARRAY(SELECT r.id FROM new_rows r
-                              WHERE r.queue IS NULL OR r.priority IS NULL
-                                 OR r.max_attempts IS NULL);
-        PERFORM skiplock._resolve_jobs(v_unresolved);
+        PERFORM skiplock._resolve_jobs(ARRAY(
+            SELECT r.id FROM new_rows r
+            WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL));
+        -- the resolved values, read back by primary key
+        WITH inserted AS (
+            SELECT j.queue, j.task, count(*) AS n,
+                   bool_or(j.state = 'queued' AND j.run_at <= now()) AS ready
+            FROM skiplock.jobs j
+            WHERE j.id = ANY (ARRAY(SELECT r.id FROM new_rows r))
+            GROUP BY j.queue, j.task
+        ), counted AS (
+            INSERT INTO skiplock.job_counts (queue, task, event, n)
+            SELECT i.queue, i.task, 'created', i.n FROM inserted i
+        )
+        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
+               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
+        INTO v_new, v_queues
+        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+    ELSE
+        WITH inserted AS (
+            SELECT r.queue, r.task, count(*) AS n,
+                   bool_or(r.state = 'queued' AND r.run_at <= now()) AS ready
+            FROM new_rows r
+            GROUP BY r.queue, r.task
+        ), counted AS (
+            INSERT INTO skiplock.job_counts (queue, task, event, n)
+            SELECT i.queue, i.task, 'created', i.n FROM inserted i
+        )
+        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
+               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
+        INTO v_new, v_queues
+        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
     END IF;
-    WITH rows AS (
-        SELECT r.queue, r.task, r.state, r.run_at FROM new_rows r
-        WHERE r.queue IS NOT NULL AND r.priority IS NOT NULL AND r.max_attempts IS NOT NULL
-        UNION ALL
-        SELECT j.queue, j.task, j.state, j.run_at FROM skiplock.jobs j
-        WHERE j.id = ANY (v_unresolved)
-    ), inserted AS (
-        SELECT r.queue, r.task, count(*) AS n,
-               bool_or(r.state = 'queued' AND r.run_at <= now()) AS ready
-        FROM rows r
-        GROUP BY r.queue, r.task
-    ), counted AS (
-        INSERT INTO skiplock.job_counts (queue, task, event, n)
-        SELECT i.queue, i.task, 'created', i.n FROM inserted i
-    )
-    SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
-           string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
-    INTO v_new, v_queues
-    FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
     IF v_new IS NOT NULL THEN
         INSERT INTO skiplock.queues (name) SELECT unnest(v_new) ON CONFLICT DO NOTHING;
     END IF;
@@ -190,12 +201,13 @@ BEGIN
     -- checks run once per statement. [task, args] pairs: per job, in input order.
     IF p_shared ? 'task' THEN
         WITH o AS MATERIALIZED (
-            SELECT * FROM skiplock._job_options(p_shared, p_shared ->> 'task')
+            SELECT (p_shared ->> 'task')::skiplock.task_name AS task, *
+            FROM skiplock._job_options(p_shared, p_shared ->> 'task')
         ), inserted AS (
             INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
                                        retry_policy, timeout, tags, meta, expires_at,
                                        callback_url, on_dependency_failure)
-            SELECT (p_shared ->> 'task')::skiplock.task_name, j.value, o.queue, o.priority,
+            SELECT o.task, j.value, o.queue, o.priority,
                    o.run_at, o.max_attempts, o.retry_policy, o.timeout, o.tags, o.meta,
                    o.expires_at, o.callback_url, o.on_dependency_failure
             FROM o, jsonb_array_elements(p_jobs) AS j
