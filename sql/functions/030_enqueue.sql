@@ -234,8 +234,12 @@ END
 $$;
 
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
--- job. Parameters are named for use as `queue => 'emails'`. run_at and delay add up
--- (run_at defaults to now()). Bad input raises (check constraints name the rule).
+-- job. Parameters are named for use as `queue => 'emails'`. Each option left NULL takes
+-- the task's published default (_task_defaults: one primary-key lookup), then the
+-- built-in one (queue 'default', priority 0, max_attempts 20, on_dependency_failure
+-- 'fail'): NULL is "not given", so a caller who passes 'default' keeps it. run_at and
+-- delay add up (run_at defaults to now()). Bad input raises (check constraints name the
+-- rule).
 -- With unique_key, the job is created only if no other job holds the key; otherwise
 -- the holder's id is returned and nothing is written. unique_scope says how long the key
 -- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
