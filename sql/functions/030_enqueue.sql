@@ -14,12 +14,50 @@ LANGUAGE sql AS $$
     WHERE p_queues IS NOT NULL
 $$;
 
+-- _task_defaults (internal): the published default job options of task p_task ('{}'
+-- when no worker has published it), with its queue. One primary-key lookup.
+CREATE OR REPLACE FUNCTION skiplock._task_defaults(p_task text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT t.defaults || jsonb_build_object('queue', t.queue)
+                     FROM skiplock.tasks t WHERE t.name = p_task), '{}')
+$$;
+
+-- _resolve_jobs (internal): give the jobs p_ids (rows that left queue, priority or
+-- max_attempts out: NULL there is the marker) every option they left out, from their
+-- task's published defaults, then the built-in values (queue 'default', priority 0,
+-- max_attempts 20). "Left out" is NULL, and empty for tags and meta: a plain INSERT
+-- cannot tell `queue = 'default'` given from the column default, so the columns that
+-- had one have none, and a row that names queue, priority and max_attempts is taken as
+-- written (enqueue, enqueue_many, insert_jobs and the Python COPY resolve their rows
+-- before they insert them, and never pay this UPDATE). Retry policy and timeout left
+-- unset after this fall back to the queue's defaults where they are used. Planned per
+-- call: p_ids holds one row or a bulk INSERT's thousands.
+CREATE OR REPLACE FUNCTION skiplock._resolve_jobs(p_ids bigint[]) RETURNS void
+LANGUAGE sql
+SET plan_cache_mode = force_custom_plan
+AS $$
+    UPDATE skiplock.jobs j
+    SET (queue, priority, max_attempts, retry_policy, timeout, tags, meta, callback_url) = (
+        SELECT coalesce(j.queue, d.o ->> 'queue', 'default'),
+               coalesce(j.priority, (d.o ->> 'priority')::smallint, 0),
+               coalesce(j.max_attempts, (d.o ->> 'max_attempts')::integer, 20),
+               coalesce(j.retry_policy, d.o -> 'retry_policy'),
+               coalesce(j.timeout, make_interval(secs => (d.o ->> 'timeout')::float8)),
+               CASE WHEN j.tags = '{}'
+                    THEN ARRAY(SELECT jsonb_array_elements_text(coalesce(d.o -> 'tags', '[]')))
+                    ELSE j.tags END,
+               CASE WHEN j.meta = '{}' THEN coalesce(d.o -> 'meta', '{}') ELSE j.meta END,
+               coalesce(j.callback_url, d.o ->> 'callback_url')
+        FROM (SELECT skiplock._task_defaults(j.task) AS o) d)
+    WHERE j.id = ANY (p_ids)
+$$;
+
 -- _jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
--- count: count them (`created`, by queue and task), register the queues not seen
--- before, and wake the workers with one NOTIFY on skiplock_jobs whose payload is the
--- comma-separated queues that got ready jobs, or '*' when that would not fit in a
--- NOTIFY payload (_wake_workers). Plain INSERTs and COPY from any language wake workers
--- through it.
+-- count: resolve the rows that left options out (_resolve_jobs), count them
+-- (`created`, by queue and task), register the queues not seen before, and wake the
+-- workers with one NOTIFY on skiplock_jobs whose payload is the comma-separated queues
+-- that got ready jobs, or '*' when that would not fit in a NOTIFY payload
+-- (_wake_workers). Plain INSERTs and COPY from any language wake workers through it.
 --
 -- The inserted rows are grouped once by (queue, task) and everything is done from the
 -- groups, so the trigger's work follows the number of groups, not of rows. The queues
@@ -32,19 +70,43 @@ DECLARE
     v_new text[];
     v_queues text;
 BEGIN
-    WITH inserted AS (
-        SELECT r.queue, r.task, count(*) AS n,
-               bool_or(r.state = 'queued' AND r.run_at <= now()) AS ready
-        FROM new_rows r
-        GROUP BY r.queue, r.task
-    ), counted AS (
-        INSERT INTO skiplock.job_counts (queue, task, event, n)
-        SELECT i.queue, i.task, 'created', i.n FROM inserted i
-    )
-    SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
-           string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
-    INTO v_new, v_queues
-    FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+    -- One pass over the rows finds any to resolve; resolving producers send none, and
+    -- their statements take the branch below that reads only the transition table.
+    IF EXISTS (SELECT 1 FROM new_rows r
+               WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL) THEN
+        PERFORM skiplock._resolve_jobs(ARRAY(
+            SELECT r.id FROM new_rows r
+            WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL));
+        -- the resolved values, read back by primary key
+        WITH inserted AS (
+            SELECT j.queue, j.task, count(*) AS n,
+                   bool_or(j.state = 'queued' AND j.run_at <= now()) AS ready
+            FROM skiplock.jobs j
+            WHERE j.id = ANY (ARRAY(SELECT r.id FROM new_rows r))
+            GROUP BY j.queue, j.task
+        ), counted AS (
+            INSERT INTO skiplock.job_counts (queue, task, event, n)
+            SELECT i.queue, i.task, 'created', i.n FROM inserted i
+        )
+        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
+               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
+        INTO v_new, v_queues
+        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+    ELSE
+        WITH inserted AS (
+            SELECT r.queue, r.task, count(*) AS n,
+                   bool_or(r.state = 'queued' AND r.run_at <= now()) AS ready
+            FROM new_rows r
+            GROUP BY r.queue, r.task
+        ), counted AS (
+            INSERT INTO skiplock.job_counts (queue, task, event, n)
+            SELECT i.queue, i.task, 'created', i.n FROM inserted i
+        )
+        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
+               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
+        INTO v_new, v_queues
+        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+    END IF;
     IF v_new IS NOT NULL THEN
         INSERT INTO skiplock.queues (name) SELECT unnest(v_new) ON CONFLICT DO NOTHING;
     END IF;
@@ -72,19 +134,50 @@ AS $$
     SELECT ARRAY(SELECT nextval('skiplock.jobs_id_seq'::regclass) FROM generate_series(1, p_count))
 $$;
 
+-- _job_options (internal): the options of a job of task p_task that gives p_given (a
+-- JSON object as insert_jobs takes it; durations as interval text), each left out taken
+-- from the task's published defaults (durations in seconds), then the built-in value.
+-- Given > the task's default > built-in; a retry policy or timeout still unset falls
+-- back to the queue's where it is used. One primary-key lookup in skiplock.tasks.
+CREATE OR REPLACE FUNCTION skiplock._job_options(p_given jsonb, p_task text)
+RETURNS TABLE (queue skiplock.queue_name, priority smallint, run_at timestamptz,
+               max_attempts integer, retry_policy skiplock.retry_policy, timeout interval,
+               tags text[], meta skiplock.job_meta, expires_at timestamptz,
+               callback_url skiplock.callback_url,
+               on_dependency_failure skiplock.dependency_policy)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(p_given ->> 'queue', t.queue, 'default'),
+           coalesce((p_given ->> 'priority')::smallint, (t.defaults ->> 'priority')::smallint, 0),
+           coalesce((p_given ->> 'run_at')::timestamptz, now()),
+           coalesce((p_given ->> 'max_attempts')::integer,
+                    (t.defaults ->> 'max_attempts')::integer, 20),
+           coalesce(p_given -> 'retry_policy', t.defaults -> 'retry_policy'),
+           coalesce((p_given ->> 'timeout')::interval,
+                    make_interval(secs => (t.defaults ->> 'timeout')::float8)),
+           CASE WHEN jsonb_array_length(coalesce(p_given -> 'tags', '[]')) > 0
+                THEN ARRAY(SELECT jsonb_array_elements_text(p_given -> 'tags'))
+                ELSE ARRAY(SELECT jsonb_array_elements_text(coalesce(t.defaults -> 'tags', '[]')))
+           END,
+           CASE WHEN coalesce(p_given -> 'meta', '{}') <> '{}' THEN p_given -> 'meta'
+                ELSE coalesce(t.defaults -> 'meta', '{}') END,
+           (p_given ->> 'expires_at')::timestamptz,
+           coalesce(p_given ->> 'callback_url', t.defaults ->> 'callback_url'),
+           coalesce(t.defaults ->> 'on_dependency_failure', 'fail')::skiplock.dependency_policy
+    FROM (SELECT) one LEFT JOIN skiplock.tasks t ON t.name = p_task
+$$;
+
 -- insert_jobs: the bulk producer's one INSERT, for jobs that share every option but
 -- their args (and maybe their task); returns their ids in input order. p_shared holds
--- the shared options as JSON, the unset ones left out for the table's defaults: task,
--- queue, priority, run_at, max_attempts, retry_policy, timeout ("30 seconds"), tags,
--- meta, expires_at, callback_url. p_jobs is an array of args objects when p_shared has
--- a task, else of [task, args] pairs. Options the table checks (names, ranges, domains)
--- raise as for a plain INSERT; an unknown option raises invalid_parameter_value.
--- The shared values are cast once, in a MATERIALIZED CTE: their domain checks run once
--- per statement, not once per job. The statement names only the columns given, so the
--- others keep their defaults; it is built from the fixed list below and planned per call
--- (one plan per batch). Ids come back in input order: rows are inserted in array order
--- and a session's nextval only grows. Wakes workers like any insert (one NOTIFY per
--- statement).
+-- the shared options as JSON, the unset ones left out: task, queue, priority, run_at,
+-- max_attempts, retry_policy, timeout ("30 seconds"), tags, meta, expires_at,
+-- callback_url. What it leaves out each job takes from its task's published defaults,
+-- then the built-in values, as enqueue does. p_jobs is an array of args objects when
+-- p_shared has a task, else of [task, args] pairs. Options the table checks (names,
+-- ranges, domains) raise as for a plain INSERT; an unknown option raises
+-- invalid_parameter_value. The shared values, with one task's defaults, are resolved
+-- once, in a MATERIALIZED CTE: their domain checks run once per statement, not once per
+-- job. Ids come back in input order: rows are inserted in array order and a session's
+-- nextval only grows. Wakes workers like any insert (one NOTIFY per statement).
 CREATE OR REPLACE FUNCTION skiplock.insert_jobs(p_jobs jsonb, p_shared jsonb DEFAULT '{}')
 RETURNS bigint[]
 LANGUAGE plpgsql
@@ -92,46 +185,61 @@ SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
 DECLARE
-    v_types CONSTANT jsonb := '{"task": "skiplock.task_name", "queue": "skiplock.queue_name",
-        "priority": "smallint", "run_at": "timestamptz", "max_attempts": "integer",
-        "retry_policy": "skiplock.retry_policy", "timeout": "interval", "tags": "text[]",
-        "meta": "skiplock.job_meta", "expires_at": "timestamptz",
-        "callback_url": "skiplock.callback_url"}';
-    v_names text[];
-    v_once text;
+    v_known CONSTANT text[] := ARRAY['task', 'queue', 'priority', 'run_at', 'max_attempts',
+        'retry_policy', 'timeout', 'tags', 'meta', 'expires_at', 'callback_url'];
+    v_unknown text;
     v_ids bigint[];
 BEGIN
-    v_names := ARRAY(SELECT k FROM jsonb_object_keys(coalesce(p_shared, '{}')) AS k ORDER BY k);
-    IF EXISTS (SELECT 1 FROM unnest(v_names) AS k WHERE NOT v_types ? k) THEN
-        RAISE EXCEPTION 'insert_jobs: unknown option(s) %',
-            (SELECT string_agg(k, ', ') FROM unnest(v_names) AS k WHERE NOT v_types ? k)
+    p_shared := coalesce(p_shared, '{}');
+    SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
+    FROM jsonb_object_keys(p_shared) AS k WHERE k <> ALL (v_known);
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'insert_jobs: unknown option(s) %', v_unknown
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT string_agg(CASE
-               WHEN k = 'tags' THEN format('ARRAY(SELECT jsonb_array_elements_text($2 -> %L)) AS %I', k, k)
-               WHEN v_types ->> k IN ('skiplock.retry_policy', 'skiplock.job_meta')
-                   THEN format('($2 -> %L)::%s AS %I', k, v_types ->> k, k)
-               ELSE format('($2 ->> %L)::%s AS %I', k, v_types ->> k, k) END, ', ')
-    INTO v_once FROM unnest(v_names) AS k;
-    EXECUTE format(
-        'WITH s AS MATERIALIZED (SELECT %s), inserted AS ('
-        'INSERT INTO skiplock.jobs (task, args%s) SELECT %s FROM s, jsonb_array_elements($1) AS j '
-        'RETURNING id) SELECT array_agg(id ORDER BY id) FROM inserted',
-        coalesce(v_once, '1 AS none'),
-        (SELECT string_agg(', ' || quote_ident(k), '') FROM unnest(v_names) AS k
-         WHERE k <> 'task'),
-        CASE WHEN 'task' = ANY (v_names) THEN 's.task, j.value'
-             ELSE 'j.value ->> 0, j.value -> 1' END
-        || coalesce((SELECT string_agg(', s.' || quote_ident(k), '') FROM unnest(v_names) AS k
-                     WHERE k <> 'task'), ''))
-    INTO v_ids USING p_jobs, p_shared;
+    -- One task for all jobs: its options resolved once (MATERIALIZED), so their domain
+    -- checks run once per statement. [task, args] pairs: per job, in input order.
+    IF p_shared ? 'task' THEN
+        WITH o AS MATERIALIZED (
+            SELECT (p_shared ->> 'task')::skiplock.task_name AS task, *
+            FROM skiplock._job_options(p_shared, p_shared ->> 'task')
+        ), inserted AS (
+            INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
+                                       retry_policy, timeout, tags, meta, expires_at,
+                                       callback_url, on_dependency_failure)
+            SELECT o.task, j.value, o.queue, o.priority,
+                   o.run_at, o.max_attempts, o.retry_policy, o.timeout, o.tags, o.meta,
+                   o.expires_at, o.callback_url, o.on_dependency_failure
+            FROM o, jsonb_array_elements(p_jobs) AS j
+            RETURNING id
+        )
+        SELECT array_agg(id ORDER BY id) INTO v_ids FROM inserted;
+        RETURN v_ids;
+    END IF;
+    WITH inserted AS (
+        INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
+                                   retry_policy, timeout, tags, meta, expires_at,
+                                   callback_url, on_dependency_failure)
+        SELECT j.value ->> 0, j.value -> 1, o.queue, o.priority, o.run_at, o.max_attempts,
+               o.retry_policy, o.timeout, o.tags, o.meta, o.expires_at, o.callback_url,
+               o.on_dependency_failure
+        FROM jsonb_array_elements(p_jobs) AS j
+        CROSS JOIN LATERAL (SELECT * FROM skiplock._job_options(p_shared, j.value ->> 0)
+                            OFFSET 0) o
+        RETURNING id
+    )
+    SELECT array_agg(id ORDER BY id) INTO v_ids FROM inserted;
     RETURN v_ids;
 END
 $$;
 
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
--- job. Parameters are named for use as `queue => 'emails'`. run_at and delay add up
--- (run_at defaults to now()). Bad input raises (check constraints name the rule).
+-- job. Parameters are named for use as `queue => 'emails'`. Each option left NULL takes
+-- the task's published default (_task_defaults: one primary-key lookup), then the
+-- built-in one (queue 'default', priority 0, max_attempts 20, on_dependency_failure
+-- 'fail'): NULL is "not given", so a caller who passes 'default' keeps it. run_at and
+-- delay add up (run_at defaults to now()). Bad input raises (check constraints name the
+-- rule).
 -- With unique_key, the job is created only if no other job holds the key; otherwise
 -- the holder's id is returned and nothing is written. unique_scope says how long the key
 -- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
@@ -148,11 +256,11 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
-    queue        text DEFAULT 'default',
-    priority     integer DEFAULT 0,
+    queue        text DEFAULT NULL,
+    priority     integer DEFAULT NULL,
     run_at       timestamptz DEFAULT NULL,
     delay        interval DEFAULT NULL,
-    max_attempts integer DEFAULT 20,
+    max_attempts integer DEFAULT NULL,
     retry_policy jsonb DEFAULT NULL,
     timeout      interval DEFAULT NULL,
     tags         text[] DEFAULT '{}',
@@ -163,7 +271,7 @@ CREATE OR REPLACE FUNCTION skiplock.enqueue(
     expires_at   timestamptz DEFAULT NULL,
     expires_in   interval DEFAULT NULL,
     depends_on   bigint[] DEFAULT NULL,
-    on_dependency_failure text DEFAULT 'fail',
+    on_dependency_failure text DEFAULT NULL,
     callback_url text DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql
@@ -174,8 +282,9 @@ DECLARE
     v_id bigint;
     v_scope skiplock.unique_scope;
     v_missing bigint[];
+    v_task jsonb := skiplock._task_defaults(task);
     -- checked before anything is written (a unique key, for one)
-    v_callback_url skiplock.callback_url := callback_url;
+    v_callback_url skiplock.callback_url := coalesce(callback_url, v_task ->> 'callback_url');
 BEGIN
     IF unique_key IS NOT NULL THEN
         v_scope := CASE WHEN unique_for IS NOT NULL THEN 'period'
@@ -210,14 +319,27 @@ BEGIN
                                retry_policy, timeout, tags, meta, unique_key, expires_at,
                                depends_on, on_dependency_failure, state, callback_url)
     VALUES (coalesce(v_id, nextval(pg_get_serial_sequence('skiplock.jobs', 'id'))),
-            enqueue.task, coalesce(enqueue.args, '{}'), coalesce(enqueue.queue, 'default'),
-            coalesce(enqueue.priority, 0),
-            coalesce(enqueue.run_at, now()) + coalesce(enqueue.delay, interval '0'),
-            coalesce(enqueue.max_attempts, 20), enqueue.retry_policy, enqueue.timeout,
-            coalesce(enqueue.tags, '{}'), coalesce(enqueue.meta, '{}'), enqueue.unique_key,
-            coalesce(enqueue.expires_at, now() + enqueue.expires_in),
+            enqueue.task, coalesce(enqueue.args, '{}'),
+            coalesce(enqueue.queue, v_task ->> 'queue', 'default'),
+            coalesce(enqueue.priority, (v_task ->> 'priority')::integer, 0),
+            coalesce(enqueue.run_at, now())
+                + coalesce(enqueue.delay, make_interval(secs => (v_task ->> 'delay')::float8),
+                           interval '0'),
+            coalesce(enqueue.max_attempts, (v_task ->> 'max_attempts')::integer, 20),
+            coalesce(enqueue.retry_policy, v_task -> 'retry_policy'),
+            coalesce(enqueue.timeout, make_interval(secs => (v_task ->> 'timeout')::float8)),
+            CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
+                 ELSE ARRAY(SELECT jsonb_array_elements_text(coalesce(v_task -> 'tags', '[]')))
+            END,
+            CASE WHEN enqueue.meta IS NOT NULL AND enqueue.meta <> '{}' THEN enqueue.meta
+                 ELSE coalesce(v_task -> 'meta', '{}') END,
+            enqueue.unique_key,
+            coalesce(enqueue.expires_at,
+                     now() + coalesce(enqueue.expires_in,
+                                      make_interval(secs => (v_task ->> 'expires_in')::float8))),
             nullif(enqueue.depends_on, '{}'),
-            coalesce(enqueue.on_dependency_failure, 'fail')::skiplock.dependency_policy,
+            coalesce(enqueue.on_dependency_failure, v_task ->> 'on_dependency_failure', 'fail')
+            ::skiplock.dependency_policy,
             CASE WHEN cardinality(enqueue.depends_on) > 0 THEN 'waiting' ELSE 'queued' END
             ::skiplock.job_state,
             v_callback_url)
@@ -280,20 +402,33 @@ BEGIN
         INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, max_attempts,
                                    retry_policy, timeout, tags, meta, expires_at,
                                    on_dependency_failure, callback_url)
-        SELECT j.task, coalesce(j.args, '{}'), coalesce(j.queue, 'default'),
-               coalesce(j.priority, 0),
-               coalesce(j.run_at, now()) + make_interval(secs => coalesce(j.delay, 0)),
-               coalesce(j.max_attempts, 20), j.retry_policy,
-               make_interval(secs => j.timeout), coalesce(j.tags, '{}'),
-               coalesce(j.meta, '{}'),
-               coalesce(j.expires_at, now() + make_interval(secs => j.expires_in)),
-               coalesce(j.on_dependency_failure, 'fail')::skiplock.dependency_policy,
-               j.callback_url
+        SELECT j.task, coalesce(j.args, '{}'), coalesce(j.queue, t.queue, 'default'),
+               coalesce(j.priority, (t.defaults ->> 'priority')::integer, 0),
+               coalesce(j.run_at, now())
+                   + make_interval(secs => coalesce(j.delay, (t.defaults ->> 'delay')::float8, 0)),
+               coalesce(j.max_attempts, (t.defaults ->> 'max_attempts')::integer, 20),
+               coalesce(j.retry_policy, t.defaults -> 'retry_policy'),
+               make_interval(secs => coalesce(j.timeout, (t.defaults ->> 'timeout')::float8)),
+               CASE WHEN cardinality(j.tags) > 0 THEN j.tags
+                    ELSE ARRAY(SELECT jsonb_array_elements_text(
+                                   coalesce(t.defaults -> 'tags', '[]'))) END,
+               CASE WHEN j.meta IS NOT NULL AND j.meta <> '{}' THEN j.meta
+                    ELSE coalesce(t.defaults -> 'meta', '{}') END,
+               coalesce(j.expires_at,
+                        now() + make_interval(secs => coalesce(
+                            j.expires_in, (t.defaults ->> 'expires_in')::float8))),
+               coalesce(j.on_dependency_failure, t.defaults ->> 'on_dependency_failure',
+                        'fail')::skiplock.dependency_policy,
+               coalesce(j.callback_url, t.defaults ->> 'callback_url')
         FROM jsonb_to_recordset(p_jobs) AS j(
                  task text, args jsonb, queue text, priority integer, run_at timestamptz,
                  delay float8, max_attempts integer, retry_policy jsonb, timeout float8,
                  tags text[], meta jsonb, expires_at timestamptz, expires_in float8,
                  on_dependency_failure text, callback_url text)
+        -- the task's published defaults for what the job leaves out: a primary-key lookup
+        -- per job (OFFSET 0 keeps it one, not a join that may reorder the rows)
+        LEFT JOIN LATERAL (SELECT k.queue, k.defaults FROM skiplock.tasks k
+                           WHERE k.name = j.task OFFSET 0) t ON true
         RETURNING id
     )
     -- ids come from one sequence in row order, so sorting them gives input order

@@ -4,9 +4,12 @@
 -- 1,000), the duration histogram, and a queue's recent throughput.
 
 -- publish_tasks: upsert the tasks worker p_worker_id serves. p_tasks is a JSON array of
--- {"name", "queue", "description", "args_schema"}; a task published again takes the
--- new queue, description and schema (the latest worker's code is the truth) and keeps
--- its first_seen_at. Idempotent; rows are locked in name order, so concurrent
+-- {"name", "queue", "description", "args_schema", "defaults"}; defaults are the task's
+-- default job options by name (priority, max_attempts, retry_policy, timeout, tags, meta,
+-- on_dependency_failure, callback_url, delay, expires_in; durations in seconds), which
+-- enqueue, enqueue_many, insert_jobs and plain INSERTs apply to what a job leaves out. A
+-- task published again takes the new queue, description, schema and defaults (the
+-- latest worker's code is the truth) and keeps its first_seen_at. Idempotent; rows are locked in name order, so concurrent
 -- publishers cannot deadlock. Returns how many tasks were published.
 CREATE OR REPLACE FUNCTION skiplock.publish_tasks(
     p_worker_id uuid, p_tasks jsonb, p_now timestamptz DEFAULT NULL
@@ -16,17 +19,19 @@ SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
     WITH published AS (
-        INSERT INTO skiplock.tasks AS t (name, queue, description, args_schema,
+        INSERT INTO skiplock.tasks AS t (name, queue, description, args_schema, defaults,
                                          first_seen_at, last_seen_at, worker_ids)
         SELECT p.name, coalesce(p.queue, 'default'), coalesce(p.description, ''),
-               nullif(p.args_schema, 'null'), coalesce(p_now, now()), coalesce(p_now, now()),
+               nullif(p.args_schema, 'null'), coalesce(p.defaults, '{}') - 'queue',
+               coalesce(p_now, now()), coalesce(p_now, now()),
                array_remove(ARRAY[p_worker_id], NULL)
         FROM jsonb_to_recordset(p_tasks) AS p(name text, queue text, description text,
-                                             args_schema jsonb)
+                                             args_schema jsonb, defaults jsonb)
         ORDER BY p.name
         ON CONFLICT (name) DO UPDATE
         SET queue = excluded.queue, description = excluded.description,
-            args_schema = excluded.args_schema, last_seen_at = excluded.last_seen_at,
+            args_schema = excluded.args_schema, defaults = excluded.defaults,
+            last_seen_at = excluded.last_seen_at,
             -- drop workers that have since been unregistered or pruned: the list stays
             -- as short as the live fleet
             worker_ids = ARRAY(
@@ -45,11 +50,12 @@ $$;
 -- Not planned per call: p_names is a handful of task names.
 CREATE OR REPLACE FUNCTION skiplock.list_tasks(p_names text[] DEFAULT NULL, p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (name text, queue text, description text, args_schema jsonb,
-               first_seen_at timestamptz, last_seen_at timestamptz, workers uuid[])
+               first_seen_at timestamptz, last_seen_at timestamptz, workers uuid[],
+               defaults jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT t.name, t.queue, t.description, t.args_schema, t.first_seen_at,
            greatest(t.last_seen_at, live.last_heartbeat_at),  -- greatest skips NULL
-           coalesce(live.ids, '{}')
+           coalesce(live.ids, '{}'), t.defaults
     FROM skiplock.tasks t
     CROSS JOIN LATERAL (
         SELECT array_agg(w.id ORDER BY w.started_at, w.id) AS ids,

@@ -18,7 +18,7 @@ from skiplock.admin import AdminCalls
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.options import JobOptions
+from skiplock.options import JobOptions, published_defaults
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import EnqueueRequest
@@ -382,13 +382,16 @@ class App(AdminCalls):
     # ---- the task registry ---------------------------------------------------------------
 
     def published_tasks(self) -> list[dict[str, Any]]:
-        """This app's tasks as publish_tasks takes them: name, queue, description, schema."""
+        """This app's tasks as publish_tasks takes them: name, queue, description, schema,
+        and the default job options that SQL applies to every job of the task however it
+        is enqueued (PUBLISHED_DEFAULTS; durations in seconds)."""
         return [
             {
                 "name": task.name,
                 "queue": task.defaults.queue or "default",
                 "description": task.description,
                 "args_schema": task.args_schema,
+                "defaults": published_defaults(task.defaults),
             }
             for task in self.tasks.values()
         ]

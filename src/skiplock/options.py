@@ -8,8 +8,10 @@ converted to it (msgspec), and the OpenAPI schema is generated from it. `JobOpti
 the typed Python form: one field per declared option, in the same order (a test checks
 both against `skiplock.enqueue` in pg_proc).
 
-Every option defaults to "not given": the task's default when it has one, then the
-database's (`sql_default`).
+Every option defaults to "not given": the task's default when it has one (the App's, or
+the one a worker published to the registry), then the database's built-in value.
+`sql_default` is the SQL parameter's default, NULL ("not given") for every option that a
+task can default.
 """
 
 from __future__ import annotations
@@ -122,12 +124,12 @@ class JobOption:
 
 
 OPTIONS: tuple[JobOption, ...] = (
-    JobOption("queue", QueueName, "text", "'default'", "The queue the job waits in.", "NAME"),
+    JobOption("queue", QueueName, "text", None, "The queue the job waits in.", "NAME"),
     JobOption(
         "priority",
         Priority,
         "integer",
-        "0",
+        None,
         "-100..100, or low (-50), normal (0), high (50), critical (100); a higher priority"
         " runs first within its queue.",
         "N",
@@ -152,7 +154,7 @@ OPTIONS: tuple[JobOption, ...] = (
         "max_attempts",
         Annotated[int, msgspec.Meta(ge=1, le=INT4_MAX)],
         "integer",
-        "20",
+        None,
         "Attempts in all, the first included; then the job goes to the dead letters.",
         "N",
     ),
@@ -237,7 +239,7 @@ OPTIONS: tuple[JobOption, ...] = (
         "on_dependency_failure",
         Literal["fail", "cancel", "run"],
         "text",
-        "'fail'",
+        None,
         "What the job does when a job it depends on does not succeed: fail (the"
         " default), cancel or run anyway.",
         "POLICY",
@@ -392,3 +394,37 @@ def wire_fields() -> list[tuple[str, Any, None]]:
         (option.name, Annotated[option.wire, msgspec.Meta(description=option.help)] | None, None)
         for option in OPTIONS
     ]
+
+
+# The options a task's published defaults carry: those that are the same for every job
+# of a task. Per-job ones (run_at, expires_at, unique_*, depends_on) apply only through
+# the App that declares them.
+PUBLISHED_DEFAULTS = (
+    "priority",
+    "max_attempts",
+    "retry_policy",
+    "timeout",
+    "tags",
+    "meta",
+    "on_dependency_failure",
+    "callback_url",
+    "delay",
+    "expires_in",
+)
+
+
+def published_defaults(defaults: JobOptions) -> dict[str, Any]:
+    """A task's defaults as the registry holds them (skiplock.tasks.defaults): JSON
+    values by name, durations in seconds; the queue is published beside them."""
+    published: dict[str, Any] = {}
+    for name, value in defaults.given().items():
+        if name not in PUBLISHED_DEFAULTS:
+            continue
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        elif isinstance(value, RetryPolicy):
+            value = value.to_json()
+        elif isinstance(value, tuple):
+            value = list(value)
+        published[name] = value
+    return published

@@ -4,12 +4,13 @@ created schedule fired by one scheduler tick."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
-from api_checks import DOWN_DSN, assert_problem
+from api_checks import DOWN_DSN, assert_problem, publish_tasks
 from starlette.testclient import TestClient
 
 import skiplock
@@ -20,6 +21,13 @@ from skiplock.api import schedules as schedules_api
 JSON = {"content-type": "application/json"}  # what a JSON body must be sent as
 
 URL = "/api/v1/schedules"
+
+
+@pytest.fixture(autouse=True)
+def published(dsn: str) -> None:
+    """The tasks these schedules name, published as a worker would: an unknown task is
+    refused (test_an_unknown_task_is_422_unless_allowed)."""
+    publish_tasks(dsn, "reports.build", "t", "report")
 
 
 def stored(conn: psycopg.Connection) -> int:
@@ -252,3 +260,30 @@ def test_503_when_the_database_is_away() -> None:
     with TestClient(create_app(skiplock.App(DOWN_DSN), db_timeout=0.5)) as client:
         assert_problem(client.get(URL), 503, "database unavailable")
         assert_problem(client.post(URL, json=VALID), 503, "database unavailable")
+
+
+def test_an_unknown_task_is_422_unless_allowed(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    body = {"name": "s", "cron": "@hourly", "task": "nobody.serves.this"}
+    response = client.post(URL, json=body)
+    assert_problem(response, 422, "unknown task", "task")
+    assert stored(conn) == 0
+    allowed = client.post(URL, json={**body, "allow_unregistered_task": True})
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json()["queue"] == "default"
+
+
+def test_unset_options_take_the_published_defaults(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    task = {
+        "name": "mail.digest",
+        "queue": "emails",
+        "defaults": {"priority": 4, "max_attempts": 2},
+    }
+    conn.execute("SELECT skiplock.publish_tasks(NULL, %s::jsonb)", (json.dumps([task]),))
+    created = client.post(URL, json={"name": "d", "cron": "@daily", "task": "mail.digest"})
+    assert created.status_code == 201, created.text
+    got = created.json()
+    assert (got["queue"], got["priority"], got["max_attempts"]) == ("emails", 4, 2)

@@ -68,6 +68,8 @@ def test_dead_letters_list_redrive_purge(dsn: str, conn: psycopg.Connection) -> 
 
 
 def test_schedules_lifecycle(dsn: str, conn: psycopg.Connection) -> None:
+    # the tasks as a worker publishes them: schedules of unknown tasks are refused
+    conn.execute("""SELECT skiplock.publish_tasks(NULL, '[{"name": "report"}, {"name": "r"}]')""")
     code, out, err = run(
         dsn,
         "schedules",

@@ -68,6 +68,7 @@ SHIPPED_MIGRATIONS = {
     2: ("internal_helpers", "239fe3dc1787e722a9a6b180797a963f7d54475a538bc2b260f9d2e4878516aa"),
     3: ("dead_letter_words", "8d2ec4847d43a1b68134bfbfff4a0abaa8809046423b3a9e749fd45daf70b190"),
     4: ("users", "1c961ad35428abdd18077d6e815fe164af081f3f1d265a60950ec18afd610a8a"),
+    5: ("task_defaults", "bd137f3e37e8bcf38010bfccaf9c4d4037064058cbd275b7e49f892077821c83"),
 }
 
 # ---- the catalog fingerprint ------------------------------------------------------------

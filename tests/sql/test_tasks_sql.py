@@ -27,7 +27,11 @@ def publish(conn: psycopg.Connection, worker: uuid.UUID | None, tasks: list[Any]
 
 
 def tasks(conn: psycopg.Connection, names: list[str] | None = None) -> list[tuple[Any, ...]]:
-    return conn.execute("SELECT * FROM skiplock.list_tasks(%s)", (names,)).fetchall()
+    return conn.execute(
+        "SELECT name, queue, description, args_schema, first_seen_at, last_seen_at, workers"
+        " FROM skiplock.list_tasks(%s)",
+        (names,),
+    ).fetchall()
 
 
 def test_publish_is_an_idempotent_upsert_keeping_first_seen(conn: psycopg.Connection) -> None:

@@ -330,6 +330,7 @@ SCHEDULE_RULES = {
     "enabled": "enabled must be true or false",
     **{name: ENQUEUE_RULES[name] for name in ("task", "args", "queue", "priority")},
     "max_attempts": ENQUEUE_RULES["max_attempts"],
+    "allow_unregistered_task": ENQUEUE_RULES["allow_unregistered_task"],
 }
 
 
@@ -351,6 +352,7 @@ class CreateSchedule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str | None = "UTC"
     max_attempts: Attempts | None = None
     enabled: bool | None = True
+    allow_unregistered_task: bool | None = None
 
 
 SCHEDULE_FIELDS = CreateSchedule.__struct_fields__

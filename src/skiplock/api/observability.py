@@ -87,6 +87,8 @@ class Snapshot:
     uptime: float
     counts: list[tuple[str, str, str, str | None, float | None, int, float]]
     duration_bounds: list[float]
+    # the tasks some worker has published (skiplock.tasks), and the built-in ones
+    known_tasks: frozenset[str] = frozenset()
 
     def by_task(self) -> list[dict[str, Any]]:
         """{"queue", "task", <event>: n, ...} per queue and task, events as JOB_EVENTS."""
@@ -98,6 +100,16 @@ class Snapshot:
                 )
                 row[event] += n
         return list(rows.values())
+
+    def unknown_task_jobs(self) -> dict[str, int]:
+        """Jobs not finished, by task, for the tasks no worker has published: created
+        minus finished, from the counters (no COUNT over the jobs)."""
+        pending: Counter[str] = Counter()
+        for row in self.by_task():
+            if row["task"] not in self.known_tasks:
+                finished = sum(row[status] for status in FINISHED_STATUSES)
+                pending[row["task"]] += row["created"] - finished
+        return {task: n for task, n in sorted(pending.items()) if n > 0}
 
 
 async def snapshot(request: Request) -> Snapshot:
@@ -111,6 +123,10 @@ async def snapshot(request: Request) -> Snapshot:
             uptime=api.uptime(),
             counts=await api.app.arun(store.read_job_counts(), conn),
             duration_bounds=await api.app.arun(store.job_duration_bounds(), conn),
+            known_tasks=frozenset(
+                [row["name"] for row in await api.app.arun(store.list_tasks(), conn)]
+                + list(api.app.builtin_tasks)
+            ),
         )
 
     return await api.db(read)
@@ -179,6 +195,15 @@ class SnapshotCollector(Collector):
             paused.add_metric([stats["queue"]], 1 if stats["paused"] else 0)
         yield depth
         yield paused
+        unknown = GaugeMetricFamily(
+            "skiplock_unknown_task_jobs",
+            "Jobs not finished whose task no worker has published, by task: a typo, or a"
+            " worker that is not deployed (see docs/worker.md, Unknown tasks).",
+            labels=["task"],
+        )
+        for task, n in snap.unknown_task_jobs().items():
+            unknown.add_metric([task], n)
+        yield unknown
 
         alive = [w for w in snap.workers if w["alive"]]
         yield GaugeMetricFamily(

@@ -277,6 +277,8 @@ class Task(Struct):
     first_seen_at: datetime
     last_seen_at: datetime
     workers: list[str]
+    # the default job options its workers published (priority, max_attempts, ...)
+    defaults: JSONObject
 
 
 class Tasks(Struct):

@@ -32,6 +32,7 @@ from skiplock.api.query import Query
 from skiplock.api.responses import Schedule, Schedules
 from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
+from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
 from skiplock.options import JobOptions
@@ -136,24 +137,33 @@ async def create_schedule(request: Request) -> Response:
     job = parse_enqueue({field: body[field] for field in SCHEDULE_JOB_FIELDS if field in body})
     enabled = schedule.enabled is not False
     # Unset options take the task's defaults when this App registered it, then the
-    # table's: as for an enqueue, and as for a schedule declared with @app.schedule.
+    # published ones, then the table's: as for an enqueue, and as for a schedule
+    # declared with @app.schedule.
     registered = api.app.tasks.get(job.task)
     given = JobOptions.checked(job.options)
     options = registered.defaults.merged(given) if registered else given
-    call = store.create_schedule(
-        name,
-        cron=cron,
-        task=job.task,
-        args_json=encode_json(job.args, what="args"),
-        queue=options.queue or "default",
-        priority=options.priority if options.priority is not None else 0,
-        timezone=tz,
-        max_attempts=options.max_attempts or 20,
-        enabled=enabled,
-        replace=replace,
-    )
+    allow_unregistered = bool(schedule.allow_unregistered_task)
 
     async def create(conn: Conn) -> tuple[bool, dict[str, Any] | None]:
+        check = RegistryCheck(job.task, job.args, allow_unregistered)
+        await check_jobs_against_registry(api, conn, [check])
+        rows = await api.app.arun(store.list_tasks([job.task]), conn)
+        published: dict[str, Any] = rows[0] if rows else {"queue": "default", "defaults": {}}
+        defaults = published["defaults"]
+        call = store.create_schedule(
+            name,
+            cron=cron,
+            task=job.task,
+            args_json=encode_json(job.args, what="args"),
+            queue=options.queue or published["queue"],
+            priority=options.priority
+            if options.priority is not None
+            else defaults.get("priority", 0),
+            timezone=tz,
+            max_attempts=options.max_attempts or defaults.get("max_attempts", 20),
+            enabled=enabled,
+            replace=replace,
+        )
         existed = replace and await _found(api, conn, name) is not None
         await api.app.arun(call, conn)
         return existed, await _found(api, conn, name)

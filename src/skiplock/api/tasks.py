@@ -54,7 +54,8 @@ def visible(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 async def list_tasks(request: Request) -> Response:
     """GET /api/v1/tasks → 200 {"tasks": [...]}: name, queue, description, args_schema,
-    first_seen_at, last_seen_at, workers (the live workers serving it)."""
+    first_seen_at, last_seen_at, workers (the live workers serving it), defaults (its
+    published default job options)."""
     api = api_state(request)
     Query(request, ())
     rows = visible(request, await api.run(store.list_tasks()))

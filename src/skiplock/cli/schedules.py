@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -79,11 +80,20 @@ def show_schedule(settings: Settings, name: str, as_json: bool) -> None:
 @click.option("--cron", required=True, help='5 fields, or @hourly/@daily/…: "*/5 * * * *".')
 @click.option("--task", required=True)
 @click.option("--args", "args_text", default="{}", metavar="JSON", help="A JSON object.")
-@click.option("--queue", default="default", show_default=True)
-@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--queue", help="Default: the task's published queue, else default.")
+@click.option("--priority", type=int, help="Default: the task's published default, else 0.")
 @click.option("--timezone", default="UTC", show_default=True, help="An IANA name.")
-@click.option("--max-attempts", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1),
+    help="Default: the task's published default, else 20.",
+)
 @click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
+@click.option(
+    "--allow-unregistered-task",
+    is_flag=True,
+    help="Accept a task no worker has published (yet).",
+)
 @pass_settings
 def create_schedule(
     settings: Settings,
@@ -91,25 +101,38 @@ def create_schedule(
     cron: str,
     task: str,
     args_text: str,
-    queue: str,
-    priority: int,
+    queue: str | None,
+    priority: int | None,
     timezone: str,
-    max_attempts: int,
+    max_attempts: int | None,
     replace: bool,
+    allow_unregistered_task: bool,
 ) -> None:
-    """Create a schedule (workers fire it; the first computes its next run)."""
+    """Create a schedule (workers fire it; the first computes its next run). Options
+    left out take the task's published defaults; a task no worker has published is
+    refused unless --allow-unregistered-task."""
     validate_schedule(cron, timezone)
     args_json = json.dumps(parse_args(args_text))
     with connect(settings.dsn()) as conn:
+        published = store.list_tasks([task]).run(conn)
+        if not published and not allow_unregistered_task:
+            raise CliError(
+                f"unknown task {task}: no worker has published it; check the name, start a"
+                " worker that serves it, or pass --allow-unregistered-task"
+            )
+        registry: dict[str, Any] = (
+            published[0] if published else {"queue": "default", "defaults": {}}
+        )
+        defaults = registry["defaults"]
         store.create_schedule(
             name,
             cron=cron,
             task=task,
             args_json=args_json,
-            queue=queue,
-            priority=priority,
+            queue=queue or registry["queue"],
+            priority=priority if priority is not None else defaults.get("priority", 0),
             timezone=timezone,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts or defaults.get("max_attempts", 20),
             replace=replace,
         ).run(conn)
     click.echo(f"schedule {name} {'saved' if replace else 'created'}")

@@ -113,9 +113,6 @@ from skiplock.store.dependents import (
     sweep_waiting_jobs as sweep_waiting_jobs,
 )
 from skiplock.store.enqueue import (
-    DEFAULT_QUEUE as DEFAULT_QUEUE,
-)
-from skiplock.store.enqueue import (
     INSERT_MAX_JOBS as INSERT_MAX_JOBS,
 )
 from skiplock.store.enqueue import (

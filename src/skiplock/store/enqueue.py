@@ -87,9 +87,9 @@ def enqueue_many(jobs: Sequence[EnqueueRequest]) -> Call[list[int]]:
     skiplock.enqueue_many, which reads each job's own options."""
     options = shared_options(jobs)
     if options is not None:
-        return (
-            insert_jobs(jobs, options) if len(jobs) <= INSERT_MAX_JOBS else copy_jobs(jobs, options)
-        )
+        if len(jobs) <= INSERT_MAX_JOBS or any(job.task != jobs[0].task for job in jobs):
+            return insert_jobs(jobs, options)
+        return copy_jobs(jobs, options)
     document = "[" + ",".join(job.as_json_object() for job in jobs) + "]"
     return Call("SELECT skiplock.enqueue_many(%s::jsonb)", (document,), column)
 
@@ -114,7 +114,6 @@ _SHARED_DEFAULTS = {
     for name, value in EnqueueRequest._field_defaults.items()
     if name not in SHARED_OPTIONS and name != "args_json"
 }
-DEFAULT_QUEUE = "default"  # skiplock.jobs.queue's default
 # Up to this many jobs, one INSERT beats reserve_job_ids + COPY: one round trip instead
 # of three, names checked once (COPY checks each row's), and no COPY slot bookkeeping
 # (on PostgreSQL 17 and 18 it grows with the square of the rows per statement, up to
@@ -126,7 +125,7 @@ INSERT_MAX_JOBS = 5_000
 
 def shared_options(jobs: Sequence[EnqueueRequest]) -> list[tuple[str, Any]] | None:
     """The options (name, value) all of `jobs` share, the unset ones left out for the
-    table's defaults; None when they differ, or when one needs the database's clock, a
+    task's published defaults; None when they differ, or when one needs the database's clock, a
     unique key or dependencies."""
     if not jobs:
         return None
@@ -148,8 +147,6 @@ def insert_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) 
     the jobs as one JSON array, of args or of [task, args] pairs. Ids come back in input
     order."""
     shared = {name: _json_option(value) for name, value in options}
-    # the queue even when it is the default: its domain check then runs once, not per job
-    shared.setdefault("queue", DEFAULT_QUEUE)
     task = jobs[0].task
     if all(job.task == task for job in jobs):
         shared["task"] = task
@@ -198,26 +195,37 @@ def _pairs(jobs: Sequence[EnqueueRequest]) -> str:
 
 @dataclass(frozen=True)
 class CopyCall(Call[list[int]]):
-    """Reserve ids (`sql`, one statement), then COPY the rows with those ids: COPY
-    returns no ids, and callers need them in input order. Two round trips for any
-    number of jobs; the COPY is one statement, so one NOTIFY and all-or-nothing, and it
-    joins the caller's transaction like any statement."""
+    """Reserve ids (`sql`, one statement), resolve the shared options (`options_sql`:
+    given > the task's published defaults > built-in), then COPY the rows with those ids
+    and every resolved option: COPY returns no ids, callers need them in input order, and
+    a row that named its options never needs the insert trigger's second write. Three
+    round trips for any number of jobs; the COPY is one statement, so one NOTIFY and
+    all-or-nothing, and it joins the caller's transaction like any statement."""
 
-    copy_sql: str = ""
+    options_sql: str = ""
+    options_params: tuple[Any, ...] = ()
     lines: Sequence[str] = ()
     # For a role that may not insert into skiplock.jobs (a producer: the reservation
     # then returns NULL): the same jobs through skiplock.insert_jobs, built only then.
     instead: Callable[[], Call[list[int]]] | None = None
 
-    def _data(self, ids: list[int]) -> str:
-        return "".join([f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True)])
+    def _copy(self, ids: list[int], resolved: Mapping[str, Any]) -> tuple[bytes, str]:
+        given = [(name, value) for name, value in resolved.items() if value is not None]
+        columns = ", ".join(["id", "task", "args", *(name for name, _ in given)])
+        suffix = "".join("\t" + _copy_resolved(name, value) for name, value in given) + "\n"
+        data = "".join(
+            [f"{job_id}\t{line}{suffix}" for job_id, line in zip(ids, self.lines, strict=True)]
+        )
+        return f"COPY skiplock.jobs ({columns}) FROM STDIN".encode(), data
 
     def run(self, conn: psycopg.Connection[Any]) -> list[int]:
         ids = self.parse(conn.execute(self.sql.encode(), self.params).fetchall())
         if ids is None and self.instead is not None:
             return self.instead().run(conn)
-        with conn.cursor().copy(self.copy_sql.encode()) as copy:
-            copy.write(self._data(ids))
+        resolved = conn.execute(self.options_sql.encode(), self.options_params).fetchone()
+        copy_sql, data = self._copy(ids, resolved[0] if resolved else {})
+        with conn.cursor().copy(copy_sql) as copy:
+            copy.write(data)
         return ids
 
     async def arun(self, conn: psycopg.AsyncConnection[Any]) -> list[int]:
@@ -225,8 +233,11 @@ class CopyCall(Call[list[int]]):
         ids = self.parse(await cursor.fetchall())
         if ids is None and self.instead is not None:
             return await self.instead().arun(conn)
-        async with conn.cursor().copy(self.copy_sql.encode()) as copy:
-            await copy.write(self._data(ids))
+        cursor = await conn.execute(self.options_sql.encode(), self.options_params)
+        resolved = await cursor.fetchone()
+        copy_sql, data = self._copy(ids, resolved[0] if resolved else {})
+        async with conn.cursor().copy(copy_sql) as copy:
+            await copy.write(data)
         return ids
 
 
@@ -242,22 +253,19 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _copy_option(name: str, value: Any) -> str:
+def _copy_resolved(name: str, value: Any) -> str:
+    """A resolved option (as to_jsonb gives it) in COPY's text format."""
     if name in ("retry_policy", "meta"):
         return _copy_text(json.dumps(value))
     if name == "tags":
         return _copy_text(text_array(list(value)))
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return f"{value.total_seconds()} seconds"
     return _copy_text(str(value))
 
 
 def copy_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) -> CopyCall:
-    """A COPY of jobs sharing `options`, written once as the end of every row."""
-    suffix = "".join("\t" + _copy_option(name, value) for name, value in options) + "\n"
-    columns = ", ".join(["id", "task", "args", *(name for name, _ in options)])
+    """A COPY of jobs of one task sharing `options`, resolved once and written as the
+    end of every row."""
+    shared = {name: _json_option(value) for name, value in options}
     return CopyCall(
         # COPY needs INSERT on the table; without it (a producer-only role), no ids are
         # reserved and the jobs go through insert_jobs instead
@@ -265,14 +273,16 @@ def copy_jobs(jobs: Sequence[EnqueueRequest], options: list[tuple[str, Any]]) ->
         " THEN skiplock.reserve_job_ids(%s) END",
         (len(jobs),),
         scalar,
-        copy_sql=f"COPY skiplock.jobs ({columns}) FROM STDIN",
-        lines=_copy_lines(jobs, suffix),
+        options_sql="SELECT to_jsonb(o) - 'run_at' || jsonb_strip_nulls(jsonb_build_object("
+        "'run_at', %s::timestamptz)) FROM skiplock._job_options(%s::jsonb, %s) o",
+        options_params=(shared.get("run_at"), json.dumps(shared), jobs[0].task),
+        lines=_copy_lines(jobs),
         instead=lambda: insert_jobs(jobs, options),
     )
 
 
-def _copy_lines(jobs: Sequence[EnqueueRequest], suffix: str) -> list[str]:
-    """`task<TAB>args<suffix>` per job, each task escaped once (bulk jobs share few)."""
+def _copy_lines(jobs: Sequence[EnqueueRequest]) -> list[str]:
+    """`task<TAB>args` per job, each task escaped once (bulk jobs share few)."""
     tasks: dict[str, str] = {}
     lines = []
     for job in jobs:
@@ -280,5 +290,5 @@ def _copy_lines(jobs: Sequence[EnqueueRequest], suffix: str) -> list[str]:
         if task is None:
             task = tasks[job.task] = _copy_text(job.task) + "\t"
         args = job.args_json
-        lines.append(task + (args if args == "{}" else _copy_text(args)) + suffix)
+        lines.append(task + (args if args == "{}" else _copy_text(args)))
     return lines

@@ -21,12 +21,14 @@ TASK_COLUMNS = (
     "first_seen_at",
     "last_seen_at",
     "workers",
+    "defaults",
 )
 THROUGHPUT_COLUMNS = ("minute", "succeeded", "failed", "cancelled", "expired")
 
 
 def publish_tasks(worker_id: uuid.UUID | None, tasks: Sequence[Mapping[str, Any]]) -> Call[int]:
-    """Upsert the registry entries of `tasks` ({name, queue, description, args_schema})."""
+    """Upsert the registry entries of `tasks` ({name, queue, description, args_schema,
+    defaults})."""
     return Call(
         "SELECT skiplock.publish_tasks(%s, %s::jsonb)",
         (worker_id, json.dumps(list(tasks))),
