@@ -119,10 +119,12 @@ def test_4_connection_dies_during_completion_before_and_after_commit(
     acked.add([more])
     wait_for(lambda: _status(conn, more) == "succeeded", 30)
     assert workers.alive(w)
+    # The replay found its own committed finish: not a lost lease, no warning. (The job
+    # reads succeeded before the worker's retry says so: wait for the line.)
+    replayed = f"job {after}: finish already recorded as succeeded (replayed after its commit)"
+    wait_for(lambda: replayed in workers.log(w), 30)
     log = workers.log(w)
     assert "writing 1 outcomes failed" in log
-    # The replay found its own committed finish: not a lost lease, no warning.
-    assert f"job {after}: finish already recorded as succeeded (replayed after its commit)" in log
     assert f"job {after} faults.sleep lost" not in log
     (result,) = conn.execute(
         "SELECT result FROM skiplock.job_history WHERE id = %s", (after,)
@@ -237,9 +239,10 @@ def test_8_listen_connection_dies_silently(
     finally:
         thaw_backend(frozen)
         terminate_backend(ledger, frozen)
-    log = workers.log(w)
-    assert "listener missed its probe" in log
-    assert "listener reconnected" in log
+    # The worker says so once its new LISTEN has succeeded, a moment after the connection
+    # shows up: wait for the line rather than read the log once.
+    wait_for(lambda: "listener reconnected" in workers.log(w), 30)
+    assert "listener missed its probe" in workers.log(w)
     # No busy loop while the listener was deaf: the worker mostly slept.
     assert cpu < 0.5 * wall, f"worker used {cpu:.2f} s CPU in {wall:.2f} s"
     assert fresh != frozen
