@@ -47,6 +47,12 @@ FIELD_SYNONYMS: tuple[Synonym, ...] = (
     Synonym("retry_delay", "retry_policy", "the policy's base delay (seconds or a duration)"),
     Synonym("max_retry_delay", "retry_policy", "the policy's longest delay"),
 )
+# A schedule's fields, as other systems' schedule APIs name them (and a job's above).
+SCHEDULE_SYNONYMS: tuple[Synonym, ...] = (
+    Synonym("job_type", "task", "the task each run enqueues"),
+    Synonym("cron_expr", "cron", "the cron expression"),
+    Synonym("payload", "args", "the args of each run's job"),
+)
 RETRY_FIELDS = {"retry_strategy": "kind", "retry_delay": "base", "max_retry_delay": "max_delay"}
 
 # Status words of other systems in job filters, and the statuses each one means.
@@ -67,13 +73,16 @@ class SynonymError(ValueError):
         self.field = field
 
 
-def canonical(body: Mapping[str, Any]) -> dict[str, Any]:
-    """`body` with every synonym replaced by the field it stands for (null ones dropped);
-    SynonymError naming the field when a synonym and its field are both given or the
-    synonym's value cannot be converted."""
+def canonical(
+    body: Mapping[str, Any], synonyms: tuple[Synonym, ...] = FIELD_SYNONYMS
+) -> dict[str, Any]:
+    """`body` with every one of `synonyms` replaced by the field it stands for (null ones
+    dropped); SynonymError naming the synonym when it and its field are both given or
+    its value cannot be converted."""
     given = {name: value for name, value in body.items() if value is not None}
-    out = {name: value for name, value in body.items() if name not in _BY_NAME}
-    for synonym in FIELD_SYNONYMS:
+    names = {synonym.name for synonym in synonyms}
+    out = {name: value for name, value in body.items() if name not in names}
+    for synonym in synonyms:
         if synonym.name not in given:
             continue
         if given.get(synonym.field) is not None:
@@ -115,6 +124,3 @@ def _retry_value(name: str, value: Any) -> Any:
         raise SynonymError(
             name, f"{name} must be a number of seconds >= 0 or a duration such as 90s or 5m"
         ) from None
-
-
-_BY_NAME = {synonym.name: synonym for synonym in FIELD_SYNONYMS}

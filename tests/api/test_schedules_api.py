@@ -287,3 +287,37 @@ def test_unset_options_take_the_published_defaults(
     assert created.status_code == 201, created.text
     got = created.json()
     assert (got["queue"], got["priority"], got["max_attempts"]) == ("emails", 4, 2)
+
+
+def test_schedules_by_id_and_in_other_systems_words(
+    client: TestClient, conn: psycopg.Connection, dsn: str
+) -> None:
+    publish_tasks(dsn, "backup")
+    body = {
+        "name": "daily-backup",
+        "job_type": "backup",
+        "queue": "maintenance",
+        "cron_expr": "0 2 * * *",
+        "payload": {"target": "s3"},
+    }
+    created = client.post("/api/v1/schedules", json=body)
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert (schedule["task"], schedule["cron"], schedule["args"]) == (
+        "backup",
+        "0 2 * * *",
+        {"target": "s3"},
+    )
+    by_id = f"/api/v1/schedules/{schedule['id']}"
+    assert client.get(by_id).json()["name"] == "daily-backup"
+    assert client.post(f"{by_id}/disable").json()["enabled"] is False
+    # a schedule whose name reads like another's id is found by its name
+    other = client.post(
+        "/api/v1/schedules", json={"name": str(schedule["id"]), "cron": "@daily", "task": "backup"}
+    ).json()
+    assert client.get(by_id).json()["id"] == other["id"] != schedule["id"]
+    assert client.delete(f"/api/v1/schedules/{other['id']}").status_code == 204
+    assert client.delete(by_id).status_code == 204  # now the id of daily-backup again
+    assert client.get("/api/v1/schedules").json()["schedules"] == []
+    conflict = client.post("/api/v1/schedules", json={**body, "cron": "@daily"})
+    assert conflict.status_code == 422 and conflict.json()["field"] == "cron_expr"

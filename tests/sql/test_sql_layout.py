@@ -69,6 +69,7 @@ SHIPPED_MIGRATIONS = {
     3: ("dead_letter_words", "8d2ec4847d43a1b68134bfbfff4a0abaa8809046423b3a9e749fd45daf70b190"),
     4: ("users", "1c961ad35428abdd18077d6e815fe164af081f3f1d265a60950ec18afd610a8a"),
     5: ("task_defaults", "bd137f3e37e8bcf38010bfccaf9c4d4037064058cbd275b7e49f892077821c83"),
+    6: ("schedule_ids", "cd216523712ce37aa514e4210b5f30080aa70bb86920b7221f1e6f678ba177cb"),
 }
 
 # ---- the catalog fingerprint ------------------------------------------------------------

@@ -222,6 +222,7 @@ class Purged(Struct):
 
 
 class Schedule(Struct):
+    id: int
     name: str
     cron: str
     timezone: str

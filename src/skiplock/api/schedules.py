@@ -37,6 +37,7 @@ from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
 from skiplock.options import JobOptions
 from skiplock.schedules import next_fire, validate
+from skiplock.synonyms import SCHEDULE_SYNONYMS, SynonymError, canonical
 
 # The schedules table's name rule (sql/migrations/0001_baseline.sql) …
 STORED_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -53,12 +54,18 @@ CRON_SHAPE = re.compile(
 MAX_TIMEZONE_CHARS = 100
 
 
-def schedule_of(request: Request) -> str:
-    """The schedule name in the URL; 404 when it cannot be a schedule name."""
-    name: str = request.path_params["name"]
-    if not STORED_NAME.fullmatch(name):
-        raise not_found(name)
-    return name
+async def schedule_named(request: Request) -> str:
+    """The name of the schedule the URL names, by its name or else by its id; 404 when
+    there is none."""
+    ref: str = request.path_params["name"]
+    name = (
+        await api_state(request).run(store.schedule_name(ref))
+        if STORED_NAME.fullmatch(ref)
+        else None
+    )
+    if name is None:
+        raise not_found(ref)
+    return str(name)
 
 
 def not_found(name: str) -> Problem:
@@ -130,6 +137,10 @@ async def create_schedule(request: Request) -> Response:
     api = api_state(request)
     replace = Query(request, (REPLACE,)).choice("replace", ("true", "false"), "false") == "true"
     body = await read_json_object(request, limit=api.max_body_bytes)
+    try:
+        body = canonical(body, SCHEDULE_SYNONYMS)
+    except SynonymError as exc:
+        raise invalid_field(exc.field, str(exc)) from None
     schedule = decode(body, CreateSchedule, SCHEDULE_RULES, fields=SCHEDULE_FIELDS)
     name = _name(schedule.name)
     cron = _cron(schedule.cron)
@@ -190,7 +201,7 @@ async def create_schedule(request: Request) -> Response:
 async def get_schedule(request: Request) -> Response:
     """GET /api/v1/schedules/{name} → 200 with the schedule; 404 unknown."""
     api = api_state(request)
-    name = schedule_of(request)
+    name = await schedule_named(request)
     rows = await api.run(store.list_schedules(name))
     if not rows:
         raise not_found(name)
@@ -200,7 +211,7 @@ async def get_schedule(request: Request) -> Response:
 async def delete_schedule(request: Request) -> Response:
     """DELETE /api/v1/schedules/{name} → 204; 404 unknown. Jobs it already enqueued stay."""
     api = api_state(request)
-    name = schedule_of(request)
+    name = await schedule_named(request)
     if not await api.run(store.delete_schedule(name)):
         raise not_found(name)
     return Response(status_code=204)
@@ -208,7 +219,7 @@ async def delete_schedule(request: Request) -> Response:
 
 async def _set_enabled(request: Request, enabled: bool) -> Response:
     api = api_state(request)
-    name = schedule_of(request)
+    name = await schedule_named(request)
 
     async def change(conn: Conn) -> dict[str, Any] | None:
         if not await api.app.arun(store.set_schedule_enabled(name, enabled), conn):
@@ -235,7 +246,11 @@ async def disable_schedule(request: Request) -> Response:
 REPLACE = Param(
     "replace", Literal["true", "false"], "true: replace the schedule of the same name.", "false"
 )
-SCHEDULE = Param("name", Annotated[str, Meta(pattern=f"^{STORED_NAME.pattern}$")], "Schedule.")
+SCHEDULE = Param(
+    "name",
+    Annotated[str, Meta(pattern=f"^{STORED_NAME.pattern}$")],
+    "The schedule's name, or its id (a name that reads the same wins).",
+)
 
 
 def _operation(endpoint: Endpoint, id: str, summary: str, answers: Any, **more: Any) -> Operation:

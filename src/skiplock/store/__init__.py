@@ -281,6 +281,9 @@ from skiplock.store.schedules import (
     lock_due_schedules as lock_due_schedules,
 )
 from skiplock.store.schedules import (
+    schedule_name as schedule_name,
+)
+from skiplock.store.schedules import (
     set_schedule_enabled as set_schedule_enabled,
 )
 from skiplock.store.schedules import (

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from skiplock.store.call import Call, flag, named_tuple_row, nothing, scalar
 
 SCHEDULE_COLUMNS = (
+    "id",
     "name",
     "cron",
     "timezone",
@@ -70,6 +71,18 @@ def list_schedules(name: str | None = None) -> Call[list[dict[str, Any]]]:
         {"name": name},
         list,
         dict_row,
+    )
+
+
+def schedule_name(ref: str) -> Call[str | None]:
+    """The name of the schedule `ref` names: by its name, else (digits) by its id; None
+    when there is none. A name wins over an id that reads the same."""
+    return Call(
+        "SELECT name FROM skiplock.schedules WHERE name = %(ref)s"
+        " OR id = CASE WHEN %(ref)s ~ '^[0-9]{1,18}$' THEN %(ref)s::bigint END"
+        " ORDER BY name = %(ref)s DESC LIMIT 1",
+        {"ref": ref},
+        scalar,
     )
 
 
