@@ -345,6 +345,18 @@ def check(option: JobOption, value: Any) -> Any:
     return checked
 
 
+def positive_duration(value: Any) -> timedelta:
+    """A duration > 0 (seconds, or a text such as 90s, 12h or PT30M) as a timedelta, for
+    settings that take one; ValueError saying what it must be."""
+    try:
+        seconds = msgspec.convert(value, PositiveDuration, strict=False)
+        if isinstance(seconds, str):
+            seconds = msgspec.convert(duration_seconds(seconds), PositiveSeconds)
+    except msgspec.ValidationError as exc:
+        raise ValueError(_reason(exc)) from None
+    return timedelta(seconds=seconds)
+
+
 def from_cli(option: JobOption, value: Any) -> Any:
     """A flag's text (a tuple of texts for a repeated flag) as the option's value;
     ConfigError naming the flag."""

@@ -202,3 +202,19 @@ def test_the_apps_own_pooler_and_listen_dsn_win_over_the_environment_not_over_fl
     flags = [NOWHERE, "--pooler", "none", *worker[1:], "--listen-dsn", "dbname=flag"]
     assert CliRunner().invoke(main, flags, env=env).exit_code == 1
     assert (app.pooler, app.listen_dsn) == ("none", "dbname=flag")
+
+
+def test_login_lifetime_takes_a_duration_and_refuses_a_bad_one() -> None:
+    from skiplock.options import positive_duration
+
+    assert positive_duration("12h").total_seconds() == 12 * 3600
+    assert positive_duration("90").total_seconds() == 90
+    assert positive_duration("P1D").total_seconds() == 86400
+    for bad in ("0", "soon", "-5"):
+        with pytest.raises(ValueError, match=r"must be|Expected"):
+            positive_duration(bad)
+    result = CliRunner().invoke(main, ["serve", "--login-lifetime", "soon"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: --login-lifetime: must be seconds, or a duration such as 90s, 5m, 1h30m, 2d or PT5M"
+    )

@@ -16,6 +16,7 @@ from skiplock import store
 from skiplock.app import App
 from skiplock.cli.root import (
     CliError,
+    CliUsageError,
     EnvironmentCommand,
     Settings,
     connect,
@@ -32,6 +33,7 @@ from skiplock.cli.worker import DEFAULTS, app_queues, exit_if_threads_stuck
 from skiplock.config import resolve_dsn
 from skiplock.logs import configure_logging
 from skiplock.migrate import migrate
+from skiplock.options import positive_duration
 from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
@@ -117,6 +119,13 @@ port_option = click.option(
 )
 @click.option("--jwt-issuer", default=None, help="Required iss.")
 @click.option("--jwt-audience", default=None, help="Required aud.")
+@click.option(
+    "--login-lifetime",
+    default="12h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a token from POST /api/v1/login lasts (seconds, or 90m, 12h, P1D).",
+)
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -131,6 +140,7 @@ def serve(
     jwt_public_key: str | None,
     jwt_issuer: str | None,
     jwt_audience: str | None,
+    login_lifetime: str,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
@@ -141,6 +151,10 @@ def serve(
     from skiplock.api.auth import AuthConfig
 
     settings: Settings = ctx.obj
+    try:
+        lifetime = positive_duration(login_lifetime)
+    except ValueError as exc:
+        raise CliUsageError(f"--login-lifetime: {exc}") from None
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec) if app_spec else App()
     settings.configure(app, settings.dsn(), from_command_line(ctx, "listen_dsn", listen_dsn))
@@ -157,6 +171,7 @@ def serve(
             jwt_public_key=read_public_key(jwt_public_key),
             jwt_issuer=jwt_issuer,
             jwt_audience=jwt_audience,
+            login_lifetime=lifetime,
         )
     require_schema(app.dsn)
     if auth is not None and not auth.jwt_enabled and live_token_count(app.dsn) == 0:
