@@ -114,6 +114,18 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT FROM disabled)
 $$;
 
+-- enable_user: user p_name can log in again after disable_user. Locks the row by the
+-- UPDATE. Returns false when no disabled user has this name.
+CREATE OR REPLACE FUNCTION skiplock.enable_user(p_name text)
+RETURNS boolean
+LANGUAGE sql AS $$
+    WITH enabled AS (
+        UPDATE skiplock.users u SET disabled_at = NULL
+        WHERE u.name = p_name AND u.disabled_at IS NOT NULL
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM enabled)
+$$;
+
 -- delete_user: remove user p_name, enabled or not; the audit log keeps its logins.
 -- Returns false when no user has this name.
 CREATE OR REPLACE FUNCTION skiplock.delete_user(p_name text)

@@ -51,6 +51,10 @@ def test_create_list_disable_delete(dsn: str, conn: psycopg.Connection) -> None:
     assert code == 1 and err == "error: user ada not found (or already disabled)\n"
     assert store.find_user("ada").run(conn) is None
     assert json.loads(run(dsn, "users", "list", "--json")[1])[0]["disabled_at"] is not None
+    assert run(dsn, "users", "enable", "ada")[:2] == (0, "user ada enabled\n")
+    assert store.find_user("ada").run(conn) is not None
+    code, _, err = run(dsn, "users", "enable", "ada")
+    assert code == 1 and err == "error: user ada not found (or not disabled)\n"
     assert run(dsn, "users", "delete", "ada")[:2] == (0, "user ada deleted\n")
     code, _, err = run(dsn, "users", "delete", "ada")
     assert code == 1 and err == "error: user ada not found\n"

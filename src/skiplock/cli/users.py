@@ -107,6 +107,19 @@ def disable_user(settings: Settings, name: str) -> None:
     )
 
 
+@users.command("enable")
+@click.argument("name")
+@pass_settings
+def enable_user(settings: Settings, name: str) -> None:
+    """Let a disabled user log in again."""
+    run_found(
+        settings,
+        store.enable_user(name),
+        f"user {name} not found (or not disabled)",
+        f"user {name} enabled",
+    )
+
+
 @users.command("delete")
 @click.argument("name")
 @pass_settings

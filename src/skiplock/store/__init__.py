@@ -26,6 +26,9 @@ from skiplock.store.auth import (
     disable_user as disable_user,
 )
 from skiplock.store.auth import (
+    enable_user as enable_user,
+)
+from skiplock.store.auth import (
     find_api_token as find_api_token,
 )
 from skiplock.store.auth import (

@@ -73,6 +73,11 @@ def disable_user(name: str) -> Call[bool]:
     return Call("SELECT skiplock.disable_user(%s)", (name,), flag)
 
 
+def enable_user(name: str) -> Call[bool]:
+    """False when no disabled user has this name."""
+    return Call("SELECT skiplock.enable_user(%s)", (name,), flag)
+
+
 def delete_user(name: str) -> Call[bool]:
     """False when no user has this name."""
     return Call("SELECT skiplock.delete_user(%s)", (name,), flag)
