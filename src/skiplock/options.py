@@ -73,9 +73,11 @@ PositiveDuration = PositiveSeconds | DurationText
 # The duration types, and the number each becomes.
 DURATIONS: dict[Any, Any] = {Duration: Seconds, PositiveDuration: PositiveSeconds}
 # Priorities by name, as other job systems' clients send them.
+PRIORITY_RANGE = (-100, 100)
 PRIORITY_NAMES = {"low": -50, "normal": 0, "high": 50, "critical": 100}
 Priority = (
-    Annotated[int, msgspec.Meta(ge=-100, le=100)] | Literal["low", "normal", "high", "critical"]
+    Annotated[int, msgspec.Meta(ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])]
+    | Literal["low", "normal", "high", "critical"]
 )
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 JobId = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]

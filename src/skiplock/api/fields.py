@@ -24,6 +24,7 @@ from skiplock.options import (
     BY_NAME,
     INT4_MAX,
     MAX_SECONDS,
+    PRIORITY_RANGE,
     QUEUE_PATTERN,
     TASK_PATTERN,
     PositiveSeconds,
@@ -37,6 +38,7 @@ __all__ = [
     "BIGINT_MAX",
     "INT4_MAX",
     "MAX_SECONDS",
+    "PRIORITY_RANGE",
     "PositiveSeconds",
     "QueueName",
     "Seconds",
@@ -47,7 +49,6 @@ __all__ = [
 # The rules of the job options (skiplock/options.py), which are the jobs table's.
 TASK_NAME = re.compile(TASK_PATTERN[1:-1])
 QUEUE_NAME = re.compile(QUEUE_PATTERN[1:-1])
-PRIORITY_RANGE = (-100, 100)
 Priority = BY_NAME["priority"].wire
 Attempts = BY_NAME["max_attempts"].wire
 JSONObject = Annotated[dict[str, Any], Meta(description="Any JSON object.")]

@@ -7,7 +7,7 @@ from datetime import timedelta
 import click
 
 from skiplock import store
-from skiplock.cli.output import print_json, table, when
+from skiplock.cli.output import print_rows, when
 from skiplock.cli.root import SECONDS_MAX, Settings, connect, main, pass_settings
 
 
@@ -23,18 +23,12 @@ def audit(ctx: click.Context, limit: int, as_json: bool) -> None:
     settings: Settings = ctx.obj
     with connect(settings.dsn()) as conn:
         rows = store.list_audit(limit=limit).run(conn)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no audit entries")
-        return
-    headers = ("ID", "AT", "ACTOR", "ACTION", "STATUS")
-    click.echo(
-        table(
-            headers,
-            [(r["id"], when(r["at"]), r["actor"], r["action"], r["status"]) for r in rows],
-        )
+    print_rows(
+        rows,
+        as_json=as_json,
+        empty="no audit entries",
+        headers=("ID", "AT", "ACTOR", "ACTION", "STATUS"),
+        row=lambda r: (r["id"], when(r["at"]), r["actor"], r["action"], r["status"]),
     )
 
 

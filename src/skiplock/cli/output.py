@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def print_rows(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    as_json: bool,
+    empty: str,
+    headers: Sequence[str],
+    row: Callable[[Mapping[str, Any]], Sequence[Any]],
+) -> None:
+    """A list command's output: the rows as JSON, else `empty` or a table of `row(r)`."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(table(headers, [row(r) for r in rows]))
 
 
 def when(value: datetime | None) -> str:

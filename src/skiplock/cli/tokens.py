@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from skiplock import store
-from skiplock.cli.output import print_json, table, when
+from skiplock.cli.output import print_rows, when
 from skiplock.cli.root import CliError, Settings, connect, main, pass_settings, run_found
 
 
@@ -41,28 +41,19 @@ def list_tokens(settings: Settings, as_json: bool) -> None:
     """Every token, revoked ones too; never the secret or its hash."""
     with connect(settings.dsn()) as conn:
         rows = store.list_api_tokens().run(conn)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no tokens")
-        return
-    headers = ("NAME", "SCOPE", "QUEUES", "CREATED", "LAST USED", "REVOKED")
-    click.echo(
-        table(
-            headers,
-            [
-                (
-                    t["name"],
-                    t["scope"],
-                    t["queue_pattern"] or "*",
-                    when(t["created_at"]),
-                    when(t["last_used_at"]),
-                    when(t["revoked_at"]),
-                )
-                for t in rows
-            ],
-        )
+    print_rows(
+        rows,
+        as_json=as_json,
+        empty="no tokens",
+        headers=("NAME", "SCOPE", "QUEUES", "CREATED", "LAST USED", "REVOKED"),
+        row=lambda t: (
+            t["name"],
+            t["scope"],
+            t["queue_pattern"] or "*",
+            when(t["created_at"]),
+            when(t["last_used_at"]),
+            when(t["revoked_at"]),
+        ),
     )
 
 

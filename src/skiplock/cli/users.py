@@ -7,7 +7,7 @@ import sys
 import click
 
 from skiplock import store
-from skiplock.cli.output import print_json, table, when
+from skiplock.cli.output import print_rows, when
 from skiplock.cli.root import CliError, Settings, connect, main, pass_settings, run_found
 from skiplock.passwords import check_user_name, hash_password, password_problem
 
@@ -69,28 +69,19 @@ def list_users(settings: Settings, as_json: bool) -> None:
     """Every user, disabled ones too; never a password or its hash."""
     with connect(settings.dsn()) as conn:
         rows = store.list_users().run(conn)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no users")
-        return
-    headers = ("NAME", "SCOPE", "QUEUES", "CREATED", "LAST LOGIN", "DISABLED")
-    click.echo(
-        table(
-            headers,
-            [
-                (
-                    u["name"],
-                    u["scope"],
-                    u["queue_pattern"] or "*",
-                    when(u["created_at"]),
-                    when(u["last_login_at"]),
-                    when(u["disabled_at"]),
-                )
-                for u in rows
-            ],
-        )
+    print_rows(
+        rows,
+        as_json=as_json,
+        empty="no users",
+        headers=("NAME", "SCOPE", "QUEUES", "CREATED", "LAST LOGIN", "DISABLED"),
+        row=lambda u: (
+            u["name"],
+            u["scope"],
+            u["queue_pattern"] or "*",
+            when(u["created_at"]),
+            when(u["last_login_at"]),
+            when(u["disabled_at"]),
+        ),
     )
 
 
