@@ -6,32 +6,41 @@
 -- loop, many times slower than a plan made for the call; planning each call costs far
 -- less.
 
--- claim_jobs: take up to p_limit ready jobs from p_queues for worker p_worker_id, highest
--- priority first, then oldest run_at. Locks with FOR UPDATE SKIP LOCKED, so concurrent
--- claimers never block each other and never get the same job; paused queues are
--- skipped. Each claimed job becomes running, its attempt is incremented and it gets a
--- lease until now + p_lease. (worker_id, attempt) is the fencing token every later call
--- checks. Returns the claimed jobs, with the job's timeout (else its queue's, else
--- NULL) and run_at; none when nothing is ready.
+-- claim_jobs: take up to p_limit ready jobs from p_queues for worker p_worker_id. Locks
+-- with FOR UPDATE SKIP LOCKED, so concurrent claimers never block each other and never
+-- get the same job; paused queues are skipped. Each claimed job becomes running, its
+-- attempt is incremented and it gets a lease until now + p_lease. (worker_id, attempt)
+-- is the fencing token every later call checks. Returns the claimed jobs, with the
+-- job's timeout (else its queue's, else NULL) and run_at; none when nothing is ready.
+--
+-- Order: within a queue, highest job priority first, then oldest run_at. Over several
+-- queues, a queue of higher priority (skiplock.queues.priority) is served first. Among
+-- queues of the same priority whose weights are all equal (the default), jobs compete
+-- by job priority, then age, as if in one queue; where their weights differ, each claim
+-- takes from them in proportion to their weights (a weighted random draw, so that
+-- one-job claims follow the proportion too), each queue in its own order.
 --
 -- Queues with limits (max_running, rate_limit) are claimed under their queue row's lock
 -- with a budget. Without limits the claim is one UPDATE whose RETURNING is the result:
 -- no CTE holding whole rows, no statements for keys and rate windows that are not there.
 -- The queue rows are read once either way.
 --
--- p_run_after (NULL: no bound) claims only jobs with run_at >= p_run_after. An old
--- snapshot (an idle REPEATABLE READ transaction, a long report, a standby with
--- hot_standby_feedback) keeps every claimed job's dead entry at the front of
--- jobs_claim_idx, and a claim walking from the front visits them all, slower the longer
--- the snapshot is held. A worker whose claims turn slow passes the run_at of the oldest
--- job its last full claim started; with the bound the index scan seeks past the dead
--- entries (PostgreSQL 18 skips to each priority; older versions check the bound in the
--- index, without visiting the table). Full claims every few seconds still take whatever
--- the bound left behind.
+-- p_run_after and p_priority_floor (NULL: no bound) bound a claim per queue, aligned
+-- with p_queues: queue i gives only jobs with priority >= p_priority_floor[i] and run_at
+-- >= p_run_after[i] (a NULL entry: queue i unbounded). An old snapshot (an idle
+-- REPEATABLE READ transaction, a long report, a standby with hot_standby_feedback) keeps
+-- every claimed job's dead entry at the front of jobs_claim_idx, and a claim walking
+-- from the front visits them all, slower the longer the snapshot is held. A worker whose
+-- claims turn slow passes, per queue, the lowest priority and the oldest run_at its last
+-- full claim started there: no older job of those priorities is waiting in that queue,
+-- and the index scan seeks past the dead entries (PostgreSQL 18 skips to each priority;
+-- older versions check the bound in the index, without visiting the table). The lower
+-- priorities of a bounded queue wait for the worker's next full claim, which it makes as
+-- soon as a bounded queue gives nothing.
 CREATE OR REPLACE FUNCTION skiplock.claim_jobs(
     p_worker_id uuid, p_queues text[], p_limit integer,
     p_lease interval DEFAULT interval '30 seconds', p_now timestamptz DEFAULT NULL,
-    p_run_after timestamptz DEFAULT NULL
+    p_run_after timestamptz[] DEFAULT NULL, p_priority_floor smallint[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, task text, args jsonb, queue text, priority smallint,
                  attempt integer, max_attempts integer, timeout interval,
                  created_at timestamptz, tags text[], meta jsonb, run_at timestamptz)
@@ -48,7 +57,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
-    v_after timestamptz := coalesce(p_run_after, '-infinity');
     v_limited text[];
     v_budgets integer[];
     v_shared text[];
@@ -57,20 +65,37 @@ DECLARE
     v_has_limits boolean;
     v_timeout_queues text[];
     v_timeouts interval[];
+    v_ranked text[];
+    v_ranks smallint[];
+    v_weights integer[];
+    v_ordered boolean;
 BEGIN
-    -- Queues with limits: lock their rows (claimers of a limited queue take turns) and
-    -- work out how many jobs each may start now. Unlimited queues skip all of this.
-    -- One read of the queue rows gives both: whether any has limits, and the default
-    -- timeouts of those that have one (for jobs without their own).
+    -- One read of the queue rows gives whether any has limits, the default timeouts of
+    -- those that have one (for jobs without their own), and whether any is ordered: a
+    -- priority of its own, or weights that differ.
     SELECT bool_or(lq.max_running IS NOT NULL OR lq.rate_limit IS NOT NULL),
            array_agg(lq.name::text) FILTER (WHERE lq.timeout IS NOT NULL),
-           array_agg(lq.timeout) FILTER (WHERE lq.timeout IS NOT NULL)
-    INTO v_has_limits, v_timeout_queues, v_timeouts
+           array_agg(lq.timeout) FILTER (WHERE lq.timeout IS NOT NULL),
+           bool_or(lq.priority <> 0) OR min(lq.weight) <> max(lq.weight)
+    INTO v_has_limits, v_timeout_queues, v_timeouts, v_ordered
     FROM skiplock.queues lq WHERE lq.name = ANY (p_queues);
+    IF v_ordered AND cardinality(p_queues) > 1 THEN
+        -- The queues that are not plain: a priority of their own, or a weight that
+        -- differs from another's of the same priority (kept; NULL: by job priority).
+        SELECT array_agg(lq.name::text), array_agg(lq.priority),
+               array_agg(CASE WHEN lq.spread THEN lq.weight END)
+        INTO v_ranked, v_ranks, v_weights
+        FROM (SELECT q.name, q.priority, q.weight,
+                     min(q.weight) OVER w <> max(q.weight) OVER w AS spread
+              FROM skiplock.queues q WHERE q.name = ANY (p_queues)
+              WINDOW w AS (PARTITION BY q.priority)) lq
+        WHERE lq.priority <> 0 OR lq.spread;
+    END IF;
     IF v_has_limits THEN
-        -- Lock first, count after: the counting statement must take its snapshot once
-        -- the previous claimer of this queue has committed, or it would not see that
-        -- claimer's jobs running.
+        -- Queues with limits: lock their rows (claimers of a limited queue take turns)
+        -- and work out how many jobs each may start now. Lock first, count after: the
+        -- counting statement must take its snapshot once the previous claimer of this
+        -- queue has committed, or it would not see that claimer's jobs running.
         PERFORM 1 FROM skiplock.queues lq
         WHERE lq.name = ANY (p_queues)
           AND (lq.max_running IS NOT NULL OR lq.rate_limit IS NOT NULL)
@@ -91,29 +116,40 @@ BEGIN
     END IF;
 
     -- Over several queues, first work out (without locking) how many of the best p_limit
-    -- jobs each queue holds, and lock only that many per queue below. Locking p_limit
-    -- per queue and claiming p_limit in all would hold the surplus rows until commit: a
-    -- concurrent claimer would skip them and start lower-priority jobs of the same queue
-    -- first (tests/faults/test_claim_order.py). One queue needs no such pass.
+    -- jobs each queue holds, in the order above, and lock only that many per queue below.
+    -- Locking p_limit per queue and claiming p_limit in all would hold the surplus rows
+    -- until commit: a concurrent claimer would skip them and start lower-priority jobs of
+    -- the same queue first (tests/faults/test_claim_order.py). One queue needs no such
+    -- pass. A queue's n-th job ranks (n - 1 + e) / weight, e drawn from Exp(1): the first
+    -- jobs of two queues race as exponentials, so even a one-job claim picks a queue with
+    -- the probability of its weight's share.
     IF cardinality(p_queues) > 1 THEN
         SELECT array_agg(s.queue), array_agg(s.jobs) INTO v_shared, v_shares
         FROM (SELECT best.queue, count(*)::integer AS jobs
               FROM (SELECT c.queue
-                    FROM unnest(p_queues) AS q(name)
+                    FROM unnest(p_queues, p_run_after, p_priority_floor) AS q(name, after, floor)
                     LEFT JOIN unnest(v_limited, v_budgets) AS budget(name, jobs)
                            ON budget.name = q.name
+                    LEFT JOIN unnest(v_ranked, v_ranks, v_weights) AS rank(name, priority, weight)
+                           ON rank.name = q.name
                     CROSS JOIN LATERAL (
-                        SELECT c.queue, c.priority, c.run_at, c.id
-                        FROM skiplock.jobs c
-                        WHERE c.queue = q.name AND c.state = 'queued'
-                          AND c.run_at BETWEEN v_after AND v_now
-                          AND (c.expires_at IS NULL OR c.expires_at > v_now)
-                        ORDER BY c.priority DESC, c.run_at, c.id
-                        LIMIT least(p_limit, coalesce(budget.jobs, p_limit))
+                        -- numbered in any order: only how many each queue gets counts
+                        SELECT top.*, row_number() OVER () AS n
+                        FROM (SELECT c.queue, c.priority, c.run_at, c.id
+                              FROM skiplock.jobs c
+                              WHERE c.queue = q.name AND c.state = 'queued'
+                                AND c.priority >= coalesce(q.floor, -32768)
+                                AND c.run_at BETWEEN coalesce(q.after, '-infinity') AND v_now
+                                AND (c.expires_at IS NULL OR c.expires_at > v_now)
+                              ORDER BY c.priority DESC, c.run_at, c.id
+                              LIMIT least(p_limit, coalesce(budget.jobs, p_limit))) top
                     ) c
                     WHERE NOT EXISTS (SELECT 1 FROM skiplock.queues pq
                                       WHERE pq.name = q.name AND pq.paused)
-                    ORDER BY c.priority DESC, c.run_at, c.id
+                    ORDER BY coalesce(rank.priority, 0) DESC,
+                             CASE WHEN rank.weight IS NULL THEN 0
+                                  ELSE (c.n - 1 - ln(1 - random())) / rank.weight END,
+                             c.priority DESC, c.run_at, c.id
                     LIMIT p_limit) best
               GROUP BY best.queue) s;
     END IF;
@@ -128,14 +164,15 @@ BEGIN
             started_at = v_now, lease_expires_at = v_now + p_lease, progress = NULL
         WHERE j.id = ANY (ARRAY(
             SELECT picked.id
-            FROM unnest(p_queues) AS q(name)
+            FROM unnest(p_queues, p_run_after, p_priority_floor) AS q(name, after, floor)
             LEFT JOIN unnest(v_limited, v_budgets) AS budget(name, jobs) ON budget.name = q.name
             LEFT JOIN unnest(v_shared, v_shares) AS share(name, jobs) ON share.name = q.name
             CROSS JOIN LATERAL (
                 SELECT c.id, c.priority, c.run_at
                 FROM skiplock.jobs c
                 WHERE c.queue = q.name AND c.state = 'queued'
-                  AND c.run_at BETWEEN v_after AND v_now
+                  AND c.priority >= coalesce(q.floor, -32768)
+                  AND c.run_at BETWEEN coalesce(q.after, '-infinity') AND v_now
                   AND (c.expires_at IS NULL OR c.expires_at > v_now)
                 ORDER BY c.priority DESC, c.run_at, c.id
                 LIMIT least(p_limit, coalesce(budget.jobs, p_limit),
@@ -175,13 +212,14 @@ BEGIN
         started_at = v_now, lease_expires_at = v_now + p_lease, progress = NULL
     WHERE j.id = ANY (ARRAY(
         SELECT picked.id
-        FROM unnest(p_queues) AS q(name)
+        FROM unnest(p_queues, p_run_after, p_priority_floor) AS q(name, after, floor)
         LEFT JOIN unnest(v_shared, v_shares) AS share(name, jobs) ON share.name = q.name
         CROSS JOIN LATERAL (
             SELECT c.id, c.priority, c.run_at
             FROM skiplock.jobs c
             WHERE c.queue = q.name AND c.state = 'queued'
-              AND c.run_at BETWEEN v_after AND v_now
+              AND c.priority >= coalesce(q.floor, -32768)
+              AND c.run_at BETWEEN coalesce(q.after, '-infinity') AND v_now
               AND (c.expires_at IS NULL OR c.expires_at > v_now)
             ORDER BY c.priority DESC, c.run_at, c.id
             LIMIT CASE WHEN v_shared IS NULL THEN p_limit ELSE coalesce(share.jobs, 0) END

@@ -1,8 +1,8 @@
 """An old snapshot keeps the entries of every job claimed or finished since it began in the
 jobs table's indexes (sql/functions/040_claim.sql): the worker's statements must not walk
 them.
-claim_jobs' p_run_after bounds a claim past them; complete, heartbeat and the rest find
-a worker's jobs by (worker_id, id). Entries read are counted, never timed."""
+claim_jobs' p_run_after and p_priority_floor bound a claim past them; complete, heartbeat
+and the rest find a worker's jobs by (worker_id, id). Entries read are counted, never timed."""
 
 from __future__ import annotations
 
@@ -31,11 +31,19 @@ def enqueue_at(
 
 
 def claim(
-    conn: psycopg.Connection, queues: Sequence[str], run_after: datetime | None, limit: int = 10
+    conn: psycopg.Connection,
+    queues: Sequence[str],
+    bounds: dict[str, tuple[int, datetime]] | None,
+    limit: int = 10,
 ) -> list[tuple[int, datetime]]:
+    floors = run_after = None
+    if bounds is not None:
+        floors = [bounds[q][0] if q in bounds else None for q in queues]
+        run_after = [bounds[q][1] if q in bounds else None for q in queues]
     rows = conn.execute(
-        "SELECT id, run_at FROM skiplock.claim_jobs(%s, %s, %s, p_now => %s, p_run_after => %s)",
-        (W, list(queues), limit, NOW, run_after),
+        "SELECT id, run_at FROM skiplock.claim_jobs(%s, %s, %s, p_now => %s,"
+        " p_run_after => %s::timestamptz[], p_priority_floor => %s::smallint[])",
+        (W, list(queues), limit, NOW, run_after, floors),
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
@@ -44,13 +52,28 @@ def test_claim_takes_only_jobs_at_or_after_the_bound(conn: psycopg.Connection) -
     early, middle, late = (enqueue_at(conn, h) for h in (1, 2, 3))
     urgent_but_early = enqueue_at(conn, 0, priority=9)
     bound = T0 + timedelta(hours=2)
-    assert sorted(claim(conn, ["default"], bound)) == [
+    assert sorted(claim(conn, ["default"], {"default": (0, bound)})) == [
         (middle, bound),
         (late, T0 + timedelta(hours=3)),
     ]
     # no bound: the rest, highest priority first (rows come back in no order: one a claim)
     assert [job for job, _ in claim(conn, ["default"], None, limit=1)] == [urgent_but_early]
     assert [job for job, _ in claim(conn, ["default"], None, limit=1)] == [early]
+
+
+def test_bound_leaves_lower_priorities_to_a_full_claim(conn: psycopg.Connection) -> None:
+    high = enqueue_at(conn, 5, priority=5)
+    low_old, low_new = enqueue_at(conn, 1), enqueue_at(conn, 6)
+    other = enqueue_at(conn, 1, "other")
+    bounds = {"default": (5, T0 + timedelta(hours=4))}
+    # a lower priority than the bound's is not taken, however new: taking low_new first
+    # would start it before the older low_old of the same priority. A queue without a
+    # bound is claimed in full.
+    claimed = [job for job, _ in claim(conn, ["default", "other"], bounds)]
+    assert sorted(claimed) == sorted([high, other])
+    assert sorted(job for job, _ in claim(conn, ["default", "other"], None)) == sorted(
+        [low_old, low_new]
+    )
 
 
 def test_bound_applies_over_several_queues_and_to_limited_queues(
@@ -60,8 +83,9 @@ def test_bound_applies_over_several_queues_and_to_limited_queues(
     old = [enqueue_at(conn, 1, q) for q in ("default", "other", "limited")]
     new = [enqueue_at(conn, 5, q) for q in ("default", "other", "limited")]
     bound = T0 + timedelta(hours=4)
-    assert sorted(job for job, _ in claim(conn, ["default", "other"], bound)) == new[:2]
-    assert [job for job, _ in claim(conn, ["limited"], bound)] == new[2:]
+    bounds = {q: (0, bound) for q in ("default", "other", "limited")}
+    assert sorted(job for job, _ in claim(conn, ["default", "other"], bounds)) == new[:2]
+    assert [job for job, _ in claim(conn, ["limited"], bounds)] == new[2:]
     assert sorted(job for job, _ in claim(conn, ["default", "other", "limited"], None)) == old
 
 
@@ -70,9 +94,9 @@ def test_python_claim_returns_run_at(conn: psycopg.Connection) -> None:
     row = conn.execute("SELECT skiplock.enqueue('t', run_at => %s)", (run_at,)).fetchone()
     assert row is not None
     lease = timedelta(seconds=30)
-    later = run_at + timedelta(microseconds=1)
+    later = {"default": (0, run_at + timedelta(microseconds=1))}
     assert store.claim_jobs(W, ["default"], 5, lease, later).run(conn) == []
-    (job,) = store.claim_jobs(W, ["default"], 5, lease, run_at).run(conn)
+    (job,) = store.claim_jobs(W, ["default"], 5, lease, {"default": (0, run_at)}).run(conn)
     assert (job.id, job.run_at) == (row[0], run_at)
 
 
@@ -123,8 +147,9 @@ def claim_reading(conn: psycopg.Connection, run_after: datetime | None) -> tuple
     """Claim 50 jobs: (jobs claimed, entries of jobs_claim_idx the claim read)."""
     before = entries_read(conn, "skiplock.jobs_claim_idx")
     claimed = conn.execute(
-        "SELECT id FROM skiplock.claim_jobs(%s, '{default}', 50, p_run_after => %s)",
-        (W, run_after),
+        "SELECT id FROM skiplock.claim_jobs(%s, '{default}', 50,"
+        " p_run_after => %s::timestamptz[], p_priority_floor => '{0}')",
+        (W, None if run_after is None else [run_after]),
     ).fetchall()
     return len(claimed), entries_read(conn, "skiplock.jobs_claim_idx") - before
 

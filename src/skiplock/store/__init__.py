@@ -89,6 +89,9 @@ from skiplock.store.claim import (
     CLAIM_SESSION_SETTINGS as CLAIM_SESSION_SETTINGS,
 )
 from skiplock.store.claim import (
+    ClaimBounds as ClaimBounds,
+)
+from skiplock.store.claim import (
     claim_jobs as claim_jobs,
 )
 from skiplock.store.claim import (

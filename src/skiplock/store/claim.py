@@ -4,7 +4,7 @@ session's settings, heartbeats and progress."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from skiplock.jobs import ClaimedJob
@@ -14,8 +14,11 @@ from skiplock.store.call import Call, flag, int_array, named_tuple_row, nothing
 _CLAIMED_JOB_ROW = named_tuple_row(ClaimedJob)
 _CLAIM_SQL = (
     f"SELECT {', '.join(ClaimedJob._fields)} FROM skiplock.claim_jobs(%s, %s::text[], %s, %s,"
-    " p_run_after => %s)"
+    " p_run_after => %s::timestamptz[], p_priority_floor => %s::smallint[])"
 )
+
+# A claim's bound per queue: (the lowest priority, the oldest run_at) it may take.
+ClaimBounds = Mapping[str, tuple[int, datetime]]
 
 
 def claim_jobs(
@@ -23,13 +26,19 @@ def claim_jobs(
     queues: Sequence[str],
     limit: int,
     lease: timedelta,
-    run_after: datetime | None = None,
+    bounds: ClaimBounds | None = None,
 ) -> Call[list[ClaimedJob]]:
-    """Claim up to `limit` jobs of `queues` for `worker_id`, each leased for `lease`;
-    `run_after` skips jobs that were due before it (see skiplock.claim_jobs)."""
+    """Claim up to `limit` jobs of `queues` for `worker_id`, each leased for `lease`.
+    With `bounds`, a queue gives only jobs of at least its priority and run_at, and a
+    queue without one gives none (see skiplock.claim_jobs)."""
+    floors: list[int | None] | None = None
+    run_after: list[datetime | None] | None = None
+    if bounds is not None:
+        floors = [bounds[q][0] if q in bounds else None for q in queues]
+        run_after = [bounds[q][1] if q in bounds else None for q in queues]
     return Call(
         _CLAIM_SQL,
-        (worker_id, list(queues), limit, lease, run_after),
+        (worker_id, list(queues), limit, lease, run_after, floors),
         list,
         _CLAIMED_JOB_ROW,
     )

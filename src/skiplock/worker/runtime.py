@@ -268,12 +268,12 @@ class Worker:
                 if self.app.pooler != "transaction":
                     await store.set_claim_session().arun(conn)
             started = self._claim_sent_at = asyncio.get_running_loop().time()
-            run_after = self._claim_bound.next(started)
+            bounds = self._claim_bound.next(started)
             jobs: list[ClaimedJob] = await store.claim_jobs(
-                self.id, s.queues, limit, timedelta(seconds=s.lease), run_after
+                self.id, s.queues, limit, timedelta(seconds=s.lease), bounds
             ).arun(conn)
             took = asyncio.get_running_loop().time() - started
-            self._claim_bound.record(run_after, started, took, jobs)
+            self._claim_bound.record(bounds, started, took, limit, jobs)
         except psycopg.OperationalError:
             if conn is not None:
                 await conn.close()
