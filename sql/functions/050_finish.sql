@@ -229,12 +229,16 @@ BEGIN
 END
 $$;
 
--- release_jobs: hand running jobs back to the queue without counting the attempt (a
--- worker shutting down gives back what it could not finish). Fenced like complete_jobs.
--- A released job whose cancellation was requested ends cancelled instead. The released
--- jobs are ready at once and workers are woken. Returns the ids released or cancelled.
+-- release_jobs: hand running jobs back to the queue without counting the attempt: a
+-- worker shutting down gives back what it could not finish (p_delay NULL: ready at once,
+-- and workers are woken), a worker that has no handler for a job's task gives it back
+-- due again after p_delay (a worker that serves the task takes it then). Locks the rows
+-- and checks the fencing token (p_worker_id, p_attempts[i]) and that they still run;
+-- stale tokens change nothing. A released job whose cancellation was requested ends
+-- cancelled instead. Returns the ids released or cancelled (none: an empty set).
 CREATE OR REPLACE FUNCTION skiplock.release_jobs(
-    p_worker_id uuid, p_ids bigint[], p_attempts integer[], p_now timestamptz DEFAULT NULL
+    p_worker_id uuid, p_ids bigint[], p_attempts integer[], p_delay interval DEFAULT NULL,
+    p_now timestamptz DEFAULT NULL
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
@@ -247,6 +251,10 @@ DECLARE
     v_cancelled bigint[];
     v_queues text;
 BEGIN
+    IF p_delay < interval '0' THEN
+        RAISE EXCEPTION 'release_jobs: p_delay must not be negative, got %', p_delay
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT array_agg(j.id) FILTER (WHERE j.cancel_requested_at IS NOT NULL)
     INTO v_cancelled
     FROM (SELECT j.id, j.cancel_requested_at
@@ -261,7 +269,8 @@ BEGIN
 
     WITH released AS (
         UPDATE skiplock.jobs j
-        SET state = 'queued', attempt = j.attempt - 1, run_at = v_now,
+        SET state = 'queued', attempt = j.attempt - 1,
+            run_at = v_now + coalesce(p_delay, interval '0'),
             worker_id = NULL, lease_expires_at = NULL
         FROM unnest(p_ids, p_attempts) AS u(id, attempt)
         WHERE j.id = ANY (p_ids) AND j.id = u.id AND j.attempt = u.attempt
@@ -270,7 +279,10 @@ BEGIN
     )
     SELECT array_agg(r.id), string_agg(DISTINCT r.queue, ',')
     INTO v_ids, v_queues FROM released r;
-    PERFORM skiplock._wake_workers(v_queues);
+    -- Jobs due later wake nobody: the workers' polls find them when they are due.
+    IF p_delay IS NULL OR p_delay = interval '0' THEN
+        PERFORM skiplock._wake_workers(v_queues);
+    END IF;
     RETURN QUERY SELECT x.id FROM unnest(coalesce(v_ids, '{}') || coalesce(v_cancelled, '{}')) AS x(id)
                  ORDER BY x.id;
 END

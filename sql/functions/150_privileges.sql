@@ -8,8 +8,10 @@
 --                      reserve_job_ids (the Python producer's bulk paths), the pure
 --                      rules (retry_delay, queue_matches, job_duration_bounds), and
 --                      SELECT on the job views (all_jobs, dead_letters, queue_stats,
---                      workflow_jobs): enough to enqueue and to wait for a job's status
---                      and result (LISTEN skiplock_finished needs no grant).
+--                      workflow_jobs), and on the names of the published tasks (a job
+--                      read by id says whether its task is published): enough to
+--                      enqueue and to wait for a job's status and result (LISTEN
+--                      skiplock_finished needs no grant).
 --   skiplock_worker    the producer's rights, everything the worker runtime calls
 --                      (claim, heartbeat, progress, complete, fail, release, rescue,
 --                      expire, sweep, prune, register/unregister, publish, schedules,
@@ -48,6 +50,7 @@ BEGIN
             TO skiplock_producer;
         GRANT SELECT ON skiplock.all_jobs, skiplock.dead_letters, skiplock.queue_stats,
             skiplock.workflow_jobs TO skiplock_producer;
+        GRANT SELECT (name) ON skiplock.tasks TO skiplock_producer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'skiplock_worker') THEN
         GRANT USAGE ON SCHEMA skiplock TO skiplock_worker;
@@ -68,6 +71,7 @@ BEGIN
         GRANT SELECT ON skiplock.all_jobs, skiplock.dead_letters, skiplock.queue_stats,
             skiplock.workflow_jobs, skiplock.worker_stats,
             skiplock.schema_migrations, skiplock.schema_functions TO skiplock_worker;
+        GRANT SELECT (name) ON skiplock.tasks TO skiplock_worker;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'skiplock_admin') THEN
         GRANT USAGE ON SCHEMA skiplock TO skiplock_admin;

@@ -31,7 +31,9 @@ class AdminCalls(Database):
     # ---- jobs ---------------------------------------------------------------------------
 
     def get_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job:
-        """The job with its status; JobNotFound when no job has this id."""
+        """The job with its status, and `task_published`: whether any worker has published
+        its task (False: it waits for one that serves it); JobNotFound when no job has
+        this id."""
         return _found(job_id, self.run(store.get_job(job_id), conn))
 
     async def get_job_async(

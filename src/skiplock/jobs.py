@@ -139,6 +139,9 @@ class Job:
     # ("fail", "cancel" or "run"; None once it has left the hot table)
     depends_on: list[int] | None = None
     on_dependency_failure: str | None = None
+    # whether a worker has published its task (skiplock.tasks): read with one job
+    # (get_job), None in lists. Last: list reads fill the fields before it by position.
+    task_published: bool | None = None
 
     @property
     def finished(self) -> bool:

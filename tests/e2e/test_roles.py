@@ -193,6 +193,24 @@ def test_producer_app_enqueues_in_bulk(
     assert args == {"i": 5999} and one
 
 
+def test_producer_and_worker_read_a_job_with_whether_its_task_is_published(
+    conn: psycopg.Connection, login: Callable[[str], str]
+) -> None:
+    conn.execute('SELECT skiplock.publish_tasks(NULL, \'[{"name": "known"}]\')')
+    for role in ("skiplock_producer", "skiplock_worker"):
+        app = skiplock.App(login(role))
+        try:
+            known, ghost = app.enqueue("known"), app.enqueue("ghost")
+            assert app.get_job(known).task_published is True
+            assert app.get_job(ghost).task_published is False
+        finally:
+            app.close()
+    # the task names only: the rest of the registry stays out of reach
+    with psycopg.connect(login("skiplock_producer"), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT args_schema FROM skiplock.tasks")
+
+
 def test_worker_role_runs_a_worker(
     conn: psycopg.Connection, login: Callable[[str], str], tmp_path: Path
 ) -> None:

@@ -51,23 +51,27 @@ def errors(conn: psycopg.Connection[Any], job_id: int) -> list[str]:
     return [e.get("type", "") for e in row[0]] if row else []
 
 
-def test_11_unknown_task_is_retried_by_policy_then_dead(
+def test_11_unknown_task_is_handed_back_without_spending_its_attempts(
     dsn: str, ledger: psycopg.Connection[Any], workers: Workers, acked: AckedIds
 ) -> None:
     app = skiplock.App(dsn)
-    unknown = app.enqueue(
-        "faults.nobody_knows_me", max_attempts=3, retry_policy=skiplock.RetryPolicy.fixed(0.2)
-    )
+    unknown = app.enqueue("faults.nobody_knows_me", max_attempts=3)
     others = app.enqueue_many([{"task": "faults.record"}] * 50)
     acked.add([unknown, *others])
-    w = workers.start(concurrency=2, **FAST)
-    wait_for(lambda: status(ledger, unknown) == "failed", 30)
-    wait_for(lambda: hot_count(ledger) == 0, 30)
-    # Claimed once per attempt, never in a loop; the others were not held up.
-    assert claims(ledger, unknown) == 3
-    assert errors(ledger, unknown) == ["UnknownTask"] * 3
+    w = workers.start(concurrency=2, unknown_task_delay=0.2, **FAST)
+    wait_for(lambda: hot_count(ledger) == 1, 30)
+    # Claimed again once per delay, more often than its max_attempts, never spending one:
+    # it waits for a worker that serves it. The others were not held up.
+    wait_for(lambda: claims(ledger, unknown) > 3, 30)
+    assert errors(ledger, unknown) == []
+    assert status(ledger, unknown) in ("scheduled", "queued", "running")
+    (most,) = ledger.execute(
+        "SELECT max(new_attempt) FROM state_log WHERE job_id = %s", (unknown,)
+    ).fetchone()
+    assert most == 1
     assert all(status(ledger, i) == "succeeded" for i in others)
     assert workers.alive(w)
+    assert "no handler for it in this worker" in workers.log(w)
     figures = check_all(
         ledger, acked.read(), rescue_interval=0.5, in_flight=0, figures=Figures("11")
     )

@@ -178,19 +178,6 @@ def test_queue_defaults_time_out_and_retry_jobs_without_their_own(app, dsn):
     assert 590 < delay <= 600
 
 
-def test_unknown_task_is_retried_not_spun(app, dsn):
-    with psycopg.connect(dsn, autocommit=True) as c:
-        job_id = c.execute("SELECT skiplock.enqueue('nobody.knows')").fetchone()[0]
-
-    async def body(worker: Worker) -> None:
-        await async_wait_until(finished(dsn, job_id, "retrying"))
-
-    run_worker(app, body)
-    (attempt, last_error) = job_row(dsn, job_id, "attempt, last_error")
-    assert attempt == 1
-    assert "no task named 'nobody.knows'" in last_error["error"]
-
-
 def test_cancel_running_async_job(app, dsn):
     started = threading.Event()
     saw_cancel = threading.Event()

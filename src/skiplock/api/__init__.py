@@ -77,6 +77,7 @@ def create_app(
     db_timeout: float = 10.0,
     statement_timeout: float = 5.0,
     auth: AuthConfig | None = None,
+    accept_unknown_tasks: bool = False,
 ) -> Starlette:
     """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers, tasks
     under /api/v1, plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
@@ -96,6 +97,9 @@ def create_app(
     POST /api/v1/login needs a bearer token (see api/auth.py); login gives users one
     when `auth` has a JWT secret (api/login.py). Without `auth` (None) the API is open,
     which is only right behind something else that authenticates.
+
+    A job, workflow step or schedule whose task no worker has published gets 422 unless
+    its body sends "allow_unregistered_task": true, or `accept_unknown_tasks` is set.
     """
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
@@ -117,6 +121,7 @@ def create_app(
         db_timeout=db_timeout,
         statement_timeout=statement_timeout,
         finished=finished,
+        accept_unknown_tasks=accept_unknown_tasks,
     )
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [

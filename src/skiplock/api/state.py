@@ -34,6 +34,8 @@ class ApiState:
     finished: FinishedListener | None = None
     # compiled validators of the task schemas workers published (POST /jobs checks)
     schemas: SchemaCache = field(default_factory=SchemaCache)
+    # take jobs of tasks no worker has published as if they allowed it (serve/dev option)
+    accept_unknown_tasks: bool = False
 
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Await one App call; 503 if it takes longer than `db_timeout` seconds.

@@ -1,9 +1,10 @@
 """/api/v1/tasks: the task registry (what workers serve, with the JSON Schema of each
 task's args), and the check of an enqueue against it.
 
-Workers publish their tasks when they start (skiplock.publish_tasks). POST /api/v1/jobs
-and POST /api/v1/workflows refuse a task no worker has published (unless the body says
-"allow_unregistered_task": true) and args that fail the published schema.
+Workers publish their tasks when they start (skiplock.publish_tasks). POST /api/v1/jobs,
+POST /api/v1/workflows and POST /api/v1/schedules refuse a task no worker has published
+(unless the body says "allow_unregistered_task": true, or the API was made with
+accept_unknown_tasks) and args that fail the published schema.
 
 A queue-limited token sees only the tasks whose queue it sees; others answer 404, as if
 nobody had published them.
@@ -103,8 +104,8 @@ async def check_jobs_against_registry(
     *,
     items: tuple[str, str] | None = None,
 ) -> None:
-    """422 for the first job whose task nobody published (unless it allows that) or
-    whose args fail the task's schema. `field` names the
+    """422 for the first job whose task nobody published (unless it allows that, or the
+    API accepts unknown tasks) or whose args fail the task's schema. `field` names the
     spot: `task`, `args.to`; for jobs sent in a list, `items` is (the list's field, what
     one item is called): ("", "job") gives `[3].args.to`, ("steps", "step") gives
     `steps[3].args.to`. One query for all tasks. Used by POST /api/v1/jobs and
@@ -128,7 +129,7 @@ async def check_jobs_against_registry(
         where = f"{items[1]} {index}: " if items else ""
         row = known.get(task)
         if row is None:
-            if allow_unregistered or task in api.app.tasks:
+            if allow_unregistered or api.accept_unknown_tasks or task in api.app.tasks:
                 continue
             raise Problem(
                 422,

@@ -67,7 +67,8 @@ def job_row(job: dict[str, Any]) -> tuple[Any, ...]:
 @click.option("--json", "as_json", is_flag=True)
 @pass_settings
 def show_job(settings: Settings, job_id: int, as_json: bool) -> None:
-    """Every field of one job, and its last error."""
+    """Every field of one job, and its last error; says so when no worker has published
+    its task (--json: "task_published")."""
     app = App(settings.dsn())
     with connect(app.dsn) as conn:
         job = app.get_job(job_id, conn=conn)
@@ -77,11 +78,17 @@ def show_job(settings: Settings, job_id: int, as_json: bool) -> None:
         click.echo(describe_job(job))
 
 
+UNPUBLISHED = "no worker has published this task; it waits (no attempts spent) until one does"
+
+
 def describe_job(job: Job) -> str:
     fields = job.to_json()
     errors = fields.pop("errors")
     fields.pop("last_error")
     fields["attempt"] = f"{job.attempt}/{fields.pop('max_attempts')}"
+    # why a job that looks scheduled or retrying does not run: no worker serves its task
+    if fields.pop("task_published") is False and not job.finished:
+        fields["task"] = f"{job.task} — {UNPUBLISHED}"
     lines = [f"{name + ':':<21}{field_text(value)}" for name, value in fields.items()]
     lines.append(f"{'errors:':<21}{len(errors)}")
     if job.last_error:

@@ -126,6 +126,12 @@ port_option = click.option(
     metavar="DURATION",
     help="How long a token from POST /api/v1/login lasts (seconds, or 90m, 12h, P1D).",
 )
+@click.option(
+    "--accept-unknown-tasks",
+    is_flag=True,
+    help="Take jobs, workflows and schedules of tasks no worker has published, as if each"
+    " sent allow_unregistered_task (default: 422 unknown task; dev always takes them).",
+)
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -141,6 +147,7 @@ def serve(
     jwt_issuer: str | None,
     jwt_audience: str | None,
     login_lifetime: str,
+    accept_unknown_tasks: bool,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
@@ -181,7 +188,7 @@ def serve(
             " `skiplock tokens create --name NAME --scope admin`"
         )
     uvicorn.run(
-        api_factory()(app, auth=auth),
+        api_factory()(app, auth=auth, accept_unknown_tasks=accept_unknown_tasks),
         host=host,
         port=port,
         log_config=None,
@@ -291,6 +298,9 @@ def dev(
                 auth=AuthConfig(
                     jwt_secret=jwt_secret, jwt_issuer="skiplock-dev", jwt_audience="skiplock-dev"
                 ),
+                # a newcomer's first job may name a task the demo app lacks: it is taken
+                # and waits, shown as unpublished, instead of a 422
+                accept_unknown_tasks=True,
             ),
             host,
             port,

@@ -71,6 +71,15 @@ STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling t
     show_default=True,
     help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
 )
+@click.option(
+    "--unknown-task-delay",
+    type=float,
+    default=DEFAULTS.unknown_task_delay,
+    show_default=True,
+    metavar="SECONDS",
+    help="A job whose task this worker has no handler for goes back to its queue, due again"
+    " this many seconds later, its attempt not spent.",
+)
 @click.option("--webhook-secret", default=None, help="HMAC key that signs webhook deliveries.")
 @listen_dsn_option
 @log_format_option
@@ -83,6 +92,7 @@ def worker(
     poll_interval: float,
     lease: float,
     shutdown_grace: float,
+    unknown_task_delay: float,
     webhook_secret: str | None,
     listen_dsn: str | None,
     log_format: str,
@@ -98,6 +108,7 @@ def worker(
         poll_interval=poll_interval,
         lease=lease,
         shutdown_grace=shutdown_grace,
+        unknown_task_delay=unknown_task_delay,
         webhook_secret=webhook_secret,
     )
     validate_from(ctx, worker_settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from skiplock.store.call import Call, column, int_array, text_array
 
@@ -38,11 +39,16 @@ def fail_jobs(
 
 
 def release_jobs(
-    worker_id: uuid.UUID, job_ids: Sequence[int], attempts: Sequence[int]
+    worker_id: uuid.UUID,
+    job_ids: Sequence[int],
+    attempts: Sequence[int],
+    *,
+    delay: timedelta | None = None,
 ) -> Call[list[int]]:
-    """Put held jobs back in their queue unfinished; the ids released."""
+    """Put held jobs back in their queue unfinished, the attempt not counted: ready at
+    once (delay None), or due again after `delay`; the ids released (or cancelled)."""
     return Call(
-        "SELECT skiplock.release_jobs(%s, %s::bigint[], %s::integer[])",
-        (worker_id, int_array(job_ids), int_array(attempts)),
+        "SELECT skiplock.release_jobs(%s, %s::bigint[], %s::integer[], %s::interval)",
+        (worker_id, int_array(job_ids), int_array(attempts), delay),
         column,
     )

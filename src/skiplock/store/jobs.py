@@ -9,14 +9,16 @@ from datetime import datetime
 from typing import Any
 
 from skiplock.jobs import STATUSES, Job
-from skiplock.store.call import Call, dataclass_row, first
+from skiplock.store.call import Call, checked_row, dataclass_row, first
 from skiplock.store.previews import with_previews
 
 # The columns a job is read from: Job's fields, each matched by its name, so a column
-# added to the view or moved in it cannot shift another.
-JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Job))
+# added to the view or moved in it cannot shift another. task_published is not in the
+# view (a join there would tax every list): only get_job reads it.
+JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Job) if f.name != "task_published")
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
-_JOB_ROW = dataclass_row(Job)
+_JOB_ROW = checked_row(JOB_FIELDS, lambda values: Job(*values), "Job")
+_PUBLISHED_JOB_ROW = dataclass_row(Job)
 
 # The JSON-valued columns of a listed job (all the others are bounded by their types).
 JOB_PREVIEWS = {
@@ -43,11 +45,16 @@ JOB_SORT_KEYS: dict[str, str] = {
 
 
 def get_job(job_id: int) -> Call[Job | None]:
+    """The job with `task_published`: one primary-key probe of skiplock.tasks beside
+    the view's row, in the same statement. A scalar subquery, not EXISTS: the planner
+    may answer an EXISTS by hashing the whole registry (tests/sql/test_job_read_sql.py)."""
     return Call(
-        f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs WHERE id = %s",
+        f"SELECT {JOB_COLUMNS}, coalesce((SELECT true FROM skiplock.tasks t"
+        " WHERE t.name = j.task), false) AS task_published"
+        " FROM skiplock.all_jobs j WHERE j.id = %s",
         (job_id,),
         first,
-        _JOB_ROW,
+        _PUBLISHED_JOB_ROW,
     )
 
 

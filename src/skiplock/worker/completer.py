@@ -9,6 +9,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -130,13 +131,18 @@ class Completer:
                     [o.payload_json for o in failed],
                 ).arun(conn)
                 written += [(o, statuses.get(o.job.id, "lost")) for o in failed]
-            if released:
+            # one statement per delay: at once (shutdown) and the unknown-task delay
+            for delay in sorted({o.delay for o in released}, key=lambda d: d or 0.0):
+                same = [o for o in released if o.delay == delay]
                 back = set(
                     await store.release_jobs(
-                        wid, [o.job.id for o in released], [o.job.attempt for o in released]
+                        wid,
+                        [o.job.id for o in same],
+                        [o.job.attempt for o in same],
+                        delay=None if delay is None else timedelta(seconds=delay),
                     ).arun(conn)
                 )
-                written += [(o, "released" if o.job.id in back else "lost") for o in released]
+                written += [(o, "released" if o.job.id in back else "lost") for o in same]
             if any(status == "lost" for _, status in written):
                 written = await self._recognise_replays(conn, written)
         try:

@@ -32,6 +32,8 @@ class Outcome:
     kind: OutcomeKind
     payload_json: str  # the result (succeeded) or the error object (failed)
     duration: float
+    # released: seconds until the job is due again (None: at once)
+    delay: float | None = None
 
     @property
     def error(self) -> str:
@@ -87,8 +89,14 @@ def error_json(exc: BaseException, *, with_traceback: bool = True, **extra: Any)
         )
 
 
-async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcome:
+async def execute(
+    app: App, ctx: JobContext, threads: Executor | None, *, unknown_task_delay: float
+) -> Outcome:
     """Run the job; CancelledError propagates (the caller knows why it cancelled).
+
+    A job whose task this worker has no handler for is released, due again in
+    `unknown_task_delay` seconds, its attempt not spent: a worker that serves the task
+    may come up at any time.
 
     With opentelemetry installed the attempt runs inside a CONSUMER span (see tracing).
     Records logged meanwhile in this context, a sync handler's thread included, carry the
@@ -98,15 +106,19 @@ async def execute(app: App, ctx: JobContext, threads: Executor | None) -> Outcom
     try:
         span = RunSpan.start(job)
         if span is None:
-            return await _execute(app, ctx, threads, None)
+            return await _execute(app, ctx, threads, None, unknown_task_delay)
         with span:
-            return await _execute(app, ctx, threads, span)
+            return await _execute(app, ctx, threads, span, unknown_task_delay)
     finally:
         current_job.reset(token)
 
 
 async def _execute(
-    app: App, ctx: JobContext, threads: Executor | None, span: RunSpan | None
+    app: App,
+    ctx: JobContext,
+    threads: Executor | None,
+    span: RunSpan | None,
+    unknown_task_delay: float,
 ) -> Outcome:
     job = ctx.job
     started = time.perf_counter()
@@ -116,19 +128,19 @@ async def _execute(
         payload: str,
         exc: BaseException | None = None,
         label: str = "failed",
+        delay: float | None = None,
     ) -> Outcome:
         if span is not None:
             span.finish("succeeded" if kind == "succeeded" else label, exc)
-        return Outcome(job, ctx, kind, payload, time.perf_counter() - started)
+        return Outcome(job, ctx, kind, payload, time.perf_counter() - started, delay)
 
     if (unreadable := undecodable_error(job)) is not None:
         return outcome("failed", unreadable)
 
     task = app.tasks.get(job.task) or app.builtin_tasks.get(job.task)
     if task is None:
-        # Retried by policy like any failure: a worker that knows the task may come up.
         unknown = UnknownTask(f"no task named {job.task!r} is registered in this worker")
-        return outcome("failed", error_json(unknown, with_traceback=False), unknown, "unknown_task")
+        return outcome("released", "null", unknown, "unknown_task", unknown_task_delay)
 
     if (invalid := rejected_args(task, job.args)) is not None:
         return outcome("failed", invalid, None, "invalid_args")

@@ -36,6 +36,7 @@ from skiplock.worker.maintenance import Maintenance
 from skiplock.worker.outcomes import report_written
 from skiplock.worker.progress import ProgressWriter
 from skiplock.worker.settings import WorkerSettings
+from skiplock.worker.unknown_tasks import UnknownTaskWarnings
 
 log = logging.getLogger("skiplock.worker")
 
@@ -90,6 +91,7 @@ class Worker:
         self.loops = LoopHealth(stall_after=self.settings.lease)
         self._claim_sent_at = 0.0
         self._paused_for: list[str] = []
+        self._unknown_tasks = UnknownTaskWarnings(lambda: app.tasks)
         self.processed = 0
 
     # ---- control ------------------------------------------------------------------------
@@ -403,7 +405,9 @@ class Worker:
         if self.app.hooks["started"]:
             await self.app.emit("started", ctx, {})
         try:
-            outcome: Outcome | None = await execute(self.app, ctx, self._threads)
+            outcome: Outcome | None = await execute(
+                self.app, ctx, self._threads, unknown_task_delay=self.settings.unknown_task_delay
+            )
         except asyncio.CancelledError:
             ctx.cancelled.set()
             outcome = self._stopped_outcome(running)
@@ -450,8 +454,15 @@ class Worker:
             await asyncio.gather(*remaining, return_exceptions=True)
 
     async def _written(self, written: list[tuple[Outcome, str]]) -> None:
-        self.processed += len(written)
-        await report_written(self.app, written)
+        reported = []
+        for outcome, status in written:
+            if outcome.delay is not None and status == "released":
+                # no handler for its task here: one warning per task, not a line per job
+                self._unknown_tasks.handed_back(outcome.job, outcome.delay)
+            else:
+                reported.append((outcome, status))
+        self.processed += len(reported)
+        await report_written(self.app, reported)
 
     # ---- health, and one pass of a loop (tests call these instead of waiting) ----------
 

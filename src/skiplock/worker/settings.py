@@ -28,6 +28,9 @@ class WorkerSettings:
     # How often this worker looks for due schedules (0 turns its scheduler off).
     schedule_interval: float = 1.0
     listen: bool = True
+    # A job whose task this worker has no handler for goes back to its queue, due again
+    # this many seconds later, its attempt not spent.
+    unknown_task_delay: float = 60.0
     # HMAC key that signs webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET.
     webhook_secret: str | None = None
 
@@ -41,6 +44,8 @@ class WorkerSettings:
             ("rescue_interval", self.rescue_interval, 0.1),
             ("shutdown_grace", self.shutdown_grace, 0),
             ("probe_interval", self.probe_interval, 0.1),
+            # shorter, and the workers without the task would pass it round and round
+            ("unknown_task_delay", self.unknown_task_delay, 0.1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
