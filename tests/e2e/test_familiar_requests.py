@@ -10,6 +10,8 @@ import pytest
 from conftest import wait_until
 from dev_process import DevProcess, run_dev
 
+USER_LINE = "API user (admin, admin; password shown once): "
+
 pytestmark = pytest.mark.slow
 
 
@@ -64,3 +66,67 @@ def test_familiar_requests_against_skiplock_dev(dsn: str) -> None:
         assert "totals" in dev.api.get("/api/v1/stats").json()
         stats = dev.api.get("/api/v1/queues/default/stats").json()
         assert stats["name"] == "default" and stats["completed_jobs"] >= 3
+
+
+def test_familiar_requests_for_tasks_dev_does_not_serve(dsn: str) -> None:
+    """Accepted all the same (publishing order must not matter); each job says that no
+    worker has published its task, and waits without spending attempts."""
+    with run_dev(dsn) as dev:
+        password = dev.banner_value(USER_LINE)
+        login = dev.api.post("/api/login", json={"username": "admin", "password": password})
+        assert login.status_code == 200 and login.json()["token"], login.text
+        email = dev.api.post(
+            "/api/v1/jobs",
+            json={
+                "type": "email",
+                "queue": "notifications",
+                "payload": {"to": "user@example.com", "subject": "Hi"},
+                "max_retries": 5,
+                "retry_strategy": "exponential",
+                "timeout": "5m",
+            },
+        )
+        assert email.status_code == 201, email.text
+        job = dev.api.get(f"/api/v1/jobs/{email.json()['id']}").json()
+        assert (job["queue"], job["max_attempts"], job["timeout"]) == ("notifications", 6, 300)
+        assert job["retry_policy"]["kind"] == "exponential"
+        assert job["task_published"] is False
+        report = dev.api.post(
+            "/api/v1/jobs",
+            json={
+                "type": "report",
+                "queue": "reports",
+                "payload": {"type": "weekly"},
+                "scheduled_at": "2024-12-31T23:59:59Z",
+            },
+        )
+        assert report.status_code == 201, report.text
+        assert (
+            dev.api.get(f"/api/v1/jobs/{report.json()['id']}")
+            .json()["run_at"]
+            .startswith("2024-12-31T23:59:59")
+        )
+        resize = dev.api.post(
+            "/api/v1/jobs",
+            json={"type": "image_resize", "payload": {"width": 800}, "priority": "normal"},
+        )
+        assert resize.status_code == 201, resize.text
+        assert dev.api.get(f"/api/v1/jobs/{resize.json()['id']}").json()["priority"] == 0
+        short = dev.api.post("/jobs", json={"type": "email", "payload": {"to": "a@b.c"}})
+        assert short.status_code == 201 and short.json()["id"], short.text
+
+        backup = dev.api.post(
+            "/api/v1/schedules",
+            json={
+                "name": "daily-backup",
+                "job_type": "backup",
+                "queue": "maintenance",
+                "cron_expr": "0 2 * * *",
+                "payload": {"target": "s3://backups"},
+            },
+        )
+        assert backup.status_code == 201, backup.text
+        path = f"/api/v1/schedules/{backup.json()['id']}"
+        assert dev.api.get(path).json()["name"] == "daily-backup"
+        assert dev.api.delete(path).status_code == 204
+        assert dev.api.get(path).status_code == 404
