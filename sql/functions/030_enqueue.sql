@@ -25,9 +25,12 @@ $$;
 -- _default_max_attempts (internal): the attempts a job of queue p_queue gets when it
 -- gives none and its task publishes none: the queue's max_attempts (set_queue_defaults),
 -- else the built-in 20. One primary-key lookup; the one place the built-in value is
--- written.
-CREATE OR REPLACE FUNCTION skiplock._default_max_attempts(p_queue text) RETURNS integer
-LANGUAGE sql STABLE AS $$
+-- written. One row, returned as a set so that callers read it as `(SELECT m FROM
+-- skiplock._default_max_attempts(queue) m)` and PostgreSQL inlines it into their query:
+-- a scalar SQL function holding a subquery is never inlined, and calling it once a job
+-- made bulk inserts markedly slower (docs/performance.md).
+CREATE OR REPLACE FUNCTION skiplock._default_max_attempts(p_queue text) RETURNS SETOF integer
+LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT coalesce((SELECT q.max_attempts FROM skiplock.queues q WHERE q.name = p_queue), 20)
 $$;
 
@@ -50,8 +53,8 @@ AS $$
         SELECT coalesce(j.queue, d.o ->> 'queue', 'default'),
                coalesce(j.priority, (d.o ->> 'priority')::smallint, 0),
                coalesce(j.max_attempts, (d.o ->> 'max_attempts')::integer,
-                        skiplock._default_max_attempts(
-                            coalesce(j.queue, d.o ->> 'queue', 'default'))),
+                        (SELECT m FROM skiplock._default_max_attempts(
+                            coalesce(j.queue, d.o ->> 'queue', 'default')) m)),
                coalesce(j.retry_policy, d.o -> 'retry_policy'),
                coalesce(j.timeout, make_interval(secs => (d.o ->> 'timeout')::float8)),
                CASE WHEN j.tags = '{}'
@@ -164,8 +167,8 @@ LANGUAGE sql STABLE AS $$
            coalesce((p_given ->> 'run_at')::timestamptz, now()),
            coalesce((p_given ->> 'max_attempts')::integer,
                     (t.defaults ->> 'max_attempts')::integer,
-                    skiplock._default_max_attempts(coalesce(p_given ->> 'queue', t.queue,
-                                                            'default'))),
+                    (SELECT m FROM skiplock._default_max_attempts(
+                        coalesce(p_given ->> 'queue', t.queue, 'default')) m)),
            coalesce(p_given -> 'retry_policy', t.defaults -> 'retry_policy'),
            coalesce((p_given ->> 'timeout')::interval,
                     make_interval(secs => (t.defaults ->> 'timeout')::float8)),
@@ -252,9 +255,9 @@ $$;
 -- job. Parameters are named for use as `queue => 'emails'`. Each option left NULL takes
 -- the task's published default (_task_defaults: one primary-key lookup), then the
 -- built-in one (queue 'default', priority 0, max_attempts the queue's else 20 as
--- _default_max_attempts says, on_dependency_failure 'fail'): NULL is "not given", so a caller who passes 'default' keeps it. run_at and
--- delay add up (run_at defaults to now()). Bad input raises (check constraints name the
--- rule).
+-- _default_max_attempts says, on_dependency_failure 'fail'): NULL is "not given", so a
+-- caller who passes 'default' keeps it. run_at and delay add up (run_at defaults to
+-- now()). Bad input raises (check constraints name the rule).
 -- With unique_key, the job is created only if no other job holds the key; otherwise
 -- the holder's id is returned and nothing is written. unique_scope says how long the key
 -- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
@@ -341,8 +344,8 @@ BEGIN
                 + coalesce(enqueue.delay, make_interval(secs => (v_task ->> 'delay')::float8),
                            interval '0'),
             coalesce(enqueue.max_attempts, (v_task ->> 'max_attempts')::integer,
-                     skiplock._default_max_attempts(
-                         coalesce(enqueue.queue, v_task ->> 'queue', 'default'))),
+                     (SELECT m FROM skiplock._default_max_attempts(
+                         coalesce(enqueue.queue, v_task ->> 'queue', 'default')) m)),
             coalesce(enqueue.retry_policy, v_task -> 'retry_policy'),
             coalesce(enqueue.timeout, make_interval(secs => (v_task ->> 'timeout')::float8)),
             CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
@@ -424,7 +427,8 @@ BEGIN
                coalesce(j.run_at, now())
                    + make_interval(secs => coalesce(j.delay, (t.defaults ->> 'delay')::float8, 0)),
                coalesce(j.max_attempts, (t.defaults ->> 'max_attempts')::integer,
-                        skiplock._default_max_attempts(coalesce(j.queue, t.queue, 'default'))),
+                        (SELECT m FROM skiplock._default_max_attempts(
+                            coalesce(j.queue, t.queue, 'default')) m)),
                coalesce(j.retry_policy, t.defaults -> 'retry_policy'),
                make_interval(secs => coalesce(j.timeout, (t.defaults ->> 'timeout')::float8)),
                CASE WHEN cardinality(j.tags) > 0 THEN j.tags
