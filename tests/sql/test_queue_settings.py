@@ -219,3 +219,18 @@ def test_the_built_in_attempts_are_written_once() -> None:
     code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
     assert code.count(", 20)") == 1
     assert code.count("_default_max_attempts(") == 5  # its definition and four callers
+
+
+def test_the_queues_lookup_is_inlined_into_the_callers_query(conn: psycopg.Connection) -> None:
+    """A per-job path pays an index probe for the queue's max_attempts, not a function
+    call (docs/performance.md, "A queue's max_attempts at enqueue")."""
+    plan = "\n".join(
+        row[0]
+        for row in conn.execute(
+            "EXPLAIN (VERBOSE) SELECT o.max_attempts FROM jsonb_array_elements('[[\"t\", {}]]')"
+            " j CROSS JOIN LATERAL (SELECT * FROM skiplock._job_options('{}', j.value ->> 0)"
+            " OFFSET 0) o"
+        )
+    )
+    assert "queues_pkey" in plan, plan
+    assert "_default_max_attempts" not in plan, plan
