@@ -149,10 +149,9 @@ def test_a_bad_setting_is_a_422_naming_it_and_nothing_is_written(
     assert row(conn, "q") == before
 
 
-def test_the_database_refusing_a_setting_changes_nothing(
+def test_a_duration_beyond_any_interval_is_a_422_and_changes_nothing(
     client: TestClient, conn: psycopg.Connection
 ) -> None:
-    # a rate period beyond what an interval holds passes no check of the API's own
     client.post("/api/v1/queues", json={"name": "q"})
     response = client.put(
         "/api/v1/queues/q",
