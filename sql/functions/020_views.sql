@@ -38,9 +38,9 @@ SELECT id, task, queue, attempt, max_attempts, errors -> -1 ->> 'error' AS last_
        failed_at, args, errors, created_at
 FROM skiplock.dead_jobs;
 
--- queue_stats: per-queue counts by status, with the queue's limits and defaults.
--- Pending statuses are counted in the (small) hot table; finished ones are totals since
--- install, kept by triggers.
+-- queue_stats: per-queue counts by status, with the queue's settings: limits,
+-- defaults, and its order among queues (priority, weight). Pending statuses are counted
+-- in the (small) hot table; finished ones are totals since install, kept by triggers.
 CREATE OR REPLACE VIEW skiplock.queue_stats AS
 SELECT q.name AS queue, q.paused, q.max_running, q.rate_limit, q.rate_period,
        coalesce(h.waiting, 0) AS waiting, coalesce(h.scheduled, 0) AS scheduled,
@@ -48,7 +48,7 @@ SELECT q.name AS queue, q.paused, q.max_running, q.rate_limit, q.rate_period,
        coalesce(h.retrying, 0) AS retrying,
        coalesce(t.succeeded, 0) AS succeeded, coalesce(t.failed, 0) AS failed,
        coalesce(t.cancelled, 0) AS cancelled, coalesce(t.expired, 0) AS expired,
-       q.retry_policy, q.timeout
+       q.retry_policy, q.timeout, q.priority, q.weight, q.max_attempts
 FROM skiplock.queues q
 LEFT JOIN (
     SELECT queue,

@@ -22,11 +22,23 @@ LANGUAGE sql STABLE AS $$
                      FROM skiplock.tasks t WHERE t.name = p_task), '{}')
 $$;
 
+-- _default_max_attempts (internal): the attempts a job of queue p_queue gets when it
+-- gives none and its task publishes none: the queue's max_attempts (set_queue_defaults),
+-- else the built-in 20. One primary-key lookup; the one place the built-in value is
+-- written. One row, returned as a set so that callers read it as `(SELECT m FROM
+-- skiplock._default_max_attempts(queue) m)` and PostgreSQL inlines it into their query:
+-- a scalar SQL function holding a subquery is never inlined, and calling it once a job
+-- made bulk inserts markedly slower (docs/performance.md).
+CREATE OR REPLACE FUNCTION skiplock._default_max_attempts(p_queue text) RETURNS SETOF integer
+LANGUAGE sql STABLE ROWS 1 AS $$
+    SELECT coalesce((SELECT q.max_attempts FROM skiplock.queues q WHERE q.name = p_queue), 20)
+$$;
+
 -- _resolve_jobs (internal): give the jobs p_ids (rows that left queue, priority or
 -- max_attempts out: NULL there is the marker) every option they left out, from their
--- task's published defaults, then the built-in values (queue 'default', priority 0,
--- max_attempts 20). "Left out" is NULL, and empty for tags and meta: a plain INSERT
--- cannot tell `queue = 'default'` given from the column default, so the columns that
+-- task's published defaults, then the built-in values (queue 'default', priority 0;
+-- max_attempts from _default_max_attempts). "Left out" is NULL, and empty for tags and
+-- meta: a plain INSERT cannot tell `queue = 'default'` given from the column default, so the columns that
 -- had one have none, and a row that names queue, priority and max_attempts is taken as
 -- written (enqueue, enqueue_many, insert_jobs and the Python COPY resolve their rows
 -- before they insert them, and never pay this UPDATE). Retry policy and timeout left
@@ -40,7 +52,9 @@ AS $$
     SET (queue, priority, max_attempts, retry_policy, timeout, tags, meta, callback_url) = (
         SELECT coalesce(j.queue, d.o ->> 'queue', 'default'),
                coalesce(j.priority, (d.o ->> 'priority')::smallint, 0),
-               coalesce(j.max_attempts, (d.o ->> 'max_attempts')::integer, 20),
+               coalesce(j.max_attempts, (d.o ->> 'max_attempts')::integer,
+                        (SELECT m FROM skiplock._default_max_attempts(
+                            coalesce(j.queue, d.o ->> 'queue', 'default')) m)),
                coalesce(j.retry_policy, d.o -> 'retry_policy'),
                coalesce(j.timeout, make_interval(secs => (d.o ->> 'timeout')::float8)),
                CASE WHEN j.tags = '{}'
@@ -137,8 +151,10 @@ $$;
 -- _job_options (internal): the options of a job of task p_task that gives p_given (a
 -- JSON object as insert_jobs takes it; durations as interval text), each left out taken
 -- from the task's published defaults (durations in seconds), then the built-in value.
--- Given > the task's default > built-in; a retry policy or timeout still unset falls
--- back to the queue's where it is used. One primary-key lookup in skiplock.tasks.
+-- Given > the task's default > built-in, but max_attempts: given > the task's > the
+-- queue's > 20 (_default_max_attempts); a retry policy or timeout still unset falls
+-- back to the queue's where it is used. One primary-key lookup in skiplock.tasks (and
+-- one in skiplock.queues when max_attempts is left to the queue).
 CREATE OR REPLACE FUNCTION skiplock._job_options(p_given jsonb, p_task text)
 RETURNS TABLE (queue skiplock.queue_name, priority smallint, run_at timestamptz,
                max_attempts integer, retry_policy skiplock.retry_policy, timeout interval,
@@ -150,7 +166,9 @@ LANGUAGE sql STABLE AS $$
            coalesce((p_given ->> 'priority')::smallint, (t.defaults ->> 'priority')::smallint, 0),
            coalesce((p_given ->> 'run_at')::timestamptz, now()),
            coalesce((p_given ->> 'max_attempts')::integer,
-                    (t.defaults ->> 'max_attempts')::integer, 20),
+                    (t.defaults ->> 'max_attempts')::integer,
+                    (SELECT m FROM skiplock._default_max_attempts(
+                        coalesce(p_given ->> 'queue', t.queue, 'default')) m)),
            coalesce(p_given -> 'retry_policy', t.defaults -> 'retry_policy'),
            coalesce((p_given ->> 'timeout')::interval,
                     make_interval(secs => (t.defaults ->> 'timeout')::float8)),
@@ -236,10 +254,10 @@ $$;
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
 -- job. Parameters are named for use as `queue => 'emails'`. Each option left NULL takes
 -- the task's published default (_task_defaults: one primary-key lookup), then the
--- built-in one (queue 'default', priority 0, max_attempts 20, on_dependency_failure
--- 'fail'): NULL is "not given", so a caller who passes 'default' keeps it. run_at and
--- delay add up (run_at defaults to now()). Bad input raises (check constraints name the
--- rule).
+-- built-in one (queue 'default', priority 0, max_attempts the queue's else 20 as
+-- _default_max_attempts says, on_dependency_failure 'fail'): NULL is "not given", so a
+-- caller who passes 'default' keeps it. run_at and delay add up (run_at defaults to
+-- now()). Bad input raises (check constraints name the rule).
 -- With unique_key, the job is created only if no other job holds the key; otherwise
 -- the holder's id is returned and nothing is written. unique_scope says how long the key
 -- is held: 'queued' (until the job starts), 'active' (until it finishes; the default),
@@ -325,7 +343,9 @@ BEGIN
             coalesce(enqueue.run_at, now())
                 + coalesce(enqueue.delay, make_interval(secs => (v_task ->> 'delay')::float8),
                            interval '0'),
-            coalesce(enqueue.max_attempts, (v_task ->> 'max_attempts')::integer, 20),
+            coalesce(enqueue.max_attempts, (v_task ->> 'max_attempts')::integer,
+                     (SELECT m FROM skiplock._default_max_attempts(
+                         coalesce(enqueue.queue, v_task ->> 'queue', 'default')) m)),
             coalesce(enqueue.retry_policy, v_task -> 'retry_policy'),
             coalesce(enqueue.timeout, make_interval(secs => (v_task ->> 'timeout')::float8)),
             CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
@@ -406,7 +426,9 @@ BEGIN
                coalesce(j.priority, (t.defaults ->> 'priority')::integer, 0),
                coalesce(j.run_at, now())
                    + make_interval(secs => coalesce(j.delay, (t.defaults ->> 'delay')::float8, 0)),
-               coalesce(j.max_attempts, (t.defaults ->> 'max_attempts')::integer, 20),
+               coalesce(j.max_attempts, (t.defaults ->> 'max_attempts')::integer,
+                        (SELECT m FROM skiplock._default_max_attempts(
+                            coalesce(j.queue, t.queue, 'default')) m)),
                coalesce(j.retry_policy, t.defaults -> 'retry_policy'),
                make_interval(secs => coalesce(j.timeout, (t.defaults ->> 'timeout')::float8)),
                CASE WHEN cardinality(j.tags) > 0 THEN j.tags

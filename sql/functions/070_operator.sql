@@ -206,42 +206,115 @@ BEGIN
 END
 $$;
 
--- set_queue_limits: cap a queue across all workers: at most p_max_running jobs running
--- at once, and at most p_rate_limit jobs started per p_rate_period (fixed windows that
--- open at the first start after the previous one closed, so up to twice the limit can
--- start across a window boundary). NULL removes a limit. Creates the queue row if
--- needed. Enforced by claim_jobs under the queue's row lock.
-CREATE OR REPLACE FUNCTION skiplock.set_queue_limits(
-    p_queue text, p_max_running integer DEFAULT NULL, p_rate_limit integer DEFAULT NULL,
-    p_rate_period interval DEFAULT NULL
-) RETURNS void
+-- configure_queue: change any of a queue's settings in one statement. p_settings is a
+-- JSON object whose keys are the settings to change; a key left out keeps its value,
+-- a key set to null clears it (paused: false, priority: 0, weight: 1, the others:
+-- none). Keys: paused, max_running, rate_limit and rate_period (limits, see
+-- set_queue_limits), retry_policy, timeout and max_attempts (defaults, see
+-- set_queue_defaults), priority and weight (order, see set_queue_order); durations as
+-- seconds or interval text. An unknown key raises invalid_parameter_value, a bad value
+-- the table's check. Creates the queue row if needed, locks it (the UPDATE), resets the
+-- rate window when the rate changes, and wakes the workers. Every queue setter writes
+-- through it.
+CREATE OR REPLACE FUNCTION skiplock.configure_queue(p_queue text, p_settings jsonb)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
+DECLARE
+    v_known CONSTANT text[] := ARRAY['paused', 'max_running', 'rate_limit', 'rate_period',
+        'retry_policy', 'timeout', 'max_attempts', 'priority', 'weight'];
+    v_unknown text;
+    s jsonb := coalesce(p_settings, '{}');
 BEGIN
-    INSERT INTO skiplock.queues AS q (name, max_running, rate_limit, rate_period)
-    VALUES (p_queue, p_max_running, p_rate_limit, p_rate_period)
-    ON CONFLICT (name) DO UPDATE
-        SET max_running = excluded.max_running, rate_limit = excluded.rate_limit,
-            rate_period = excluded.rate_period, rate_window_start = NULL,
-            rate_window_count = 0;
+    IF jsonb_typeof(s) <> 'object' THEN
+        RAISE EXCEPTION 'configure_queue: p_settings must be a JSON object, got %', s
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
+    FROM jsonb_object_keys(s) AS k WHERE k <> ALL (v_known);
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'configure_queue: unknown setting(s) %', v_unknown
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO skiplock.queues (name) VALUES (p_queue) ON CONFLICT (name) DO NOTHING;
+    UPDATE skiplock.queues q SET
+        paused = CASE WHEN s ? 'paused' THEN coalesce((s ->> 'paused')::boolean, false)
+                      ELSE q.paused END,
+        max_running = CASE WHEN s ? 'max_running' THEN (s ->> 'max_running')::integer
+                           ELSE q.max_running END,
+        rate_limit = CASE WHEN s ? 'rate_limit' THEN (s ->> 'rate_limit')::integer
+                          ELSE q.rate_limit END,
+        rate_period = CASE WHEN s ? 'rate_period' THEN (s ->> 'rate_period')::interval
+                           ELSE q.rate_period END,
+        rate_window_start = CASE WHEN s ?| ARRAY['rate_limit', 'rate_period'] THEN NULL
+                                 ELSE q.rate_window_start END,
+        rate_window_count = CASE WHEN s ?| ARRAY['rate_limit', 'rate_period'] THEN 0
+                                 ELSE q.rate_window_count END,
+        retry_policy = CASE WHEN s ? 'retry_policy' THEN nullif(s -> 'retry_policy', 'null')
+                            ELSE q.retry_policy END,
+        timeout = CASE WHEN s ? 'timeout' THEN (s ->> 'timeout')::interval ELSE q.timeout END,
+        max_attempts = CASE WHEN s ? 'max_attempts' THEN (s ->> 'max_attempts')::integer
+                            ELSE q.max_attempts END,
+        priority = CASE WHEN s ? 'priority' THEN coalesce((s ->> 'priority')::smallint, 0)
+                        ELSE q.priority END,
+        weight = CASE WHEN s ? 'weight' THEN coalesce((s ->> 'weight')::integer, 1)
+                      ELSE q.weight END
+    WHERE q.name = p_queue;
     PERFORM pg_notify('skiplock_jobs', p_queue);
 END
 $$;
 
--- set_queue_defaults: a queue's default retry policy and timeout, for its jobs that set
--- none. NULL (or left out) clears one. Creates the queue row if needed.
-CREATE OR REPLACE FUNCTION skiplock.set_queue_defaults(
-    queue text, retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL
+-- set_queue_limits: cap a queue across all workers: at most p_max_running jobs running
+-- at once, and at most p_rate_limit jobs started per p_rate_period (fixed windows that
+-- open at the first start after the previous one closed, so up to twice the limit can
+-- start across a window boundary). Sets all three: NULL removes a limit. Creates the
+-- queue row if needed and wakes the workers (configure_queue). Enforced by claim_jobs
+-- under the queue's row lock.
+CREATE OR REPLACE FUNCTION skiplock.set_queue_limits(
+    p_queue text, p_max_running integer DEFAULT NULL, p_rate_limit integer DEFAULT NULL,
+    p_rate_period interval DEFAULT NULL
 ) RETURNS void
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
 AS $$
-    INSERT INTO skiplock.queues (name, retry_policy, timeout)
-    VALUES (set_queue_defaults.queue, set_queue_defaults.retry_policy,
-            set_queue_defaults.timeout)
-    ON CONFLICT (name) DO UPDATE
-        SET retry_policy = excluded.retry_policy, timeout = excluded.timeout
+    SELECT skiplock.configure_queue(p_queue, jsonb_build_object(
+        'max_running', p_max_running, 'rate_limit', p_rate_limit, 'rate_period', p_rate_period))
+$$;
+
+-- set_queue_defaults: a queue's default retry policy, timeout and max_attempts, for its
+-- jobs that set none and whose task publishes none. The retry policy and timeout are
+-- read when used (a change applies to jobs already waiting); max_attempts is given to a
+-- job when it is enqueued. Sets all three: NULL (or left out) clears one. Creates the
+-- queue row if needed and wakes the workers (configure_queue).
+CREATE OR REPLACE FUNCTION skiplock.set_queue_defaults(
+    queue text, retry_policy jsonb DEFAULT NULL, timeout interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL
+) RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+    SELECT skiplock.configure_queue(set_queue_defaults.queue, jsonb_build_object(
+        'retry_policy', set_queue_defaults.retry_policy,
+        'timeout', set_queue_defaults.timeout,
+        'max_attempts', set_queue_defaults.max_attempts))
+$$;
+
+-- set_queue_order: a queue's place among the queues a worker serves. A worker takes the
+-- work of a higher p_priority (-100..100) queue first; among queues of the same priority
+-- it claims in proportion to their p_weight (1..1000) (claim_jobs). Sets both: NULL
+-- gives the built-in priority 0 and weight 1. Creates the queue row if needed and wakes
+-- the workers (configure_queue); an out-of-range value raises check_violation.
+CREATE OR REPLACE FUNCTION skiplock.set_queue_order(
+    p_queue text, p_priority integer DEFAULT 0, p_weight integer DEFAULT 1
+) RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+    SELECT skiplock.configure_queue(p_queue, jsonb_build_object(
+        'priority', p_priority, 'weight', p_weight))
 $$;

@@ -66,7 +66,8 @@ BEGIN
             skiplock.register_worker, skiplock.unregister_worker, skiplock.recorded_attempts,
             skiplock.publish_tasks, skiplock.lock_due_schedules, skiplock.fire_schedule,
             skiplock.set_schedule_next_run, skiplock.create_schedule,
-            skiplock.set_queue_limits, skiplock.set_queue_defaults
+            skiplock.set_queue_limits, skiplock.set_queue_defaults, skiplock.set_queue_order,
+            skiplock.configure_queue
             TO skiplock_worker;
         GRANT SELECT ON skiplock.all_jobs, skiplock.dead_letters, skiplock.queue_stats,
             skiplock.workflow_jobs, skiplock.worker_stats,

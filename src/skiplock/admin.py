@@ -1,5 +1,5 @@
 """Reading and admin calls of an App: jobs and workflows by id, cancel and retry, queue
-limits and defaults, and waiting for an outcome. Each is one call of the SQL API."""
+settings, and waiting for an outcome. Each is one call of the SQL API."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from skiplock import store
 from skiplock.database import Database
 from skiplock.errors import JobCancelled, JobFailed, JobNotFound, WorkflowNotFound
 from skiplock.jobs import Job
+from skiplock.queue_settings import checked_settings
 from skiplock.retry import RetryPolicy
 from skiplock.tasks import duration
 from skiplock.waiter import run_blocking, wait_until_finished
@@ -85,41 +86,67 @@ class AdminCalls(Database):
 
     # ---- queues -------------------------------------------------------------------------
 
+    def configure_queue(
+        self, queue: str, *, conn: psycopg.Connection[Any] | None = None, **settings: Any
+    ) -> None:
+        """Change the settings of `queue` given as keywords and keep the others; None
+        clears one (priority and weight go back to 0 and 1, paused to False). The
+        settings are those of skiplock.queue_settings: paused, max_running, rate_limit
+        with rate_period, retry_policy, timeout, max_attempts, priority, weight.
+        ConfigError names a bad one, and nothing is changed. Creates the queue if needed.
+        See skiplock.configure_queue."""
+        self.run(store.configure_queue(queue, _checked(settings)), conn)
+
     def set_queue_limits(
         self,
         queue: str,
         *,
         max_running: int | None = None,
         rate_limit: int | None = None,
-        rate_period: timedelta | float | None = None,
+        rate_period: timedelta | float | str | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> None:
         """Cap `queue` across all workers: at most `max_running` jobs at once and
-        `rate_limit` starts per `rate_period`; None removes a limit. See
-        skiplock.set_queue_limits."""
-        period = duration(rate_period, "rate_period")
-        call = store.set_queue_limits(
-            queue, max_running=max_running, rate_limit=rate_limit, rate_period=period
+        `rate_limit` starts per `rate_period`; None removes a limit. ConfigError names a
+        bad value. See skiplock.set_queue_limits."""
+        limits = _checked(
+            {"max_running": max_running, "rate_limit": rate_limit, "rate_period": rate_period}
         )
-        self.run(call, conn)
+        self.run(store.set_queue_limits(queue, **limits), conn)
 
     def set_queue_defaults(
         self,
         queue: str,
         *,
         retry_policy: RetryPolicy | None = None,
-        timeout: timedelta | float | None = None,
+        timeout: timedelta | float | str | None = None,
+        max_attempts: int | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> None:
-        """Give `queue`'s jobs that set no retry policy or timeout of their own (neither
-        in enqueue nor in their task) these; None clears one. See
+        """Give `queue`'s jobs that set no retry policy, timeout or max_attempts of their
+        own (neither in enqueue nor in their task) these; None clears one. The retry
+        policy and timeout apply to jobs already waiting too, max_attempts to jobs
+        enqueued from now on. ConfigError names a bad value. See
         skiplock.set_queue_defaults."""
-        call = store.set_queue_defaults(
-            queue,
-            retry_policy=retry_policy.to_json() if retry_policy else None,
-            timeout=duration(timeout, "timeout"),
+        defaults = _checked(
+            {"retry_policy": retry_policy, "timeout": timeout, "max_attempts": max_attempts}
         )
-        self.run(call, conn)
+        self.run(store.set_queue_defaults(queue, **defaults), conn)
+
+    def set_queue_order(
+        self,
+        queue: str,
+        *,
+        priority: int | str = 0,
+        weight: int = 1,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Place `queue` among the queues a worker serves: the work of a higher
+        `priority` (-100..100, or low, normal, high, critical) queue is taken first, and
+        queues of the same priority are claimed in proportion to their `weight`
+        (1..1000). ConfigError names a bad value. See skiplock.set_queue_order."""
+        order = _checked({"priority": priority, "weight": weight})
+        self.run(store.set_queue_order(queue, **order), conn)
 
     # ---- workflows ----------------------------------------------------------------------
 
@@ -224,6 +251,14 @@ def _workflow_known(workflow_id: int) -> Iterator[None]:
         yield
     except psycopg.errors.NoDataFound:
         raise WorkflowNotFound(workflow_id) from None
+
+
+def _checked(settings: dict[str, Any]) -> dict[str, Any]:
+    """Queue settings checked by their declaration; a RetryPolicy as its JSON object."""
+    policy = settings.get("retry_policy")
+    if isinstance(policy, RetryPolicy):
+        settings = {**settings, "retry_policy": policy.to_json()}
+    return checked_settings(settings)
 
 
 def _found(job_id: int, value: T | None) -> T:

@@ -3,7 +3,8 @@
 
 A REST body may say `type` for task, `payload` for args, `scheduled_at` for run_at,
 `max_retries` (retries after the first attempt) for max_attempts, and `retry_strategy`,
-`retry_delay`, `max_retry_delay` for the retry policy; a job list may filter by
+`retry_delay`, `max_retry_delay` for the retry policy (a queue's body too, and
+`max_workers` for its max_running); a job list may filter by
 `pending`, `processing`, `completed` or `success`. Durations as texts ("5m", "PT5M") and
 priorities by name ("high") are part of the options' own types. Responses and docs use
 the canonical words only; docs/api.md lists these under "Coming from another job system".
@@ -47,6 +48,12 @@ FIELD_SYNONYMS: tuple[Synonym, ...] = (
     Synonym("retry_delay", "retry_policy", "the policy's base delay (seconds or a duration)"),
     Synonym("max_retry_delay", "retry_policy", "the policy's longest delay"),
 )
+# A queue's settings, as other systems' queue APIs name them, and the job synonyms that
+# name a queue default (max_retries, retry_*).
+QUEUE_SYNONYMS: tuple[Synonym, ...] = (
+    Synonym("max_workers", "max_running", "the queue's jobs running at once, across all workers"),
+    *(synonym for synonym in FIELD_SYNONYMS if synonym.field in ("max_attempts", "retry_policy")),
+)
 # A schedule's fields, as other systems' schedule APIs name them (and a job's above).
 SCHEDULE_SYNONYMS: tuple[Synonym, ...] = (
     Synonym("job_type", "task", "the task each run enqueues"),
@@ -84,6 +91,10 @@ def canonical(
     out = {name: value for name, value in body.items() if name not in names}
     for synonym in synonyms:
         if synonym.name not in given:
+            # a null synonym is its field's null (where null clears, it clears)
+            if synonym.name in body and synonym.field not in body:
+                if synonym.field != "retry_policy":
+                    out[synonym.field] = None
             continue
         if given.get(synonym.field) is not None:
             raise SynonymError(

@@ -14,7 +14,12 @@ from api_checks import assert_problem, publish_tasks
 from starlette.testclient import TestClient
 
 from skiplock.options import PRIORITY_NAMES
-from skiplock.synonyms import FIELD_SYNONYMS, SCHEDULE_SYNONYMS, STATUS_SYNONYMS
+from skiplock.synonyms import (
+    FIELD_SYNONYMS,
+    QUEUE_SYNONYMS,
+    SCHEDULE_SYNONYMS,
+    STATUS_SYNONYMS,
+)
 
 STORED = (
     "SELECT task, args, queue, priority, max_attempts, retry_policy, timeout, run_at"
@@ -142,6 +147,9 @@ def test_docs_list_every_synonym() -> None:
         assert f"| `{synonym.name}` | `{synonym.field}" in table, synonym.name
     row = next(line for line in table.splitlines() if "(a schedule)" in line)
     for synonym in SCHEDULE_SYNONYMS:
+        assert f"`{synonym.name}`" in row and f"`{synonym.field}`" in row, synonym.name
+    row = next(line for line in table.splitlines() if "(a queue)" in line)
+    for synonym in QUEUE_SYNONYMS:
         assert f"`{synonym.name}`" in row and f"`{synonym.field}`" in row, synonym.name
     for status, statuses in STATUS_SYNONYMS.items():
         assert f"`?status={status}`" in table and all(s in table for s in statuses), status

@@ -86,7 +86,7 @@ def test_put_sets_and_clears_defaults(client: TestClient, conn: psycopg.Connecti
         ("retry_policy", {"base": -1}),
         ("retry_policy", [1]),
         ("timeout", 0),
-        ("timeout", "5"),
+        ("timeout", "5 minutes"),  # durations are numbers or texts such as "5m", as for jobs
         ("timeout", True),
         ("timeout", 10**300),  # beyond any interval: 422, not an overflow
         ("timeout", 1e300),

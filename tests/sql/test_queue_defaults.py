@@ -115,7 +115,8 @@ def test_cli_sets_shows_and_clears_defaults(conn: psycopg.Connection, dsn: str) 
     assert row == (4, "30", datetime.timedelta(seconds=90))  # the limits stay
     listed = CliRunner().invoke(main, ["--dsn", dsn, "queues"])
     assert "max 4 running" in listed.stdout and "timeout 90 s" in listed.stdout
-    result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail"])
+    clear = ["--clear", "max-running", "--clear", "retry-policy", "--clear", "timeout"]
+    result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail", *clear])
     assert result.stdout == "queue mail: -; defaults: -\n"
     row = conn.execute(
         "SELECT max_running, retry_policy, timeout FROM skiplock.queues WHERE name = 'mail'"

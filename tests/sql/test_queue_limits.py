@@ -96,11 +96,15 @@ def test_python_and_cli(dsn: str, conn: psycopg.Connection) -> None:
     app.close()
     result = CliRunner().invoke(main, ["--dsn", dsn, "queues"])
     assert "max 4 running, 100 per 60 s" in result.stdout
+    # the limit given is set, the other kept; --clear clears one
     result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail", "--rate", "10/1"])
+    assert result.exit_code == 0 and result.stdout == "queue mail: max 4 running, 10 per 1 s\n"
+    limits = "SELECT max_running, rate_limit FROM skiplock.queues WHERE name = 'mail'"
+    assert conn.execute(limits).fetchone() == (4, 10)
+    result = CliRunner().invoke(
+        main, ["--dsn", dsn, "queues", "set", "mail", "--clear", "max-running"]
+    )
     assert result.exit_code == 0 and result.stdout == "queue mail: 10 per 1 s\n"
-    row = conn.execute(
-        "SELECT max_running, rate_limit FROM skiplock.queues WHERE name = 'mail'"
-    ).fetchone()
-    assert row == (None, 10)
+    assert conn.execute(limits).fetchone() == (None, 10)
     result = CliRunner().invoke(main, ["--dsn", dsn, "queues", "set", "mail", "--rate", "x"])
     assert result.exit_code == 2

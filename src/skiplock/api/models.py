@@ -25,7 +25,6 @@ from skiplock.api.fields import (
     TASK_NAME,
     Attempts,
     JSONObject,
-    PositiveSeconds,
     Priority,
     QueueName,
     Seconds,
@@ -47,6 +46,8 @@ from skiplock.passwords import (
     USER_NAME_RULE,
     password_problem,
 )
+from skiplock.queue_settings import NAMES as QUEUE_SETTINGS
+from skiplock.queue_settings import SETTINGS, WEIGHT_RANGE, checked_settings
 from skiplock.synonyms import SynonymError, canonical
 
 # What a valid value looks like, as a 422's detail says it, for the options whose words
@@ -259,28 +260,69 @@ def parse_step(body: Mapping[str, Any]) -> Enqueue:
 QUEUE_RULES = {
     "name": "name must be a string of 1 to 64 characters from A-Z a-z 0-9 _ . : -",
     "paused": "paused must be true or false",
-    "timeout": seconds_rule("timeout", positive=True),
+    "max_running": integer_rule("max_running", 1, INT4_MAX),
+    "rate_limit": integer_rule("rate_limit", 1, INT4_MAX),
+    "rate_period": seconds_rule("rate_period", positive=True),
     "retry_policy": "retry_policy must be a JSON object (see docs/worker.md) or null",
+    "timeout": seconds_rule("timeout", positive=True),
+    "max_attempts": integer_rule("max_attempts", 1, INT4_MAX),
+    "priority": RULES["priority"],
+    "weight": integer_rule("weight", *WEIGHT_RANGE),
 }
 
 
-class CreateQueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /api/v1/queues."""
+class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """PUT /api/v1/queues/{name}, and what POST /api/v1/queues adds to a name: the
+    settings of skiplock/queue_settings.py (added by `queue_model`), each optional: left
+    out, unchanged; null, cleared."""
+
+    def settings(self) -> dict[str, Any]:
+        """The settings given (null: clear), in their Python form: App.configure_queue's
+        keyword arguments; a 422 naming a bad one."""
+        given = {
+            name: value
+            for name in QUEUE_SETTINGS
+            if (value := getattr(self, name)) is not msgspec.UNSET
+        }
+        try:
+            return checked_settings(given)
+        except ConfigError as exc:
+            raise invalid_field(str(exc).split(":", 1)[0], str(exc)) from None
+
+
+class NamedQueue(QueueSettings, kw_only=True):
+    """POST /api/v1/queues: a new queue's name and any of its settings."""
 
     name: QueueName
-    paused: bool | None = None
 
     def check(self) -> None:
         check_text("name", self.name, QUEUE_NAME, QUEUE_RULES["name"])
 
 
-class UpdateQueue(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """PUT /api/v1/queues/{name}: a default set to null is cleared, one left out is
-    unchanged."""
+def queue_model(name: str, base: type[QueueSettings]) -> type[QueueSettings]:
+    """`base` with every queue setting as an optional field (UNSET when left out), its
+    help the schema's description."""
+    settings = [
+        (
+            setting.name,
+            Annotated[setting.wire, Meta(description=setting.help)] | None | msgspec.UnsetType,
+            msgspec.UNSET,
+        )
+        for setting in SETTINGS
+    ]
+    model = msgspec.defstruct(
+        name,
+        settings,
+        bases=(base,),
+        kw_only=True,
+        module=__name__,
+        namespace={"__doc__": base.__doc__},
+    )
+    return cast(type[QueueSettings], model)
 
-    paused: bool | None = None
-    retry_policy: JSONObject | msgspec.UnsetType | None = msgspec.UNSET
-    timeout: PositiveSeconds | msgspec.UnsetType | None = msgspec.UNSET
+
+CreateQueue = cast(type[NamedQueue], queue_model("CreateQueue", NamedQueue))
+UpdateQueue = queue_model("UpdateQueue", QueueSettings)
 
 
 # ---- dead letters ---------------------------------------------------------------------

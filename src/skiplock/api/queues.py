@@ -3,10 +3,9 @@ queue's recent stats."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from msgspec import Meta, UnsetType
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -14,16 +13,16 @@ from skiplock import store
 from skiplock.api.auth import principal_of
 from skiplock.api.body import read_json_object
 from skiplock.api.fields import QUEUE_NAME, QueueName, decode
-from skiplock.api.models import QUEUE_RULES, CreateQueue, UpdateQueue
+from skiplock.api.models import QUEUE_RULES, CreateQueue, QueueSettings, UpdateQueue
 from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query
 from skiplock.api.responses import Queue, QueuePaused, Queues, QueueStats
 from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
-from skiplock.errors import ConfigError
 from skiplock.queue_stats import stats_document
-from skiplock.retry import RetryPolicy
+from skiplock.synonyms import QUEUE_SYNONYMS, SynonymError, canonical
 
+M = TypeVar("M", bound=QueueSettings)
 # The stats window: up to a day of per-minute buckets, read through the finished_at index.
 MINUTES_DEFAULT = 60
 MINUTES_MAX = 1440
@@ -61,13 +60,24 @@ async def list_queues(request: Request) -> Response:
     return JSONResponse({"queues": rows})
 
 
+def _settings_body(body: dict[str, Any], model: type[M]) -> M:
+    """A queue body, in skiplock's words (synonyms.QUEUE_SYNONYMS), decoded; a 422
+    naming the first bad field."""
+    try:
+        body = canonical(body, QUEUE_SYNONYMS)
+    except SynonymError as exc:
+        raise invalid_field(exc.field, str(exc)) from None
+    return decode(body, model, QUEUE_RULES, fields=model.__struct_fields__)
+
+
 async def create_queue(request: Request) -> Response:
-    """POST /api/v1/queues {"name", "paused"?} → 201 with the queue; 409 if it exists."""
+    """POST /api/v1/queues {"name", and any setting} → 201 with the queue; 409 if it
+    exists."""
     api = api_state(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    new = decode(body, CreateQueue, QUEUE_RULES, fields=CreateQueue.__struct_fields__)
+    new = _settings_body(body, CreateQueue)
     new.check()
-    name, paused = new.name, bool(new.paused)
+    name, settings = new.name, new.settings()
     principal = principal_of(request)
     if principal is not None and not principal.sees(name):
         raise Problem(
@@ -78,8 +88,10 @@ async def create_queue(request: Request) -> Response:
         )
 
     async def create(conn: Conn) -> dict[str, Any] | None:
-        if not await api.app.arun(store.create_queue(name, paused=paused), conn):
+        if not await api.app.arun(store.create_queue(name), conn):
             return None
+        if settings:
+            await api.app.arun(store.configure_queue(name, settings), conn)
         return await api.app.arun(store.get_queue(name), conn)
 
     created = await api.db(create)
@@ -95,49 +107,19 @@ async def get_queue(request: Request) -> Response:
     return JSONResponse(await _found(api, queue_of(request)))
 
 
-def _check_retry_policy(policy: dict[str, Any] | None) -> None:
-    if policy is not None:
-        try:
-            RetryPolicy.from_json(policy)
-        except ConfigError as exc:
-            raise invalid_field("retry_policy", f"retry_policy: {exc}") from None
-
-
 async def update_queue(request: Request) -> Response:
-    """PUT /api/v1/queues/{name} {"paused"?, "retry_policy"?, "timeout"?} → 200 with the
-    queue; 404 unknown. A default set to null is cleared, one left out is unchanged."""
+    """PUT /api/v1/queues/{name} {any setting} → 200 with the queue; 404 unknown. A
+    setting left out is unchanged, one set to null is cleared."""
     api = api_state(request)
     name = queue_of(request)
     body = await read_json_object(request, limit=api.max_body_bytes)
-    given = decode(body, UpdateQueue, QUEUE_RULES, fields=UpdateQueue.__struct_fields__)
-    paused = given.paused
-    policy = None if isinstance(given.retry_policy, UnsetType) else given.retry_policy
-    _check_retry_policy(policy)
-    timeout = None
-    if isinstance(given.timeout, float):
-        timeout = timedelta(seconds=given.timeout)
+    settings = _settings_body(body, UpdateQueue).settings()
 
     async def update(conn: Conn) -> dict[str, Any] | None:
-        # Locked before the read: a default left out is written back as read, and a
-        # concurrent change to it must not be overwritten with the older value.
         if not await api.app.arun(store.lock_queue(name), conn):
             return None
-        queue = await api.app.arun(store.get_queue(name), conn)
-        assert queue is not None  # its row is locked
-        if paused is not None:
-            change = store.pause_queue(name) if paused else store.resume_queue(name)
-            await api.app.arun(change, conn)
-        if "retry_policy" in body or "timeout" in body:
-            if "timeout" not in body and queue["timeout"] is not None:
-                timeout_now: timedelta | None = timedelta(seconds=queue["timeout"])
-            else:
-                timeout_now = timeout
-            defaults = store.set_queue_defaults(
-                name,
-                retry_policy=policy if "retry_policy" in body else queue["retry_policy"],
-                timeout=timeout_now,
-            )
-            await api.app.arun(defaults, conn)
+        if settings:
+            await api.app.arun(store.configure_queue(name, settings), conn)
         return await api.app.arun(store.get_queue(name), conn)
 
     queue = await api.db(update)
@@ -222,7 +204,7 @@ routes = [
             "POST": _operation(
                 create_queue,
                 "create_queue",
-                "Create a queue.",
+                "Create a queue, with any of its settings.",
                 {201: Answer(Queue, "Created.")},
                 body=CreateQueue,
                 errors=(409, 422, 503),
@@ -243,9 +225,7 @@ routes = [
             "PUT": _operation(
                 update_queue,
                 "update_queue",
-                "Change a queue's settings: `paused`, and the `retry_policy` and `timeout`"
-                " (seconds) its jobs take when they set none (null clears one; a field left"
-                " out is unchanged).",
+                "Change a queue's settings: a field left out is unchanged, null clears one.",
                 {200: Answer(Queue, "The queue, changed.")},
                 body=UpdateQueue,
                 errors=(404, 422, 503),

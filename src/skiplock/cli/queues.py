@@ -1,11 +1,12 @@
-"""`skiplock queues`: counts per queue; create, delete, set limits and defaults, pause,
-resume; one queue's recent stats."""
+"""`skiplock queues`: counts and settings per queue; create, delete, change settings
+(skiplock.queue_settings), pause, resume; one queue's recent stats."""
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -13,7 +14,6 @@ import click
 from skiplock import store
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
-    SECONDS_MAX,
     CliError,
     CliUsageError,
     Settings,
@@ -22,21 +22,22 @@ from skiplock.cli.root import (
     pass_settings,
     run_found,
 )
-from skiplock.errors import SkiplockError
+from skiplock.errors import ConfigError
 from skiplock.jobs import STATUSES
-from skiplock.options import PATTERN_WORDS, QUEUE_PATTERN
+from skiplock.options import PATTERN_WORDS, QUEUE_PATTERN, from_cli
+from skiplock.queue_settings import BY_NAME as QUEUE_SETTINGS
+from skiplock.queue_settings import RATE, SETTINGS
 from skiplock.queue_stats import ENDED, stats_document
-from skiplock.retry import RetryPolicy
 
 
 @main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool) -> None:
-    """Job counts per queue and status (finished ones: totals since install);
-    `queues create|delete NAME` adds or removes one, `queues set NAME` sets its limits
-    and defaults, `queues pause|resume NAME` stops and restarts claiming from it and
-    `queues stats NAME` shows its workers and throughput."""
+    """Job counts per queue and status (finished ones: totals since install), with each
+    queue's settings; `queues create|delete NAME` adds or removes one, `queues set NAME`
+    changes its settings, `queues pause|resume NAME` stops and restarts claiming from it
+    and `queues stats NAME` shows its workers and throughput."""
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
@@ -47,7 +48,7 @@ def queues(ctx: click.Context, as_json: bool) -> None:
     elif not stats:
         click.echo("no queues")
     else:
-        columns = ("queue", "paused", *STATUSES)
+        columns = ("queue", "paused", *STATUSES, "priority", "weight")
         headers = [*(name.upper() for name in columns), "LIMITS", "DEFAULTS"]
         rows = [
             [*(_stat_text(s[k]) for k in columns), _limits_text(s), _defaults_text(s)]
@@ -71,89 +72,131 @@ def _limits_text(stat: dict[str, Any]) -> str:
     return ", ".join(limits) or "-"
 
 
-@queues.command("set")
-@click.argument("name")
-@click.option("--max-running", type=click.IntRange(1), default=None, help="Across all workers.")
-@click.option(
-    "--rate", default=None, metavar="N/SECONDS", help='e.g. "100/60": 100 starts a minute.'
-)
-@click.option(
-    "--retry-policy",
-    default=None,
-    metavar="JSON",
-    help='Default for jobs without one, e.g. \'{"kind": "fixed", "base": 30}\'.',
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, SECONDS_MAX, min_open=True),
-    default=None,
-    metavar="SECONDS",
-    help="Default for jobs without one.",
-)
-@pass_settings
-def set_queue_limits(
-    settings: Settings,
-    name: str,
-    max_running: int | None,
-    rate: str | None,
-    retry_policy: str | None,
-    timeout: float | None,
-) -> None:
-    """Set a queue's limits, enforced in the claim across all workers, and the retry
-    policy and timeout its jobs take when they set none. Limits (--max-running, --rate)
-    and defaults (--retry-policy, --timeout) are each set as a pair when one of the pair
-    is given, the other one of the pair then cleared; with no option, all are cleared."""
-    rate_limit, rate_period = _parse_rate(rate) if rate else (None, None)
-    policy = _parse_retry_policy(retry_policy) if retry_policy else None
-    period = timedelta(seconds=timeout) if timeout is not None else None
-    set_limits = max_running is not None or rate is not None
-    set_defaults = retry_policy is not None or timeout is not None
-    if not set_limits and not set_defaults:
-        set_limits = set_defaults = True
-    with connect(settings.dsn()) as conn, conn.transaction():
-        if set_limits:
-            store.set_queue_limits(
-                name, max_running=max_running, rate_limit=rate_limit, rate_period=rate_period
-            ).run(conn)
-        if set_defaults:
-            store.set_queue_defaults(name, retry_policy=policy, timeout=period).run(conn)
-        stat = store.get_queue(name).run(conn)
-    assert stat is not None  # both calls create the queue row
-    shown = [_limits_text(stat)] if set_limits else []
-    if set_defaults:
-        shown.append(f"defaults: {_defaults_text(stat)}")
-    click.echo(f"queue {name}: {'; '.join(shown)}")
-
-
-def _parse_retry_policy(text: str) -> dict[str, Any]:
-    try:
-        policy: dict[str, Any] = json.loads(text)
-        RetryPolicy.from_json(policy)  # refused here, with the field, rather than by SQL
-        return policy
-    except (ValueError, SkiplockError) as exc:  # invalid JSON, or a ConfigError
-        raise click.BadParameter(str(exc), param_hint="--retry-policy") from None
-
-
 def _defaults_text(stat: dict[str, Any]) -> str:
     defaults = []
     if stat["retry_policy"] is not None:
         defaults.append(f"retry {json.dumps(stat['retry_policy'], sort_keys=True)}")
     if stat["timeout"] is not None:
         defaults.append(f"timeout {stat['timeout']:g} s")
+    if stat["max_attempts"] is not None:
+        defaults.append(f"{stat['max_attempts']} attempts")
     return ", ".join(defaults) or "-"
 
 
-def _parse_rate(text: str) -> tuple[int, timedelta]:
-    count, _, seconds = text.partition("/")
-    try:
-        limit, period = int(count), float(seconds)
-    except ValueError:
-        raise click.BadParameter(f"expected N/SECONDS such as 100/60, got {text!r}") from None
-    if limit < 1 or not 0 < period <= SECONDS_MAX:
-        raise click.BadParameter(
-            f"N must be >= 1 and 0 < SECONDS <= {SECONDS_MAX:.0f}, got {text!r}"
+def _changed_text(stat: dict[str, Any], changed: set[str]) -> str:
+    """What `queues set` prints of a queue: the groups of settings it changed."""
+    shown = []
+    if changed & {"max_running", *RATE}:
+        shown.append(_limits_text(stat))
+    if changed & {"retry_policy", "timeout", "max_attempts"}:
+        shown.append(f"defaults: {_defaults_text(stat)}")
+    if changed & {"priority", "weight"}:
+        shown.append(f"priority {stat['priority']}, weight {stat['weight']}")
+    return "; ".join(shown)
+
+
+# The settings with a flag of their own (--max-running ...); a rate is one flag,
+# --rate N/SECONDS, and pausing has its own commands.
+FLAGGED = tuple(setting for setting in SETTINGS if setting.name not in ("paused", *RATE))
+# What --clear takes: a flag's name.
+CLEARABLE = {setting.flag.removeprefix("--"): (setting.name,) for setting in FLAGGED} | {
+    "rate": RATE
+}
+
+
+def setting_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A flag per queue setting (skiplock.queue_settings), in declaration order."""
+    flags = []
+    for setting in FLAGGED:
+        flags.append(
+            click.option(
+                setting.flag,
+                setting.name,
+                default=None,
+                metavar=setting.metavar,
+                help=setting.help,
+            )
         )
-    return limit, timedelta(seconds=period)
+        if setting.name == "max_running":
+            flags.append(
+                click.option(
+                    "--rate",
+                    default=None,
+                    metavar="N/SECONDS",
+                    help="At most N of its jobs started per SECONDS (or a duration), across"
+                    ' all workers: "100/60" or "100/1m".',
+                )
+            )
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+def given_settings(
+    texts: dict[str, Any], rate: str | None, clear: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The settings the flags give (and those --clear names, as None), each checked by
+    its declaration; a bad one is a usage error naming its flag."""
+    given: dict[str, Any] = {}
+    for setting in FLAGGED:
+        text = texts.get(setting.name)
+        if text is not None:
+            try:
+                given[setting.name] = from_cli(setting, text)
+            except ConfigError as exc:
+                raise CliUsageError(str(exc)) from None
+    if rate is not None:
+        given.update(_parse_rate(rate))
+    for flag in clear:
+        for name in CLEARABLE[flag]:
+            if name in given:
+                raise CliUsageError(f"--clear {flag}: it is set by --{flag} too")
+            given[name] = None
+    return given
+
+
+def _parse_rate(text: str) -> dict[str, Any]:
+    count, _, period = text.partition("/")
+    try:
+        return {
+            RATE[0]: from_cli(QUEUE_SETTINGS[RATE[0]], count),
+            RATE[1]: from_cli(QUEUE_SETTINGS[RATE[1]], period),
+        }
+    except ConfigError:
+        raise CliUsageError(
+            f"--rate: expected N/SECONDS (N >= 1, SECONDS > 0 or a duration) such as 100/60"
+            f" or 100/1m, got {text!r}"
+        ) from None
+
+
+@queues.command("set")
+@click.argument("name")
+@setting_flags
+@click.option(
+    "--clear",
+    multiple=True,
+    type=click.Choice(sorted(CLEARABLE)),
+    metavar="SETTING",
+    help=f"Clear a setting: {', '.join(sorted(CLEARABLE))} (priority and weight go back to 0"
+    " and 1). Repeat the flag for more.",
+)
+@pass_settings
+def set_queue(
+    settings: Settings, /, name: str, rate: str | None, clear: tuple[str, ...], **texts: Any
+) -> None:
+    """Change a queue's settings: the ones given are set, the others stay as they are
+    (--clear SETTING clears one). Limits (--max-running, --rate) are enforced in the
+    claim across all workers; defaults (--retry-policy, --timeout, --max-attempts) are
+    for its jobs that set none; --priority and --weight order it among the queues a
+    worker serves. Creates the queue if needed."""
+    given = given_settings(texts, rate, clear)
+    if not given:
+        raise CliUsageError("give a setting to change (see --help)")
+    with connect(settings.dsn()) as conn, conn.transaction():
+        store.configure_queue(name, given).run(conn)
+        stat = store.get_queue(name).run(conn)
+    assert stat is not None  # configure_queue creates the queue row
+    click.echo(f"queue {name}: {_changed_text(stat, set(given))}")
 
 
 @queues.command("pause")
@@ -177,15 +220,22 @@ def resume_queue(settings: Settings, name: str) -> None:
 @queues.command("create")
 @click.argument("name")
 @click.option("--paused", is_flag=True, help="Create it paused: its jobs wait for a resume.")
+@setting_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the queue, as `queues --json`.")
 @pass_settings
-def create_queue(settings: Settings, name: str, paused: bool, as_json: bool) -> None:
-    """Create a queue (enqueue creates one on first use too); refused if it exists."""
+def create_queue(
+    settings: Settings, /, name: str, paused: bool, rate: str | None, as_json: bool, **texts: Any
+) -> None:
+    """Create a queue (enqueue creates one on first use too), with any of the settings
+    of `queues set`; refused if it exists."""
     if not re.fullmatch(QUEUE_PATTERN, name):
         raise CliUsageError(f"NAME: must be {PATTERN_WORDS[QUEUE_PATTERN]}, got {name!r}")
+    given = given_settings(texts, rate)
     with connect(settings.dsn()) as conn, conn.transaction():
         if not store.create_queue(name, paused=paused).run(conn):
             raise CliError(f"queue {name} already exists")
+        if given:
+            store.configure_queue(name, given).run(conn)
         created = store.get_queue(name).run(conn)
     if as_json:
         print_json(created)

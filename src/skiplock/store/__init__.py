@@ -209,6 +209,9 @@ from skiplock.store.operator import (
     cancel_job as cancel_job,
 )
 from skiplock.store.operator import (
+    configure_queue as configure_queue,
+)
+from skiplock.store.operator import (
     create_queue as create_queue,
 )
 from skiplock.store.operator import (
@@ -237,6 +240,9 @@ from skiplock.store.operator import (
 )
 from skiplock.store.operator import (
     set_queue_limits as set_queue_limits,
+)
+from skiplock.store.operator import (
+    set_queue_order as set_queue_order,
 )
 from skiplock.store.previews import (
     PREVIEW_CHARS as PREVIEW_CHARS,

@@ -18,8 +18,8 @@ from skiplock.store.call import Call, column, scalar, text_array
 class EnqueueRequest(NamedTuple):
     """One job to enqueue; `args_json` is already-encoded JSON text (see jobs.encode_json).
 
-    A NamedTuple (immutable, and built ~5x faster than a frozen dataclass): bulk
-    enqueue makes one per job.
+    A NamedTuple (immutable, and cheaper to build than a frozen dataclass): bulk enqueue
+    makes one per job.
     """
 
     task: str
@@ -117,9 +117,8 @@ _SHARED_DEFAULTS = {
 # Up to this many jobs, one INSERT beats reserve_job_ids + COPY: one round trip instead
 # of three, names checked once (COPY checks each row's), and no COPY slot bookkeeping
 # (on PostgreSQL 17 and 18 it grows with the square of the rows per statement, up to
-# 1,000). Past it COPY wins: it streams, and the bookkeeping is paid once. Per 1,000
-# jobs with small args, INSERT / COPY: 100-job batches 33 / 47 ms, 1,000: 14.4 / 17.9,
-# 2,000: 13.5 / 14.6, 5,000: 13.1 / 13.2, 20,000: 13.9 / 12.6.
+# 1,000). Past it COPY wins: it streams, and the bookkeeping is paid once
+# (docs/performance.md, "Costs behind the code's choices").
 INSERT_MAX_JOBS = 5_000
 
 
@@ -195,8 +194,9 @@ def _pairs(jobs: Sequence[EnqueueRequest]) -> str:
 
 @dataclass(frozen=True)
 class CopyCall(Call[list[int]]):
-    """Reserve ids (`sql`, one statement), resolve the shared options (`options_sql`:
-    given > the task's published defaults > built-in), then COPY the rows with those ids
+    """Reserve ids (`sql`, one statement), resolve the shared options (`options_sql`,
+    skiplock._job_options: given > the task's published defaults > built-in, and
+    max_attempts given > the task's > the queue's > 20), then COPY the rows with those ids
     and every resolved option: COPY returns no ids, callers need them in input order, and
     a row that named its options never needs the insert trigger's second write. Three
     round trips for any number of jobs; the COPY is one statement, so one NOTIFY and

@@ -1,6 +1,6 @@
 """Operator actions (sql/functions/070_operator.sql): cancel, retry and delete a job;
-create, pause, resume and delete a queue, set its limits and defaults; redrive and
-purge the dead letters."""
+create, pause, resume and delete a queue, change its settings (all at once, or its
+limits, defaults or order); redrive and purge the dead letters."""
 
 from __future__ import annotations
 
@@ -44,6 +44,18 @@ def delete_queue(queue: str) -> Call[bool]:
     return Call("SELECT skiplock.delete_queue(%s)", (queue,), flag)
 
 
+def configure_queue(queue: str, settings: Mapping[str, Any]) -> Call[None]:
+    """Change the settings named in `settings` (queue_settings.py: None clears one) and
+    keep the others, in one statement."""
+    document = {
+        name: value.total_seconds() if isinstance(value, timedelta) else value
+        for name, value in settings.items()
+    }
+    return Call(
+        "SELECT skiplock.configure_queue(%s, %s::jsonb)", (queue, json.dumps(document)), nothing
+    )
+
+
 def set_queue_limits(
     queue: str,
     *,
@@ -63,12 +75,18 @@ def set_queue_defaults(
     *,
     retry_policy: Mapping[str, Any] | None = None,
     timeout: timedelta | None = None,
+    max_attempts: int | None = None,
 ) -> Call[None]:
+    policy = json.dumps(retry_policy) if retry_policy is not None else None
     return Call(
-        "SELECT skiplock.set_queue_defaults(%s, %s::jsonb, %s)",
-        (queue, json.dumps(retry_policy) if retry_policy is not None else None, timeout),
+        "SELECT skiplock.set_queue_defaults(%s, %s::jsonb, %s, %s)",
+        (queue, policy, timeout, max_attempts),
         nothing,
     )
+
+
+def set_queue_order(queue: str, *, priority: int = 0, weight: int = 1) -> Call[None]:
+    return Call("SELECT skiplock.set_queue_order(%s, %s, %s)", (queue, priority, weight), nothing)
 
 
 def redrive_dead_letters(

@@ -18,6 +18,9 @@ QUEUE_STAT_COLUMNS = (
     "rate_period",
     "retry_policy",
     "timeout",
+    "max_attempts",
+    "priority",
+    "weight",
     *STATUSES,
 )
 _QUEUE_STATS = f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats"
