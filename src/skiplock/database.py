@@ -3,6 +3,7 @@ in the one order (argument, then environment), and the pools its calls run on.""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ class Database:
         self.pool_timeout = pool_timeout
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
+        self._async_pool_loop: asyncio.AbstractEventLoop | None = None
         self._pool_lock = threading.Lock()
 
     @property
@@ -93,7 +95,19 @@ class Database:
             return self._pool
 
     async def async_pool(self) -> AsyncConnectionPool:
-        """The app's async connection pool (autocommit), opened on first use."""
+        """The app's async connection pool (autocommit) for the running event loop, opened
+        on first use in that loop.
+
+        A pool belongs to the loop that opened it; a script that calls
+        `asyncio.run(app.enqueue_async(...))` twice runs two loops, and the second gets a
+        pool of its own (the first one's connections went with its loop). The pool is
+        opened with its first connection made (`wait=True`): a connection still being made
+        in the background when `asyncio.run` ends and cancels it could swallow the cancel
+        (asyncio.wait_for on Python 3.11) and keep the loop from closing.
+        """
+        loop = asyncio.get_running_loop()
+        if self._async_pool is not None and self._async_pool_loop is not loop:
+            self._async_pool = None
         if self._async_pool is None:
             pool = AsyncConnectionPool(
                 self.dsn,
@@ -104,9 +118,9 @@ class Database:
                 kwargs=self.connection_kwargs,
                 configure=store.ashow_readable_json,
             )
-            await pool.open()
+            await pool.open(wait=True, timeout=self.pool_timeout)
             if self._async_pool is None:
-                self._async_pool = pool
+                self._async_pool, self._async_pool_loop = pool, loop
             else:  # another caller opened one while we awaited: keep theirs
                 await pool.close()
         return self._async_pool

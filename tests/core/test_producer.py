@@ -423,3 +423,14 @@ def test_durations_and_priorities_by_name(app, conn):
         (job_id,),
     ).fetchone()
     assert row == (timedelta(minutes=5), 50, timedelta(hours=1))
+
+
+def test_each_event_loop_gets_its_own_async_pool(app: skiplock.App) -> None:
+    """A script may call asyncio.run(app.enqueue_async(...)) more than once: each loop
+    gets a pool of its own, opened before the call returns, so no connection is still
+    being made when asyncio.run cancels what its loop left behind."""
+    first = asyncio.run(app.enqueue_async("t"))
+    first_pool = app._async_pool
+    second = asyncio.run(app.enqueue_async("t"))
+    assert app._async_pool is not first_pool
+    assert app.get_job(first).task == app.get_job(second).task == "t"
