@@ -65,10 +65,7 @@ def prepare(conn: psycopg.Connection[Any], variant: Variant, jobs: int) -> None:
             (queue, jobs),
         )
         if (priority, weight) != (0, 1):
-            conn.execute(
-                "UPDATE skiplock.queues SET priority = %s, weight = %s WHERE name = %s",
-                (priority, weight, queue),
-            )
+            conn.execute("SELECT skiplock.set_queue_order(%s, %s, %s)", (queue, priority, weight))
     conn.execute("VACUUM ANALYZE skiplock.jobs")
 
 

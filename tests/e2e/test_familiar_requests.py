@@ -115,6 +115,23 @@ def test_familiar_requests_for_tasks_dev_does_not_serve(dsn: str) -> None:
         short = dev.api.post("/jobs", json={"type": "email", "payload": {"to": "a@b.c"}})
         assert short.status_code == 201 and short.json()["id"], short.text
 
+        critical = dev.api.post(
+            "/api/v1/queues",
+            json={
+                "name": "critical",
+                "max_workers": 20,
+                "max_retries": 5,
+                "retry_strategy": "exponential",
+                "priority": 10,
+                "weight": 3,
+            },
+        )
+        assert critical.status_code == 201, critical.text
+        queue = critical.json()
+        assert (queue["max_running"], queue["max_attempts"]) == (20, 6)
+        assert (queue["priority"], queue["weight"]) == (10, 3)
+        assert queue["retry_policy"]["kind"] == "exponential"
+
         backup = dev.api.post(
             "/api/v1/schedules",
             json={

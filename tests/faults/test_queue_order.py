@@ -18,12 +18,7 @@ def fill(app: skiplock.App, queue: str, n: int) -> None:
 
 
 def set_order(conn: psycopg.Connection[Any], queue: str, priority: int, weight: int) -> None:
-    conn.execute(
-        "INSERT INTO skiplock.queues (name, priority, weight) VALUES (%s, %s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET priority = excluded.priority,"
-        " weight = excluded.weight",
-        (queue, priority, weight),
-    )
+    conn.execute("SELECT skiplock.set_queue_order(%s, %s, %s)", (queue, priority, weight))
 
 
 def start(workers: Workers, queues: list[str]) -> None:

@@ -19,10 +19,7 @@ def fill(conn: psycopg.Connection[Any], queue: str, n: int, priority: int = 0) -
 
 
 def order(conn: psycopg.Connection[Any], queue: str, priority: int, weight: int) -> None:
-    conn.execute(
-        "UPDATE skiplock.queues SET priority = %s, weight = %s WHERE name = %s",
-        (priority, weight, queue),
-    )
+    conn.execute("SELECT skiplock.set_queue_order(%s, %s, %s)", (queue, priority, weight))
 
 
 def claim(conn: psycopg.Connection[Any], queues: list[str], limit: int) -> list[str]:
