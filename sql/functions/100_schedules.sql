@@ -4,10 +4,13 @@
 -- create_schedule: add a schedule, or with p_replace replace one of the same name (a
 -- changed cron or time zone makes the workers compute next_run_at again). Raises for an
 -- unknown time zone, a malformed cron expression, or an existing name without p_replace.
+-- Queue, priority and max_attempts left NULL are resolved now as an enqueue resolves
+-- them (_job_options): the task's published defaults, then the queue's max_attempts,
+-- then the built-in values; the schedule's jobs carry what was resolved.
 CREATE OR REPLACE FUNCTION skiplock.create_schedule(
     p_name text, p_cron text, p_task text, p_args jsonb DEFAULT '{}',
-    p_queue text DEFAULT 'default', p_priority integer DEFAULT 0,
-    p_timezone text DEFAULT 'UTC', p_max_attempts integer DEFAULT 20,
+    p_queue text DEFAULT NULL, p_priority integer DEFAULT NULL,
+    p_timezone text DEFAULT 'UTC', p_max_attempts integer DEFAULT NULL,
     p_enabled boolean DEFAULT true, p_replace boolean DEFAULT false
 ) RETURNS void
 LANGUAGE plpgsql
@@ -21,9 +24,12 @@ BEGIN
     END IF;
     INSERT INTO skiplock.schedules AS s (name, cron, timezone, task, args, queue, priority,
                                          max_attempts, enabled)
-    VALUES (p_name, trim(p_cron), p_timezone, p_task, coalesce(p_args, '{}'),
-            coalesce(p_queue, 'default'), coalesce(p_priority, 0),
-            coalesce(p_max_attempts, 20), coalesce(p_enabled, true))
+    SELECT p_name, trim(p_cron), p_timezone, p_task, coalesce(p_args, '{}'),
+           o.queue, o.priority, o.max_attempts, coalesce(p_enabled, true)
+    FROM skiplock._job_options(
+        jsonb_strip_nulls(jsonb_build_object('queue', p_queue, 'priority', p_priority,
+                                             'max_attempts', p_max_attempts)),
+        p_task) o
     ON CONFLICT (name) DO UPDATE
         SET cron = excluded.cron, timezone = excluded.timezone, task = excluded.task,
             args = excluded.args, queue = excluded.queue, priority = excluded.priority,

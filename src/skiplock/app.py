@@ -159,10 +159,10 @@ class App(AdminCalls):
                 cron=cron,
                 task=task.name,
                 args_json=args_json,
-                queue=task.defaults.queue or "default",
-                priority=task.defaults.priority or 0,
+                queue=task.defaults.queue,
+                priority=task.defaults.priority,
                 timezone=timezone,
-                max_attempts=task.defaults.max_attempts or 20,
+                max_attempts=task.defaults.max_attempts,
             )
             return task
 

@@ -39,10 +39,12 @@ class ScheduleSpec:
     cron: str
     task: str
     args_json: str = "{}"
-    queue: str = "default"
-    priority: int = 0
+    # None: the task's published default, the queue's, the built-in value, resolved by
+    # skiplock.create_schedule
+    queue: str | None = None
+    priority: int | None = None
     timezone: str = "UTC"
-    max_attempts: int = 20
+    max_attempts: int | None = None
 
 
 def validate(cron: str, tz: str) -> None:

@@ -147,9 +147,9 @@ async def create_schedule(request: Request) -> Response:
     tz = _timezone(schedule.timezone if schedule.timezone is not None else "UTC", cron)
     job = parse_enqueue({field: body[field] for field in SCHEDULE_JOB_FIELDS if field in body})
     enabled = schedule.enabled is not False
-    # Unset options take the task's defaults when this App registered it, then the
-    # published ones, then the table's: as for an enqueue, and as for a schedule
-    # declared with @app.schedule.
+    # Unset options take the task's defaults when this App registered it, then (in SQL)
+    # the published ones, the queue's and the built-in values: as for an enqueue, and as
+    # for a schedule declared with @app.schedule.
     registered = api.app.tasks.get(job.task)
     given = JobOptions.checked(job.options)
     options = registered.defaults.merged(given) if registered else given
@@ -158,20 +158,17 @@ async def create_schedule(request: Request) -> Response:
     async def create(conn: Conn) -> tuple[bool, dict[str, Any] | None]:
         check = RegistryCheck(job.task, job.args, allow_unregistered)
         await check_jobs_against_registry(api, conn, [check])
-        rows = await api.app.arun(store.list_tasks([job.task]), conn)
-        published: dict[str, Any] = rows[0] if rows else {"queue": "default", "defaults": {}}
-        defaults = published["defaults"]
+        # Left out (None): the task's published defaults, the queue's, the built-in
+        # values, resolved by skiplock.create_schedule.
         call = store.create_schedule(
             name,
             cron=cron,
             task=job.task,
             args_json=encode_json(job.args, what="args"),
-            queue=options.queue or published["queue"],
-            priority=options.priority
-            if options.priority is not None
-            else defaults.get("priority", 0),
+            queue=options.queue,
+            priority=options.priority,
             timezone=tz,
-            max_attempts=options.max_attempts or defaults.get("max_attempts", 20),
+            max_attempts=options.max_attempts,
             enabled=enabled,
             replace=replace,
         )

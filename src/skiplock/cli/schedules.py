@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
@@ -109,7 +108,8 @@ def create_schedule(
     allow_unregistered_task: bool,
 ) -> None:
     """Create a schedule (workers fire it; the first computes its next run). Options
-    left out take the task's published defaults; a task no worker has published is
+    left out take the task's published defaults, then the queue's (max attempts), then
+    the built-in values, resolved now; a task no worker has published is
     refused unless --allow-unregistered-task."""
     validate_schedule(cron, timezone)
     args_json = json.dumps(parse_args(args_text))
@@ -120,19 +120,15 @@ def create_schedule(
                 f"unknown task {task}: no worker has published it; check the name, start a"
                 " worker that serves it, or pass --allow-unregistered-task"
             )
-        registry: dict[str, Any] = (
-            published[0] if published else {"queue": "default", "defaults": {}}
-        )
-        defaults = registry["defaults"]
         store.create_schedule(
             name,
             cron=cron,
             task=task,
             args_json=args_json,
-            queue=queue or registry["queue"],
-            priority=priority if priority is not None else defaults.get("priority", 0),
+            queue=queue,
+            priority=priority,
             timezone=timezone,
-            max_attempts=max_attempts or defaults.get("max_attempts", 20),
+            max_attempts=max_attempts,
             replace=replace,
         ).run(conn)
     click.echo(f"schedule {name} {'saved' if replace else 'created'}")

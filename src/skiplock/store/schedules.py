@@ -49,10 +49,10 @@ def create_schedule(
     cron: str,
     task: str,
     args_json: str,
-    queue: str,
-    priority: int,
+    queue: str | None,
+    priority: int | None,
     timezone: str,
-    max_attempts: int,
+    max_attempts: int | None,
     enabled: bool = True,
     replace: bool = False,
 ) -> Call[None]:
