@@ -25,6 +25,12 @@ def payloads(listener: psycopg.Connection) -> list[str]:
     return [n.payload for n in listener.notifies(timeout=0.5, stop_after=100)]
 
 
+def drain(listener: psycopg.Connection, count: int) -> None:
+    """Read the `count` wake-ups sent so far (one per enqueue), however slowly they come."""
+    got = list(listener.notifies(timeout=30, stop_after=count))
+    assert len(got) == count
+
+
 def enqueue_one_per_queue(conn: psycopg.Connection, **options: object) -> list[int]:
     return [
         conn.execute(
@@ -45,7 +51,7 @@ def test_releasing_jobs_of_many_queues_wakes_everyone(
         "SELECT id, attempt FROM skiplock.claim_jobs(%s, %s, 1000)", (W1, QUEUES)
     ).fetchall()
     assert len(claimed) == len(QUEUES)
-    payloads(listener)  # the enqueues' wake-ups
+    drain(listener, len(QUEUES))  # the enqueues' wake-ups
     released = conn.execute(
         "SELECT skiplock.release_jobs(%s, %s, %s)",
         (W1, [i for i, _ in claimed], [a for _, a in claimed]),
