@@ -57,10 +57,12 @@ def safe_next(request: Request, value: str | None) -> str:
 
 
 def login_form(
-    request: Request, *, error: str | None = None, status: int = 200, token: str | None = None
+    request: Request, *, error: str | None = None, status: int = 200, nxt: str | None = None
 ) -> Response:
+    """The form, with a fresh login CSRF token in it and in its cookie; `nxt` is where a
+    login goes next (the query's `next` when the form is first shown)."""
     dashboard = dashboard_of(request)
-    token = token or secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
@@ -68,7 +70,7 @@ def login_form(
             "error": error,
             "no_secret": NO_SECRET if dashboard.codec is None else None,
             "login_csrf": token,
-            "next": request.query_params.get("next", ""),
+            "next": request.query_params.get("next", "") if nxt is None else nxt,
         },
         status=status,
     )
@@ -85,7 +87,8 @@ async def login_page(request: Request) -> Response:
         return login_form(request, status=501)
     async with request.form(max_fields=MAX_FORM_FIELDS, max_files=0) as form:
         fields = {key: form.get(key) for key in ("username", "password", "token", CSRF_FIELD)}
-        nxt = form.get("next")
+        given_next = form.get("next")
+    nxt = given_next if isinstance(given_next, str) else ""
     if not same_token(fields[CSRF_FIELD], request.cookies.get(LOGIN_COOKIE)):
         raise PageError(403, "Forbidden", "the login form's CSRF token is missing or wrong")
     client = client_address(request.scope)
@@ -97,7 +100,8 @@ async def login_page(request: Request) -> Response:
     actor = username or "token"
     if wait is not None:
         await audit_login(dashboard, actor, 429, client)
-        return login_form(request, error=f"too many failed attempts; retry in {wait} s", status=429)
+        error = f"too many failed attempts; retry in {wait} s"
+        return login_form(request, error=error, status=429, nxt=nxt)
     session = await (
         token_session(dashboard, token)
         if token
@@ -106,10 +110,10 @@ async def login_page(request: Request) -> Response:
     if session is None:
         dashboard.limiter.fail(client)
         await audit_login(dashboard, actor, 401, client)
-        return login_form(request, error=DENIED, status=401)
+        return login_form(request, error=DENIED, status=401, nxt=nxt)
     if session.kind == "token":
         await audit_login(dashboard, "token", 200, client)
-    response = RedirectResponse(safe_next(request, str(nxt or "")), status_code=303)
+    response = RedirectResponse(safe_next(request, nxt), status_code=303)
     assert dashboard.codec is not None
     set_cookie(
         request,
