@@ -260,3 +260,24 @@ def test_the_dashboard_works_mounted_under_a_prefix(conn: psycopg.Connection, ds
         assert answer.headers["location"] == "/skiplock/dashboard/"
         assert "ada · read" in client.get("/skiplock/dashboard/jobs").text
         assert client.get("/skiplock/dashboard/static/dashboard.js").status_code == 200
+
+
+def test_over_https_the_session_cookie_is_secure(dsn: str, conn: psycopg.Connection) -> None:
+    add_user(conn, "ada", "read")
+    api = create_app(skiplock.App(dsn), auth=CONFIG)
+    with TestClient(api, base_url="https://testserver") as client:
+        answer = log_in(client, username="ada", password=PASSWORD)
+        cookies = [v for k, v in answer.headers.multi_items() if k == "set-cookie"]
+        session = next(c for c in cookies if c.startswith("skiplock_session="))
+        assert "Secure" in session and "HttpOnly" in session
+
+
+def test_a_bad_filter_is_a_422_page_naming_it(client: TestClient, conn: psycopg.Connection) -> None:
+    add_user(conn, "ada", "read")
+    log_in(client, username="ada", password=PASSWORD)
+    answer = client.get("/dashboard/jobs?status=sleeping")
+    assert answer.status_code == 422 and "status must be one of" in answer.text
+    answer = client.get("/dashboard/jobs?queue=bad%20name")
+    assert answer.status_code == 422 and "queue must be a valid queue name" in answer.text
+    assert client.get("/dashboard/jobs/12345").status_code == 404
+    assert client.get("/dashboard/jobs/not-an-id").status_code == 404

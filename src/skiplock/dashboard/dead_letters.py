@@ -9,6 +9,9 @@ same batches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,11 +40,11 @@ COUNT_LIMIT = REDRIVE_LIMIT_DEFAULT
 ACTIONS = {"redrive": "Redrive", "purge": "Purge"}
 
 
-def matching(source: dict[str, str] | object) -> dict[str, str]:
+def matching(source: Mapping[str, Any]) -> dict[str, str]:
     """The queue and task filters given (query string or form), empty ones left out."""
     found: dict[str, str] = {}
     for name in ("queue", "task"):
-        value = source.get(name) if hasattr(source, "get") else None
+        value = source.get(name)
         if isinstance(value, str) and value.strip():
             found[name] = value.strip()
     return found

@@ -24,6 +24,7 @@ from skiplock.api.failures import FailureLimiter
 from skiplock.api.problems import Problem
 from skiplock.api.state import ApiState
 from skiplock.dashboard.session import CSRF_FIELD, SESSION_COOKIE, Session, SessionCodec, same_token
+from skiplock.errors import JobNotFound
 
 PREFIX = "/dashboard"
 # Where DashboardDispatch leaves the dashboard's URL root (the API's mount prefix + PREFIX).
@@ -233,15 +234,19 @@ def back_to(request: Request, path: str, notice: str | None = None) -> RedirectR
 
 
 async def page_error(request: Request, exc: Exception) -> Response:
+    """The error page for what a page raised: its own PageError, the API state's Problem
+    (503 while the database is away), a job gone meanwhile, or the router's 404/405."""
     if isinstance(exc, PageError):
         status, title, detail = exc.status, exc.title, exc.detail
-    elif isinstance(exc, Problem):  # the API's state answers 503 when the database is away
+    elif isinstance(exc, Problem):
         status, title, detail = exc.status, exc.error, exc.detail
+    elif isinstance(exc, JobNotFound):
+        status, title, detail = 404, "Not found", str(exc)
     elif isinstance(exc, HTTPException):
-        status, title, detail = exc.status_code, "Not found", "no such page"
-        if exc.status_code != 404:
-            title, detail = "Error", str(exc.detail)
-    else:  # (psycopg.OperationalError, PoolTimeout)
+        status, title, detail = exc.status_code, "Error", str(exc.detail)
+        if status == 404:
+            title, detail = "Not found", "no such page"
+    else:  # psycopg.OperationalError, PoolTimeout
         status, title, detail = 503, "Database unavailable", "the database is not answering"
     return render(request, "error.html", {"title": title, "detail": detail}, status=status)
 
@@ -260,5 +265,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: page_error,
     psycopg.OperationalError: page_error,
     PoolTimeout: page_error,
+    JobNotFound: page_error,
     LoginRequired: login_required,
 }

@@ -15,10 +15,7 @@
     if (regions.length === 0) return;
     let response;
     try {
-      response = await fetch(window.location.href, {
-        credentials: "same-origin",
-        headers: { "X-Skiplock-Live": "1" },
-      });
+      response = await fetch(window.location.href, { credentials: "same-origin" });
     } catch (error) {
       return; // offline for a moment: the next tick tries again
     }
