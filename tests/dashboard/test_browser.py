@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from browser import Page, Server, WorkerThread, chrome
+from dashboard_browser import Page, Server, WorkerThread, chrome
+from dashboard_checks import CONFIG, PASSWORD, add_token, add_user, dead_letters
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 import skiplock
-from conftest import CONFIG, PASSWORD, add_token, add_user, dead_letters
 from skiplock import store
 
 pytestmark = pytest.mark.slow

@@ -7,12 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
-from starlette.applications import Starlette
-from starlette.routing import Mount
-from starlette.testclient import TestClient
-
-import skiplock
-from conftest import (
+from dashboard_checks import (
     CONFIG,
     PASSWORD,
     add_token,
@@ -21,6 +16,11 @@ from conftest import (
     dead_letters,
     log_in,
 )
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+import skiplock
 from skiplock import store
 from skiplock.api import api_lifespan, create_app
 from skiplock.api.auth import hash_token
@@ -101,6 +101,7 @@ def test_a_token_login_follows_the_token_and_ends_when_it_is_revoked(
     token = add_token(conn, "ci", "write")
     assert log_in(client, token=token).status_code == 303
     assert "ci · write" in client.get("/dashboard/jobs").text
+    assert ("ci", "login", None, 200, "dashboard") in audit_rows(conn)
     assert log_in(client, token="sk_nope").status_code == 401
     conn.execute(
         "UPDATE skiplock.api_tokens SET revoked_at = now() WHERE token_hash = %s",

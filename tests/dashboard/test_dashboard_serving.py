@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from browser import free_port
+from dashboard_browser import free_port
+from dashboard_checks import PASSWORD, add_user, csrf_of
 
-from conftest import PASSWORD, add_user, csrf_of, wait_until
+from conftest import wait_until
 from skiplock.cli.serve import banner
 
 ROOT = Path(__file__).resolve().parents[2]
