@@ -144,6 +144,7 @@ def test_scopes_decide_the_buttons_and_the_actions(
     assert page.status_code == 200 and ">Retry</button>" not in page.text
     # the failed attempt, with its traceback
     assert "Attempt 1" in page.text and "RuntimeError: boom" in page.text
+    assert "RuntimeError: RuntimeError" not in page.text
     assert "Traceback (most recent call last)" in page.text
     assert reader.post(
         f"/dashboard/jobs/{job_id}/retry", data={"csrf": csrf_of(page.text)}

@@ -66,7 +66,7 @@ def when(value: datetime | str | None) -> str:
         return "—"
     if isinstance(value, str):
         return value
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
 
 
 templates.filters["pretty_json"] = pretty_json
