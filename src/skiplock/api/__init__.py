@@ -78,6 +78,7 @@ def create_app(
     statement_timeout: float = 5.0,
     auth: AuthConfig | None = None,
     accept_unknown_tasks: bool = False,
+    dashboard_read_only: bool = False,
 ) -> Starlette:
     """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers, tasks
     under /api/v1, plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
@@ -100,7 +101,12 @@ def create_app(
 
     A job, workflow step or schedule whose task no worker has published gets 422 unless
     its body sends "allow_unregistered_task": true, or `accept_unknown_tasks` is set.
+
+    The dashboard answers at / (pages under /dashboard, docs/dashboard.md), with its own
+    login; `dashboard_read_only` hides and refuses its every action.
     """
+    from skiplock.dashboard import DashboardDispatch, dashboard_app  # it imports the API
+
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
     if max_body_bytes_in_flight < max_body_bytes:
@@ -129,6 +135,11 @@ def create_app(
         # POST /api/login → /api/v1/login before anything matches routes
         Middleware(login.LoginAlias),
         Middleware(RequestTraceContext),
+        # before the bearer-token check: the dashboard's pages authenticate by cookie
+        Middleware(
+            DashboardDispatch,
+            dashboard=dashboard_app(state, auth, read_only=dashboard_read_only),
+        ),
     ]
     routes = [
         route(

@@ -88,6 +88,21 @@ def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
 
 
+dashboard_read_only_option = click.option(
+    "--dashboard-read-only",
+    is_flag=True,
+    help="The dashboard shows everything and offers no action (and refuses any).",
+)
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}"
+
+
+def dashboard_line(host: str, port: int) -> str:
+    return f"dashboard at {base_url(host, port)}/dashboard/"
+
+
 host_option = click.option(
     "--host", default="127.0.0.1", show_default=True, help="The address the API listens on."
 )
@@ -132,6 +147,7 @@ port_option = click.option(
     help="Take jobs, workflows and schedules of tasks no worker has published, as if each"
     " sent allow_unregistered_task (default: 422 unknown task; dev always takes them).",
 )
+@dashboard_read_only_option
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -148,11 +164,12 @@ def serve(
     jwt_audience: str | None,
     login_lifetime: str,
     accept_unknown_tasks: bool,
+    dashboard_read_only: bool,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
-    """Serve the HTTP API; every route but /health, /ready, /metrics and the API docs
-    needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
+    """Serve the HTTP API and the dashboard; every API route but /health, /ready, /metrics
+    and the API docs needs a bearer token (`skiplock tokens create`) or a JWT, unless --no-auth."""
     import uvicorn
 
     from skiplock.api.auth import AuthConfig
@@ -187,8 +204,15 @@ def serve(
             "auth is on and no API token exists yet: create one with"
             " `skiplock tokens create --name NAME --scope admin`"
         )
+    url = base_url(host, port)
+    click.echo(f"skiplock serve: API at {url}/api/v1, {dashboard_line(host, port)}")
     uvicorn.run(
-        api_factory()(app, auth=auth, accept_unknown_tasks=accept_unknown_tasks),
+        api_factory()(
+            app,
+            auth=auth,
+            accept_unknown_tasks=accept_unknown_tasks,
+            dashboard_read_only=dashboard_read_only,
+        ),
         host=host,
         port=port,
         log_config=None,
@@ -222,6 +246,7 @@ def serve(
     help="Jobs run at once.",
 )
 @forwarded_allow_ips_option
+@dashboard_read_only_option
 @listen_dsn_option
 @click.option(
     "--webhook-secret",
@@ -238,6 +263,7 @@ def dev(
     data_dir: Path,
     concurrency: int,
     forwarded_allow_ips: str | None,
+    dashboard_read_only: bool,
     listen_dsn: str | None,
     webhook_secret: str | None,
     log_format: str,
@@ -301,6 +327,7 @@ def dev(
                 # a newcomer's first job may name a task the demo app lacks: it is taken
                 # and waits, shown as unpublished, instead of a 422
                 accept_unknown_tasks=True,
+                dashboard_read_only=dashboard_read_only,
             ),
             host,
             port,
@@ -322,7 +349,7 @@ def banner(
     webhook_secret: str | None = None,
     user_password: str | None = None,
 ) -> str:
-    url = f"http://{host}:{port}"
+    url = base_url(host, port)
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
     body = '{"task": "echo", "args": {"message": "hi"}}'
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
@@ -330,6 +357,7 @@ def banner(
         [
             f"skiplock dev: worker running {app_spec} on queues {', '.join(queues)}, API at {url}",
             f"database: {dsn}",
+            f"{dashboard_line(host, port)} (log in as {DEV_USER_NAME} or with the API token)",
             *(
                 [f"API token ({DEV_TOKEN_NAME}, admin; replaced at every start): {token}"]
                 if token

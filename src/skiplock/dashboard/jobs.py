@@ -1,0 +1,159 @@
+"""The jobs pages: the list (filters, keyset pages) and one job (args, result, progress,
+errors per attempt, dependencies), with its retry and cancel actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from skiplock import store
+from skiplock.api.fields import QUEUE_NAME
+from skiplock.api.jobs import parse_job_id
+from skiplock.api.state import Conn
+from skiplock.dashboard.pages import (
+    PageError,
+    Viewer,
+    acting,
+    audit,
+    back_to,
+    dashboard_of,
+    not_found,
+    render,
+    viewer,
+)
+from skiplock.jobs import STATUSES, Job
+from skiplock.store import JobFilter
+
+PAGE_SIZE = 50
+FILTERS = ("status", "queue", "task", "tag")
+
+
+def job_filter(request: Request) -> tuple[JobFilter, dict[str, str]]:
+    """The list's filters from the query string (the same fields as GET /api/v1/jobs);
+    a bad one is a 422 page naming it."""
+    given = {name: request.query_params.get(name, "").strip() for name in FILTERS}
+    given = {name: value for name, value in given.items() if value}
+    status = given.get("status")
+    if status is not None and status not in STATUSES:
+        raise PageError(422, "Invalid filter", f"status must be one of {', '.join(STATUSES)}")
+    queue = given.get("queue")
+    if queue is not None and not QUEUE_NAME.fullmatch(queue):
+        raise PageError(422, "Invalid filter", "queue must be a valid queue name")
+    filters = JobFilter(
+        statuses=(status,) if status else (),
+        queue=queue,
+        task=given.get("task"),
+        tag=given.get("tag"),
+    )
+    return filters, given
+
+
+def before_of(request: Request) -> int | None:
+    raw = request.query_params.get("before")
+    if raw is None:
+        return None
+    before = parse_job_id(raw)
+    if before is None:
+        raise PageError(422, "Invalid filter", "before must be a job id")
+    return before
+
+
+async def jobs_page(request: Request) -> Response:
+    """GET /dashboard/jobs?status&queue&task&tag&before: newest first, PAGE_SIZE a page;
+    `before` is the last id of the previous page (keyset, as the API's cursor)."""
+    who = await viewer(request)
+    filters, given = job_filter(request)
+    before = before_of(request)
+    call = store.list_job_previews(
+        filters,
+        who.principal.queue_pattern,
+        sort="id",
+        descending=True,
+        after=None if before is None else (before, before),
+        limit=PAGE_SIZE + 1,
+    )
+    rows = await dashboard_of(request).api.run(call)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    context = {
+        "jobs": rows,
+        "filters": given,
+        "statuses": STATUSES,
+        "next_before": rows[-1]["id"] if more else None,
+    }
+    return render(request, "jobs.html", context, who=who)
+
+
+async def visible_job(request: Request, who: Viewer) -> Job:
+    """The job in the URL; 404 when there is none or it is in a queue the viewer does
+    not see (as the API answers a queue-limited token)."""
+    raw = request.path_params["job_id"]
+    job_id = parse_job_id(raw)
+    job = None if job_id is None else await dashboard_of(request).api.run(store.get_job(job_id))
+    if job is None or not who.principal.sees(job.queue):
+        raise not_found(f"job {raw}")
+    return job
+
+
+async def job_page(request: Request) -> Response:
+    """GET /dashboard/jobs/{id}."""
+    who = await viewer(request)
+    job = await visible_job(request, who)
+    workflow = job.meta.get("workflow_id")
+    context: dict[str, Any] = {
+        "job": job,
+        "workflow": workflow,
+        "workflow_step": job.meta.get("workflow_step"),
+        "errors": list(reversed(job.errors)),
+    }
+    return render(request, "job.html", context, who=who)
+
+
+async def job_action(request: Request, action: str) -> Response:
+    """POST /dashboard/jobs/{id}/retry or /cancel (write): the App's retry_job or
+    cancel_job, the calls the API's routes make."""
+    who, _ = await acting(request, "write")
+    job = await visible_job(request, who)
+    api = dashboard_of(request).api
+
+    async def act(conn: Conn) -> str:
+        if action == "retry":
+            return await api.app.retry_job_async(job.id, conn=conn)
+        return await api.app.cancel_job_async(job.id, conn=conn)
+
+    try:
+        status = await api.db(act)
+    except psycopg.errors.DatabaseError as exc:
+        # e.g. retrying a job that is running: the SQL function says why
+        await audit(request, who, 409, f"jobs/{job.id}")
+        detail = exc.diag.message_primary or str(exc)
+        raise PageError(409, "Conflict", detail) from None
+    if action == "cancel" and status not in ("cancelled", "running"):
+        await audit(request, who, 409, f"jobs/{job.id}")
+        raise PageError(409, "Conflict", f"job {job.id} already finished ({status})")
+    await audit(request, who, 200, f"jobs/{job.id}")
+    if action == "retry":
+        notice = "retried"
+    else:
+        notice = "cancelling" if status == "running" else "cancelled"
+    return back_to(request, f"/jobs/{job.id}", notice)
+
+
+async def retry_job(request: Request) -> Response:
+    return await job_action(request, "retry")
+
+
+async def cancel_job(request: Request) -> Response:
+    return await job_action(request, "cancel")
+
+
+routes = [
+    Route("/jobs", jobs_page, name="jobs"),
+    Route("/jobs/{job_id}", job_page, name="job"),
+    Route("/jobs/{job_id}/retry", retry_job, methods=["POST"], name="retry_job"),
+    Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
+]

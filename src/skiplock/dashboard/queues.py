@@ -1,0 +1,118 @@
+"""The overview, the queues (pause, resume) and the workers (stop): what the API's
+/api/v1/stats, /queues and /workers handlers read, through the same store calls."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from skiplock import store
+from skiplock.api.fields import QUEUE_NAME
+from skiplock.dashboard.pages import (
+    Viewer,
+    acting,
+    audit,
+    back_to,
+    check_sees_all_queues,
+    dashboard_of,
+    not_found,
+    render,
+    viewer,
+)
+from skiplock.jobs import STATUSES
+
+
+async def visible_queues(request: Request, who: Viewer) -> list[dict[str, Any]]:
+    """store.queue_stats, less the queues a queue-limited viewer does not see."""
+    rows = await dashboard_of(request).api.run(store.queue_stats())
+    return [row for row in rows if who.principal.sees(row["queue"])]
+
+
+async def overview(request: Request) -> Response:
+    """GET /dashboard/: per queue counts by status, paused queues, workers."""
+    who = await viewer(request)
+    queues = await visible_queues(request, who)
+    workers: list[dict[str, Any]] = []
+    if who.principal.queue_pattern is None:
+        workers = await dashboard_of(request).api.run(store.list_workers())
+    alive = [w for w in workers if w["alive"]]
+    context = {
+        "queues": queues,
+        "statuses": STATUSES,
+        "totals": {s: sum(q[s] for q in queues) for s in STATUSES},
+        "paused": [q["queue"] for q in queues if q["paused"]],
+        "workers_alive": len(alive),
+        "workers_healthy": sum(1 for w in alive if w["healthy"]),
+        "running_jobs": sum(w["running_jobs"] for w in alive),
+    }
+    return render(request, "overview.html", context, who=who)
+
+
+async def queues_page(request: Request) -> Response:
+    """GET /dashboard/queues: counts, limits, paused."""
+    who = await viewer(request)
+    context = {"queues": await visible_queues(request, who), "statuses": STATUSES}
+    return render(request, "queues.html", context, who=who)
+
+
+async def set_paused(request: Request, *, paused: bool) -> Response:
+    """POST /dashboard/queues/{name}/pause or /resume (admin): store.pause_queue or
+    store.resume_queue, as the API's routes call them."""
+    who, _ = await acting(request, "admin")
+    name: str = request.path_params["name"]
+    if not QUEUE_NAME.fullmatch(name) or not who.principal.sees(name):
+        raise not_found(f"queue {name}")
+    call = store.pause_queue(name) if paused else store.resume_queue(name)
+    found = await dashboard_of(request).api.run(call)
+    await audit(request, who, 200 if found else 404, f"queues/{name}")
+    if not found:
+        raise not_found(f"queue {name}")
+    return back_to(request, "/queues", "paused" if paused else "resumed")
+
+
+async def pause_queue(request: Request) -> Response:
+    return await set_paused(request, paused=True)
+
+
+async def resume_queue(request: Request) -> Response:
+    return await set_paused(request, paused=False)
+
+
+async def workers_page(request: Request) -> Response:
+    """GET /dashboard/workers: alive, healthy, stuck, running jobs."""
+    who = await viewer(request)
+    check_sees_all_queues(who, "Workers")
+    workers = await dashboard_of(request).api.run(store.list_workers())
+    return render(request, "workers.html", {"workers": workers}, who=who)
+
+
+async def stop_worker(request: Request) -> Response:
+    """POST /dashboard/workers/{id}/stop (admin): store.stop_worker, a graceful stop."""
+    who, _ = await acting(request, "admin")
+    check_sees_all_queues(who, "Workers")
+    raw: str = request.path_params["worker_id"]
+    try:
+        worker_id: uuid.UUID | None = uuid.UUID(raw)
+    except ValueError:
+        worker_id = None
+    found = worker_id is not None and await dashboard_of(request).api.run(
+        store.stop_worker(worker_id)
+    )
+    await audit(request, who, 202 if found else 404, f"workers/{raw}")
+    if not found:
+        raise not_found(f"worker {raw}")
+    return back_to(request, "/workers", "stopping")
+
+
+routes = [
+    Route("/", overview, name="overview"),
+    Route("/queues", queues_page, name="queues"),
+    Route("/queues/{name}/pause", pause_queue, methods=["POST"], name="pause_queue"),
+    Route("/queues/{name}/resume", resume_queue, methods=["POST"], name="resume_queue"),
+    Route("/workers", workers_page, name="workers"),
+    Route("/workers/{worker_id}/stop", stop_worker, methods=["POST"], name="stop_worker"),
+]
