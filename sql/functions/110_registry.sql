@@ -78,16 +78,31 @@ $$;
 
 -- _count_finished_jobs (trigger): finished jobs by outcome, and the duration of their
 -- last attempt (started_at to the end) for succeeded and failed ones, in the bucket of
--- the first bound above it (+Inf past the last). The bounds are read once per
--- statement: a function call per row would cost several times the rest of the trigger.
--- One compaction in about a thousand statements keeps the table bounded even when
--- nothing scrapes it.
+-- the first bound above it (+Inf past the last): into job_counts, and the same per
+-- minute of their end into job_metrics_minutes (115_metrics_history.sql), both in one
+-- statement. The bounds are read once per statement: a function call per row would
+-- cost several times the rest of the trigger. One compaction in about a thousand
+-- statements keeps the table bounded even when nothing scrapes it.
 CREATE OR REPLACE FUNCTION skiplock._count_finished_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_duration_bounds();
 BEGIN
     IF TG_TABLE_NAME = 'dead_jobs' THEN
+        WITH per_minute AS (
+            INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, failed,
+                                                      run_buckets, run_seconds)
+            SELECT date_trunc('minute', r.failed_at), r.queue, r.task, count(*),
+                   skiplock._bucket_counts(
+                       array_agg(width_bucket(d.seconds, v_bounds) + 1)
+                           FILTER (WHERE d.seconds IS NOT NULL),
+                       cardinality(v_bounds) + 1),
+                   coalesce(sum(d.seconds), 0)
+            FROM new_rows r
+            CROSS JOIN LATERAL (SELECT extract(epoch FROM r.failed_at - r.started_at)::float8
+                                       AS seconds) d
+            GROUP BY 1, 2, 3
+        )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
         SELECT r.queue, r.task, 'failed', NULL, NULL, count(*), NULL
         FROM new_rows r GROUP BY r.queue, r.task
@@ -100,6 +115,26 @@ BEGIN
               FROM new_rows r WHERE r.started_at IS NOT NULL) d
         GROUP BY 1, 2, 5;
     ELSE
+        WITH per_minute AS (
+            INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, succeeded,
+                                                      cancelled, expired, run_buckets,
+                                                      run_seconds)
+            SELECT date_trunc('minute', r.finished_at), r.queue, r.task,
+                   count(*) FILTER (WHERE r.status = 'succeeded'),
+                   count(*) FILTER (WHERE r.status = 'cancelled'),
+                   count(*) FILTER (WHERE r.status = 'expired'),
+                   skiplock._bucket_counts(
+                       array_agg(width_bucket(d.seconds, v_bounds) + 1)
+                           FILTER (WHERE d.seconds IS NOT NULL),
+                       cardinality(v_bounds) + 1),
+                   coalesce(sum(d.seconds), 0)
+            FROM new_rows r
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN r.status = 'succeeded'
+                            THEN extract(epoch FROM r.finished_at - r.started_at)::float8
+                       END AS seconds) d
+            GROUP BY 1, 2, 3
+        )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
         SELECT r.queue, r.task, r.status::text, NULL, NULL, count(*), NULL
         FROM new_rows r GROUP BY r.queue, r.task, r.status
