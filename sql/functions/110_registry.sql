@@ -92,15 +92,19 @@ BEGIN
         WITH per_minute AS (
             INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, failed,
                                                       run_buckets, run_seconds)
-            SELECT date_trunc('minute', r.failed_at), r.queue, r.task, count(*),
-                   skiplock._bucket_counts(
-                       array_agg(width_bucket(d.seconds, v_bounds) + 1)
-                           FILTER (WHERE d.seconds IS NOT NULL),
-                       cardinality(v_bounds) + 1),
-                   coalesce(sum(d.seconds), 0)
-            FROM new_rows r
-            CROSS JOIN LATERAL (SELECT extract(epoch FROM r.failed_at - r.started_at)::float8
-                                       AS seconds) d
+            SELECT b.minute, b.queue, b.task, sum(b.n),
+                   skiplock._bucket_counts(array_agg(b.bucket) FILTER (WHERE b.bucket > 0),
+                                           array_agg(b.n) FILTER (WHERE b.bucket > 0),
+                                           cardinality(v_bounds) + 1),
+                   coalesce(sum(b.seconds), 0)
+            FROM (SELECT date_trunc('minute', r.failed_at) AS minute, r.queue, r.task,
+                         coalesce(width_bucket(d.seconds, v_bounds) + 1, 0) AS bucket,
+                         count(*) AS n, sum(d.seconds) AS seconds
+                  FROM new_rows r
+                  CROSS JOIN LATERAL (
+                      SELECT extract(epoch FROM r.failed_at - r.started_at)::float8
+                                 AS seconds) d
+                  GROUP BY 1, 2, 3, 4) b
             GROUP BY 1, 2, 3
         )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
@@ -119,20 +123,24 @@ BEGIN
             INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, succeeded,
                                                       cancelled, expired, run_buckets,
                                                       run_seconds)
-            SELECT date_trunc('minute', r.finished_at), r.queue, r.task,
-                   count(*) FILTER (WHERE r.status = 'succeeded'),
-                   count(*) FILTER (WHERE r.status = 'cancelled'),
-                   count(*) FILTER (WHERE r.status = 'expired'),
-                   skiplock._bucket_counts(
-                       array_agg(width_bucket(d.seconds, v_bounds) + 1)
-                           FILTER (WHERE d.seconds IS NOT NULL),
-                       cardinality(v_bounds) + 1),
-                   coalesce(sum(d.seconds), 0)
-            FROM new_rows r
-            CROSS JOIN LATERAL (
-                SELECT CASE WHEN r.status = 'succeeded'
-                            THEN extract(epoch FROM r.finished_at - r.started_at)::float8
-                       END AS seconds) d
+            SELECT b.minute, b.queue, b.task, sum(b.succeeded), sum(b.cancelled),
+                   sum(b.expired),
+                   skiplock._bucket_counts(array_agg(b.bucket) FILTER (WHERE b.bucket > 0),
+                                           array_agg(b.succeeded) FILTER (WHERE b.bucket > 0),
+                                           cardinality(v_bounds) + 1),
+                   coalesce(sum(b.seconds), 0)
+            FROM (SELECT date_trunc('minute', r.finished_at) AS minute, r.queue, r.task,
+                         coalesce(width_bucket(d.seconds, v_bounds) + 1, 0) AS bucket,
+                         count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+                         count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
+                         count(*) FILTER (WHERE r.status = 'expired') AS expired,
+                         sum(d.seconds) AS seconds
+                  FROM new_rows r
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN r.status = 'succeeded'
+                                  THEN extract(epoch FROM r.finished_at - r.started_at)::float8
+                             END AS seconds) d
+                  GROUP BY 1, 2, 3, 4) b
             GROUP BY 1, 2, 3
         )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
@@ -193,10 +201,14 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.compact_job_counts')) THEN
         RETURN false;
     END IF;
+    -- the rows put back are no new events: the metrics history's trigger on job_counts
+    -- (115_metrics_history.sql) passes them by
+    PERFORM set_config('skiplock.compacting_job_counts', 'on', true);
     WITH gone AS (DELETE FROM skiplock.job_counts RETURNING *)
     INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
     SELECT queue, task, event, status, le, sum(n), sum(seconds)
     FROM gone GROUP BY queue, task, event, status, le;
+    PERFORM set_config('skiplock.compacting_job_counts', 'off', true);
     RETURN true;
 END
 $$;

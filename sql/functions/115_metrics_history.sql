@@ -1,9 +1,10 @@
 -- Metrics history (tables in migration 0008): per minute and per hour, by queue and
 -- task, the jobs that finished, retried, their run time and how long they waited to
 -- start; per queue, the ready jobs and the oldest one, sampled once a minute. Written
--- as work finishes (the finishing trigger _count_finished_jobs and the two triggers on
--- jobs below: one grouped INSERT per statement, no read of any job table), folded and
--- pruned by the workers' maintenance, read by window with metrics_series.
+-- as work finishes by statement triggers (_count_finished_jobs in 110_registry.sql and
+-- _count_job_waits below: one grouped INSERT per statement, no read of any job table)
+-- and from the `retried` counters fail_jobs writes; folded and pruned by the workers'
+-- maintenance, read by window with metrics_series.
 
 -- job_wait_bounds: the bounds in seconds of the wait histogram (how long a ready job
 -- waited to start; +Inf is implied).
@@ -12,94 +13,95 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT '{0.01,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600,21600}'::float8[]
 $$;
 
--- _bucket_counts (internal): p_buckets are 1-based bucket numbers (width_bucket + 1);
--- returns the count of each of the p_size buckets. NULL in, NULL out: no samples.
-CREATE OR REPLACE FUNCTION skiplock._bucket_counts(p_buckets integer[], p_size integer)
-RETURNS bigint[]
-LANGUAGE sql IMMUTABLE STRICT AS $$
-    SELECT array_agg(coalesce(c.n, 0) ORDER BY i)
-    FROM generate_series(1, p_size) AS i
-    LEFT JOIN (SELECT b, count(*) AS n FROM unnest(p_buckets) AS b GROUP BY b) c ON c.b = i
-$$;
-
--- _add_buckets (internal): two histograms added bucket by bucket; NULL is no samples.
-CREATE OR REPLACE FUNCTION skiplock._add_buckets(p_a bigint[], p_b bigint[])
-RETURNS bigint[]
+-- _bucket_counts (internal): a histogram of p_size buckets from its non-empty ones:
+-- p_counts[i] samples in bucket p_buckets[i] (1-based: width_bucket + 1). NULL when
+-- p_buckets is: no samples. PL/pgSQL, not SQL: its plan is kept for the session, where a
+-- SQL function with a query would be planned again on every call of a trigger.
+-- Not planned per call: it reads no table, and loops over at most p_size entries.
+CREATE OR REPLACE FUNCTION skiplock._bucket_counts(
+    p_buckets integer[], p_counts bigint[], p_size integer
+) RETURNS bigint[]
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
-    v_sum bigint[];
+    v_counts bigint[];
 BEGIN
-    IF p_a IS NULL THEN
-        RETURN p_b;
-    ELSIF p_b IS NULL THEN
-        RETURN p_a;
+    IF p_buckets IS NULL THEN
+        RETURN NULL;
     END IF;
-    v_sum := p_a;
-    FOR i IN 1 .. greatest(cardinality(p_a), cardinality(p_b)) LOOP
-        v_sum[i] := coalesce(p_a[i], 0) + coalesce(p_b[i], 0);
+    v_counts := array_fill(0::bigint, ARRAY[p_size]);
+    FOR i IN 1 .. cardinality(p_buckets) LOOP
+        v_counts[p_buckets[i]] := v_counts[p_buckets[i]] + p_counts[i];
     END LOOP;
-    RETURN v_sum;
+    RETURN v_counts;
 END
 $$;
 
--- _sum_buckets (internal aggregate): the sum of histograms, NULL when all are NULL.
-CREATE OR REPLACE AGGREGATE skiplock._sum_buckets(bigint[]) (
-    SFUNC = skiplock._add_buckets,
-    STYPE = bigint[]
-);
+-- _sum_buckets (internal): the sum, bucket by bucket, of the histograms in p_rows (a
+-- two-dimensional array, one histogram a row: array_agg of a histogram column); NULL
+-- for no rows. Histograms of one bounds function have one length.
+-- Not planned per call: an expression over its argument, no table read.
+CREATE OR REPLACE FUNCTION skiplock._sum_buckets(p_rows bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT array_agg(s.n ORDER BY s.bucket)
+    FROM (SELECT (u.o - 1) % array_length(p_rows, 2) + 1 AS bucket, sum(u.v)::bigint AS n
+          FROM unnest(p_rows) WITH ORDINALITY AS u(v, o) GROUP BY 1) s
+$$;
 
--- _count_retried_job (row trigger, on the jobs that go back to their queue after a
--- failed attempt): one retried attempt, and how long it waited to start, in the minute
--- of the failure (the error entry's time: fail_jobs' p_now). A row trigger with a WHEN
--- on the few statements that set run_at, rather than a statement trigger on every
--- UPDATE of jobs: the claims and heartbeats do not pay for it.
-CREATE OR REPLACE FUNCTION skiplock._count_retried_job() RETURNS trigger
+-- _add_buckets (internal): two histograms added bucket by bucket; NULL is no samples.
+-- Not planned per call: an expression over its arguments, no table read.
+CREATE OR REPLACE FUNCTION skiplock._add_buckets(p_a bigint[], p_b bigint[])
+RETURNS bigint[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_a IS NULL THEN p_b
+                WHEN p_b IS NULL THEN p_a
+                ELSE skiplock._sum_buckets(ARRAY[p_a, p_b]) END
+$$;
+
+-- _count_retried_jobs (row trigger on job_counts): the `retried` counters fail_jobs
+-- writes, one row per queue, task and statement, copied into this minute. A row trigger
+-- whose WHEN passes only those rows: the other counters (every enqueue writes one) cost
+-- the WHEN alone. compact_job_counts marks its transaction while it re-inserts the
+-- counters it folds, which are no new retries.
+CREATE OR REPLACE FUNCTION skiplock._count_retried_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_bounds float8[] := skiplock.job_wait_bounds();
-    v_waited float8 := extract(epoch FROM OLD.started_at
-                                          - greatest(OLD.run_at, OLD.created_at))::float8;
 BEGIN
     INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, retried)
-    VALUES (date_trunc('minute', coalesce((NEW.errors -> -1 ->> 'at')::timestamptz, now())),
-            NEW.queue, NEW.task, 1);
-    IF v_waited >= 0 THEN
-        INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, wait_buckets, wait_seconds)
-        VALUES (date_trunc('minute', OLD.started_at), NEW.queue, NEW.task,
-                skiplock._bucket_counts(ARRAY[width_bucket(v_waited, v_bounds) + 1],
-                                        cardinality(v_bounds) + 1),
-                v_waited);
-    END IF;
+    VALUES (date_trunc('minute', now()), NEW.queue, NEW.task, NEW.n);
     RETURN NULL;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER jobs_retried_counted AFTER UPDATE OF run_at ON skiplock.jobs
+CREATE OR REPLACE TRIGGER job_counts_retried AFTER INSERT ON skiplock.job_counts
     FOR EACH ROW
-    WHEN (OLD.state = 'running' AND NEW.state = 'queued' AND NEW.attempt = OLD.attempt)
-    EXECUTE FUNCTION skiplock._count_retried_job();
+    WHEN (NEW.event = 'retried'
+          AND current_setting('skiplock.compacting_job_counts', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION skiplock._count_retried_jobs();
 
--- _count_job_waits (trigger, once per statement that deletes jobs): the wait of the
--- last attempt of each job that leaves the hot table, from the time it was ready
+-- _count_job_waits (trigger, once per statement that deletes jobs): how long the last
+-- attempt of each job that leaves the hot table waited, from the time it was ready
 -- (run_at, or created_at when it was enqueued with a run_at in the past) to its start,
--- dated by the minute it started. Only the jobs that started this attempt count (a
--- queued job deleted or expired waited for nothing); run_at is in the hot table alone,
--- which is why this is a trigger on jobs and not on job_history.
+-- dated by the minute it started. Only jobs whose attempt started count (a queued job
+-- deleted or expired waited for nothing); run_at is in the hot table alone, which is
+-- why this is a trigger on jobs and not on job_history.
 CREATE OR REPLACE FUNCTION skiplock._count_job_waits() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_wait_bounds();
 BEGIN
     INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, wait_buckets, wait_seconds)
-    SELECT date_trunc('minute', w.started_at), w.queue, w.task,
-           skiplock._bucket_counts(array_agg(width_bucket(w.waited, v_bounds) + 1),
+    SELECT b.minute, b.queue, b.task,
+           skiplock._bucket_counts(array_agg(b.bucket), array_agg(b.n),
                                    cardinality(v_bounds) + 1),
-           sum(w.waited)
-    FROM (SELECT r.queue, r.task, r.started_at,
-                 extract(epoch FROM r.started_at - greatest(r.run_at, r.created_at))::float8
-                     AS waited
+           sum(b.seconds)
+    FROM (SELECT date_trunc('minute', r.started_at) AS minute, r.queue, r.task,
+                 width_bucket(w.waited, v_bounds) + 1 AS bucket, count(*) AS n,
+                 sum(w.waited) AS seconds
           FROM old_rows r
-          WHERE r.state = 'running' AND r.started_at >= greatest(r.run_at, r.created_at)) w
+          CROSS JOIN LATERAL (
+              SELECT extract(epoch FROM r.started_at - greatest(r.run_at, r.created_at))::float8
+                         AS waited) w
+          WHERE r.state = 'running' AND r.started_at >= greatest(r.run_at, r.created_at)
+          GROUP BY 1, 2, 3, 4) b
     GROUP BY 1, 2, 3;
     RETURN NULL;
 END
@@ -229,9 +231,11 @@ BEGIN
         SELECT g.minute, g.queue, g.task, sum(g.succeeded) AS succeeded,
                sum(g.failed) AS failed, sum(g.retried) AS retried,
                sum(g.cancelled) AS cancelled, sum(g.expired) AS expired,
-               skiplock._sum_buckets(g.run_buckets) AS run_buckets,
+               skiplock._sum_buckets(array_agg(g.run_buckets)
+                                     FILTER (WHERE g.run_buckets IS NOT NULL)) AS run_buckets,
                sum(g.run_seconds) AS run_seconds,
-               skiplock._sum_buckets(g.wait_buckets) AS wait_buckets,
+               skiplock._sum_buckets(array_agg(g.wait_buckets)
+                                     FILTER (WHERE g.wait_buckets IS NOT NULL)) AS wait_buckets,
                sum(g.wait_seconds) AS wait_seconds, count(*) AS n
         FROM gone g GROUP BY g.minute, g.queue, g.task
     ), minutes AS (
@@ -255,8 +259,10 @@ BEGIN
             retried, cancelled, expired, run_buckets, run_seconds, wait_buckets, wait_seconds)
         SELECT date_trunc('hour', p.minute), p.queue, p.task, sum(p.succeeded),
                sum(p.failed), sum(p.retried), sum(p.cancelled), sum(p.expired),
-               skiplock._sum_buckets(p.run_buckets), sum(p.run_seconds),
-               skiplock._sum_buckets(p.wait_buckets), sum(p.wait_seconds)
+               skiplock._sum_buckets(array_agg(p.run_buckets)
+                                     FILTER (WHERE p.run_buckets IS NOT NULL)), sum(p.run_seconds),
+               skiplock._sum_buckets(array_agg(p.wait_buckets)
+                                     FILTER (WHERE p.wait_buckets IS NOT NULL)), sum(p.wait_seconds)
         FROM per_minute p GROUP BY 1, 2, 3
         ON CONFLICT (hour, queue, task) DO UPDATE
         SET succeeded = h.succeeded + excluded.succeeded, failed = h.failed + excluded.failed,
@@ -372,9 +378,11 @@ BEGIN
         SELECT j.at, sum(j.succeeded)::bigint AS succeeded, sum(j.failed)::bigint AS failed,
                sum(j.retried)::bigint AS retried, sum(j.cancelled)::bigint AS cancelled,
                sum(j.expired)::bigint AS expired,
-               skiplock._sum_buckets(j.run_buckets) AS run_buckets,
+               skiplock._sum_buckets(array_agg(j.run_buckets)
+                                     FILTER (WHERE j.run_buckets IS NOT NULL)) AS run_buckets,
                sum(j.run_seconds) AS run_seconds,
-               skiplock._sum_buckets(j.wait_buckets) AS wait_buckets,
+               skiplock._sum_buckets(array_agg(j.wait_buckets)
+                                     FILTER (WHERE j.wait_buckets IS NOT NULL)) AS wait_buckets,
                sum(j.wait_seconds) AS wait_seconds
         FROM jobs j
         WHERE (p_queue IS NULL OR j.queue = p_queue) AND (p_task IS NULL OR j.task = p_task)
