@@ -78,35 +78,16 @@ $$;
 
 -- _count_finished_jobs (trigger): finished jobs by outcome, and the duration of their
 -- last attempt (started_at to the end) for succeeded and failed ones, in the bucket of
--- the first bound above it (+Inf past the last): into job_counts, and the same per
--- minute of their end into job_metrics_minutes (115_metrics_history.sql), both in one
--- statement. The bounds are read once per statement: a function call per row would
--- cost several times the rest of the trigger. One compaction in about a thousand
--- statements keeps the table bounded even when nothing scrapes it.
+-- the first bound above it (+Inf past the last). The bounds are read once per
+-- statement: a function call per row would cost several times the rest of the trigger.
+-- One compaction in about a thousand statements keeps the table bounded even when
+-- nothing scrapes it.
 CREATE OR REPLACE FUNCTION skiplock._count_finished_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_duration_bounds();
 BEGIN
     IF TG_TABLE_NAME = 'dead_jobs' THEN
-        WITH per_minute AS (
-            INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, failed,
-                                                      run_buckets, run_seconds)
-            SELECT b.minute, b.queue, b.task, sum(b.n),
-                   skiplock._bucket_counts(array_agg(b.bucket) FILTER (WHERE b.bucket > 0),
-                                           array_agg(b.n) FILTER (WHERE b.bucket > 0),
-                                           cardinality(v_bounds) + 1),
-                   coalesce(sum(b.seconds), 0)
-            FROM (SELECT date_trunc('minute', r.failed_at) AS minute, r.queue, r.task,
-                         coalesce(width_bucket(d.seconds, v_bounds) + 1, 0) AS bucket,
-                         count(*) AS n, sum(d.seconds) AS seconds
-                  FROM new_rows r
-                  CROSS JOIN LATERAL (
-                      SELECT extract(epoch FROM r.failed_at - r.started_at)::float8
-                                 AS seconds) d
-                  GROUP BY 1, 2, 3, 4) b
-            GROUP BY 1, 2, 3
-        )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
         SELECT r.queue, r.task, 'failed', NULL, NULL, count(*), NULL
         FROM new_rows r GROUP BY r.queue, r.task
@@ -119,30 +100,6 @@ BEGIN
               FROM new_rows r WHERE r.started_at IS NOT NULL) d
         GROUP BY 1, 2, 5;
     ELSE
-        WITH per_minute AS (
-            INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, succeeded,
-                                                      cancelled, expired, run_buckets,
-                                                      run_seconds)
-            SELECT b.minute, b.queue, b.task, sum(b.succeeded), sum(b.cancelled),
-                   sum(b.expired),
-                   skiplock._bucket_counts(array_agg(b.bucket) FILTER (WHERE b.bucket > 0),
-                                           array_agg(b.succeeded) FILTER (WHERE b.bucket > 0),
-                                           cardinality(v_bounds) + 1),
-                   coalesce(sum(b.seconds), 0)
-            FROM (SELECT date_trunc('minute', r.finished_at) AS minute, r.queue, r.task,
-                         coalesce(width_bucket(d.seconds, v_bounds) + 1, 0) AS bucket,
-                         count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
-                         count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
-                         count(*) FILTER (WHERE r.status = 'expired') AS expired,
-                         sum(d.seconds) AS seconds
-                  FROM new_rows r
-                  CROSS JOIN LATERAL (
-                      SELECT CASE WHEN r.status = 'succeeded'
-                                  THEN extract(epoch FROM r.finished_at - r.started_at)::float8
-                             END AS seconds) d
-                  GROUP BY 1, 2, 3, 4) b
-            GROUP BY 1, 2, 3
-        )
         INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
         SELECT r.queue, r.task, r.status::text, NULL, NULL, count(*), NULL
         FROM new_rows r GROUP BY r.queue, r.task, r.status
@@ -192,23 +149,46 @@ BEGIN
 END
 $$;
 
--- compact_job_counts: fold job_counts into one row per key. Runs only where it gets the
--- advisory lock at once (else returns false): concurrent compactions never wait on each
--- other, and writers, who only INSERT, never wait on a compaction.
+-- compact_job_counts: fold job_counts into one row per key, its totals (minute NULL);
+-- the rows counted since the last compaction (stamped with their minute) are added to
+-- the metrics history's minute rows on the way (job_metrics_minutes, folded by
+-- fold_metrics in 115_metrics_history.sql): outcomes, retries and the run-time
+-- histogram, by minute, queue and task. Runs only where it gets the advisory lock at
+-- once (else returns false): concurrent compactions never wait on each other, and
+-- writers, who only INSERT, never wait on a compaction.
 CREATE OR REPLACE FUNCTION skiplock.compact_job_counts() RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_bounds float8[] := skiplock.job_duration_bounds();
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.compact_job_counts')) THEN
         RETURN false;
     END IF;
-    -- the rows put back are no new events: the metrics history's trigger on job_counts
-    -- (115_metrics_history.sql) passes them by
-    PERFORM set_config('skiplock.compacting_job_counts', 'on', true);
-    WITH gone AS (DELETE FROM skiplock.job_counts RETURNING *)
-    INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
-    SELECT queue, task, event, status, le, sum(n), sum(seconds)
+    WITH gone AS (
+        DELETE FROM skiplock.job_counts RETURNING *
+    ), history AS (
+        INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, succeeded, failed,
+            retried, cancelled, expired, run_buckets, run_seconds)
+        SELECT g.minute, g.queue, g.task,
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'succeeded'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'failed'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'retried'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'cancelled'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'expired'), 0),
+               -- a duration row's le is one of the bounds, or +Inf past the last
+               skiplock._bucket_counts(
+                   array_agg(coalesce(array_position(v_bounds, g.le), cardinality(v_bounds) + 1))
+                       FILTER (WHERE g.event = 'duration'),
+                   array_agg(g.n) FILTER (WHERE g.event = 'duration'),
+                   cardinality(v_bounds) + 1),
+               coalesce(sum(g.seconds) FILTER (WHERE g.event = 'duration'), 0)
+        FROM gone g
+        WHERE g.minute IS NOT NULL AND g.event <> 'created'
+        GROUP BY g.minute, g.queue, g.task
+    )
+    INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds, minute)
+    SELECT queue, task, event, status, le, sum(n), sum(seconds), NULL
     FROM gone GROUP BY queue, task, event, status, le;
-    PERFORM set_config('skiplock.compacting_job_counts', 'off', true);
     RETURN true;
 END
 $$;

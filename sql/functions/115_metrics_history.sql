@@ -1,10 +1,10 @@
 -- Metrics history (tables in migration 0008): per minute and per hour, by queue and
 -- task, the jobs that finished, retried, their run time and how long they waited to
--- start; per queue, the ready jobs and the oldest one, sampled once a minute. Written
--- as work finishes by statement triggers (_count_finished_jobs in 110_registry.sql and
--- _count_job_waits below: one grouped INSERT per statement, no read of any job table)
--- and from the `retried` counters fail_jobs writes; folded and pruned by the workers'
--- maintenance, read by window with metrics_series.
+-- start; per queue, the ready jobs and the oldest one, sampled once a minute. The
+-- outcomes, retries and run times come from the job counters (each row stamped with
+-- its minute; compact_job_counts moves them here), the waits from one statement
+-- trigger on jobs below (one grouped INSERT per statement, no read of any job table).
+-- Folded and pruned by the workers' maintenance, read by window with metrics_series.
 
 -- job_wait_bounds: the bounds in seconds of the wait histogram (how long a ready job
 -- waited to start; +Inf is implied).
@@ -57,32 +57,13 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE skiplock._sum_buckets(ARRAY[p_a, p_b]) END
 $$;
 
--- _count_retried_jobs (row trigger on job_counts): the `retried` counters fail_jobs
--- writes, one row per queue, task and statement, copied into this minute. A row trigger
--- whose WHEN passes only those rows: the other counters (every enqueue writes one) cost
--- the WHEN alone. compact_job_counts marks its transaction while it re-inserts the
--- counters it folds, which are no new retries.
-CREATE OR REPLACE FUNCTION skiplock._count_retried_jobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, retried)
-    VALUES (date_trunc('minute', now()), NEW.queue, NEW.task, NEW.n);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE TRIGGER job_counts_retried AFTER INSERT ON skiplock.job_counts
-    FOR EACH ROW
-    WHEN (NEW.event = 'retried'
-          AND current_setting('skiplock.compacting_job_counts', true) IS DISTINCT FROM 'on')
-    EXECUTE FUNCTION skiplock._count_retried_jobs();
-
 -- _count_job_waits (trigger, once per statement that deletes jobs): how long the last
 -- attempt of each job that leaves the hot table waited, from the time it was ready
 -- (run_at, or created_at when it was enqueued with a run_at in the past) to its start,
--- dated by the minute it started. Only jobs whose attempt started count (a queued job
--- deleted or expired waited for nothing); run_at is in the hot table alone, which is
--- why this is a trigger on jobs and not on job_history.
+-- in the minute the job left (the transaction's clock, as the job counters). Only jobs
+-- whose attempt started count (a queued job deleted or expired waited for nothing);
+-- run_at is in the hot table alone, which is why this is a trigger on jobs and not on
+-- job_history.
 CREATE OR REPLACE FUNCTION skiplock._count_job_waits() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -93,7 +74,7 @@ BEGIN
            skiplock._bucket_counts(array_agg(b.bucket), array_agg(b.n),
                                    cardinality(v_bounds) + 1),
            sum(b.seconds)
-    FROM (SELECT date_trunc('minute', r.started_at) AS minute, r.queue, r.task,
+    FROM (SELECT date_trunc('minute', now()) AS minute, r.queue, r.task,
                  width_bucket(w.waited, v_bounds) + 1 AS bucket, count(*) AS n,
                  sum(w.waited) AS seconds
           FROM old_rows r
@@ -210,10 +191,11 @@ BEGIN
 END
 $$;
 
--- fold_metrics: fold the job metrics rows written since the last fold into one row per
--- (minute, queue, task) and add them to their hour. Runs where it gets the advisory
--- lock at once (else returns NULL); the writers only INSERT and never wait on it.
--- Returns how many rows it folded.
+-- fold_metrics: compact the job counters (compact_job_counts moves the minutes counted
+-- since into job_metrics_minutes), then fold the job metrics rows written since the
+-- last fold into one row per (minute, queue, task) and add them to their hour. Runs
+-- where it gets the advisory lock at once (else returns NULL); the writers only INSERT
+-- and never wait on it. Returns how many rows it folded.
 CREATE OR REPLACE FUNCTION skiplock.fold_metrics() RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -225,6 +207,7 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.fold_metrics')) THEN
         RETURN NULL;
     END IF;
+    PERFORM skiplock.compact_job_counts();
     WITH gone AS (
         DELETE FROM skiplock.job_metrics_minutes m WHERE NOT m.folded RETURNING m.*
     ), per_minute AS (
@@ -333,8 +316,10 @@ $$;
 -- under p_queue_pattern (queue_matches; NULL: all). Counts are zero where nothing
 -- happened; the histograms NULL where nothing was measured; the depth columns NULL
 -- where no sample was taken, and always with p_task (depth is per queue). Over several
--- queues `ready` is their sum, oldest_ready_seconds their greatest. Reads the window of
--- the history tables through their time indexes, never a job table; locks nothing.
+-- queues `ready` is their sum, oldest_ready_seconds their greatest. Outcomes reach it
+-- as the job counters are compacted (fold_metrics, once a minute; every scrape).
+-- Reads the window of the history tables through their time indexes, never a job
+-- table; locks nothing.
 CREATE OR REPLACE FUNCTION skiplock.metrics_series(
     p_range interval, p_queue text DEFAULT NULL, p_task text DEFAULT NULL,
     p_queue_pattern text DEFAULT NULL, p_now timestamptz DEFAULT NULL

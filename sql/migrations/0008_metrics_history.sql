@@ -1,8 +1,15 @@
 -- Metrics history: what the jobs did, per minute and per hour, by queue and task, and
--- how deep each queue was, sampled once a minute. Written as work finishes by the
--- finishing triggers and read by window, so a chart never counts the job tables.
+-- how deep each queue was, sampled once a minute. Read by window, so a chart never
+-- counts the job tables.
 --
--- job_metrics_minutes is append-only for the triggers (the reason job_counts is: an
+-- The job counters' rows now carry the minute they were counted in (NULL: totals
+-- folded by compact_job_counts, which moves the minute's rows into the history as it
+-- folds them): the finishing path writes no more than it did. Rows that predate this
+-- migration are totals.
+ALTER TABLE skiplock.job_counts ADD COLUMN minute timestamptz;
+ALTER TABLE skiplock.job_counts ALTER COLUMN minute SET DEFAULT date_trunc('minute', now());
+
+-- job_metrics_minutes is append-only for its writers (the reason job_counts is: an
 -- upsert would hold a shared row's lock until the finishing transaction commits). The
 -- fold (fold_metrics, once a minute) replaces the rows it has not seen yet (folded =
 -- false) by one folded row per (minute, queue, task), and adds them to the hour. A
@@ -22,7 +29,7 @@ CREATE TABLE skiplock.job_metrics_minutes (
     -- the last attempt's run time of succeeded and failed jobs (job_duration_bounds)
     run_buckets  bigint[],
     run_seconds  float8 NOT NULL DEFAULT 0,
-    -- how long a ready job waited to start (job_wait_bounds), dated by its start
+    -- how long a ready job waited to start (job_wait_bounds)
     wait_buckets bigint[],
     wait_seconds float8 NOT NULL DEFAULT 0
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);

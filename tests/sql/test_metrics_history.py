@@ -4,6 +4,7 @@ claim index within its cap, and the series reads a bounded window of rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+
+import skiplock
+from skiplock.worker import Worker
 
 W1 = uuid.UUID("00000000-0000-4000-8000-000000000001")
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -89,61 +93,68 @@ def bucket(conn: psycopg.Connection, bounds: str, seconds: float) -> int:
 
 
 def test_finishing_lands_in_the_minute_and_buckets(conn: psycopg.Connection) -> None:
-    """complete, fail→retry, fail→dead and cancel each count in the minute they happen;
-    run times and waits land in their buckets."""
-    a = enqueue(conn, "a")
-    b = enqueue(conn, "b")
-    enqueue(conn, "c", run_at=T0 + timedelta(minutes=5))
-    started = T0 + timedelta(seconds=3)  # a and b waited 3 s
-    claimed = claim(conn, started)
-    assert sorted(i for i, _ in claimed) == [a, b]
-    done = T0 + timedelta(minutes=1, seconds=10)  # a ran 67 s
-    complete(conn, [j for j in claimed if j[0] == a], done)
-    assert fail(conn, [j for j in claimed if j[0] == b], done) == ["retrying"]
-    # b again: waited 20 s from its retry, fails for good a minute later
-    (again,) = claim(conn, done + timedelta(seconds=20))
-    dead = T0 + timedelta(minutes=2, seconds=30)
-    assert fail(conn, [again], dead) == ["failed"]
-    # c is cancelled before it starts: counted, no wait, no run time
-    c = one(conn, "SELECT id FROM skiplock.jobs WHERE task = 'c'")
-    conn.execute("SELECT skiplock.cancel_job(%s, %s)", (c, dead))
+    """complete, fail→retry, fail→dead and cancel each count in the minute they are
+    recorded (the transaction's clock: one transaction here); run times and waits land
+    in their buckets (p_now moves the job's own times)."""
+    with conn.transaction():
+        a = enqueue(conn, "a")
+        b = enqueue(conn, "b")
+        enqueue(conn, "c", run_at=T0 + timedelta(minutes=5))
+        started = T0 + timedelta(seconds=3)  # a and b waited 3 s
+        claimed = claim(conn, started)
+        assert sorted(i for i, _ in claimed) == [a, b]
+        done = T0 + timedelta(minutes=1, seconds=10)  # a ran 67 s
+        complete(conn, [j for j in claimed if j[0] == a], done)
+        assert fail(conn, [j for j in claimed if j[0] == b], done) == ["retrying"]
+        # b again: waited 20 s from its retry, fails for good a minute later
+        (again,) = claim(conn, done + timedelta(seconds=20))
+        dead = T0 + timedelta(minutes=2, seconds=30)
+        assert fail(conn, [again], dead) == ["failed"]
+        # c is cancelled before it starts: counted, no wait, no run time
+        c = one(conn, "SELECT id FROM skiplock.jobs WHERE task = 'c'")
+        conn.execute("SELECT skiplock.cancel_job(%s, %s)", (c, dead))
+        assert one(conn, "SELECT skiplock.fold_metrics()") > 0
+        minute = one(conn, "SELECT date_trunc('minute', now())")
 
     rows = minute_rows(conn)
-    m0, m1, m2 = (T0 + timedelta(minutes=k) for k in range(3))
-    succeeded = rows[(m1, "default", "a")]
+    assert {key[0] for key in rows} == {minute}
+    succeeded = rows[(minute, "default", "a")]
     assert succeeded["succeeded"] == 1 and succeeded["failed"] == 0
     assert succeeded["run_seconds"] == pytest.approx(67)
     assert succeeded["run_buckets"].index(1) == bucket(conn, "job_duration_bounds", 67)
     assert sum(succeeded["run_buckets"]) == 1 and len(succeeded["run_buckets"]) == DURATION_BUCKETS
+    # the wait of the attempt that ended the job: a's 3 s
+    waits = succeeded["wait_buckets"]
+    assert waits.index(1) == bucket(conn, "job_wait_bounds", 3) and len(waits) == WAIT_BUCKETS
 
-    # retries are dated by the statement's clock (fail_jobs' counters carry no p_now)
-    this_minute = one(conn, "SELECT date_trunc('minute', now())")
-    assert rows[(this_minute, "default", "b")]["retried"] == 1
-    failed = rows[(m2, "default", "b")]
-    assert failed["failed"] == 1 and failed["succeeded"] == 0
+    failed = rows[(minute, "default", "b")]
+    assert (failed["failed"], failed["retried"], failed["succeeded"]) == (1, 1, 0)
     assert failed["run_seconds"] == pytest.approx(dead.timestamp() - (done.timestamp() + 20))
+    # b's second attempt waited 20 s; its retried attempt is not counted
+    assert failed["wait_seconds"] == pytest.approx(20)
+    assert failed["wait_buckets"].index(1) == bucket(conn, "job_wait_bounds", 20)
+    assert sum(failed["wait_buckets"]) == 1
 
-    # waits are dated by the start of the attempt that ended the job: a's in minute 0
-    # (3 s), b's second in minute 1 (20 s); b's retried attempt is not one
-    first = rows[(m0, "default", "a")]["wait_buckets"]
-    assert first.index(1) == bucket(conn, "job_wait_bounds", 3) and len(first) == WAIT_BUCKETS
-    assert (m0, "default", "b") not in rows
-    second = rows[(m1, "default", "b")]
-    assert second["wait_seconds"] == pytest.approx(20)
-    assert second["wait_buckets"].index(1) == bucket(conn, "job_wait_bounds", 20)
-
-    cancelled = rows[(m2, "default", "c")]
+    cancelled = rows[(minute, "default", "c")]
     assert cancelled["cancelled"] == 1
     assert cancelled["run_buckets"] is None and cancelled["wait_buckets"] is None
 
 
-def test_compacting_the_counters_counts_no_retry_twice(conn: psycopg.Connection) -> None:
-    enqueue(conn, "a")
-    assert fail(conn, claim(conn, T0), T0) == ["retrying"]
-    assert one(conn, "SELECT skiplock.compact_job_counts()") is True
-    conn.execute("SELECT skiplock.read_job_counts()")
+def test_compacting_the_counters_moves_each_count_once(conn: psycopg.Connection) -> None:
+    """Scrapes and the finishing trigger compact job_counts too: every compaction moves
+    only the rows counted since the last one, and the totals stay whole."""
+    with conn.transaction():
+        enqueue(conn, "a")
+        assert fail(conn, claim(conn, T0), T0) == ["retrying"]
+        assert one(conn, "SELECT skiplock.compact_job_counts()") is True
+        conn.execute("SELECT skiplock.read_job_counts()")
+        assert one(conn, "SELECT skiplock.fold_metrics()") == 1
     assert one(conn, "SELECT sum(retried) FROM skiplock.job_metrics_minutes") == 1
-    assert one(conn, "SELECT current_setting('skiplock.compacting_job_counts', true)") != "on"
+    totals = conn.execute(
+        "SELECT event, n FROM skiplock.read_job_counts() ORDER BY event"
+    ).fetchall()
+    assert totals == [("created", 1), ("retried", 1)]
+    assert one(conn, "SELECT count(*) FROM skiplock.job_counts WHERE minute IS NOT NULL") == 0
 
 
 def test_a_batch_is_one_row_per_minute_and_key(conn: psycopg.Connection) -> None:
@@ -153,33 +164,39 @@ def test_a_batch_is_one_row_per_minute_and_key(conn: psycopg.Connection) -> None
         enqueue(conn, "b")
     claimed = claim(conn, T0)
     complete(conn, claimed, T0 + timedelta(seconds=1))
+    waits = conn.execute(
+        "SELECT task, wait_buckets FROM skiplock.job_metrics_minutes ORDER BY task"
+    ).fetchall()
+    assert [(task, sum(w)) for task, w in waits] == [("a", 30), ("b", 30)]
     finished = conn.execute(
-        "SELECT task, succeeded FROM skiplock.job_metrics_minutes WHERE succeeded > 0 ORDER BY task"
+        "SELECT task, sum(n) FROM skiplock.job_counts"
+        " WHERE event = 'succeeded' AND minute IS NOT NULL GROUP BY task ORDER BY task"
     ).fetchall()
     assert finished == [("a", 30), ("b", 30)]
 
 
 def test_fold_adds_minutes_into_hours_and_keeps_counting(conn: psycopg.Connection) -> None:
-    for _ in range(3):
-        enqueue(conn, "a")
-    jobs = claim(conn, T0)
-    complete(conn, jobs[:2], T0 + timedelta(seconds=5))
-    assert one(conn, "SELECT skiplock.fold_metrics()") >= 2
-    complete(conn, jobs[2:], T0 + timedelta(seconds=50))  # same minute, after the fold
-    assert one(conn, "SELECT skiplock.fold_metrics()") >= 1
-    assert one(conn, "SELECT skiplock.fold_metrics()") == 0
+    with conn.transaction():
+        for _ in range(3):
+            enqueue(conn, "a")
+        jobs = claim(conn, T0)
+        complete(conn, jobs[:2], T0 + timedelta(seconds=5))
+        assert one(conn, "SELECT skiplock.fold_metrics()") >= 2
+        complete(conn, jobs[2:], T0 + timedelta(seconds=50))  # same minute, after the fold
+        assert one(conn, "SELECT skiplock.fold_metrics()") >= 1
+        assert one(conn, "SELECT skiplock.fold_metrics()") == 0
+        minute = one(conn, "SELECT date_trunc('minute', now())")
     rows = conn.execute(
-        "SELECT minute, folded, succeeded, run_buckets FROM skiplock.job_metrics_minutes"
-        " WHERE task = 'a' AND succeeded > 0"
+        "SELECT minute, folded, succeeded, run_buckets, wait_buckets"
+        " FROM skiplock.job_metrics_minutes WHERE task = 'a'"
     ).fetchall()
-    assert len(rows) == 1
-    minute, folded, succeeded, run_buckets = rows[0]
-    assert (minute, folded, succeeded, sum(run_buckets)) == (T0, True, 3, 3)
+    assert [(m, f, n, sum(r), sum(w)) for m, f, n, r, w in rows] == [(minute, True, 3, 3, 3)]
     hour = conn.execute(
         "SELECT hour, succeeded, run_buckets, wait_buckets FROM skiplock.job_metrics_hours"
         " WHERE task = 'a'"
     ).fetchall()
-    assert [(h, n, sum(r), sum(w)) for h, n, r, w in hour] == [(T0, 3, 3, 3)]
+    hour_start = minute.replace(minute=0)
+    assert [(h, n, sum(r), sum(w)) for h, n, r, w in hour] == [(hour_start, 3, 3, 3)]
 
 
 def test_fold_runs_in_one_place_at_a_time(conn: psycopg.Connection, connect: Any) -> None:
@@ -332,29 +349,35 @@ def series(conn: psycopg.Connection, range_: str, **kwargs: Any) -> list[dict[st
 
 
 def test_series_by_minute_and_by_hour(conn: psycopg.Connection) -> None:
-    now = T0 + timedelta(minutes=30, seconds=15)
-    for task in ("a", "a", "b"):
-        enqueue(conn, task, "mail")
-    enqueue(conn, "a", "other")
-    complete(conn, claim(conn, T0, ["mail", "other"]), T0 + timedelta(minutes=30))
-    conn.execute("SELECT skiplock.sample_queue_depth(p_now => %s)", (now,))
+    """One transaction, so that now() (the counters' clock) is one minute throughout."""
+    with conn.transaction():
+        now = one(conn, "SELECT now()")
+        minute, hour_start = (now.replace(second=0, microsecond=0), now.replace(minute=0))
+        hour_start = hour_start.replace(second=0, microsecond=0)
+        for task in ("a", "a", "b"):
+            enqueue(conn, task, "mail", run_at=now)
+        enqueue(conn, "a", "other", run_at=now)
+        complete(conn, claim(conn, now, ["mail", "other"]), now)
+        conn.execute("SELECT skiplock.sample_queue_depth()")
+        conn.execute("SELECT skiplock.compact_job_counts()")  # as a scrape does
 
-    hour = series(conn, "1 hour", p_now=now)
-    assert len(hour) == 60 and hour[-1]["at"] == T0 + timedelta(minutes=30)
-    assert [r["succeeded"] for r in hour].count(0) == 59
-    assert hour[-1]["succeeded"] == 4 and hour[-1]["ready"] == 0
-    assert hour[0]["ready"] is None  # no sample then
-    mail_a = series(conn, "1 hour", p_queue="mail", p_task="a", p_now=now)
-    assert mail_a[-1]["succeeded"] == 2 and mail_a[-1]["ready"] is None
+        hour = series(conn, "1 hour")
+        assert len(hour) == 60 and hour[-1]["at"] == minute
+        assert [r["succeeded"] for r in hour].count(0) == 59
+        assert hour[-1]["succeeded"] == 4 and hour[-1]["ready"] == 0
+        assert hour[0]["ready"] is None  # no sample then
+        mail_a = series(conn, "1 hour", p_queue="mail", p_task="a")
+        assert mail_a[-1]["succeeded"] == 2 and mail_a[-1]["ready"] is None
 
-    day = series(conn, "24 hours", p_now=now)
-    assert len(day) == 24 and day[-1]["at"] == T0
-    assert day[-1]["succeeded"] == 4  # not folded yet: read from the minute rows
-    conn.execute("SELECT skiplock.fold_metrics()")
-    day = series(conn, "24 hours", p_now=now)
-    assert day[-1]["succeeded"] == 4 and sum(day[-1]["run_buckets"]) == 4
-    week = series(conn, "7 days", p_queue_pattern="oth*", p_now=now)
-    assert len(week) == 168 and week[-1]["succeeded"] == 1
+        day = series(conn, "24 hours")
+        assert len(day) == 24 and day[-1]["at"] == hour_start
+        assert day[-1]["succeeded"] == 4  # not folded yet: read from the minute rows
+        conn.execute("SELECT skiplock.fold_metrics()")
+        day = series(conn, "24 hours")
+        assert day[-1]["succeeded"] == 4 and sum(day[-1]["run_buckets"]) == 4
+        assert sum(day[-1]["wait_buckets"]) == 4
+        week = series(conn, "7 days", p_queue_pattern="oth*")
+        assert len(week) == 168 and week[-1]["succeeded"] == 1
 
 
 def test_series_refuses_a_bad_range(conn: psycopg.Connection) -> None:
@@ -406,3 +429,46 @@ def scanned_rows(node: dict[str, Any]) -> int:
     if node["Node Type"].endswith("Scan") and "Relation Name" in node:
         own = node["Actual Rows"] * node["Actual Loops"] + node.get("Rows Removed by Filter", 0)
     return own + sum(scanned_rows(child) for child in node.get("Plans", ()))
+
+
+# ---- the worker's share -----------------------------------------------------------------
+
+
+def test_the_worker_takes_the_minute_once_and_prunes_with_its_settings(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    enqueue(conn, "a", run_at=datetime.now(timezone.utc))
+    conn.execute(
+        "INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, folded, succeeded)"
+        " VALUES (now() - interval '3 days', 'q', 't', true, 1),"
+        "        (now() - interval '1 day', 'q', 't', true, 1)"
+    )
+    app = skiplock.App(dsn)
+
+    async def minute_then_prune() -> tuple[bool, bool]:
+        worker = Worker(
+            app,
+            listen=False,
+            metrics_retention=timedelta(days=2),
+            metrics_hourly_retention=None,
+        )
+        try:
+            await worker.run_once()  # opens its pool (no handler: the job goes back)
+            first = await worker.record_metrics_once()
+            again = await worker.record_metrics_once()  # the same minute, most likely
+            await worker.prune_once()
+            return first, again
+        finally:
+            await worker.close()
+
+    first, again = asyncio.run(minute_then_prune())
+    assert first is True
+    samples = one(conn, "SELECT count(*) FROM skiplock.queue_depth_minutes")
+    assert samples >= 1
+    if samples == 1:  # no minute boundary passed between the two calls
+        assert again is False
+    kept = conn.execute(
+        "SELECT minute > now() - interval '2 days' FROM skiplock.job_metrics_minutes"
+        " WHERE queue = 'q'"
+    ).fetchall()
+    assert kept == [(True,)]
