@@ -149,18 +149,45 @@ BEGIN
 END
 $$;
 
--- compact_job_counts: fold job_counts into one row per key. Runs only where it gets the
--- advisory lock at once (else returns false): concurrent compactions never wait on each
--- other, and writers, who only INSERT, never wait on a compaction.
+-- compact_job_counts: fold job_counts into one row per key, its totals (minute NULL);
+-- the rows counted since the last compaction (stamped with their minute) are added to
+-- the metrics history's minute rows on the way (job_metrics_minutes, folded by
+-- fold_metrics in 115_metrics_history.sql): outcomes, retries and the run-time
+-- histogram, by minute, queue and task. Runs only where it gets the advisory lock at
+-- once (else returns false): concurrent compactions never wait on each other, and
+-- writers, who only INSERT, never wait on a compaction.
 CREATE OR REPLACE FUNCTION skiplock.compact_job_counts() RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_bounds float8[] := skiplock.job_duration_bounds();
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.compact_job_counts')) THEN
         RETURN false;
     END IF;
-    WITH gone AS (DELETE FROM skiplock.job_counts RETURNING *)
-    INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds)
-    SELECT queue, task, event, status, le, sum(n), sum(seconds)
+    WITH gone AS (
+        DELETE FROM skiplock.job_counts RETURNING *
+    ), history AS (
+        INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, succeeded, failed,
+            retried, cancelled, expired, run_buckets, run_seconds)
+        SELECT g.minute, g.queue, g.task,
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'succeeded'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'failed'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'retried'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'cancelled'), 0),
+               coalesce(sum(g.n) FILTER (WHERE g.event = 'expired'), 0),
+               -- a duration row's le is one of the bounds, or +Inf past the last
+               skiplock._bucket_counts(
+                   array_agg(coalesce(array_position(v_bounds, g.le), cardinality(v_bounds) + 1))
+                       FILTER (WHERE g.event = 'duration'),
+                   array_agg(g.n) FILTER (WHERE g.event = 'duration'),
+                   cardinality(v_bounds) + 1),
+               coalesce(sum(g.seconds) FILTER (WHERE g.event = 'duration'), 0)
+        FROM gone g
+        WHERE g.minute IS NOT NULL AND g.event <> 'created'
+        GROUP BY g.minute, g.queue, g.task
+    )
+    INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds, minute)
+    SELECT queue, task, event, status, le, sum(n), sum(seconds), NULL
     FROM gone GROUP BY queue, task, event, status, le;
     RETURN true;
 END

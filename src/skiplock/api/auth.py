@@ -79,7 +79,13 @@ WRITE_ROUTES = frozenset(
 )
 ADMIN_READS = frozenset({"/api/v1/audit"})
 # Routes that know which queue they touch, and so can serve a queue-limited token.
-QUEUE_AWARE = ("/api/v1/jobs", "/api/v1/queues", "/api/v1/workflows", "/api/v1/tasks")
+QUEUE_AWARE = (
+    "/api/v1/jobs",
+    "/api/v1/queues",
+    "/api/v1/workflows",
+    "/api/v1/tasks",
+    "/api/v1/metrics/history",
+)
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 PRINCIPAL_KEY = "skiplock.principal"
@@ -409,7 +415,7 @@ def forbidden_reason(principal: Principal, needed: str, route: str | None) -> st
     if principal.queue_pattern is not None and not queue_aware:
         return (
             f"the token is limited to queues {principal.queue_pattern};"
-            " only the jobs, workflows, queues and tasks routes serve it"
+            " only the jobs, workflows, queues, tasks and metrics history routes serve it"
         )
     return None
 

@@ -3,8 +3,9 @@
 Every figure comes from a cheap source read at request time: the counters in
 skiplock.queue_totals and skiplock.job_counts (kept by triggers; by queue and task, with
 the duration histogram), the per-queue counts of the small hot table (queue_stats), the
-queues and workers tables. Nothing counts job_history or dead_jobs, so a scrape costs
-the same with ten or ten million finished jobs.
+queues and workers tables, and the latest queue depth sample of the metrics history.
+Nothing counts job_history or dead_jobs, so a scrape costs the same with ten or ten
+million finished jobs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -89,6 +90,8 @@ class Snapshot:
     duration_bounds: list[float]
     # the tasks some worker has published (skiplock.tasks), and the built-in ones
     known_tasks: frozenset[str] = frozenset()
+    # the latest per-queue depth sample of the metrics history, when it is recent
+    depth_samples: list[store.DepthSample] = field(default_factory=list)
 
     def by_task(self) -> list[dict[str, Any]]:
         """{"queue", "task", <event>: n, ...} per queue and task, events as JOB_EVENTS."""
@@ -127,6 +130,7 @@ async def snapshot(request: Request) -> Snapshot:
                 [row["name"] for row in await api.app.arun(store.list_tasks(), conn)]
                 + list(api.app.builtin_tasks)
             ),
+            depth_samples=await api.app.arun(store.latest_queue_depth(), conn),
         )
 
     return await api.db(read)
@@ -195,6 +199,15 @@ class SnapshotCollector(Collector):
             paused.add_metric([stats["queue"]], 1 if stats["paused"] else 0)
         yield depth
         yield paused
+        oldest = GaugeMetricFamily(
+            "skiplock_queue_oldest_ready_seconds",
+            "How long the oldest job ready to run has waited, by queue (0: none ready), as"
+            " of the latest once-a-minute sample of the metrics history.",
+            labels=["queue"],
+        )
+        for sample in snap.depth_samples:
+            oldest.add_metric([sample.queue], sample.oldest_ready_seconds)
+        yield oldest
         unknown = GaugeMetricFamily(
             "skiplock_unknown_task_jobs",
             "Jobs not finished whose task no worker has published, by task: a typo, or a"

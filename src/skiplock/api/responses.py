@@ -160,6 +160,37 @@ class QueueStats(Struct):
     throughput_per_min: float
 
 
+class MetricsPeriod(Struct):
+    """One period of the metrics history: jobs finished and retried in it, the run-time
+    and wait histograms (per-bucket counts over `run_bounds`/`wait_bounds`, +Inf last;
+    null: nothing measured), and the queue depth sampled in it (null: no sample, or a
+    task was asked for; over several queues their sum and their oldest)."""
+
+    at: datetime
+    succeeded: Count
+    failed: Count
+    retried: Count
+    cancelled: Count
+    expired: Count
+    run_buckets: list[Count] | None
+    run_seconds: float
+    wait_buckets: list[Count] | None
+    wait_seconds: float
+    ready: Count | None
+    ready_estimated: bool | None
+    oldest_ready_seconds: float | None
+
+
+class MetricsHistory(Struct):
+    range: Literal["1h", "24h", "7d"]
+    step_seconds: Literal[60, 3600]
+    queue: str | None
+    task: str | None
+    run_bounds: list[float]
+    wait_bounds: list[float]
+    points: list[MetricsPeriod]
+
+
 # ---- workflows ------------------------------------------------------------------------
 
 WorkflowSummary = listed("WorkflowSummary", Workflow, WORKFLOW_PREVIEWS, without=("steps",))

@@ -199,6 +199,30 @@ from skiplock.store.maintenance import (
 from skiplock.store.maintenance import (
     rescue_expired_jobs as rescue_expired_jobs,
 )
+from skiplock.store.metrics_history import (
+    DepthSample as DepthSample,
+)
+from skiplock.store.metrics_history import (
+    MetricsPoint as MetricsPoint,
+)
+from skiplock.store.metrics_history import (
+    fold_metrics as fold_metrics,
+)
+from skiplock.store.metrics_history import (
+    latest_queue_depth as latest_queue_depth,
+)
+from skiplock.store.metrics_history import (
+    metrics_bounds as metrics_bounds,
+)
+from skiplock.store.metrics_history import (
+    metrics_series as metrics_series,
+)
+from skiplock.store.metrics_history import (
+    prune_metrics as prune_metrics,
+)
+from skiplock.store.metrics_history import (
+    sample_queue_depth as sample_queue_depth,
+)
 from skiplock.store.migrations import (
     applied_functions as applied_functions,
 )

@@ -1,6 +1,7 @@
 """The maintenance every worker runs, safe to run everywhere at once (SKIP LOCKED,
 advisory locks in SQL): rescue of expired leases, the sweep of waiting jobs, expiry,
-retention, and the scheduler that enqueues due cron schedules."""
+the metrics history's minute, retention, and the scheduler that enqueues due cron
+schedules."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class Maintenance:
         await every(self._health, "maintenance", self._settings.rescue_interval, self.maintain_once)
 
     async def maintain_once(self) -> None:
-        """Rescue expired leases, sweep waiting jobs, expire jobs past their deadline;
-        every PRUNE_EVERY rounds, prune."""
+        """Rescue expired leases, sweep waiting jobs, expire jobs past their deadline,
+        take the metrics history's minute; every PRUNE_EVERY rounds, prune."""
         rescued = await self._call(store.rescue_expired_jobs())
         if rescued:
             log.warning("rescued %d jobs with expired leases: %s", len(rescued), rescued)
@@ -54,20 +55,35 @@ class Maintenance:
         expired = await self._call(store.expire_jobs())
         if expired:
             log.info("expired %d jobs past their deadline: %s", len(expired), expired)
+        await self.record_metrics_once()
         self._rounds += 1
         if self._rounds % PRUNE_EVERY == 0:
             await self.prune_once()
 
+    async def record_metrics_once(self) -> bool:
+        """Sample the queues' depth unless some worker did this minute, and then fold
+        the minute's job metrics into their rows and hours: every worker asks every
+        round, one of them does it once a minute. Whether this worker did."""
+        if await self._call(store.sample_queue_depth()) is None:
+            return False
+        await self._call(store.fold_metrics())
+        return True
+
     async def prune_once(self) -> int:
         """Retention: forget silent workers, spent unique keys, finished jobs and finished
-        workflows older than `history_retention` and audit entries older than
-        `audit_retention`, in batches (SKIP LOCKED: every worker may do it at once).
+        workflows older than `history_retention`, audit entries older than
+        `audit_retention`, and the metrics history past `metrics_retention` (minutes) and
+        `metrics_hourly_retention` (hours), in batches (every worker may do it at once).
         Returns how many finished jobs were deleted."""
         await self._call(store.prune_workers(timedelta(hours=1)))
         await self._call(store.prune_unique_keys())
         s = self._settings
         if s.audit_retention is not None:
             await self._in_batches(store.prune_audit_log(s.audit_retention, PRUNE_BATCH))
+        if s.metrics_retention is not None or s.metrics_hourly_retention is not None:
+            await self._in_batches(
+                store.prune_metrics(s.metrics_retention, s.metrics_hourly_retention, PRUNE_BATCH)
+            )
         if s.history_retention is None:
             return 0
         deleted = await self._in_batches(store.prune_job_history(s.history_retention, PRUNE_BATCH))

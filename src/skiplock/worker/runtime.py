@@ -482,6 +482,11 @@ class Worker:
         assert self._maintenance is not None
         return await self._maintenance.prune_once()
 
+    async def record_metrics_once(self) -> bool:
+        """The metrics history's minute (see Maintenance.record_metrics_once)."""
+        assert self._maintenance is not None
+        return await self._maintenance.record_metrics_once()
+
     async def schedule_once(self) -> list[int]:
         """One scheduler pass (see skiplock.schedules.tick); returns the enqueued ids."""
         assert self._maintenance is not None

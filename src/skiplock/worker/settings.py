@@ -25,6 +25,10 @@ class WorkerSettings:
     history_retention: timedelta | None = timedelta(days=7)
     # audit_log entries (API calls that changed something) are kept longer: who did what
     audit_retention: timedelta | None = timedelta(days=90)
+    # The metrics history: per-minute rows are kept this long, hourly rows the second;
+    # None keeps them.
+    metrics_retention: timedelta | None = timedelta(days=14)
+    metrics_hourly_retention: timedelta | None = timedelta(days=90)
     # How often this worker looks for due schedules (0 turns its scheduler off).
     schedule_interval: float = 1.0
     listen: bool = True
