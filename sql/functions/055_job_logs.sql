@@ -46,11 +46,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    WITH line AS (
+    WITH alive AS (
+        SELECT k.id FROM (SELECT DISTINCT unnest(p_job_ids) AS id) k
+        WHERE skiplock._job_exists(k.id)
+    ), line AS (
         SELECT l.*
         FROM unnest(p_job_ids, p_attempts, p_ats, p_levels, p_loggers, p_messages)
              WITH ORDINALITY AS l(job_id, attempt, at, level, logger, message, n)
-        WHERE skiplock._job_exists(l.job_id)
+        WHERE l.job_id IN (SELECT a.id FROM alive a)
     ), so_far AS (
         -- what each attempt already holds: its lines, their bytes, whether it was cut
         SELECT k.job_id, k.attempt,

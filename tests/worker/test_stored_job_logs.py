@@ -50,6 +50,11 @@ def logging_app(dsn: str) -> skiplock.App:
             log.exception("caught")
         ctx.log("debug via ctx", level="debug")
 
+    @app.task(name="odd_text")
+    def odd_text(ctx: JobContext) -> None:
+        ctx.log("nul\x00here")
+        log.info("surrogate \udce9")
+
     @app.task(name="quiet")
     def quiet() -> None:
         pass
@@ -97,6 +102,14 @@ def test_async_sync_and_ctx_lines_are_stored_with_their_attempt(dsn: str) -> Non
     assert app.get_job_logs(q) == []
     with pytest.raises(skiplock.JobNotFound):
         app.get_job_logs(10**12)
+
+
+def test_text_postgresql_cannot_hold_is_escaped_not_lost(dsn: str) -> None:
+    app = logging_app(dsn)
+    job_id = app.enqueue("odd_text", {})
+    assert run_jobs(app) == 1
+    messages = [x.message for x in app.get_job_logs(job_id)]
+    assert messages == ["nul\\x00here", "surrogate \\udce9"]
 
 
 def test_two_attempts_are_kept_apart(dsn: str, conn: psycopg.Connection) -> None:
