@@ -432,8 +432,9 @@ class Worker:
             if self._running.get(ctx.id) is running:
                 del self._running[ctx.id]
             self._slot_freed.set()
-            assert self._job_logs is not None
-            self._job_logs.attempt_ended(ctx)
+            if ctx.log_state is not None:  # it logged: what it dropped goes with its outcome
+                assert self._job_logs is not None
+                self._job_logs.attempt_ended(ctx)
         if outcome is not None:
             assert self._completer is not None
             self._completer.add(outcome)
