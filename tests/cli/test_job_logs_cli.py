@@ -75,7 +75,13 @@ def skiplock_process(
     # A file, not a pipe: a pipe nobody reads fills up and blocks the process.
     with (tmp_path / f"{name}.out").open("wb") as out, (tmp_path / f"{name}.err").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "skiplock", *args], stdout=out, stderr=err, env=env
+            [sys.executable, "-m", "skiplock", *args],
+            stdout=out,
+            stderr=err,
+            env=env,
+            # Ctrl-C as at a terminal: an xdist worker ignores SIGINT, and its children
+            # would inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         yield proc
