@@ -13,8 +13,8 @@
 --                      enqueue and to wait for a job's status and result (LISTEN
 --                      skiplock_finished needs no grant).
 --   skiplock_worker    the producer's rights, everything the worker runtime calls
---                      (claim, heartbeat, progress, complete, fail, release, rescue,
---                      expire, sweep, prune, the metrics history's sample and fold,
+--                      (claim, heartbeat, progress, job logs, complete, fail, release,
+--                      rescue, expire, sweep, prune, the metrics history's sample and fold,
 --                      register/unregister, publish, schedules, queue settings,
 --                      recorded attempts), worker_stats, and SELECT on
 --                      schema_migrations and schema_functions (a worker checks the
@@ -60,7 +60,7 @@ BEGIN
             skiplock.insert_jobs, skiplock.reserve_job_ids,
             skiplock.retry_delay, skiplock.queue_matches, skiplock.job_duration_bounds,
             skiplock.claim_jobs, skiplock.heartbeat_jobs, skiplock.set_job_progress,
-            skiplock.complete_jobs, skiplock.fail_jobs, skiplock.release_jobs,
+            skiplock.append_job_logs, skiplock.complete_jobs, skiplock.fail_jobs, skiplock.release_jobs,
             skiplock.rescue_expired_jobs, skiplock.expire_jobs, skiplock.sweep_waiting_jobs,
             skiplock.prune_job_history, skiplock.prune_unique_keys, skiplock.prune_workflows,
             skiplock.prune_audit_log, skiplock.prune_workers, skiplock.prune_metrics,

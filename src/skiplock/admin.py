@@ -24,6 +24,8 @@ from skiplock.workflows import Workflow
 T = TypeVar("T")
 # Workflows deleted per statement by prune_workflows.
 PRUNE_BATCH = 1000
+# Log lines read per statement by get_job_logs (store.job_logs' default limit).
+LOG_PAGE = 1000
 
 
 class AdminCalls(Database):
@@ -41,6 +43,26 @@ class AdminCalls(Database):
         self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> Job:
         return _found(job_id, await self.arun(store.get_job(job_id), conn))
+
+    def get_job_logs(
+        self,
+        job_id: int,
+        attempt: int | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[store.JobLogLine]:
+        """The job's stored log, oldest line first: every attempt's, or `attempt`'s only
+        (see skiplock.job_logs); JobNotFound when no job has this id."""
+        lines: list[store.JobLogLine] = []
+        while True:
+            after = lines[-1].seq if lines else 0
+            page = self.run(store.job_logs(job_id, attempt=attempt, after=after), conn)
+            lines += page
+            if len(page) < LOG_PAGE:
+                break
+        if not lines:
+            _found(job_id, self.run(store.get_job(job_id), conn))
+        return lines
 
     def cancel_job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
         """Cancel a job; returns its status after the call (see skiplock.cancel_job)."""

@@ -18,17 +18,19 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
+from skiplock.context import LEVEL_NUMBERS, JobContext
 from skiplock.errors import ConfigError
 from skiplock.jobs import ClaimedJob
 
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = tuple(LEVEL_NUMBERS)
 
-# The job whose handler runs in this context (a claimed job, or the fields themselves);
-# None outside a job. A sync handler's thread sees it because Task.run runs the handler
-# in a copy of the job's context. The worker sets the job as it is: the fields are built
-# only for a record that is logged, not for every job.
-current_job: ContextVar[ClaimedJob | Mapping[str, Any] | None] = ContextVar(
+# The job whose handler runs in this context (its JobContext, a claimed job, or the
+# fields themselves); None outside a job. A sync handler's thread sees it because
+# Task.run runs the handler in a copy of the job's context. The worker sets the context
+# as it is: the fields are built only for a record that is logged, not for every job,
+# and the worker's log capture finds the attempt's log through it.
+current_job: ContextVar[JobContext | ClaimedJob | Mapping[str, Any] | None] = ContextVar(
     "skiplock_job", default=None
 )
 
@@ -43,7 +45,9 @@ def job_fields(fields: Mapping[str, Any]) -> Iterator[None]:
         current_job.reset(token)
 
 
-def _fields(job: ClaimedJob | Mapping[str, Any]) -> Mapping[str, Any]:
+def _fields(job: JobContext | ClaimedJob | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(job, JobContext):
+        job = job.job
     if isinstance(job, ClaimedJob):
         return {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt}
     return job

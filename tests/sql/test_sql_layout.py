@@ -72,6 +72,7 @@ SHIPPED_MIGRATIONS = {
     6: ("schedule_ids", "cd216523712ce37aa514e4210b5f30080aa70bb86920b7221f1e6f678ba177cb"),
     7: ("queue_order", "0c31c143be0be7475fb893abb3d14eab7462c6baf26cc42d2ef227ab1dd649f8"),
     8: ("metrics_history", "60c9b858478ab90f53f42398841eb57803fe976fed79b534511967aaea3c4408"),
+    9: ("job_logs", "979147ff5516d79fe28db4265c47a5a5e734218a574f24e687efd85af90a038f"),
 }
 
 # ---- the catalog fingerprint ------------------------------------------------------------

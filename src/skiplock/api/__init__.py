@@ -25,6 +25,7 @@ from starlette.routing import Mount
 from skiplock import store
 from skiplock.api import (
     dead_letters,
+    job_logs,
     jobs,
     login,
     metrics_history,
@@ -170,6 +171,7 @@ def create_app(
             "/api/v1",
             routes=[
                 *jobs.routes,
+                *job_logs.routes,
                 *queues.routes,
                 *dead_letters.routes,
                 *schedules.routes,

@@ -20,7 +20,13 @@ from msgspec import Meta
 
 from skiplock.api.fields import JSONObject
 from skiplock.jobs import STATUSES, Job, Status
-from skiplock.store import DEAD_LETTER_PREVIEWS, JOB_FIELDS, JOB_PREVIEWS, WORKFLOW_PREVIEWS
+from skiplock.store import (
+    DEAD_LETTER_PREVIEWS,
+    JOB_FIELDS,
+    JOB_PREVIEWS,
+    WORKFLOW_PREVIEWS,
+    JobLogLine,
+)
 from skiplock.workflows import Workflow
 
 WorkflowState = Literal["running", "succeeded", "failed", "cancelled"]
@@ -102,6 +108,17 @@ class JobResult(Struct):
 class JobPage(Struct):
     jobs: list[JobListItem]  # type: ignore[valid-type]
     next_cursor: str | None
+
+
+class JobLogPage(Struct):
+    """A page of a job's log; `status` is the job's, so a client following it knows when
+    to stop, and `next_after` is the `after` to ask with next (the last line's seq)."""
+
+    job_id: int
+    status: Status
+    lines: list[JobLogLine]
+    next_after: Count
+    more: bool
 
 
 # ---- queues ---------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""`skiplock jobs`: list, show, cancel, retry and delete jobs."""
+"""`skiplock jobs`: list, show, cancel, retry and delete jobs, and print their logs."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import click
+import psycopg
 
 from skiplock import store
 from skiplock.app import App
@@ -16,7 +19,7 @@ from skiplock.store import JobFilter
 
 @main.group()
 def jobs() -> None:
-    """List, show, cancel, retry and delete jobs."""
+    """List, show, cancel, retry and delete jobs; print their logs."""
 
 
 @jobs.command("list")
@@ -136,3 +139,81 @@ def delete_job(settings: Settings, job_id: int) -> None:
     if status is None:
         raise CliError(f"job {job_id} not found")
     click.echo(f"job {job_id} deleted (it had {status})")
+
+
+# Lines read per statement; a full page is followed at once by the next.
+LOG_PAGE = 1000
+
+
+@jobs.command("logs")
+@click.argument("job_id", type=int)
+@click.option("--attempt", type=click.IntRange(1), default=None, help="Only this attempt.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Print new lines as they are stored, until the job has finished (Ctrl-C to stop).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.05, 60),
+    default=0.5,
+    show_default=True,
+    help="Seconds between two looks for new lines with --follow.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_settings
+def job_logs(
+    settings: Settings,
+    job_id: int,
+    attempt: int | None,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """What the job's handler logged, oldest line first: `time level logger: message`,
+    a `--- attempt N ---` line where another attempt begins."""
+    with connect(settings.dsn()) as conn:
+        try:
+            _print_logs(conn, job_id, attempt, follow, interval, as_json)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends --follow: what was stored so far is printed
+
+
+def _print_logs(
+    conn: psycopg.Connection[Any],
+    job_id: int,
+    attempt: int | None,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    after, shown_attempt = 0, None
+    while True:
+        job = store.get_job(job_id).run(conn)
+        if job is None:
+            raise CliError(f"job {job_id} not found")
+        # Read after the status: a finished job's lines were stored before it finished,
+        # so once the pages below are drained, nothing is left to wait for.
+        while True:
+            page = store.job_logs(job_id, attempt=attempt, after=after, limit=LOG_PAGE).run(conn)
+            for line in page:
+                if as_json:
+                    click.echo(json.dumps(line.to_json()))
+                    continue
+                if shown_attempt is not None and line.attempt != shown_attempt:
+                    click.echo(f"--- attempt {line.attempt} ---")
+                shown_attempt = line.attempt
+                click.echo(log_line(line))
+            if page:
+                after = page[-1].seq
+            if len(page) < LOG_PAGE:
+                break
+        if not follow or job.finished:
+            return
+        time.sleep(interval)
+
+
+def log_line(line: store.JobLogLine) -> str:
+    at = line.at.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{at} {line.level} {line.logger}: {line.message}"

@@ -154,6 +154,27 @@ from skiplock.store.finish import (
 from skiplock.store.finish import (
     release_jobs as release_jobs,
 )
+from skiplock.store.job_logs import (
+    JOB_LOG_MAX_BYTES as JOB_LOG_MAX_BYTES,
+)
+from skiplock.store.job_logs import (
+    JOB_LOG_MAX_LINES as JOB_LOG_MAX_LINES,
+)
+from skiplock.store.job_logs import (
+    DroppedLines as DroppedLines,
+)
+from skiplock.store.job_logs import (
+    JobLogLine as JobLogLine,
+)
+from skiplock.store.job_logs import (
+    LogLine as LogLine,
+)
+from skiplock.store.job_logs import (
+    append_job_logs as append_job_logs,
+)
+from skiplock.store.job_logs import (
+    job_logs as job_logs,
+)
 from skiplock.store.jobs import (
     JOB_COLUMNS as JOB_COLUMNS,
 )

@@ -33,6 +33,8 @@ class Completer:
     `lock` is shared with the heartbeat: both lock the same running rows, and taking them
     one statement at a time rules out a deadlock between the two. `on_drained` is called
     after every write, so a fetch loop held back by `saturated` can claim again.
+    `before_write` is awaited before each write and must not raise: the worker writes
+    its jobs' logs there, so a job is finished only once its log is stored.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Completer:
         max_pending: int = 10_000,
         max_batch: int = 1_000,
         health: LoopHealth | None = None,
+        before_write: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self._pool = pool
         self._worker_id = worker_id
@@ -60,6 +63,7 @@ class Completer:
         self.max_pending = max_pending
         self.max_batch = max_batch
         self._health = health or LoopHealth(stall_after=float("inf"))
+        self._before_write = before_write
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -86,6 +90,8 @@ class Completer:
                 self._writing = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 try:
+                    if self._before_write is not None:
+                        await self._before_write()
                     async with self._lock:
                         await self._write(self._writing)
                     self._health.succeeded("completer")

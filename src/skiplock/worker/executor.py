@@ -100,9 +100,10 @@ async def execute(
 
     With opentelemetry installed the attempt runs inside a CONSUMER span (see tracing).
     Records logged meanwhile in this context, a sync handler's thread included, carry the
-    job's id, task, queue and attempt (see logs.current_job)."""
+    job's id, task, queue and attempt, and go to the attempt's stored log (see
+    logs.current_job, worker/job_logs.py)."""
     job = ctx.job
-    token = current_job.set(job)
+    token = current_job.set(ctx)
     try:
         span = RunSpan.start(job)
         if span is None:

@@ -1,12 +1,15 @@
 """What a worker says about the outcomes it wrote: a log line each (INFO when a job
-succeeded or was released, WARNING otherwise) and the app's finish hooks."""
+succeeded or was released, WARNING otherwise) and the app's finish hooks; and the
+outcome of a job whose handler the worker stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from skiplock.app import App
-from skiplock.worker.executor import Outcome
+from skiplock.worker.executor import Outcome, error_json
+from skiplock.worker.leases import Running
 
 log = logging.getLogger("skiplock.worker")
 
@@ -50,3 +53,14 @@ async def _log_outcome(app: App, outcome: Outcome, status: str, hooked: bool) ->
     )
     if hooked:
         await app.emit(status, outcome.ctx, extra)
+
+
+def stopped_outcome(running: Running) -> Outcome | None:
+    """What to record for a job whose handler was stopped, by why it was stopped."""
+    ctx = running.ctx
+    if running.stop_reason == "cancel":
+        err = error_json(asyncio.CancelledError("cancelled on request"), with_traceback=False)
+        return Outcome(ctx.job, ctx, "failed", err, 0.0)
+    if running.stop_reason == "shutdown":
+        return Outcome(ctx.job, ctx, "released", "null", 0.0)
+    return None  # lease lost: the job is someone else's now; write nothing

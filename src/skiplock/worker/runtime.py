@@ -28,12 +28,13 @@ from skiplock.webhooks import webhook_secret
 from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
-from skiplock.worker.executor import JobThreads, Outcome, error_json, execute
+from skiplock.worker.executor import JobThreads, Outcome, execute
+from skiplock.worker.job_logs import JobLogWriter, capture_job_logs
 from skiplock.worker.leases import Leases, Running, StopReason
 from skiplock.worker.listener import Listener
 from skiplock.worker.loops import LoopHealth
 from skiplock.worker.maintenance import Maintenance
-from skiplock.worker.outcomes import report_written
+from skiplock.worker.outcomes import report_written, stopped_outcome
 from skiplock.worker.progress import ProgressWriter
 from skiplock.worker.settings import WorkerSettings
 from skiplock.worker.unknown_tasks import UnknownTaskWarnings
@@ -87,6 +88,7 @@ class Worker:
         self._leases: Leases | None = None
         self._maintenance: Maintenance | None = None
         self._progress: ProgressWriter | None = None
+        self._job_logs: JobLogWriter | None = None
         # A loop failing for longer than a lease: the leases it keeps may have lapsed.
         self.loops = LoopHealth(stall_after=self.settings.lease)
         self._claim_sent_at = 0.0
@@ -115,10 +117,11 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self._open()
-        assert self._completer and self._leases and self._maintenance
+        assert self._completer and self._leases and self._maintenance and self._job_logs
         s = self.settings
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
+            asyncio.create_task(self._job_logs.run(), name="job logs"),
             asyncio.create_task(self._leases.heartbeat_forever(), name="heartbeat"),
             asyncio.create_task(self._leases.watch_forever(), name="leases"),
             asyncio.create_task(self._maintenance.maintain_forever(), name="maintenance"),
@@ -143,6 +146,7 @@ class Worker:
             await self._fetch_forever()
             await self._drain_running()
             await self._completer.flush()
+            await self._job_logs.flush()
         finally:
             for task in background:
                 task.cancel()
@@ -178,6 +182,16 @@ class Worker:
             configure=_configure_connection,
         )
         await self._pool.open(wait=True, timeout=30)
+        self._job_logs = JobLogWriter(
+            asyncio.get_running_loop(),
+            self.id,
+            self._call,
+            self.loops,
+            max_lines=s.job_log_max_lines,
+            max_bytes=s.job_log_max_bytes,
+            interval=s.job_log_interval,
+        )
+        capture_job_logs()
         self._completer = Completer(
             self._pool,
             self.id,
@@ -186,6 +200,7 @@ class Worker:
             on_drained=self._slot_freed.set,
             max_pending=max(1_000, 4 * s.concurrency),
             health=self.loops,
+            before_write=self._job_logs.flush,
         )
         self._leases = Leases(
             self.id,
@@ -373,6 +388,8 @@ class Worker:
         writer = asyncio.create_task(self._completer.run())
         try:
             await self._completer.flush()
+            assert self._job_logs is not None
+            await self._job_logs.flush()  # of jobs that lost their lease: no outcome
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -386,8 +403,8 @@ class Worker:
     # ---- executing ----------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        assert self._progress is not None
-        ctx = JobContext(job, self.id, self._progress.report)
+        assert self._progress is not None and self._job_logs is not None
+        ctx = JobContext(job, self.id, self._progress.report, self._job_logs.add)
         running = Running(job, ctx, renewed_at=self._claim_sent_at)
         if job.timeout is not None:
             # Past timeout + one lease the handler is stuck beyond cancellation: stop
@@ -410,23 +427,17 @@ class Worker:
             )
         except asyncio.CancelledError:
             ctx.cancelled.set()
-            outcome = self._stopped_outcome(running)
+            outcome = stopped_outcome(running)
         finally:
             if self._running.get(ctx.id) is running:
                 del self._running[ctx.id]
             self._slot_freed.set()
+            if ctx.log_state is not None:  # it logged: what it dropped goes with its outcome
+                assert self._job_logs is not None
+                self._job_logs.attempt_ended(ctx)
         if outcome is not None:
             assert self._completer is not None
             self._completer.add(outcome)
-
-    def _stopped_outcome(self, running: Running) -> Outcome | None:
-        ctx = running.ctx
-        if running.stop_reason == "cancel":
-            err = error_json(asyncio.CancelledError("cancelled on request"), with_traceback=False)
-            return Outcome(ctx.job, ctx, "failed", err, 0.0)
-        if running.stop_reason == "shutdown":
-            return Outcome(ctx.job, ctx, "released", "null", 0.0)
-        return None  # lease lost: the job is someone else's now; write nothing
 
     def _stop_job(self, job_id: int, reason: StopReason) -> None:
         running = self._running.get(job_id)

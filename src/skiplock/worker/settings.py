@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from skiplock import store
 from skiplock.errors import ConfigError
 
 
@@ -37,6 +38,12 @@ class WorkerSettings:
     unknown_task_delay: float = 60.0
     # HMAC key that signs webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET.
     webhook_secret: str | None = None
+    # Each attempt's stored log keeps at most this many lines and bytes of messages; one
+    # marker line counts the rest. Lines wait up to job_log_interval seconds to be
+    # written together.
+    job_log_max_lines: int = store.JOB_LOG_MAX_LINES
+    job_log_max_bytes: int = store.JOB_LOG_MAX_BYTES
+    job_log_interval: float = 0.2
 
     def validate(self) -> None:
         if not self.queues:
@@ -50,6 +57,9 @@ class WorkerSettings:
             ("probe_interval", self.probe_interval, 0.1),
             # shorter, and the workers without the task would pass it round and round
             ("unknown_task_delay", self.unknown_task_delay, 0.1),
+            ("job_log_max_lines", self.job_log_max_lines, 0),
+            ("job_log_max_bytes", self.job_log_max_bytes, 0),
+            ("job_log_interval", self.job_log_interval, 0.01),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
