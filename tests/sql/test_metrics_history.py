@@ -454,9 +454,9 @@ def test_the_worker_takes_the_minute_once_and_prunes_with_its_settings(
         )
         try:
             await worker.run_once()  # opens its pool (no handler: the job goes back)
-            first = await worker.record_metrics_once()
-            again = await worker.record_metrics_once()  # the same minute, most likely
-            await worker.prune_once()
+            first = await worker.maintenance.record_metrics_once()
+            again = await worker.maintenance.record_metrics_once()  # the same minute, most likely
+            await worker.maintenance.prune_once()
             return first, again
         finally:
             await worker.close()

@@ -92,7 +92,7 @@ def test_the_worker_prunes_with_its_retention_setting(dsn: str, conn: psycopg.Co
         worker = Worker(app, listen=False, history_retention=retention)
         try:
             await worker.run_once()  # opens its pool
-            return await worker.prune_once()
+            return await worker.maintenance.prune_once()
         finally:
             await worker.close()
 

@@ -488,17 +488,8 @@ class Worker:
         assert self._leases is not None
         await self._leases.heartbeat_once(wait=wait)
 
-    async def prune_once(self) -> int:
-        """One retention pass (see Maintenance.prune_once); how many finished jobs went."""
+    @property
+    def maintenance(self) -> Maintenance:
+        """The maintenance passes (retention, metrics history, scheduler), to run one."""
         assert self._maintenance is not None
-        return await self._maintenance.prune_once()
-
-    async def record_metrics_once(self) -> bool:
-        """The metrics history's minute (see Maintenance.record_metrics_once)."""
-        assert self._maintenance is not None
-        return await self._maintenance.record_metrics_once()
-
-    async def schedule_once(self) -> list[int]:
-        """One scheduler pass (see skiplock.schedules.tick); returns the enqueued ids."""
-        assert self._maintenance is not None
-        return await self._maintenance.schedule_once()
+        return self._maintenance
