@@ -253,8 +253,9 @@ $$;
 -- as it is (callers from other languages that know nothing of them). A job is extended
 -- only while it is still running under this token, (p_worker_id, p_attempts[i]); the
 -- worker treats every listed job missing from the result as lost and stops its handler.
--- cancel_requested tells the worker to cancel that handler. Raises
--- invalid_parameter_value for a negative p_stuck_jobs.
+-- cancel_requested tells the worker to cancel that handler. One more row, with a NULL
+-- id (and cancel_requested true), says that the worker itself was asked to stop
+-- (stop_worker). Raises invalid_parameter_value for a negative p_stuck_jobs.
 CREATE OR REPLACE FUNCTION skiplock.heartbeat_jobs(
     p_worker_id uuid, p_ids bigint[], p_attempts integer[],
     p_lease interval DEFAULT interval '30 seconds', p_now timestamptz DEFAULT NULL,
@@ -286,6 +287,9 @@ BEGIN
     WHERE j.id = ANY (p_ids) AND j.id = u.id AND j.attempt = u.attempt
       AND j.worker_id = p_worker_id AND j.state = 'running'
     RETURNING j.id, j.cancel_requested_at IS NOT NULL;
+    RETURN QUERY
+    SELECT NULL::bigint, true FROM skiplock.workers w
+    WHERE w.id = p_worker_id AND w.stop_requested_at IS NOT NULL;
 END
 $$;
 

@@ -76,15 +76,17 @@ AS $$
 $$;
 
 -- stop_worker: ask one worker process to stop gracefully: it stops claiming, lets its
--- running jobs finish (up to its shutdown grace) and exits, as on SIGTERM. Sent as
--- NOTIFY on channel skiplock_control with payload 'stop:<worker id>'; every worker
--- listens and only the named one acts. Delivered at commit; a worker whose LISTEN
--- connection is down at that moment misses it. Takes no locks. Returns false when no
--- registered worker has this id (nothing is sent), true otherwise.
+-- running jobs finish (up to its shutdown grace) and exits, as on SIGTERM. The request is
+-- recorded on the worker's row (stop_requested_at), which its next heartbeat reads, and
+-- sent as NOTIFY on channel skiplock_control with payload 'stop:<worker id>' (every
+-- worker listens and only the named one acts) so that a listening worker acts at once.
+-- Returns false when no registered worker has this id (nothing is sent), true otherwise.
 CREATE OR REPLACE FUNCTION skiplock.stop_worker(p_worker_id uuid) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM skiplock.workers w WHERE w.id = p_worker_id) THEN
+    UPDATE skiplock.workers w SET stop_requested_at = coalesce(w.stop_requested_at, now())
+    WHERE w.id = p_worker_id;
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
     PERFORM pg_notify('skiplock_control', 'stop:' || p_worker_id::text);

@@ -73,6 +73,7 @@ SHIPPED_MIGRATIONS = {
     7: ("queue_order", "0c31c143be0be7475fb893abb3d14eab7462c6baf26cc42d2ef227ab1dd649f8"),
     8: ("metrics_history", "60c9b858478ab90f53f42398841eb57803fe976fed79b534511967aaea3c4408"),
     9: ("job_logs", "979147ff5516d79fe28db4265c47a5a5e734218a574f24e687efd85af90a038f"),
+    10: ("worker_stops", "10422f506ad561d9cb215b92d6cef046615e701918b378f683b88f8410e618ad"),
 }
 
 # ---- the catalog fingerprint ------------------------------------------------------------

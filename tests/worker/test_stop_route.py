@@ -1,5 +1,6 @@
-"""POST /api/v1/workers/{id}/stop reaches a running worker (NOTIFY skiplock_control) and
-it stops gracefully; the workers listing shows it while it runs."""
+"""POST /api/v1/workers/{id}/stop reaches a running worker (NOTIFY skiplock_control, and
+the request recorded on its row for its next heartbeat) and it stops gracefully; the
+workers listing shows it while it runs."""
 
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def test_stop_route_stops_that_worker(dsn: str) -> None:
         assert client.post("/api/v1/workers/not-a-uuid/stop").status_code == 404
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM skiplock.workers").fetchone() == (0,)
+
+
+def test_a_worker_that_missed_the_notification_stops_at_its_next_heartbeat(dsn: str) -> None:
+    """listen=False: no NOTIFY reaches it; the request recorded on its row does."""
+    worker = Worker(skiplock.App(dsn), listen=False, poll_interval=0.05, heartbeat_interval=0.1)
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.started.wait(), 30)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT skiplock.stop_worker(%s)", (worker.id,)).fetchone()
+        assert row == (True,)
+        await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
+    assert worker._stopping.is_set()
 
 
 def test_a_stop_for_another_worker_is_ignored(dsn: str) -> None:

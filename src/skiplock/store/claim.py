@@ -70,10 +70,10 @@ def heartbeat_jobs(
     lease: timedelta,
     stuck_jobs: int | None = None,
     stalled_loops: Sequence[str] | None = None,
-) -> Call[dict[int, bool]]:
+) -> Call[dict[int | None, bool]]:
     """Extend the leases of (job id, attempt) tokens and record how many handler threads
     cannot be stopped and which loops are stalled (None: leave them); returns {job id
-    still held: cancel requested?}."""
+    still held: cancel requested?}, and the key None when the worker was asked to stop."""
     return Call(
         "SELECT id, cancel_requested FROM skiplock.heartbeat_jobs(%s, %s::bigint[],"
         " %s::integer[], %s, p_stuck_jobs => %s, p_stalled_loops => %s::text[])",

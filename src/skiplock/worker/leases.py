@@ -58,6 +58,7 @@ class Leases:
         lock: asyncio.Lock,
         call: PooledCall,
         stop_job: Callable[[int, StopReason], None],
+        stop_requested: Callable[[], None],
     ) -> None:
         self._worker_id = worker_id
         self._settings = settings
@@ -69,6 +70,7 @@ class Leases:
         self._lock = lock
         self._call = call
         self._stop_job = stop_job
+        self._stop_requested = stop_requested
 
     async def heartbeat_forever(self) -> None:
         s = self._settings
@@ -134,6 +136,8 @@ class Leases:
                 ),
                 wait=wait,
             )
+        if None in held:  # skiplock.stop_worker, recorded on this worker's row
+            self._stop_requested()
         for job_id, _ in renew:
             running = self._running.get(job_id)
             if job_id not in held:

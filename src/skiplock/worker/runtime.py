@@ -212,6 +212,7 @@ class Worker:
             lock=self._row_lock,
             call=self._call,
             stop_job=self._stop_job,
+            stop_requested=self._stop_requested,
         )
         self._maintenance = Maintenance(s, self._pool, self._call, self.loops, self.app.schedules)
         self._progress = ProgressWriter(asyncio.get_running_loop(), self.id, self._call, self.loops)
@@ -313,10 +314,15 @@ class Worker:
                 self._stop_job(int(payload), "cancel")
         elif channel == CONTROL_CHANNEL:
             if payload == f"stop:{self.id}":
-                log.info("worker %s: stop requested (skiplock.stop_worker)", self.id)
-                self.stop()
+                self._stop_requested()
         elif payload == "*" or not set(payload.split(",")).isdisjoint(self.settings.queues):
             self._wake.set()
+
+    def _stop_requested(self) -> None:
+        """skiplock.stop_worker named this worker (its NOTIFY, or a heartbeat's answer)."""
+        if not self._stopping.is_set():
+            log.info("worker %s: stop requested (skiplock.stop_worker)", self.id)
+            self.stop()
 
     async def _fetch_forever(self) -> None:
         s = self.settings
