@@ -9,7 +9,9 @@ import psycopg
 from dashboard_checks import PASSWORD, add_user, csrf_of, log_in
 from starlette.testclient import TestClient
 
-from skiplock import store
+import skiplock
+from skiplock import Step, store
+from skiplock.testing import run_jobs
 
 
 def logged_in(
@@ -21,7 +23,9 @@ def logged_in(
     return csrf_of(client.get("/dashboard/").text)
 
 
-def add_schedule(conn: psycopg.Connection, name: str, task: str = "t", enabled: bool = True) -> None:
+def add_schedule(
+    conn: psycopg.Connection, name: str, task: str = "t", enabled: bool = True
+) -> None:
     store.create_schedule(
         name,
         cron="0 3 * * *",
@@ -49,3 +53,29 @@ def audit_actions(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT actor, action, target, status FROM skiplock.audit_log ORDER BY id"
     ).fetchall()
+
+
+def diamond(dsn: str, *, fail: bool = False, queue: str = "default") -> tuple[int, dict[str, int]]:
+    """A workflow fetch → (left, right) → merge; run until done when `fail` (right
+    fails, so merge never runs); otherwise left queued. (id, {step: job id})."""
+    app = skiplock.App(dsn)
+
+    @app.task(name="ok")
+    def ok() -> None:
+        return None
+
+    @app.task(name="boom")
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    handle = app.workflow(
+        Step("ok", {}, name="fetch", queue=queue),
+        Step("ok", {}, name="left", after=["fetch"], queue=queue),
+        Step("boom", {}, name="right", after=["fetch"], queue=queue, max_attempts=1),
+        Step("ok", {}, name="merge", after=["left", "right"], queue=queue),
+        name="diamond",
+    )
+    if fail:
+        run_jobs(app, queues=[queue])
+    app.close()
+    return handle.id, handle.jobs
