@@ -83,7 +83,7 @@ def form_fields(schema: Any) -> list[Field] | None:
     if not isinstance(properties, dict) or not properties or len(properties) > MAX_ARG_FIELDS:
         return None
     required = set(schema.get("required", []) if isinstance(schema.get("required"), list) else [])
-    return [
+    fields = [
         Field(
             name=name,
             kind=kind_of(sub),
@@ -93,6 +93,8 @@ def form_fields(schema: Any) -> list[Field] | None:
         )
         for name, sub in properties.items()
     ]
+    # jsonb keeps no key order: the required fields first, each part by name
+    return sorted(fields, key=lambda field: (not field.required, field.name))
 
 
 def arg_value(field: Field, raw: str) -> Any:
