@@ -178,3 +178,19 @@ def csrf_of_page(client: TestClient) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', client.get("/dashboard/").text)
     assert found
     return found.group(1)
+
+
+def test_a_form_of_many_fields_is_taken_whole(client: TestClient, conn: psycopg.Connection) -> None:
+    names = [f"f{index:02}" for index in range(30)]
+    schema = {"type": "object", "properties": {name: {"type": "integer"} for name in names}}
+    publish(conn, {"name": "wide", "queue": "default", "args_schema": schema})
+    csrf = logged_in(client, conn, "wes", "write")
+    fields = {f"arg.{name}": str(index) for index, name in enumerate(names)}
+    answer = client.post(
+        "/dashboard/tasks/enqueue",
+        data={"csrf": csrf, "task": "wide", **fields},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    ((_, _, args, _, _),) = jobs_of(conn)
+    assert args == {name: index for index, name in enumerate(names)}

@@ -82,7 +82,7 @@ class Graph:
 def depths(steps: list[WorkflowStep]) -> dict[str, int]:
     """Each step's dependency depth: 0 without `after`, else one more than its deepest
     parent (the graph has no cycles: skiplock.enqueue_workflow refuses them)."""
-    parents = {step.step: [a for a in step.after] for step in steps}
+    parents = {step.step: list(step.after) for step in steps}
     found: dict[str, int] = {}
 
     def depth(name: str) -> int:
