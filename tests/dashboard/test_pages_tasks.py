@@ -89,6 +89,7 @@ def test_enqueue_lands_on_the_job_page(client: TestClient, conn: psycopg.Connect
         "arg.tone": '"html"',
         "arg.extra": '{"k": [1]}',
         "priority": "high",
+        "run_at": "2030-01-01T09:00:00Z",
     }
     answer = client.post(
         "/dashboard/tasks/enqueue", data=form(csrf, **fields), follow_redirects=False
@@ -106,6 +107,9 @@ def test_enqueue_lands_on_the_job_page(client: TestClient, conn: psycopg.Connect
         "extra": {"k": [1]},
     }
     assert priority > 0
+    job = store.get_job(job_id).run(conn)
+    assert job is not None and job.status == "scheduled" and job.run_at is not None
+    assert job.run_at.isoformat() == "2030-01-01T09:00:00+00:00"
     assert "The job was enqueued." in client.get(answer.headers["location"]).text
     assert ("wes", "POST /dashboard/tasks/enqueue", f"jobs/{job_id}", 201) in audit_actions(conn)
 

@@ -156,8 +156,9 @@ async def viewer(request: Request) -> Viewer:
 
 
 def check_sees_all_queues(who: Viewer, page: str) -> None:
-    """The pages that are not per queue (dead letters, workers) are closed to a
-    queue-limited login, as the API's routes are to a queue-limited token."""
+    """The pages that are not per queue (dead letters, workers, schedules, the audit
+    log) are closed to a queue-limited login, as the API's routes are to a queue-limited
+    token."""
     if who.principal.queue_pattern is not None:
         raise PageError(
             403,
@@ -170,7 +171,8 @@ async def acting(
     request: Request, scope: str, *, max_fields: int = MAX_FORM_FIELDS
 ) -> tuple[Viewer, FormData]:
     """The guard of every action (a POST): a session, its CSRF token in the form, not
-    read-only, and `scope` (write: job actions; admin: the rest, as in the API)."""
+    read-only, and `scope` (write: job and workflow actions, enqueue; admin: the rest,
+    as in the API). `max_fields` bounds the form (an enqueue form holds more)."""
     who = await viewer(request)
     async with request.form(max_fields=max_fields, max_files=0) as form:
         fields = FormData(form)

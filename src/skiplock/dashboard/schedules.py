@@ -19,7 +19,6 @@ from skiplock import store
 from skiplock.api.schedules import STORED_NAME
 from skiplock.api.state import Conn
 from skiplock.dashboard.pages import (
-    Viewer,
     acting,
     audit,
     back_to,
@@ -41,7 +40,7 @@ async def schedules_page(request: Request) -> Response:
     return render(request, "schedules.html", {"schedules": rows}, who=who)
 
 
-async def named(request: Request, who: Viewer) -> str:
+async def named(request: Request) -> str:
     """The schedule the URL names; 404 when there is none."""
     name: str = request.path_params["name"]
     if not STORED_NAME.fullmatch(name):
@@ -57,7 +56,7 @@ async def set_enabled(request: Request, *, enabled: bool) -> Response:
     store.set_schedule_enabled (enabling computes the next run from now: no catch-up)."""
     who, _ = await acting(request, "admin")
     check_sees_all_queues(who, PAGE)
-    name = await named(request, who)
+    name = await named(request)
     found = await dashboard_of(request).api.run(store.set_schedule_enabled(name, enabled))
     await audit(request, who, 200 if found else 404, f"schedules/{name}")
     if not found:
@@ -78,7 +77,7 @@ async def run_schedule(request: Request) -> Response:
     store.fire_schedule as the scheduler's fire would be; the next run stays as it was."""
     who, _ = await acting(request, "admin")
     check_sees_all_queues(who, PAGE)
-    name = await named(request, who)
+    name = await named(request)
     api = dashboard_of(request).api
     # Only the label of this run (the job's meta.fire_at, its unique key, last_run_at):
     # the time the scheduler acts on, next_run_at, is kept as the database set it.
@@ -104,11 +103,11 @@ async def delete_schedule(request: Request) -> Response:
     if request.method == "GET":
         who = await viewer(request)
         check_sees_all_queues(who, PAGE)
-        name = await named(request, who)
+        name = await named(request)
         return render(request, "schedule_delete.html", {"name": name}, who=who)
     who, _ = await acting(request, "admin")
     check_sees_all_queues(who, PAGE)
-    name = await named(request, who)
+    name = await named(request)
     found = await dashboard_of(request).api.run(store.delete_schedule(name))
     await audit(request, who, 204 if found else 404, f"schedules/{name}")
     if not found:
