@@ -21,7 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from skiplock.api.auth import AuthConfig, below_root
 from skiplock.api.failures import FailureLimiter
 from skiplock.api.state import ApiState
-from skiplock.dashboard import dead_letters, jobs, login, queues
+from skiplock.dashboard import (
+    audit,
+    dead_letters,
+    export,
+    jobs,
+    login,
+    queues,
+    schedules,
+    tasks,
+    workflows,
+)
 from skiplock.dashboard.pages import (
     BASE_KEY,
     EXCEPTION_HANDLERS,
@@ -65,6 +75,11 @@ def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = F
                 *login.routes,
                 *jobs.routes,
                 *dead_letters.routes,
+                *export.routes,
+                *schedules.routes,
+                *workflows.routes,
+                *tasks.routes,
+                *audit.routes,
                 Mount("/static", StaticFiles(directory=STATIC), name="static"),
             ],
         ),

@@ -48,6 +48,13 @@ NOTICES = {
     "resumed": "The queue is running again.",
     "stopping": "The worker was told to stop.",
     "redriven": "The dead letter was queued again.",
+    "enabled": "The schedule is enabled; its next run is computed from now.",
+    "disabled": "The schedule is disabled.",
+    "deleted": "The schedule was deleted; the jobs it enqueued stay.",
+    "fired": "The schedule ran now: this is its job.",
+    "enqueued": "The job was enqueued.",
+    "workflow_cancelled": "The workflow's unfinished steps were cancelled.",
+    "workflow_retried": "The workflow's steps that did not succeed run again.",
 }
 
 templates = Environment(
@@ -149,8 +156,9 @@ async def viewer(request: Request) -> Viewer:
 
 
 def check_sees_all_queues(who: Viewer, page: str) -> None:
-    """The pages that are not per queue (dead letters, workers) are closed to a
-    queue-limited login, as the API's routes are to a queue-limited token."""
+    """The pages that are not per queue (dead letters, workers, schedules, the audit
+    log) are closed to a queue-limited login, as the API's routes are to a queue-limited
+    token."""
     if who.principal.queue_pattern is not None:
         raise PageError(
             403,
@@ -159,11 +167,14 @@ def check_sees_all_queues(who: Viewer, page: str) -> None:
         )
 
 
-async def acting(request: Request, scope: str) -> tuple[Viewer, FormData]:
+async def acting(
+    request: Request, scope: str, *, max_fields: int = MAX_FORM_FIELDS
+) -> tuple[Viewer, FormData]:
     """The guard of every action (a POST): a session, its CSRF token in the form, not
-    read-only, and `scope` (write: job actions; admin: the rest, as in the API)."""
+    read-only, and `scope` (write: job and workflow actions, enqueue; admin: the rest,
+    as in the API). `max_fields` bounds the form (an enqueue form holds more)."""
     who = await viewer(request)
-    async with request.form(max_fields=MAX_FORM_FIELDS, max_files=0) as form:
+    async with request.form(max_fields=max_fields, max_files=0) as form:
         fields = FormData(form)
     if not same_token(fields.get(CSRF_FIELD), who.session.csrf):
         raise PageError(403, "Forbidden", "the form's CSRF token is missing or wrong")
