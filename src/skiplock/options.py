@@ -33,7 +33,9 @@ from skiplock.webhooks import MAX_URL_BYTES, URL_PATTERN, check_callback_url
 
 INT4_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1
-MAX_SECONDS = timedelta.max.total_seconds()
+# The longest duration: timedelta's whole days (timedelta.max.total_seconds() rounds up
+# to a float that timedelta(seconds=...) refuses).
+MAX_SECONDS = timedelta.max.days * 86400.0
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 TASK_PATTERN = r"^[A-Za-z0-9_.:/-]{1,200}$"
 # PostgreSQL text holds no NUL character.

@@ -548,3 +548,17 @@ def test_options_declared_since_are_enqueued_from_the_body(
     response = client.post("/api/v1/jobs", json={"task": "t", "unique_scope": "forever"})
     assert_problem(response, 422, "invalid field", "unique_scope")
     assert job_count(conn) == 1
+
+
+def test_the_longest_duration_is_taken_and_one_second_more_refused(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    from skiplock.options import MAX_SECONDS
+
+    longest = client.post("/api/v1/jobs", json={"task": "t", "timeout": MAX_SECONDS})
+    assert longest.status_code == 201, longest.text
+    assert client.get(f"/api/v1/jobs/{longest.json()['id']}").json()["timeout"] == MAX_SECONDS
+    for timeout in (MAX_SECONDS + 1, "P1000000000D"):
+        refused = client.post("/api/v1/jobs", json={"task": "t", "timeout": timeout})
+        assert refused.status_code == 422 and refused.json()["field"] == "timeout", refused.text
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone() == (1,)

@@ -19,7 +19,6 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from datetime import timedelta
 from typing import IO, Any
 
 import click
@@ -34,12 +33,13 @@ from skiplock.errors import ConfigError, SkiplockError
 from skiplock.jobs import JSONError
 from skiplock.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from skiplock.migrate import check_schema
+from skiplock.options import MAX_SECONDS
 from skiplock.version import __version__
 
 # Every command logs as "skiplock.cli", whichever module it lives in.
 log = logging.getLogger("skiplock.cli")
 NO_DSN = "no database: pass --dsn or set SKIPLOCK_DSN / DATABASE_URL"
-SECONDS_MAX = timedelta.max.total_seconds()  # the longest a SECONDS option may be
+SECONDS_MAX = MAX_SECONDS  # the longest a SECONDS option may be
 # The options of the long-running commands (and the global ones) also come from
 # ENV_PREFIX + the flag's name: --poll-interval from SKIPLOCK_POLL_INTERVAL.
 ENV_PREFIX = "SKIPLOCK_"
