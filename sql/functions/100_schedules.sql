@@ -127,6 +127,27 @@ BEGIN
 END
 $$;
 
+-- run_schedule: fire schedule p_name once now, out of its cron (an operator's "run now"):
+-- enqueues its job as fire_schedule does for the database's now() and keeps next_run_at
+-- as it is. The row is locked first, so a scheduler working on it at the same moment
+-- either finishes before (and this keeps what it set) or skips it. Returns the job id;
+-- NULL for an unknown name.
+CREATE OR REPLACE FUNCTION skiplock.run_schedule(p_name text) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+DECLARE
+    v_next timestamptz;
+BEGIN
+    SELECT s.next_run_at INTO v_next FROM skiplock.schedules s WHERE s.name = p_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN skiplock.fire_schedule(p_name, now(), v_next);
+END
+$$;
+
 -- set_schedule_next_run: record the next fire time (or, with p_error, why none could be
 -- computed: the schedule is then disabled until fixed). Returns false for an unknown name.
 CREATE OR REPLACE FUNCTION skiplock.set_schedule_next_run(p_name text, p_next_run_at timestamptz,

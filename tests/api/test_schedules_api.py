@@ -227,6 +227,22 @@ def test_enable_disable_delete(client: TestClient, conn: psycopg.Connection) -> 
     assert client.get(URL).json() == {"schedules": []}
 
 
+def test_run_now_enqueues_its_job_and_keeps_the_next_run(
+    client: TestClient, conn: psycopg.Connection
+) -> None:
+    client.post(URL, json=VALID)
+    conn.execute("UPDATE skiplock.schedules SET next_run_at = now() + interval '1 hour'")
+    before = client.get(f"{URL}/s").json()["next_run_at"]
+    ran = client.post(f"{URL}/s/run")
+    assert ran.status_code == 201, ran.text
+    job_id = ran.json()["job_id"]
+    assert ran.json() == {"name": "s", "job_id": job_id}
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["meta"]["schedule"] == "s"
+    after = client.get(f"{URL}/s").json()
+    assert (after["next_run_at"], after["last_job_id"]) == (before, job_id)
+    assert_problem(client.post(f"{URL}/nope/run"), 404, "not found")
+
+
 def test_created_schedule_is_fired_by_a_scheduler_tick(
     dsn: str, client: TestClient, conn: psycopg.Connection
 ) -> None:

@@ -56,3 +56,14 @@ def test_options_left_out_take_the_published_defaults(dsn: str, conn: psycopg.Co
         "SELECT name, queue, priority, max_attempts FROM skiplock.schedules ORDER BY name"
     ).fetchall()
     assert rows == [("d", "emails", 4, 2), ("e", "default", 0, 2)]
+
+
+def test_run_enqueues_the_schedules_job_now(dsn: str, conn: psycopg.Connection) -> None:
+    create = ("schedules", "create", "s", "--cron", "@hourly", "--task", "t")
+    assert run(dsn, *create, "--allow-unregistered-task")[0] == 0
+    code, out, err = run(dsn, "schedules", "run", "s")
+    row = conn.execute("SELECT id FROM skiplock.jobs WHERE meta->>'schedule' = 's'").fetchone()
+    assert row is not None
+    assert (code, out, err) == (0, f"schedule s: job {row[0]} enqueued\n", "")
+    code, out, err = run(dsn, "schedules", "run", "nope")
+    assert (code, out, err) == (1, "", "error: schedule nope not found\n")

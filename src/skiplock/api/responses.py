@@ -316,6 +316,11 @@ class Workers(Struct):
     workers: list[Worker]
 
 
+class ScheduleRun(Struct):
+    name: str
+    job_id: Annotated[int, Meta(description="The job enqueued now.")]
+
+
 class WorkerStopping(Struct):
     id: str
     stopping: Annotated[bool, Meta(description="Always true.")]

@@ -29,7 +29,7 @@ from skiplock.api.models import (
 )
 from skiplock.api.problems import Problem, invalid_field
 from skiplock.api.query import Query
-from skiplock.api.responses import Schedule, Schedules
+from skiplock.api.responses import Schedule, ScheduleRun, Schedules
 from skiplock.api.routing import Answer, Endpoint, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
@@ -240,6 +240,17 @@ async def disable_schedule(request: Request) -> Response:
     return await _set_enabled(request, False)
 
 
+async def run_schedule(request: Request) -> Response:
+    """POST /api/v1/schedules/{name}/run → 201 {"name", "job_id"}: its job enqueued now,
+    out of its cron; its next run stays. 404 unknown."""
+    api = api_state(request)
+    name = await schedule_named(request)
+    job_id = await api.run(store.run_schedule(name))
+    if job_id is None:
+        raise not_found(name)
+    return JSONResponse({"name": name, "job_id": job_id}, status_code=201)
+
+
 REPLACE = Param(
     "replace", Literal["true", "false"], "true: replace the schedule of the same name.", "false"
 )
@@ -323,6 +334,20 @@ routes = [
             )
         },
         name="disable_schedule",
+        params=(SCHEDULE,),
+    ),
+    route(
+        "/schedules/{name}/run",
+        {
+            "POST": _operation(
+                run_schedule,
+                "run_schedule",
+                "Run a schedule now, out of its cron: its job is enqueued; its next run stays.",
+                {201: Answer(ScheduleRun, "Enqueued.")},
+                errors=(404, 503),
+            )
+        },
+        name="run_schedule",
         params=(SCHEDULE,),
     ),
 ]

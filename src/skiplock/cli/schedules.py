@@ -157,6 +157,18 @@ def _set_schedule(settings: Settings, name: str, *, enabled: bool) -> None:
     )
 
 
+@schedules.command("run")
+@click.argument("name")
+@pass_settings
+def run_schedule(settings: Settings, name: str) -> None:
+    """Run a schedule now, out of its cron: its job is enqueued; its next run stays."""
+    with connect(settings.dsn()) as conn:
+        job_id = store.run_schedule(name).run(conn)
+    if job_id is None:
+        raise CliError(f"schedule {name} not found")
+    click.echo(f"schedule {name}: job {job_id} enqueued")
+
+
 @schedules.command("delete")
 @click.argument("name")
 @pass_settings

@@ -1,6 +1,6 @@
 """The schedules page: every recurring schedule with its next and last runs, and the
 admin actions the API's /api/v1/schedules routes offer (enable, disable, delete), plus
-"run now", which fires the schedule as the scheduler does (store.fire_schedule).
+"run now" (skiplock.run_schedule, as the API's run route).
 
 Schedules are not per queue in the API (a queue-limited token cannot read them), so the
 page is closed to a queue-limited login, as the dead letters are.
@@ -8,16 +8,12 @@ page is closed to a queue-limited login, as the dead letters are.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.schedules import STORED_NAME
-from skiplock.api.state import Conn
 from skiplock.dashboard.pages import (
     acting,
     audit,
@@ -73,24 +69,13 @@ async def disable_schedule(request: Request) -> Response:
 
 
 async def run_schedule(request: Request) -> Response:
-    """POST /dashboard/schedules/{name}/run (admin): one job now, enqueued by
-    store.fire_schedule as the scheduler's fire would be; the next run stays as it was."""
+    """POST /dashboard/schedules/{name}/run (admin): one job now (skiplock.run_schedule,
+    as POST /api/v1/schedules/{name}/run); the next run stays as it was."""
     who, _ = await acting(request, "admin")
     check_sees_all_queues(who, PAGE)
     name = await named(request)
     api = dashboard_of(request).api
-    # Only the label of this run (the job's meta.fire_at, its unique key, last_run_at):
-    # the time the scheduler acts on, next_run_at, is kept as the database set it.
-    fire_at = datetime.now(timezone.utc)
-
-    async def fire(conn: Conn) -> int | None:
-        rows = await api.app.arun(store.list_schedules(name), conn)
-        if not rows:
-            return None
-        schedule: dict[str, Any] = rows[0]
-        return await api.app.arun(store.fire_schedule(name, fire_at, schedule["next_run_at"]), conn)
-
-    job_id = await api.db(fire)
+    job_id = await api.run(store.run_schedule(name))
     await audit(request, who, 404 if job_id is None else 201, f"schedules/{name}", job=job_id)
     if job_id is None:
         raise not_found(f"schedule {name}")

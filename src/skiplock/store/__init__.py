@@ -338,6 +338,9 @@ from skiplock.store.schedules import (
     lock_due_schedules as lock_due_schedules,
 )
 from skiplock.store.schedules import (
+    run_schedule as run_schedule,
+)
+from skiplock.store.schedules import (
     schedule_name as schedule_name,
 )
 from skiplock.store.schedules import (

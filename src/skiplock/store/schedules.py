@@ -110,6 +110,11 @@ def fire_schedule(name: str, fire_at: datetime, next_run_at: datetime | None) ->
     return Call("SELECT skiplock.fire_schedule(%s, %s, %s)", (name, fire_at, next_run_at), scalar)
 
 
+def run_schedule(name: str) -> Call[int | None]:
+    """Fire schedule `name` once now, its next run kept; the job id, None if unknown."""
+    return Call("SELECT skiplock.run_schedule(%s)", (name,), scalar)
+
+
 def set_schedule_next_run(
     name: str, next_run_at: datetime | None, error: str | None = None
 ) -> Call[bool]:
