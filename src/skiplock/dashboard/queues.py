@@ -15,7 +15,7 @@ from skiplock.api.fields import QUEUE_NAME
 from skiplock.dashboard.pages import (
     Viewer,
     acting,
-    audit,
+    audit_found,
     back_to,
     check_sees_all_queues,
     dashboard_of,
@@ -68,9 +68,7 @@ async def set_paused(request: Request, *, paused: bool) -> Response:
         raise not_found(f"queue {name}")
     call = store.pause_queue(name) if paused else store.resume_queue(name)
     found = await dashboard_of(request).api.run(call)
-    await audit(request, who, 200 if found else 404, f"queues/{name}")
-    if not found:
-        raise not_found(f"queue {name}")
+    await audit_found(request, who, found, 200, f"queues/{name}", f"queue {name}")
     return back_to(request, "/queues", "paused" if paused else "resumed")
 
 
@@ -102,9 +100,7 @@ async def stop_worker(request: Request) -> Response:
     found = worker_id is not None and await dashboard_of(request).api.run(
         store.stop_worker(worker_id)
     )
-    await audit(request, who, 202 if found else 404, f"workers/{raw}")
-    if not found:
-        raise not_found(f"worker {raw}")
+    await audit_found(request, who, found, 202, f"workers/{raw}", f"worker {raw}")
     return back_to(request, "/workers", "stopping")
 
 
