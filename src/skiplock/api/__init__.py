@@ -106,6 +106,7 @@ def create_app(
     login; `dashboard_read_only` hides and refuses its every action.
     """
     from skiplock.dashboard import DashboardDispatch, dashboard_app  # it imports the API
+    from skiplock.dashboard.live import LiveHub
 
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
@@ -121,6 +122,8 @@ def create_app(
             f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
         )
     finished = FinishedListener(lambda: app.listen_dsn)
+    # the dashboard's live updates: one LISTEN for all its viewers, closed by the lifespan
+    live_hub = LiveHub(lambda: app.listen_dsn)
     state = ApiState(
         app=app,
         max_body_bytes=max_body_bytes,
@@ -138,7 +141,7 @@ def create_app(
         # before the bearer-token check: the dashboard's pages authenticate by cookie
         Middleware(
             DashboardDispatch,
-            dashboard=dashboard_app(state, auth, read_only=dashboard_read_only),
+            dashboard=dashboard_app(state, auth, read_only=dashboard_read_only, live_hub=live_hub),
         ),
     ]
     routes = [
@@ -192,12 +195,14 @@ def create_app(
         lifespan=api_lifespan,
     )
     starlette.state.api = state
+    starlette.state.live = live_hub
     return starlette
 
 
 @asynccontextmanager
 async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
-    """Close the pool and the result listener of `api` (made by create_app) on exit.
+    """Close the pool, the result listener and the dashboard's live hub of `api` (made by
+    create_app) on exit.
 
     The API's own lifespan when it is served alone. A host that mounts it passes it on:
     `Starlette(routes=[Mount("/skiplock", api)], lifespan=lambda _: api_lifespan(api))`,
@@ -211,4 +216,5 @@ async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
         state: ApiState = api.state.api
         if state.finished is not None:
             await state.finished.close()
+        await api.state.live.close()
         await state.app.aclose()

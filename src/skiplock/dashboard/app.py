@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from skiplock.api.auth import AuthConfig, below_root
 from skiplock.api.failures import FailureLimiter
 from skiplock.api.state import ApiState
-from skiplock.dashboard import dead_letters, jobs, login, queues
+from skiplock.dashboard import dead_letters, jobs, live, login, queues
 from skiplock.dashboard.pages import (
     BASE_KEY,
     EXCEPTION_HANDLERS,
@@ -39,10 +39,17 @@ async def to_dashboard(request: Request) -> Response:
     return RedirectResponse(page_url(request, "/"), status_code=302)
 
 
-def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = False) -> Starlette:
+def dashboard_app(
+    api: ApiState,
+    auth: AuthConfig | None,
+    *,
+    read_only: bool = False,
+    live_hub: live.LiveHub | None = None,
+) -> Starlette:
     """The dashboard over the API's state: its session is signed with `auth`'s HS256
     secret (without one, every page says how to set it); logins count toward a failure
-    limit as strict as the API's."""
+    limit as strict as the API's. `live_hub` feeds its live updates (one is made when
+    none is given; whoever owns it closes it)."""
     secret = auth.jwt_secret if auth is not None else None
     lifetime = auth.login_lifetime if auth is not None else timedelta(hours=12)
     dashboard = Dashboard(
@@ -65,12 +72,14 @@ def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = F
                 *login.routes,
                 *jobs.routes,
                 *dead_letters.routes,
+                *live.routes,
                 Mount("/static", StaticFiles(directory=STATIC), name="static"),
             ],
         ),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.dashboard = dashboard
+    app.state.live = live_hub or live.LiveHub(lambda: api.app.listen_dsn)
     return app
 
 
