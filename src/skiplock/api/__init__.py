@@ -106,7 +106,6 @@ def create_app(
     login; `dashboard_read_only` hides and refuses its every action.
     """
     from skiplock.dashboard import DashboardDispatch, dashboard_app  # it imports the API
-    from skiplock.dashboard.live import LiveHub
 
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
@@ -122,8 +121,6 @@ def create_app(
             f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
         )
     finished = FinishedListener(lambda: app.listen_dsn)
-    # the dashboard's live updates: one LISTEN for all its viewers, closed by the lifespan
-    live_hub = LiveHub(lambda: app.listen_dsn)
     state = ApiState(
         app=app,
         max_body_bytes=max_body_bytes,
@@ -132,6 +129,7 @@ def create_app(
         finished=finished,
         accept_unknown_tasks=accept_unknown_tasks,
     )
+    dashboard = dashboard_app(state, auth, read_only=dashboard_read_only)
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [
         Middleware(InternalErrorMiddleware),
@@ -141,7 +139,7 @@ def create_app(
         # before the bearer-token check: the dashboard's pages authenticate by cookie
         Middleware(
             DashboardDispatch,
-            dashboard=dashboard_app(state, auth, read_only=dashboard_read_only, live_hub=live_hub),
+            dashboard=dashboard,
         ),
     ]
     routes = [
@@ -195,7 +193,8 @@ def create_app(
         lifespan=api_lifespan,
     )
     starlette.state.api = state
-    starlette.state.live = live_hub
+    # the dashboard's live updates: one LISTEN for all its viewers, closed by the lifespan
+    starlette.state.live = dashboard.state.live
     return starlette
 
 

@@ -73,15 +73,15 @@ class Watch:
     active: bool = True
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def hears(self, channel: str, payload: str) -> bool:
-        if channel == FINISHED_CHANNEL:
-            ids = finished_ids(payload)
-            if self.job_id is not None:
-                return ids is None or self.job_id in ids
-            return self.active
-        if payload == "*":
-            return True
-        return any(self.wants(name) for name in payload.split(","))
+    def hears_queues(self, names: list[str] | None) -> bool:
+        """Whether ready jobs in `names` (None: any queue) may concern this page."""
+        return names is None or any(self.wants(name) for name in names)
+
+    def hears_finished(self, ids: frozenset[int] | None) -> bool:
+        """Whether jobs `ids` (None: any job) finishing may concern this page."""
+        if self.job_id is not None:
+            return ids is None or self.job_id in ids
+        return self.active
 
 
 class LiveHub:
@@ -152,9 +152,15 @@ class LiveHub:
                 self.dispatch(notice.channel, notice.payload)
 
     def dispatch(self, channel: str, payload: str) -> None:
-        for watch in self.watches:
-            if watch.hears(channel, payload):
-                watch.changed.set()
+        # the payload is parsed once, however many watch
+        if channel == FINISHED_CHANNEL:
+            ids = finished_ids(payload)
+            woken = [w for w in self.watches if w.hears_finished(ids)]
+        else:
+            names = None if payload == "*" else payload.split(",")
+            woken = [w for w in self.watches if w.hears_queues(names)]
+        for watch in woken:
+            watch.changed.set()
 
     def _wake_all(self) -> None:
         for watch in self.watches:
