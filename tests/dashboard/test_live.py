@@ -102,7 +102,7 @@ def test_events_need_a_session_and_name_a_known_page(server: Server, browser: ht
         answer = stranger.get("/dashboard/events", params={"page": "/"})
     assert answer.status_code == 401
     assert answer.headers["content-type"] == "application/problem+json"
-    for page in (None, "jobs", "/dead-letters", "/jobs?queue=no%20spaces"):
+    for page in (None, "jobs", "/nowhere", "/jobs?queue=no%20spaces"):
         answer = browser.get("/dashboard/events", params={} if page is None else {"page": page})
         assert answer.status_code == 422, page
         assert answer.json()["field"] == "page"
@@ -118,7 +118,8 @@ def test_a_queue_limited_login_gets_nothing_of_other_queues(
     with httpx.Client(base_url=server.url, timeout=READ_SECONDS) as client:
         assert log_in(client, username="lim", password=PASSWORD).status_code == 303
         assert client.get("/dashboard/events", params={"page": f"/jobs/{other}"}).status_code == 404
-        assert client.get("/dashboard/events", params={"page": "/workers"}).status_code == 403
+        for page in ("/workers", "/dead-letters"):
+            assert client.get("/dashboard/events", params={"page": page}).status_code == 403
         with events(client, "/") as stream:
             (first,) = stream.until(lambda _: True)
             assert first["event"] == "changed"
@@ -156,6 +157,17 @@ def test_a_job_page_gets_its_status_attempt_and_progress(
         progress = shown[-1]["data"]["progress"]
         assert (progress["fraction"], progress["message"]) == (0.5, "halfway")
         assert shown[-1]["data"]["attempt"] == 1
+
+
+def test_the_overview_counts_every_queue_and_the_workers(browser: httpx.Client, dsn: str) -> None:
+    enqueue(dsn, "a")
+    enqueue(dsn, "b", 2)
+    with events(browser, "/") as stream:
+        (first,) = stream.until(lambda _: True)
+    assert first["event"] == "changed"
+    assert set(first["data"]) == {"counts", "workers"}
+    assert first["data"]["counts"]["queued"] == 3
+    assert first["data"]["workers"] == {"alive": 0, "healthy": 0, "running_jobs": 0}
 
 
 def test_a_reconnect_with_the_last_event_id_gets_nothing_until_a_change(

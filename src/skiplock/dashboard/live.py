@@ -55,6 +55,8 @@ HEARTBEAT = 15.0
 # tab never holds up the server's shutdown for longer.
 STREAM_SECONDS = 60.0
 RETRY_MS = 1000
+# The hub reads notifications in batches, at most one every GATHER seconds.
+GATHER = 0.2
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 30.0
 UNFINISHED = ("waiting", "scheduled", "queued", "running", "retrying")
@@ -124,8 +126,6 @@ class LiveHub:
                     delay,
                     exc_info=not isinstance(exc, psycopg.Error | OSError),
                 )
-            else:
-                log.warning("dashboard listener: connection closed; reconnecting in %.1f s", delay)
             if self.listening.is_set():  # it had worked: start the backoff again
                 delay = RECONNECT_FIRST
             self.listening.clear()
@@ -148,8 +148,21 @@ class LiveHub:
             log.info("dashboard listener: listening (backend %s)", self.backend_pid)
             # what changed while nobody listened notified nobody
             self._wake_all()
-            async for notice in conn.notifies():
-                self.dispatch(notice.channel, notice.payload)
+            while True:
+                await self._next_batch(conn)
+
+    async def _next_batch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Wait for a notification, let more gather for GATHER seconds, then dispatch
+        them all: a notification costs the process a wake-up of its event loop, so the
+        hub's cost is bounded by time, not by how fast jobs flow."""
+        heard: dict[tuple[str, str], None] = {}
+        async for notice in conn.notifies(stop_after=1):
+            heard[notice.channel, notice.payload] = None
+        await asyncio.sleep(GATHER)
+        async for notice in conn.notifies(timeout=0.01):
+            heard[notice.channel, notice.payload] = None
+        for channel, payload in heard:
+            self.dispatch(channel, payload)
 
     def dispatch(self, channel: str, payload: str) -> None:
         # the payload is parsed once, however many watch
@@ -194,10 +207,10 @@ class BadPage(Exception):
         self.status, self.error, self.detail, self.field = status, error, detail, field
 
 
-def counts_view(request: Request, who: Viewer, queue: str | None) -> View:
+def counts_view(request: Request, who: Viewer, queue: str | None, *, workers: bool = False) -> View:
     """Overview, queues and jobs list: the counts by status of the queues the page lists
-    (one queue, or all the viewer sees), and the overview's figures of the workers for a
-    login that sees them (a worker that comes or goes notifies nobody: a quiet page
+    (one queue, or all the viewer sees), and with `workers` the overview's figures of the
+    workers for a login that sees them (a worker that comes or goes notifies nobody: a quiet page
     shows it at its next heartbeat)."""
     api = dashboard_of(request).api
     principal = who.principal
@@ -211,7 +224,7 @@ def counts_view(request: Request, who: Viewer, queue: str | None) -> View:
             "counts": {s: sum(row[s] for row in rows) for s in STATUSES},
             "queues": {row["queue"]: row for row in rows},
         }
-        if queue is None and principal.queue_pattern is None:
+        if workers and principal.queue_pattern is None:
             alive = [w for w in await api.run(store.list_workers()) if w["alive"]]
             data["workers"] = {
                 "alive": len(alive),
@@ -266,16 +279,18 @@ async def job_view(request: Request, who: Viewer, raw: str) -> View:
 
 async def view_of(request: Request, who: Viewer, page: str) -> View:
     """The view of a dashboard page given as its path below the dashboard and its query
-    (`/jobs/5`, `/jobs?queue=emails`, `/`, `/queues`, `/workers`)."""
+    (`/jobs/5`, `/jobs?queue=emails`, `/`, `/queues`, `/workers`, `/dead-letters`)."""
     parts = urlsplit(page)
     path = parts.path.rstrip("/") or "/"
     if path in ("/", "/queues"):
-        return counts_view(request, who, None)
+        return counts_view(request, who, None, workers=path == "/")
+    if path in ("/workers", "/dead-letters") and who.principal.queue_pattern is not None:
+        # as their pages are: not per queue, so closed to a queue-limited login
+        raise BadPage(403, "forbidden", f"{path} is not shown to a login limited to queues")
     if path == "/workers":
-        if who.principal.queue_pattern is not None:
-            raise BadPage(403, "forbidden", "workers are not shown to a login limited to queues")
         return workers_view(request)
-    if path == "/jobs":
+    if path in ("/jobs", "/dead-letters"):
+        # a list changes when the counts of its queue (or of every queue) do
         queue = QueryParams(parts.query).get("queue", "").strip() or None
         if queue is not None and not QUEUE_NAME.fullmatch(queue):
             raise BadPage(422, "invalid_field", "queue must be a valid queue name", "page")
