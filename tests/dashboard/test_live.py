@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -196,6 +197,27 @@ def test_a_burst_of_changes_comes_as_a_few_events(browser: httpx.Client, dsn: st
         app.close()
     assert all(e["event"] == "changed" for e in seen)
     assert len(seen) < burst // 2, [e["data"]["counts"]["queued"] for e in seen]
+
+
+def test_a_stream_sends_at_most_one_event_per_min_gap(
+    browser: httpx.Client, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the hub's batching off: every change reaches the stream on its own
+    monkeypatch.setattr(live, "GATHER", 0.0)
+    changes = 30
+    app = skiplock.App(dsn)
+    try:
+        with events(browser, "/jobs?queue=paced") as stream:
+            stream.until(lambda _: True)
+            for _ in range(changes):
+                app.enqueue("t", {}, queue="paced")
+                # paced, not synchronised: changes 30 ms apart, a stream reads at most
+                # every MIN_GAP (0.4 s), so about one event for every dozen changes
+                time.sleep(0.03)
+            seen = stream.until(lambda e: e["data"]["counts"]["queued"] == changes)
+    finally:
+        app.close()
+    assert len(seen) <= changes // 2, [e["data"]["counts"]["queued"] for e in seen]
 
 
 def test_a_quiet_stream_sends_heartbeats_and_ends_when_the_login_goes(
