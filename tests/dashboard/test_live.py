@@ -235,6 +235,21 @@ def test_a_quiet_stream_sends_heartbeats_and_ends_when_the_login_goes(
     assert browser.get("/dashboard/events", params={"page": "/"}).status_code == 401
 
 
+def test_a_stream_ends_when_its_login_is_limited_to_queues(
+    browser: httpx.Client, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "HEARTBEAT", 0.5)
+    with events(browser, "/workers") as stream:
+        stream.until(lambda _: True)
+        conn.execute("SELECT skiplock.delete_user('boss')")
+        add_user(conn, "boss", "admin", "mine")
+        with pytest.raises(AssertionError, match="the stream ended"):
+            while True:
+                stream.next()
+    # the same session, under the user's new rights
+    assert browser.get("/dashboard/events", params={"page": "/workers"}).status_code == 403
+
+
 def test_the_hub_listens_again_after_its_backend_is_terminated(
     server: Server,
     browser: httpx.Client,

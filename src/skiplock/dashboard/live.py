@@ -6,12 +6,14 @@ skiplock_finished (which names jobs that finished) and wakes the streams whose p
 notification may concern. A woken stream re-reads what its page shows (one job's row, or
 the counts of the queues it lists) and sends an event only when that changed, at most one
 every MIN_GAP seconds: a burst of changes costs a viewer a few events, not one each.
+The hub reads notifications in batches (every GATHER seconds at most), so what it costs
+the process is bounded by time, not by the rate of jobs.
 
 No notification tells of a claim (queued -> running) or of a job's progress, so a stream
 whose page shows unfinished jobs also re-reads at a floor (JOB_FLOOR, LIST_FLOOR); a page
 with nothing unfinished only wakes for notifications, and every HEARTBEAT seconds, when it
 re-reads, sends a comment so proxies keep the connection, and checks the login still
-stands. NOTIFY is a hint here as everywhere: while the hub is not listening, every stream
+stands as it was. NOTIFY is a hint here as everywhere: while the hub is not listening, every stream
 re-reads at the floor.
 """
 
@@ -387,8 +389,10 @@ async def events(request: Request) -> Response:
     hub: LiveHub = request.app.state.live
 
     async def still_allowed() -> bool:
+        """The login still stands, with the scope and queues the stream was opened with
+        (changed, the browser reconnects under the new ones)."""
         try:
-            return await principal_of(dashboard, who.session) is not None
+            return await principal_of(dashboard, who.session) == who.principal
         except Exception:  # the database away: the next heartbeat asks again
             return True
 
