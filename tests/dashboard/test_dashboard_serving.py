@@ -5,6 +5,7 @@ and static files."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -70,6 +71,13 @@ def test_serve_prints_the_dashboard_url_and_reads_read_only_from_the_environment
             assert "boss · admin" in queues.text and "read-only" in queues.text
             refused = client.post("/dashboard/queues/default/pause", data={"csrf": "x"})
             assert refused.status_code == 403
+            # An open event stream never ends by itself: the server stops anyway, after
+            # its short graceful-shutdown wait (a stream lasts up to a minute).
+            with client.stream("GET", "/dashboard/events", params={"page": "/queues"}) as live:
+                assert live.status_code == 200
+                proc.terminate()
+                # uvicorn re-raises the SIGTERM it handled once it has shut down
+                assert proc.wait(30) in (0, -signal.SIGTERM)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -79,13 +79,19 @@ forwarded_allow_ips_option = click.option(
 )
 
 
-def proxy_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
-    """uvicorn's proxy-header settings: off unless proxies are named. uvicorn's own
-    default trusts 127.0.0.1, so any local client could choose the address that the
-    failed-auth limiter counts and the audit log records."""
-    if not forwarded_allow_ips:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+# How long a stopping server waits for open connections: the dashboard's event streams
+# never end by themselves (their browsers reconnect to whatever serves next).
+GRACEFUL_SHUTDOWN_SECONDS = 5.0
+
+
+def server_settings(forwarded_allow_ips: str | None) -> dict[str, Any]:
+    """uvicorn's settings beside the app and address. Proxy headers are off unless
+    proxies are named: uvicorn's own default trusts 127.0.0.1, so any local client could
+    choose the address that the failed-auth limiter counts and the audit log records."""
+    proxies: dict[str, Any] = {"proxy_headers": False}
+    if forwarded_allow_ips:
+        proxies = {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+    return {"timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS, **proxies}
 
 
 dashboard_read_only_option = click.option(
@@ -216,7 +222,7 @@ def serve(
         host=host,
         port=port,
         log_config=None,
-        **proxy_settings(forwarded_allow_ips),
+        **server_settings(forwarded_allow_ips),
     )
 
 
@@ -408,7 +414,7 @@ async def serve_and_work(
 
     worker = Worker(app, worker_settings)
     config = uvicorn.Config(
-        asgi, host=host, port=port, log_config=None, **proxy_settings(forwarded_allow_ips)
+        asgi, host=host, port=port, log_config=None, **server_settings(forwarded_allow_ips)
     )
     server = quiet_server(config)
     stops = 0
