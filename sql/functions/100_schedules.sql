@@ -133,10 +133,7 @@ $$;
 -- either finishes before (and this keeps what it set) or skips it. Returns the job id;
 -- NULL for an unknown name.
 CREATE OR REPLACE FUNCTION skiplock.run_schedule(p_name text) RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = skiplock, pg_temp
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_next timestamptz;
 BEGIN
