@@ -64,7 +64,7 @@ def test_levels_loggers_and_the_truncation_marker(
     assert messages(html)[:3] == ["debug line", "info line", "warning line"]
     assert "1 lines (10 bytes) dropped" in messages(html)[3]
     assert 'class="truncated"' in html and ">truncated</span>" in html
-    assert '<span class="level warning">warning</span>' in html
+    assert '<span class="level-warning">warning</span>' in html
     assert "<td>app.mail</td>" in html
     assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[^"]+">\d{4}-\d\d-\d\d ', html)
     assert "More lines" not in html and "Attempt 1" not in html  # one attempt: no selector

@@ -11,7 +11,9 @@ import uuid
 
 import psycopg
 import pytest
-from dashboard_checks import PASSWORD, add_user, log_in
+from dashboard_browser import Page, Server, chrome
+from dashboard_checks import CONFIG, PASSWORD, add_user, log_in
+from selenium.webdriver.common.by import By
 from starlette.testclient import TestClient
 
 from skiplock.dashboard.charts import percentile
@@ -154,3 +156,31 @@ def test_bad_range_or_queue_is_a_422_page(client: TestClient, conn: psycopg.Conn
     assert "range must be one of 1h, 24h, 7d" in page.text
     page = client.get("/dashboard/", params={"queue": "no such queue!"})
     assert page.status_code == 422 and "queue must be a valid queue name" in page.text
+
+
+@pytest.mark.slow
+def test_the_charts_are_drawn_in_a_browser(
+    dsn: str, conn: psycopg.Connection, activity: None
+) -> None:
+    """Headless Chromium lays the SVG out: each chart has a size, its bars are drawn,
+    and the numbers stay folded away until asked for."""
+    add_user(conn, "ada", "read")
+    driver = chrome()
+    server = Server(dsn, CONFIG)
+    try:
+        page = Page(driver, server)
+        page.log_in(username="ada", password=PASSWORD)
+        page.open("/?range=24h")
+        page.wait_for_text("Wait to start")
+        charts = driver.find_elements(By.CSS_SELECTOR, ".charts svg[role=img]")
+        assert len(charts) == 5
+        assert all(c.size["width"] > 100 and c.size["height"] > 40 for c in charts)
+        bar = driver.find_element(By.CSS_SELECTOR, "#chart-throughput rect")
+        assert bar.size["height"] > 0
+        table = driver.find_element(By.ID, "history-table")
+        assert not table.is_displayed()
+        driver.find_element(By.CSS_SELECTOR, "#overview-charts summary").click()
+        assert table.is_displayed()
+    finally:
+        driver.quit()
+        server.stop()

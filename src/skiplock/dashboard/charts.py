@@ -104,8 +104,8 @@ class Bar:
 class Line:
     label: str
     colour: str
-    points: str  # the polyline's "x,y x,y …"
-    dots: list[tuple[float, float]]  # lone points a polyline would not show
+    path: str  # an SVG path's d: "M x,y L x,y …", a new M after each gap
+    dots: list[tuple[float, float]]  # lone values, which a path would not show
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,10 @@ class Chart:
     legend: list[tuple[str, str]]  # (label, colour)
 
 
-def scale_top(values: Sequence[float]) -> float:
-    """The y axis' top: the greatest value, at least 1 so an all-zero chart has an axis."""
-    return max([1.0, *values])
+def scale_top(values: Sequence[float], floor: float = 1.0) -> float:
+    """The y axis' top: the greatest value, at least `floor` so an all-zero chart has an
+    axis."""
+    return max([floor, *values])
 
 
 def y_of(value: float, top: float) -> float:
@@ -171,11 +172,12 @@ def line_chart(
     desc: str,
     series: Sequence[Series],
     times: Sequence[str],
-    label: str = "count",
+    unit: str = "count",
 ) -> Chart:
     """Lines over the periods with a value; a gap where a period has none."""
     finite = [v for s in series for v in s.values if v is not None and not math.isinf(v)]
-    top = scale_top(finite)
+    # waits of a few ms are drawn to their own scale, not flat against a 1 s axis
+    top = scale_top(finite, 0.01 if unit == "seconds" else 1.0)
     lines = []
     for one in series:
         runs: list[list[tuple[float, float]]] = [[]]
@@ -185,10 +187,10 @@ def line_chart(
                 continue
             runs[-1].append((x_of(index, len(one.values)), y_of(value, top)))
         drawn = [run for run in runs if len(run) > 1]
-        points = " M ".join(" L ".join(f"{x},{y}" for x, y in run) for run in drawn)
+        path = " ".join("M " + " L ".join(f"{x},{y}" for x, y in run) for run in drawn)
         dots = [run[0] for run in runs if len(run) == 1]
-        lines.append(Line(one.label, one.colour, f"M {points}" if points else "", dots))
-    top_label = seconds_label(top) if label == "seconds" else count_label(top)
+        lines.append(Line(one.label, one.colour, path, dots))
+    top_label = seconds_label(top) if unit == "seconds" else count_label(top)
     legend = [(s.label, s.colour) for s in series]
     return Chart(chart_id, title, desc, top_label, times[0], times[-1], [], lines, legend)
 
