@@ -179,7 +179,7 @@ def test_the_charts_are_drawn_in_a_browser(
         assert bar.size["height"] > 0
         table = driver.find_element(By.ID, "history-table")
         assert not table.is_displayed()
-        driver.find_element(By.CSS_SELECTOR, "#overview-charts summary").click()
+        driver.find_element(By.CSS_SELECTOR, "#history-numbers summary").click()
         assert table.is_displayed()
     finally:
         driver.quit()

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.fields import QUEUE_NAME
 from skiplock.api.metrics_history import RANGES
+from skiplock.api.state import Conn
 from skiplock.dashboard.charts import PLOT, overview_charts
 from skiplock.dashboard.pages import (
     PageError,
@@ -61,10 +62,16 @@ async def overview(request: Request) -> Response:
     if who.principal.queue_pattern is None:
         workers = await api.run(store.list_workers())
     alive = [w for w in workers if w["alive"]]
-    points = await api.run(
-        store.metrics_series(RANGES[window], queue=queue, queue_pattern=who.principal.queue_pattern)
+    series = store.metrics_series(
+        RANGES[window], queue=queue, queue_pattern=who.principal.queue_pattern
     )
-    _, wait_bounds = await api.run(store.metrics_bounds())
+
+    async def history(conn: Conn) -> tuple[list[store.MetricsPoint], list[float]]:
+        """The series and the wait histogram's bounds in one transaction, as the API reads them."""
+        _, wait_bounds = await api.app.arun(store.metrics_bounds(), conn)
+        return await api.app.arun(series, conn), wait_bounds
+
+    points, wait_bounds = await api.db(history)
     scope = f"queue {queue}" if queue else "all queues"
     context = {
         "queues": queues,
