@@ -104,6 +104,8 @@ def test_each_range_draws_the_charts_and_their_numbers(
     ]
     assert "4 in all" in desc_of(html, "chart-throughput")
     assert "2 in all" in desc_of(html, "chart-failures")
+    assert desc_of(html, "chart-depth").endswith("latest sample: 4.")
+    assert desc_of(html, "chart-oldest").endswith("latest sample: 90 s.")
     assert '<title id="chart-latency-title">Wait to start</title>' in html
     # bars for the jobs that finished, a line or a dot for the depth sample
     assert re.search(r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="[\d.]+" fill=', html)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from skiplock.store import MetricsPoint
 
@@ -83,7 +83,7 @@ def ready_label(point: MetricsPoint) -> str:
 
 @dataclass(frozen=True)
 class Series:
-    """One line or set of bars of a chart."""
+    """One line of a line chart, a value (or None) per period."""
 
     label: str
     colour: str
@@ -204,8 +204,14 @@ class Overview:
     has_data: bool
 
 
+def latest(values: Sequence[float | None]) -> float | None:
+    """The last value measured, for a chart's description."""
+    return next((v for v in reversed(values) if v is not None), None)
+
+
 def time_label(at: datetime, by_hour_over_days: bool) -> str:
-    return at.strftime("%m-%d %H:%M" if by_hour_over_days else "%H:%M")
+    """A period's start in UTC, whatever the database session's time zone."""
+    return at.astimezone(timezone.utc).strftime("%m-%d %H:%M" if by_hour_over_days else "%H:%M")
 
 
 def overview_charts(
@@ -226,6 +232,7 @@ def overview_charts(
     ready = [None if p.ready is None else float(p.ready) for p in points]
     oldest = [p.oldest_ready_seconds for p in points]
     where = f"{scope}, last {range_label}"
+    last_ready = next((ready_label(p) for p in reversed(points) if p.ready is not None), "—")
     succeeded = bar_chart(
         "chart-throughput",
         "Succeeded",
@@ -255,14 +262,15 @@ def overview_charts(
     depth = line_chart(
         "chart-depth",
         "Ready jobs",
-        f"Jobs ready to run, sampled once a minute, {where}.",
+        f"Jobs ready to run, sampled once a minute, {where}; latest sample: {last_ready}.",
         [Series("ready", BLUE, ready)],
         times,
     )
     age = line_chart(
         "chart-oldest",
         "Oldest ready job",
-        f"How long the oldest ready job had been due when sampled, {where}.",
+        f"How long the oldest ready job had been due when sampled, {where}; latest"
+        f" sample: {seconds_label(latest(oldest))}.",
         [Series("age", ORANGE, oldest)],
         times,
         "seconds",
