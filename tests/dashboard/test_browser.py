@@ -97,6 +97,9 @@ def test_a_job_page_follows_the_job_from_queued_to_succeeded_without_a_reload(
     page.open(f"/jobs/{job_id}")
     assert page.text_of("job-status") == "queued"
     page.driver.execute_script("window.sameDocument = 'yes'")
+    # the page follows the job through its event stream, not the poll
+    page.wait(lambda: page.driver.execute_script("return document.documentElement.dataset.live"))
+    assert page.driver.execute_script("return document.documentElement.dataset.live") == "stream"
     worker = WorkerThread(worker_app, ["live"])
     try:
         page.wait(lambda: page.text_of("job-status") == "running")

@@ -131,6 +131,7 @@ def create_app(
         finished=finished,
         accept_unknown_tasks=accept_unknown_tasks,
     )
+    dashboard = dashboard_app(state, auth, read_only=dashboard_read_only)
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [
         Middleware(InternalErrorMiddleware),
@@ -140,7 +141,7 @@ def create_app(
         # before the bearer-token check: the dashboard's pages authenticate by cookie
         Middleware(
             DashboardDispatch,
-            dashboard=dashboard_app(state, auth, read_only=dashboard_read_only),
+            dashboard=dashboard,
         ),
     ]
     routes = [
@@ -196,12 +197,15 @@ def create_app(
         lifespan=api_lifespan,
     )
     starlette.state.api = state
+    # the dashboard's live updates: one LISTEN for all its viewers, closed by the lifespan
+    starlette.state.live = dashboard.state.live
     return starlette
 
 
 @asynccontextmanager
 async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
-    """Close the pool and the result listener of `api` (made by create_app) on exit.
+    """Close the pool, the result listener and the dashboard's live hub of `api` (made by
+    create_app) on exit.
 
     The API's own lifespan when it is served alone. A host that mounts it passes it on:
     `Starlette(routes=[Mount("/skiplock", api)], lifespan=lambda _: api_lifespan(api))`,
@@ -215,4 +219,5 @@ async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
         state: ApiState = api.state.api
         if state.finished is not None:
             await state.finished.close()
+        await api.state.live.close()
         await state.app.aclose()

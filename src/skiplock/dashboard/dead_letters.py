@@ -24,6 +24,7 @@ from skiplock.dashboard.pages import (
     PageError,
     acting,
     audit,
+    audit_found,
     back_to,
     check_sees_all_queues,
     dashboard_of,
@@ -84,9 +85,7 @@ async def redrive_one(request: Request) -> Response:
         return await api.app.retry_job_async(job_id, conn=conn)
 
     status = await api.db(redrive)
-    await audit(request, who, 404 if status is None else 200, f"dead-letters/{raw}")
-    if status is None:
-        raise not_found(f"dead letter {raw}")
+    await audit_found(request, who, status, 200, f"dead-letters/{raw}", f"dead letter {raw}")
     return back_to(request, "/dead-letters", "redriven")
 
 

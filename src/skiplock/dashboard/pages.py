@@ -207,6 +207,23 @@ async def audit(
     await dashboard_of(request).api.run(call)
 
 
+async def audit_found(
+    request: Request,
+    who: Viewer,
+    found: object,
+    status: int,
+    target: str,
+    what: str,
+    **detail: Any,
+) -> None:
+    """Audit an action under `target`: `status` when it `found` its object (not None or
+    False), else 404, and then answer 404 naming `what`."""
+    missing = found is None or found is False
+    await audit(request, who, 404 if missing else status, target, **detail)
+    if missing:
+        raise not_found(what)
+
+
 def render(
     request: Request,
     template: str,

@@ -20,7 +20,7 @@ from skiplock.dashboard.pages import (
     PageError,
     Viewer,
     acting,
-    audit,
+    audit_found,
     back_to,
     check_sees_all_queues,
     dashboard_of,
@@ -107,9 +107,7 @@ async def set_paused(request: Request, *, paused: bool) -> Response:
         raise not_found(f"queue {name}")
     call = store.pause_queue(name) if paused else store.resume_queue(name)
     found = await dashboard_of(request).api.run(call)
-    await audit(request, who, 200 if found else 404, f"queues/{name}")
-    if not found:
-        raise not_found(f"queue {name}")
+    await audit_found(request, who, found, 200, f"queues/{name}", f"queue {name}")
     return back_to(request, "/queues", "paused" if paused else "resumed")
 
 
@@ -141,9 +139,7 @@ async def stop_worker(request: Request) -> Response:
     found = worker_id is not None and await dashboard_of(request).api.run(
         store.stop_worker(worker_id)
     )
-    await audit(request, who, 202 if found else 404, f"workers/{raw}")
-    if not found:
-        raise not_found(f"worker {raw}")
+    await audit_found(request, who, found, 202, f"workers/{raw}", f"worker {raw}")
     return back_to(request, "/workers", "stopping")
 
 

@@ -16,7 +16,7 @@ from skiplock import store
 from skiplock.api.schedules import STORED_NAME
 from skiplock.dashboard.pages import (
     acting,
-    audit,
+    audit_found,
     back_to,
     check_sees_all_queues,
     dashboard_of,
@@ -54,9 +54,7 @@ async def set_enabled(request: Request, *, enabled: bool) -> Response:
     check_sees_all_queues(who, PAGE)
     name = await named(request)
     found = await dashboard_of(request).api.run(store.set_schedule_enabled(name, enabled))
-    await audit(request, who, 200 if found else 404, f"schedules/{name}")
-    if not found:
-        raise not_found(f"schedule {name}")
+    await audit_found(request, who, found, 200, f"schedules/{name}", f"schedule {name}")
     return back_to(request, "/schedules", "enabled" if enabled else "disabled")
 
 
@@ -76,9 +74,9 @@ async def run_schedule(request: Request) -> Response:
     name = await named(request)
     api = dashboard_of(request).api
     job_id = await api.run(store.run_schedule(name))
-    await audit(request, who, 404 if job_id is None else 201, f"schedules/{name}", job=job_id)
-    if job_id is None:
-        raise not_found(f"schedule {name}")
+    await audit_found(
+        request, who, job_id, 201, f"schedules/{name}", f"schedule {name}", job=job_id
+    )
     return back_to(request, f"/jobs/{job_id}", "fired")
 
 
@@ -94,9 +92,7 @@ async def delete_schedule(request: Request) -> Response:
     check_sees_all_queues(who, PAGE)
     name = await named(request)
     found = await dashboard_of(request).api.run(store.delete_schedule(name))
-    await audit(request, who, 204 if found else 404, f"schedules/{name}")
-    if not found:
-        raise not_found(f"schedule {name}")
+    await audit_found(request, who, found, 204, f"schedules/{name}", f"schedule {name}")
     return back_to(request, "/schedules", "deleted")
 
 

@@ -268,11 +268,9 @@ class Worker:
         Saving the claim's flush takes it off the path from enqueue to handler start
         (store.CLAIM_SESSION_SETTINGS); claim_jobs plans itself once per session.
 
-        Behind a transaction-mode pooler there is no session to set: the SET would stay
-        on a server connection that then serves other clients (their enqueues would
-        commit without the flush), and the claim would run elsewhere. The claim then
-        commits with the server's synchronous_commit: correct, a fraction of a ms slower,
-        still one round trip (SET LOCAL would add three: BEGIN, SET, COMMIT).
+        Behind a transaction-mode pooler there is no session to set (the SET would stay
+        on a server connection that then serves others): the claim commits with the
+        server's synchronous_commit, still in one round trip.
         """
         s = self.settings
         conn = self._claim_conn
