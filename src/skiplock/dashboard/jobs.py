@@ -1,5 +1,5 @@
 """The jobs pages: the list (filters, keyset pages) and one job (args, result, progress,
-errors per attempt, dependencies), with its retry and cancel actions."""
+errors per attempt, dependencies, an attempt's log), with its retry and cancel actions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from skiplock import store
-from skiplock.api.fields import QUEUE_NAME
+from skiplock.api.fields import BIGINT_MAX, INT4_MAX, QUEUE_NAME
 from skiplock.api.jobs import parse_job_id
 from skiplock.api.state import Conn
 from skiplock.dashboard.pages import (
@@ -29,6 +29,8 @@ from skiplock.jobs import STATUSES, Job
 from skiplock.store import JobFilter
 
 PAGE_SIZE = 50
+# The most log lines the job page shows at once; a "more" link pages on by seq.
+LOG_LINES = 200
 FILTERS = ("status", "queue", "task", "tag")
 
 
@@ -99,16 +101,50 @@ async def visible_job(request: Request, who: Viewer) -> Job:
     return job
 
 
+def log_attempts(job: Job) -> list[int]:
+    """The attempts a log may be kept for, oldest first: the job's current one and those
+    its errors name (a dead job queued again starts counting anew, its errors stay)."""
+    named = {e.get("attempt") for e in job.errors}
+    return sorted({job.attempt, *(a for a in named if isinstance(a, int))} - {0}) or [1]
+
+
+def log_position(request: Request, attempts: list[int]) -> tuple[int, int]:
+    """The attempt whose log the job page shows (the newest by default) and the seq it
+    starts after, from the query string (as GET /api/v1/jobs/{id}/logs takes them); a bad
+    one is a 422 page naming it."""
+    numbers = {"attempt": attempts[-1], "after": 0}
+    for name, top in (("attempt", INT4_MAX), ("after", BIGINT_MAX)):
+        raw = request.query_params.get(name)
+        if raw is None:
+            continue
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= top):
+            raise PageError(422, "Invalid filter", f"{name} must be a whole number up to {top}")
+        numbers[name] = int(raw)
+    if numbers["attempt"] < 1:
+        raise PageError(422, "Invalid filter", "attempt must be 1 or more")
+    return numbers["attempt"], numbers["after"]
+
+
 async def job_page(request: Request) -> Response:
-    """GET /dashboard/jobs/{id}."""
+    """GET /dashboard/jobs/{id}?attempt=&after=: the job, and LOG_LINES of one attempt's
+    log after seq `after` (the store call the API's logs route makes)."""
     who = await viewer(request)
     job = await visible_job(request, who)
+    attempts = log_attempts(job)
+    attempt, after = log_position(request, attempts)
+    call = store.job_logs(job.id, attempt=attempt, after=after, limit=LOG_LINES + 1)
+    lines = await dashboard_of(request).api.run(call)
     workflow = job.meta.get("workflow_id")
     context: dict[str, Any] = {
         "job": job,
         "workflow": workflow,
         "workflow_step": job.meta.get("workflow_step"),
         "errors": list(reversed(job.errors)),
+        "log_attempts": sorted({*attempts, attempt}),
+        "log_attempt": attempt,
+        "log_after": after,
+        "log_lines": lines[:LOG_LINES],
+        "log_next": lines[LOG_LINES - 1].seq if len(lines) > LOG_LINES else None,
     }
     return render(request, "job.html", context, who=who)
 

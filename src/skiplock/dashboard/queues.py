@@ -1,5 +1,6 @@
 """The overview, the queues (pause, resume) and the workers (stop): what the API's
-/api/v1/stats, /queues and /workers handlers read, through the same store calls."""
+/api/v1/stats, /queues, /metrics/history and /workers handlers read, through the same
+store calls."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.fields import QUEUE_NAME
+from skiplock.api.metrics_history import RANGES
+from skiplock.api.state import Conn
+from skiplock.dashboard.charts import PLOT, overview_charts
 from skiplock.dashboard.pages import (
+    PageError,
     Viewer,
     acting,
     audit_found,
@@ -32,14 +37,42 @@ async def visible_queues(request: Request, who: Viewer) -> list[dict[str, Any]]:
     return [row for row in rows if who.principal.sees(row["queue"])]
 
 
+def chart_scope(request: Request, who: Viewer) -> tuple[str, str | None]:
+    """The charts' range and queue from the query string (as GET /api/v1/metrics/history
+    takes them): a bad one is a 422 page naming it, a queue the viewer does not see 404."""
+    window = request.query_params.get("range", "1h")
+    if window not in RANGES:
+        raise PageError(422, "Invalid filter", f"range must be one of {', '.join(RANGES)}")
+    queue = request.query_params.get("queue") or None
+    if queue is not None and not QUEUE_NAME.fullmatch(queue):
+        raise PageError(422, "Invalid filter", "queue must be a valid queue name")
+    if queue is not None and not who.principal.sees(queue):
+        raise not_found(f"queue {queue}")
+    return window, queue
+
+
 async def overview(request: Request) -> Response:
-    """GET /dashboard/: per queue counts by status, paused queues, workers."""
+    """GET /dashboard/?range=1h|24h|7d&queue=: per queue counts by status, paused queues,
+    workers, and the charts of the metrics history (all the viewer's queues, or one)."""
     who = await viewer(request)
+    window, queue = chart_scope(request, who)
+    api = dashboard_of(request).api
     queues = await visible_queues(request, who)
     workers: list[dict[str, Any]] = []
     if who.principal.queue_pattern is None:
-        workers = await dashboard_of(request).api.run(store.list_workers())
+        workers = await api.run(store.list_workers())
     alive = [w for w in workers if w["alive"]]
+    series = store.metrics_series(
+        RANGES[window], queue=queue, queue_pattern=who.principal.queue_pattern
+    )
+
+    async def history(conn: Conn) -> tuple[list[store.MetricsPoint], list[float]]:
+        """The series and the wait histogram's bounds in one transaction, as the API reads them."""
+        _, wait_bounds = await api.app.arun(store.metrics_bounds(), conn)
+        return await api.app.arun(series, conn), wait_bounds
+
+    points, wait_bounds = await api.db(history)
+    scope = f"queue {queue}" if queue else "all queues"
     context = {
         "queues": queues,
         "statuses": STATUSES,
@@ -48,6 +81,12 @@ async def overview(request: Request) -> Response:
         "workers_alive": len(alive),
         "workers_healthy": sum(1 for w in alive if w["healthy"]),
         "running_jobs": sum(w["running_jobs"] for w in alive),
+        "ranges": list(RANGES),
+        "range": window,
+        "chart_queue": queue,
+        "chart_scope": scope,
+        "plot": PLOT,
+        "history": overview_charts(points, wait_bounds, range_label=window, scope=scope),
     }
     return render(request, "overview.html", context, who=who)
 
