@@ -146,6 +146,7 @@ def test_a_job_page_gets_its_status_attempt_and_progress(
             "attempt": 0,
             "max_attempts": first["data"]["max_attempts"],
             "progress": None,
+            "log_seq": 0,
         }
         # a claim and a progress report notify nobody: the stream's floor sees them
         worker = uuid.uuid4()
@@ -158,6 +159,14 @@ def test_a_job_page_gets_its_status_attempt_and_progress(
         progress = shown[-1]["data"]["progress"]
         assert (progress["fraction"], progress["message"]) == (0.5, "halfway")
         assert shown[-1]["data"]["attempt"] == 1
+        # a line logged by the running job moves the log's last line: the page re-reads
+        conn.execute(
+            "SELECT skiplock.append_job_logs(%s, %s, '{1}', ARRAY[now()], '{info}',"
+            " '{app}', '{hello}')",
+            (worker, [job_id]),
+        )
+        logged = stream.until(lambda e: e["data"]["log_seq"] > 0)
+        assert logged[-1]["data"]["status"] == "running"
 
 
 def test_the_overview_counts_every_queue_and_the_workers(browser: httpx.Client, dsn: str) -> None:

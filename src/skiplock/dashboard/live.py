@@ -253,24 +253,30 @@ def workers_view(request: Request) -> View:
 
 
 async def job_view(request: Request, who: Viewer, raw: str) -> View:
-    """A job's page: its status, attempt and progress."""
+    """A job's page: its status, attempt, progress and the last line of its log."""
     api = dashboard_of(request).api
     job_id = parse_job_id(raw)
     job = None if job_id is None else await api.run(store.get_job(job_id))
     if job_id is None or job is None or not who.principal.sees(job.queue):
         raise BadPage(404, "not_found", f"job {raw} not found")
     queue = job.queue
+    # The last log line seen: each read asks only for the lines after it.
+    log_seq = 0
 
     async def read() -> dict[str, Any] | None:
+        nonlocal log_seq
         job = await api.run(store.get_job(job_id))
         if job is None:
             return None
+        while lines := await api.run(store.job_logs(job_id, after=log_seq)):
+            log_seq = lines[-1].seq
         return {
             "id": job.id,
             "status": job.status,
             "attempt": job.attempt,
             "max_attempts": job.max_attempts,
             "progress": job.progress,
+            "log_seq": log_seq,
         }
 
     def active(data: dict[str, Any]) -> bool:

@@ -47,11 +47,15 @@
     return true;
   }
 
-  // A job event: {id, status, attempt, max_attempts, progress}. A new status changes
-  // more than the fragment (result, errors, buttons, times): the regions are re-read.
+  // A job event: {id, status, attempt, max_attempts, progress, log_seq}. A new status
+  // changes more than the fragment (result, errors, buttons, times), and new log lines
+  // the log: the regions are re-read.
+  let logSeq = null;
   function applyJob(job) {
     const status = document.getElementById("job-status");
-    if (status === null || status.textContent !== job.status) {
+    const newLines = logSeq !== null && job.log_seq !== logSeq;
+    logSeq = job.log_seq;
+    if (status === null || status.textContent !== job.status || newLines) {
       refresh();
       return;
     }
