@@ -149,9 +149,10 @@ def test_sql_examples_run_in_order(conn: psycopg.Connection) -> None:
         19: "succeeded",  # workflow step fetch
         20: "queued",  # workflow step store, cancelled with its workflow, then retried
         21: "queued",  # fired by fire_schedule
-        22: "queued",  # enqueue with callback_url (result webhooks)
-        23: "queued",  # plain INSERT with callback_url
-        24: "queued",  # enqueue_many with callback_url
+        22: "queued",  # run_schedule: the schedule's job now
+        23: "queued",  # enqueue with callback_url (result webhooks)
+        24: "queued",  # plain INSERT with callback_url
+        25: "queued",  # enqueue_many with callback_url
     }
     (trace,) = conn.execute("SELECT meta -> 'trace' FROM skiplock.jobs WHERE id = 15").fetchone()
     assert trace == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
