@@ -57,8 +57,9 @@ def activity(conn: psycopg.Connection) -> None:
     enqueue(conn, 1, "reports")
     finish(conn, "reports", ok=True)
     enqueue(conn, 4, "emails")
-    conn.execute("UPDATE skiplock.jobs SET run_at = now() - interval '90 seconds'")
-    assert conn.execute("SELECT skiplock.sample_queue_depth()").fetchone() != (None,)
+    with conn.transaction():  # one now(): the oldest job has waited exactly 90 s
+        conn.execute("UPDATE skiplock.jobs SET run_at = now() - interval '90 seconds'")
+        assert conn.execute("SELECT skiplock.sample_queue_depth()").fetchone() != (None,)
     conn.execute("SELECT skiplock.fold_metrics()")  # as the worker does once a minute
 
 
