@@ -116,7 +116,6 @@ DECLARE
     v_oldest timestamptz;
     v_ready bigint;
     v_estimated boolean;
-    v_plan json;
     v_sampled integer := 0;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.sample_queue_depth'))
@@ -167,11 +166,9 @@ BEGIN
         END LOOP;
         v_estimated := v_ready > p_cap;
         IF v_estimated THEN
-            EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM skiplock.jobs'
-                           ' WHERE state = ''queued'' AND queue = %L AND run_at <= %L',
-                           v_queue, v_now)
-            INTO v_plan;
-            v_ready := greatest(p_cap, (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8::bigint);
+            v_ready := greatest(p_cap, _estimated_rows(format(
+                'SELECT 1 FROM skiplock.jobs WHERE state = ''queued'' AND queue = %L'
+                ' AND run_at <= %L', v_queue, v_now)));
         END IF;
         INSERT INTO skiplock.queue_depth_minutes
             (minute, queue, ready, ready_estimated, oldest_ready_seconds)

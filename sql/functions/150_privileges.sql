@@ -6,7 +6,8 @@
 -- and this file grants to the roles that exist.
 --   skiplock_producer  enqueue, enqueue_many, enqueue_workflow, insert_jobs and
 --                      reserve_job_ids (the Python producer's bulk paths), the pure
---                      rules (retry_delay, queue_matches, job_duration_bounds), and
+--                      rules (retry_delay, queue_matches, job_duration_bounds),
+--                      queue_counts (which queue_stats reads), and
 --                      SELECT on the job views (all_jobs, dead_letters, queue_stats,
 --                      workflow_jobs), and on the names of the published tasks (a job
 --                      read by id says whether its task is published): enough to
@@ -47,7 +48,8 @@ BEGIN
         GRANT EXECUTE ON FUNCTION
             skiplock.enqueue, skiplock.enqueue_many, skiplock.enqueue_workflow,
             skiplock.insert_jobs, skiplock.reserve_job_ids,
-            skiplock.retry_delay, skiplock.queue_matches, skiplock.job_duration_bounds
+            skiplock.retry_delay, skiplock.queue_matches, skiplock.job_duration_bounds,
+            skiplock.queue_counts
             TO skiplock_producer;
         GRANT SELECT ON skiplock.all_jobs, skiplock.dead_letters, skiplock.queue_stats,
             skiplock.workflow_jobs TO skiplock_producer;
@@ -59,7 +61,8 @@ BEGIN
             skiplock.enqueue, skiplock.enqueue_many, skiplock.enqueue_workflow,
             skiplock.insert_jobs, skiplock.reserve_job_ids,
             skiplock.retry_delay, skiplock.queue_matches, skiplock.job_duration_bounds,
-            skiplock.claim_jobs, skiplock.heartbeat_jobs, skiplock.set_job_progress,
+            skiplock.queue_counts, skiplock.claim_jobs, skiplock.heartbeat_jobs,
+            skiplock.set_job_progress,
             skiplock.append_job_logs, skiplock.complete_jobs, skiplock.fail_jobs, skiplock.release_jobs,
             skiplock.rescue_expired_jobs, skiplock.expire_jobs, skiplock.sweep_waiting_jobs,
             skiplock.prune_job_history, skiplock.prune_unique_keys, skiplock.prune_workflows,

@@ -30,6 +30,8 @@ def stats_document(
         "queue": queue["queue"],
         "paused": queue["paused"],
         "counts": {status: queue[status] for status in STATUSES},
+        # the statuses whose count is the planner's estimate (past store.COUNT_CAP)
+        "estimated": list(queue["estimated"]),
         "pending": pending,
         "running": queue["running"],
         "succeeded": queue["succeeded"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import psycopg
 import pytest
@@ -118,7 +119,7 @@ def test_a_job_page_follows_the_job_from_queued_to_succeeded_without_a_reload(
 def test_filter_the_jobs_list(page: Page, dsn: str) -> None:
     app = skiplock.App(dsn)
     mail = app.enqueue("send_mail", {}, queue="emails", tags=["welcome"])
-    report = app.enqueue("report", {}, queue="reports")
+    report = app.enqueue("report", {"user_id": 7, "plan": "pro"}, queue="reports")
     app.close()
     page.open("/jobs")
     page.wait_for_text("send_mail")
@@ -130,7 +131,13 @@ def test_filter_the_jobs_list(page: Page, dsn: str) -> None:
     rows = page.driver.find_elements(By.CSS_SELECTOR, "#job-list tbody tr")
     assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [str(mail)]
     page.open("/jobs?tag=nope")
-    assert "No jobs match." in page.text() and str(report) not in page.text()
+    rows = page.driver.find_elements(By.CSS_SELECTOR, "#job-list tbody tr")
+    assert [r.text for r in rows] == ["No jobs match."]
+    assert page.text_of("job-count") == "0 jobs match"
+    page.open("/jobs?args=" + quote_plus("user_id=7"))
+    rows = page.driver.find_elements(By.CSS_SELECTOR, "#job-list tbody tr")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [str(report)]
+    assert page.text_of("job-count") == "1 job matches"
 
 
 def test_retry_a_dead_letter(page: Page, dsn: str, conn: psycopg.Connection) -> None:

@@ -3,7 +3,8 @@ first, streamed a keyset page at a time (store.list_job_previews, as the list re
 them), at most EXPORT_LIMIT rows.
 
 A cut export says so twice: the X-Skiplock-Export-Limit header is always there, and
-the last line (JSON Lines) or row (CSV) says the export stopped at the limit. JSON
+the last line (JSON Lines) or row (CSV) says the export stopped at the limit, or
+after searching EXPORT_SCAN job ids for matches. JSON
 values longer than store.PREVIEW_CHARS are cut to a preview, as in the API's list (the
 row's "truncated" names them); a job's own page has them whole.
 """
@@ -14,6 +15,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -23,11 +25,13 @@ from starlette.routing import Route
 
 from skiplock import store
 from skiplock.api.state import ApiState
-from skiplock.dashboard.jobs import job_filter
+from skiplock.dashboard.jobs import id_window, job_filter
 from skiplock.dashboard.pages import HEADERS, dashboard_of, viewer
 from skiplock.store import JobFilter
 
 EXPORT_LIMIT = 100_000
+# The most ids one export searches (SCAN_WINDOW at a time) for matching jobs.
+EXPORT_SCAN = 2_000_000
 BATCH = 1000
 COLUMNS = (
     "id",
@@ -56,22 +60,33 @@ def plain(value: Any) -> Any:
 async def job_rows(
     api: ApiState, filters: JobFilter, pattern: str | None, limit: int
 ) -> AsyncIterator[dict[str, Any]]:
-    """Up to `limit` + 1 matching jobs, newest first, BATCH at a time; each page is its
-    own short transaction (no transaction is held open while the client reads)."""
-    sent, after = 0, None
+    """Up to `limit` + 1 matching jobs, newest first, at most BATCH a statement, each
+    statement reading one window of SCAN_WINDOW ids (as the list does) and in its own
+    short transaction (none is held open while the client reads); then, when the search
+    stopped at EXPORT_SCAN ids, {"searched_to": the lowest id searched}."""
+    span = await api.run(store.job_id_span())
+    top, floor = id_window(span, None)
+    newest, sent = top, 0
     while sent <= limit:
         batch = min(BATCH, limit + 1 - sent)
+        window = replace(filters, id_above=floor)
         rows = await api.run(
             store.list_job_previews(
-                filters, pattern, sort="id", descending=True, after=after, limit=batch
+                window, pattern, sort="id", descending=True, after=(top, top), limit=batch
             )
         )
         for row in rows:
             yield row
         sent += len(rows)
-        if len(rows) < batch:
+        if len(rows) == batch:
+            top = rows[-1]["id"]
+            continue
+        if floor is None:
             return
-        after = (rows[-1]["id"], rows[-1]["id"])
+        if newest - floor - 1 >= EXPORT_SCAN:
+            yield {"searched_to": floor + 1}
+            return
+        top, floor = id_window(span, floor + 1)
 
 
 def json_line(row: dict[str, Any]) -> str:
@@ -104,6 +119,7 @@ async def export(
     header: str,
     line: Callable[[dict[str, Any]], str],
     cut: str,
+    searched: Callable[[int], str],
 ) -> Response:
     who = await viewer(request)
     filters, given = job_filter(request)
@@ -114,6 +130,9 @@ async def export(
         yield header
         count = 0
         async for row in job_rows(api, filters, who.principal.queue_pattern, limit):
+            if "searched_to" in row:
+                yield searched(row["searched_to"])
+                return
             count += 1
             if count > limit:
                 yield cut
@@ -139,6 +158,9 @@ async def export_csv(request: Request) -> Response:
         header=csv_line(list(COLUMNS)),
         line=csv_row,
         cut=csv_line([f"# cut: this export stops at {EXPORT_LIMIT} rows; narrow the filter"]),
+        searched=lambda lowest: csv_line(
+            [f"# cut: searched {EXPORT_SCAN} job ids, down to {lowest}; narrow the time range"]
+        ),
     )
 
 
@@ -151,6 +173,7 @@ async def export_jsonl(request: Request) -> Response:
         header="",
         line=json_line,
         cut=json.dumps({"cut": True, "limit": EXPORT_LIMIT}) + "\n",
+        searched=lambda lowest: json.dumps({"cut": True, "searched_to": lowest}) + "\n",
     )
 
 

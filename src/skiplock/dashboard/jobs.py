@@ -3,6 +3,8 @@ errors per attempt, dependencies, an attempt's log), with its retry and cancel a
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -25,31 +27,64 @@ from skiplock.dashboard.pages import (
     render,
     viewer,
 )
+from skiplock.job_search import containment
 from skiplock.jobs import STATUSES, Job
 from skiplock.store import JobFilter
 
 PAGE_SIZE = 50
 # The most log lines the job page shows at once; a "more" link pages on by seq.
 LOG_LINES = 200
-FILTERS = ("status", "queue", "task", "tag")
+# The ids one request searches, newest first: a page (or an export's statement) reads at
+# most this many jobs whatever the filter, and a filter that matches few jobs offers to
+# search on below them. Counts are exact while every id fits in one window, else the
+# planner's estimate, marked as such.
+SCAN_WINDOW = 20_000
+TEXT_FILTERS = ("queue", "task", "tag")
+SEARCH_FILTERS = ("args", "meta")
+TIME_FILTERS = ("created_after", "created_before")
+FILTERS = ("status", *TEXT_FILTERS, *SEARCH_FILTERS, *TIME_FILTERS)
+
+
+def invalid(detail: str) -> PageError:
+    return PageError(422, "Invalid filter", detail)
+
+
+def filter_time(name: str, raw: str) -> datetime:
+    """A time filter as a browser's datetime-local field sends it (taken as UTC) or
+    ISO 8601 with an offset."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise invalid(f"{name} must be a date and time (ISO 8601)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def job_filter(request: Request) -> tuple[JobFilter, dict[str, str]]:
-    """The list's filters from the query string (the same fields as GET /api/v1/jobs);
+    """The list's filters from the query string (the fields GET /api/v1/jobs takes);
     a bad one is a 422 page naming it."""
     given = {name: request.query_params.get(name, "").strip() for name in FILTERS}
     given = {name: value for name, value in given.items() if value}
     status = given.get("status")
     if status is not None and status not in STATUSES:
-        raise PageError(422, "Invalid filter", f"status must be one of {', '.join(STATUSES)}")
+        raise invalid(f"status must be one of {', '.join(STATUSES)}")
     queue = given.get("queue")
     if queue is not None and not QUEUE_NAME.fullmatch(queue):
-        raise PageError(422, "Invalid filter", "queue must be a valid queue name")
+        raise invalid("queue must be a valid queue name")
+    searches: dict[str, Any] = {}
+    for name in SEARCH_FILTERS:
+        if name in given:
+            try:
+                searches[name] = containment(given[name], name)
+            except ValueError as exc:
+                raise invalid(str(exc)) from None
+    times = {name: filter_time(name, given[name]) for name in TIME_FILTERS if name in given}
     filters = JobFilter(
         statuses=(status,) if status else (),
         queue=queue,
         task=given.get("task"),
         tag=given.get("tag"),
+        **searches,
+        **times,
     )
     return filters, given
 
@@ -60,32 +95,53 @@ def before_of(request: Request) -> int | None:
         return None
     before = parse_job_id(raw)
     if before is None:
-        raise PageError(422, "Invalid filter", "before must be a job id")
+        raise invalid("before must be a job id")
     return before
 
 
+def id_window(span: tuple[int, int] | None, before: int | None) -> tuple[int, int | None]:
+    """The ids one search reads: (top, floor), floor < id < top, SCAN_WINDOW of them
+    below `before` (or the newest); floor is None when the window reaches the oldest."""
+    if span is None:
+        return (1 if before is None else before), None
+    lowest, highest = span
+    top = highest + 1 if before is None else min(before, highest + 1)
+    floor = top - SCAN_WINDOW - 1
+    return top, (floor if floor >= lowest else None)
+
+
 async def jobs_page(request: Request) -> Response:
-    """GET /dashboard/jobs?status&queue&task&tag&before: newest first, PAGE_SIZE a page;
-    `before` is the last id of the previous page (keyset, as the API's cursor)."""
+    """GET /dashboard/jobs?status&queue&task&tag&args&meta&created_after&created_before
+    &before: newest first, PAGE_SIZE a page, searching SCAN_WINDOW ids below `before`
+    (the last id of the previous page, or where the last search stopped)."""
     who = await viewer(request)
     filters, given = job_filter(request)
-    before = before_of(request)
+    api = dashboard_of(request).api
+    pattern = who.principal.queue_pattern
+    span = await api.run(store.job_id_span())
+    top, floor = id_window(span, before_of(request))
     call = store.list_job_previews(
-        filters,
-        who.principal.queue_pattern,
+        replace(filters, id_above=floor),
+        pattern,
         sort="id",
         descending=True,
-        after=None if before is None else (before, before),
+        after=(top, top),
         limit=PAGE_SIZE + 1,
     )
-    rows = await dashboard_of(request).api.run(call)
+    rows = await api.run(call)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
+    exact = span is None or span[1] - span[0] < SCAN_WINDOW
+    matching = await api.run(store.count_jobs(filters, pattern, exact=exact))
     context = {
         "jobs": rows,
         "filters": given,
         "statuses": STATUSES,
+        "matching": matching,
+        "exact": exact,
         "next_before": rows[-1]["id"] if more else None,
+        # nothing more in this window, but older jobs were not searched yet
+        "searched_to": floor + 1 if not more and floor is not None else None,
     }
     return render(request, "jobs.html", context, who=who)
 

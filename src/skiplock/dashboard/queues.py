@@ -77,6 +77,7 @@ async def overview(request: Request) -> Response:
         "queues": queues,
         "statuses": STATUSES,
         "totals": {s: sum(q[s] for q in queues) for s in STATUSES},
+        "estimated": {s for q in queues for s in q["estimated"]},
         "paused": [q["queue"] for q in queues if q["paused"]],
         "workers_alive": len(alive),
         "workers_healthy": sum(1 for w in alive if w["healthy"]),

@@ -191,7 +191,13 @@ from skiplock.store.jobs import (
     JobFilter as JobFilter,
 )
 from skiplock.store.jobs import (
+    count_jobs as count_jobs,
+)
+from skiplock.store.jobs import (
     get_job as get_job,
+)
+from skiplock.store.jobs import (
+    job_id_span as job_id_span,
 )
 from skiplock.store.jobs import (
     job_queues as job_queues,

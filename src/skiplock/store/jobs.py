@@ -8,8 +8,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from skiplock.jobs import STATUSES, Job
-from skiplock.store.call import Call, checked_row, dataclass_row, first
+from skiplock.store.call import Call, checked_row, dataclass_row, first, scalar
 from skiplock.store.previews import with_previews
 
 # The columns a job is read from: Job's fields, each matched by its name, so a column
@@ -84,7 +86,9 @@ def list_jobs(
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs a page lists; None (or empty) means "any"."""
+    """Which jobs a page lists; None (or empty) means "any". `args` and `meta` are
+    documents the job's value must contain (job_search.containment); `id_above` bounds a
+    page's search to the ids above it (the dashboard's scan window)."""
 
     statuses: Sequence[str] = ()
     queue: str | None = None
@@ -94,61 +98,71 @@ class JobFilter:
     created_before: datetime | None = None
     finished_after: datetime | None = None
     finished_before: datetime | None = None
+    args: Mapping[str, Any] | None = None
+    meta: Mapping[str, Any] | None = None
+    id_above: int | None = None
 
 
-def list_jobs_page(
-    filters: JobFilter,
-    *,
-    sort: str = "id",
-    descending: bool = True,
-    after: tuple[Any, int] | None = None,
-    limit: int = 50,
-) -> Call[list[Job]]:
-    """One keyset page of jobs ordered by (`sort`, id); `after` is the (key, id) of the
-    last row of the previous page. For `finished_at`, a key of None stands for a job
-    that has not finished (ordered as +infinity)."""
-    key = JOB_SORT_KEYS.get(sort)
-    if key is None:
-        raise ValueError(f"sort must be one of {', '.join(JOB_SORT_KEYS)}, got {sort!r}")
+# The filters as conditions on all_jobs, each true when its parameter is NULL.
+_FILTER_SQL = (
+    " WHERE (cardinality(%(statuses)s::text[]) = 0 OR status = ANY (%(statuses)s::text[]))"
+    "   AND (%(queue)s::text IS NULL OR queue = %(queue)s)"
+    "   AND (%(task)s::text IS NULL OR task = %(task)s)"
+    "   AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY (tags))"
+    "   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)"
+    "   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)"
+    "   AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)"
+    "   AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)"
+    "   AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)"
+    "   AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)"
+    "   AND (%(id_above)s::bigint IS NULL OR id > %(id_above)s)"
+    "   AND skiplock.queue_matches(queue, %(queue_pattern)s)"
+)
+
+
+def _filter_params(filters: JobFilter, queue_pattern: str | None) -> dict[str, Any]:
+    return {
+        "statuses": list(filters.statuses),
+        "queue": filters.queue,
+        "task": filters.task,
+        "tag": filters.tag,
+        "created_after": filters.created_after,
+        "created_before": filters.created_before,
+        "finished_after": filters.finished_after,
+        "finished_before": filters.finished_before,
+        "args": None if filters.args is None else Jsonb(filters.args),
+        "meta": None if filters.meta is None else Jsonb(filters.meta),
+        "id_above": filters.id_above,
+        "queue_pattern": queue_pattern,
+    }
+
+
+def _check_statuses(filters: JobFilter) -> None:
     for status in filters.statuses:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    direction, compare = ("DESC", "<") if descending else ("ASC", ">")
-    after_key = None if after is None else after[0]
-    if sort == "finished_at":
-        cursor_key = "coalesce(%(after_key)s::timestamptz, 'infinity'::timestamptz)"
-    elif sort == "created_at":
-        cursor_key = "%(after_key)s::timestamptz"
-    else:
-        cursor_key = "%(after_key)s::bigint"
+
+
+def job_id_span() -> Call[tuple[int, int] | None]:
+    """The lowest and highest job id anywhere (six index probes); None without jobs."""
     return Call(
-        f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs"
-        " WHERE (cardinality(%(statuses)s::text[]) = 0 OR status = ANY (%(statuses)s::text[]))"
-        "   AND (%(queue)s::text IS NULL OR queue = %(queue)s)"
-        "   AND (%(task)s::text IS NULL OR task = %(task)s)"
-        "   AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY (tags))"
-        "   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)"
-        "   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)"
-        "   AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)"
-        "   AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)"
-        f"  AND (NOT %(paging)s OR ({key}, id) {compare} ({cursor_key}, %(after_id)s::bigint))"
-        f" ORDER BY {key} {direction}, id {direction} LIMIT %(limit)s",
-        {
-            "statuses": list(filters.statuses),
-            "queue": filters.queue,
-            "task": filters.task,
-            "tag": filters.tag,
-            "created_after": filters.created_after,
-            "created_before": filters.created_before,
-            "finished_after": filters.finished_after,
-            "finished_before": filters.finished_before,
-            "paging": after is not None,
-            "after_key": after_key,
-            "after_id": None if after is None else after[1],
-            "limit": limit,
-        },
-        list,
-        _JOB_ROW,
+        "SELECT min(id), max(id) FROM skiplock.all_jobs",
+        (),
+        lambda rows: None if rows[0][0] is None else (rows[0][0], rows[0][1]),
+    )
+
+
+def count_jobs(filters: JobFilter, queue_pattern: str | None = None, *, exact: bool) -> Call[int]:
+    """How many jobs match: counted when `exact` (the caller bounds the rows read, e.g.
+    with `id_above`), else the planner's estimate (the statement is planned, not run)."""
+    _check_statuses(filters)
+    count = "SELECT count(*) FROM skiplock.all_jobs" + _FILTER_SQL
+    if exact:
+        return Call(count, _filter_params(filters, queue_pattern), scalar)
+    return Call(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM skiplock.all_jobs" + _FILTER_SQL,
+        _filter_params(filters, queue_pattern),
+        lambda rows: round(rows[0][0][0]["Plan"]["Plan Rows"]),
     )
 
 
@@ -161,20 +175,50 @@ def list_jobs_page_matching(
     after: tuple[Any, int] | None = None,
     limit: int = 50,
 ) -> Call[list[Job]]:
-    """list_jobs_page, restricted to queues matching a token's pattern (None: all).
-
-    Built on list_jobs_page's statement so the two never drift; the pattern is a bound
-    parameter, matched by skiplock.queue_matches.
-    """
-    page = list_jobs_page(filters, sort=sort, descending=descending, after=after, limit=limit)
-    assert isinstance(page.params, Mapping)
+    """One keyset page of jobs ordered by (`sort`, id), in the queues matching a
+    token's pattern (None: all; matched by skiplock.queue_matches); `after` is the
+    (key, id) of the last row of the previous page. For `finished_at`, a key of None
+    stands for a job that has not finished (ordered as +infinity)."""
+    key = JOB_SORT_KEYS.get(sort)
+    if key is None:
+        raise ValueError(f"sort must be one of {', '.join(JOB_SORT_KEYS)}, got {sort!r}")
+    _check_statuses(filters)
+    direction, compare = ("DESC", "<") if descending else ("ASC", ">")
+    after_key = None if after is None else after[0]
+    if sort == "finished_at":
+        cursor_key = "coalesce(%(after_key)s::timestamptz, 'infinity'::timestamptz)"
+    elif sort == "created_at":
+        cursor_key = "%(after_key)s::timestamptz"
+    else:
+        cursor_key = "%(after_key)s::bigint"
     return Call(
-        page.sql.replace(
-            " WHERE ", " WHERE skiplock.queue_matches(queue, %(queue_pattern)s) AND ", 1
-        ),
-        {**page.params, "queue_pattern": queue_pattern},
-        page.parse,
-        page.row_factory,
+        f"SELECT {JOB_COLUMNS} FROM skiplock.all_jobs"
+        + _FILTER_SQL
+        + f" AND (NOT %(paging)s OR ({key}, id) {compare} ({cursor_key}, %(after_id)s::bigint))"
+        f" ORDER BY {key} {direction}, id {direction} LIMIT %(limit)s",
+        {
+            **_filter_params(filters, queue_pattern),
+            "paging": after is not None,
+            "after_key": after_key,
+            "after_id": None if after is None else after[1],
+            "limit": limit,
+        },
+        list,
+        _JOB_ROW,
+    )
+
+
+def list_jobs_page(
+    filters: JobFilter,
+    *,
+    sort: str = "id",
+    descending: bool = True,
+    after: tuple[Any, int] | None = None,
+    limit: int = 50,
+) -> Call[list[Job]]:
+    """list_jobs_page_matching over every queue."""
+    return list_jobs_page_matching(
+        filters, None, sort=sort, descending=descending, after=after, limit=limit
     )
 
 

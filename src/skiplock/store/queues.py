@@ -1,5 +1,5 @@
-"""Reading queues: the queue_stats view (sql/functions/020_views.sql), the finished-job
-totals and the live workers serving a queue."""
+"""Reading queues: skiplock.queue_counts (sql/functions/020_views.sql, the queue_stats
+view's source), the finished-job totals and the live workers serving a queue."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ QUEUE_STAT_COLUMNS = (
     "priority",
     "weight",
     *STATUSES,
+    "estimated",
 )
-_QUEUE_STATS = f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_stats"
+# Counts of pending jobs are exact up to this many per queue and status, the planner's
+# estimate past it (the statuses listed in "estimated"): a page or a scrape reads a
+# bounded number of rows however deep the queues are.
+COUNT_CAP = 1000
+_QUEUE_STATS = (
+    f"SELECT {', '.join(QUEUE_STAT_COLUMNS)} FROM skiplock.queue_counts(%s::text[], {COUNT_CAP})"
+)
 
 
 def _queue_stat(stat: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +44,7 @@ def queue_stats() -> Call[list[dict[str, Any]]]:
     """Every queue with its settings and its jobs counted by status, by name."""
     return Call(
         f"{_QUEUE_STATS} ORDER BY queue",
-        (),
+        (None,),
         lambda rows: [_queue_stat(row) for row in rows],
         dict_row,
     )
@@ -46,8 +53,8 @@ def queue_stats() -> Call[list[dict[str, Any]]]:
 def get_queue(queue: str) -> Call[dict[str, Any] | None]:
     """One queue_stats row; None when there is no such queue."""
     return Call(
-        f"{_QUEUE_STATS} WHERE queue = %s",
-        (queue,),
+        _QUEUE_STATS,
+        ([queue],),
         lambda rows: _queue_stat(rows[0]) if rows else None,
         dict_row,
     )
