@@ -70,21 +70,25 @@ def job_filter(request: Request) -> tuple[JobFilter, dict[str, str]]:
     queue = given.get("queue")
     if queue is not None and not QUEUE_NAME.fullmatch(queue):
         raise invalid("queue must be a valid queue name")
-    searches: dict[str, Any] = {}
+    searches: dict[str, dict[str, Any] | None] = dict.fromkeys(SEARCH_FILTERS)
     for name in SEARCH_FILTERS:
         if name in given:
             try:
                 searches[name] = containment(given[name], name)
             except ValueError as exc:
                 raise invalid(str(exc)) from None
-    times = {name: filter_time(name, given[name]) for name in TIME_FILTERS if name in given}
+    times = {
+        name: filter_time(name, given[name]) if name in given else None for name in TIME_FILTERS
+    }
     filters = JobFilter(
         statuses=(status,) if status else (),
         queue=queue,
         task=given.get("task"),
         tag=given.get("tag"),
-        **searches,
-        **times,
+        args=searches["args"],
+        meta=searches["meta"],
+        created_after=times["created_after"],
+        created_before=times["created_before"],
     )
     return filters, given
 
