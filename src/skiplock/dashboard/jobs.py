@@ -4,7 +4,7 @@ errors per attempt, dependencies, an attempt's log), with its retry and cancel a
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -56,7 +56,7 @@ def filter_time(name: str, raw: str) -> datetime:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise invalid(f"{name} must be a date and time (ISO 8601)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def job_filter(request: Request) -> tuple[JobFilter, dict[str, str]]:
