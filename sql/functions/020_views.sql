@@ -120,7 +120,7 @@ BEGIN
         IF v_waiting_past_cap THEN
             waiting := greatest(waiting, _estimated_rows(format(
                 'SELECT 1 FROM skiplock.jobs WHERE state = ''waiting'' AND queue = %L', q.name)));
-            estimated := estimated || 'waiting';
+            estimated := estimated || 'waiting'::text;
         END IF;
         -- in the claim index's order, or a LIMIT this close to the table's size looks
         -- cheaper as a scan of the table
@@ -146,7 +146,7 @@ BEGIN
         IF v_running_past_cap THEN
             running := greatest(running, _estimated_rows(format(
                 'SELECT 1 FROM skiplock.jobs WHERE state = ''running'' AND queue = %L', q.name)));
-            estimated := estimated || 'running';
+            estimated := estimated || 'running'::text;
         END IF;
         SELECT coalesce(sum(t.total) FILTER (WHERE t.status = 'succeeded'), 0)::bigint,
                coalesce(sum(t.total) FILTER (WHERE t.status = 'failed'), 0)::bigint,
