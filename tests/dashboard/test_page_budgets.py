@@ -17,8 +17,8 @@ from urllib.parse import quote_plus
 
 import psycopg
 import pytest
-from psycopg import sql
 from dashboard_checks import CONFIG, PASSWORD, add_user, log_in
+from psycopg import sql
 from starlette.testclient import TestClient
 
 import skiplock
