@@ -3,6 +3,8 @@ refusals (a job that has not finished, an unknown id)."""
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 from cli_checks import enqueue, kill, ok, refused, run, succeed
 
@@ -34,3 +36,19 @@ def test_delete_refusals(dsn: str, conn: psycopg.Connection) -> None:
     assert refused(run(dsn, "jobs", "delete", "424242")) == "error: job 424242 not found"
     assert run(dsn, "jobs", "delete", "abc").exit_code == 2
     assert run(dsn, "jobs", "delete").exit_code == 2
+
+
+def test_list_searches_args_meta_and_tags(dsn: str, conn: psycopg.Connection) -> None:
+    conn.execute(
+        "SELECT skiplock.enqueue('t', '{\"user_id\": 5}', tags => '{vip}')"
+        " UNION ALL SELECT skiplock.enqueue('t', '{\"user_id\": 6}', meta => '{\"a\": 1}')"
+    )
+    found = json.loads(ok(run(dsn, "jobs", "list", "--args", "user_id=5", "--json")))
+    assert [job["args"] for job in found] == [{"user_id": 5}]
+    found = json.loads(ok(run(dsn, "jobs", "list", "--meta", '{"a": 1}', "--json")))
+    assert [job["args"] for job in found] == [{"user_id": 6}]
+    found = json.loads(ok(run(dsn, "jobs", "list", "--tag", "vip", "--json")))
+    assert [job["args"] for job in found] == [{"user_id": 5}]
+    result = run(dsn, "jobs", "list", "--args", "user_id")
+    assert result.exit_code == 2
+    assert "--args search must be a JSON object or key=value pairs" in result.output

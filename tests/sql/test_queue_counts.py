@@ -12,9 +12,7 @@ COUNTS = (
 
 
 def fill(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "SELECT skiplock.enqueue('t', '{}', queue => 'deep') FROM generate_series(1, 30)"
-    )
+    conn.execute("SELECT skiplock.enqueue('t', '{}', queue => 'deep') FROM generate_series(1, 30)")
     conn.execute(
         "SELECT skiplock.enqueue('t', '{}', queue => 'deep', run_at => now() + interval '1 h')"
         " FROM generate_series(1, 4)"

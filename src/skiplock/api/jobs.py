@@ -28,6 +28,7 @@ from skiplock.api.responses import JobIds, JobPage, JobResult, JobState
 from skiplock.api.routing import Answer, Operation, Param, route
 from skiplock.api.state import ApiState, Conn, api_state
 from skiplock.api.tasks import RegistryCheck, check_jobs_against_registry
+from skiplock.job_search import containment
 from skiplock.jobs import STATUSES, Job, json_field
 from skiplock.store import JOB_SORT_KEYS, JobFilter
 from skiplock.synonyms import STATUS_SYNONYMS
@@ -191,6 +192,13 @@ LIST_PARAMETERS = (
     Param("queue", str, "Only this queue."),
     Param("task", str, "Only this task."),
     Param("tag", str, "Only jobs carrying this tag."),
+    Param(
+        "args",
+        str,
+        "Only jobs whose args contain this: a JSON object, or key=value pairs separated"
+        " by spaces (a value that reads as JSON is that JSON; a dotted key reaches inside).",
+    ),
+    Param("meta", str, "Only jobs whose meta contain this (as args)."),
     Param("created_after", Timestamp, "created_at >= this (ISO 8601 with timezone)."),
     Param("created_before", Timestamp, "created_at < this."),
     Param("finished_after", Timestamp, "finished_at >= this."),
@@ -226,11 +234,20 @@ def _job_filter(query: Query) -> JobFilter:
     queue = query.text("queue")
     if queue is not None and not QUEUE_NAME.fullmatch(queue):
         raise invalid_field_parameter("queue", "queue must be a valid queue name")
+    searches: dict[str, dict[str, Any] | None] = {}
+    for name in ("args", "meta"):
+        raw = query.text(name)
+        try:
+            searches[name] = None if raw is None else containment(raw, name)
+        except ValueError as exc:
+            raise invalid_field_parameter(name, str(exc)) from None
     return JobFilter(
         statuses=statuses,
         queue=queue,
         task=query.text("task"),
         tag=query.text("tag"),
+        args=searches["args"],
+        meta=searches["meta"],
         created_after=query.timestamp("created_after"),
         created_before=query.timestamp("created_before"),
         finished_after=query.timestamp("finished_after"),

@@ -13,6 +13,7 @@ from skiplock import store
 from skiplock.app import App
 from skiplock.cli.output import field_text, print_json, table, when
 from skiplock.cli.root import CliError, Settings, connect, main, pass_settings
+from skiplock.job_search import containment
 from skiplock.jobs import STATUSES, Job, json_field
 from skiplock.store import JobFilter
 
@@ -26,6 +27,17 @@ def jobs() -> None:
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--queue", default=None)
 @click.option("--task", default=None)
+@click.option("--tag", default=None, help="Only jobs carrying this tag.")
+@click.option(
+    "--args",
+    "args_search",
+    default=None,
+    metavar="SEARCH",
+    help="Only jobs whose args contain this: key=value pairs or a JSON object.",
+)
+@click.option(
+    "--meta", "meta_search", default=None, metavar="SEARCH", help="The same, in the meta."
+)
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_settings
@@ -34,12 +46,28 @@ def list_jobs(
     status: str | None,
     queue: str | None,
     task: str | None,
+    tag: str | None,
+    args_search: str | None,
+    meta_search: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """Newest jobs first. With --json, a value longer than 1,000 bytes of JSON is null,
-    with its size and a preview under "truncated"; `jobs show ID --json` has it whole."""
-    filters = JobFilter(statuses=(status,) if status else (), queue=queue, task=task)
+    with its size and a preview under "truncated"; `jobs show ID --json` has it whole.
+    --args user_id=42 (or '{"user_id": 42}') lists the jobs whose args contain it."""
+    try:
+        args = None if args_search is None else containment(args_search, "--args")
+        meta = None if meta_search is None else containment(meta_search, "--meta")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    filters = JobFilter(
+        statuses=(status,) if status else (),
+        queue=queue,
+        task=task,
+        tag=tag,
+        args=args,
+        meta=meta,
+    )
     with connect(settings.dsn()) as conn:
         found = store.list_job_previews(filters, limit=limit).run(conn)
     if as_json:
