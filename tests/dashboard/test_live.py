@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,10 +18,11 @@ import httpx
 import psycopg
 import pytest
 from dashboard_browser import Server
-from dashboard_checks import CONFIG, PASSWORD, add_user, log_in
+from dashboard_checks import CONFIG, PASSWORD, add_token, add_user, log_in
 
 import skiplock
 from conftest import wait_until
+from skiplock.api import notifications
 from skiplock.dashboard import live
 from skiplock.dashboard.live import LiveHub
 
@@ -211,8 +213,8 @@ def test_a_burst_of_changes_comes_as_a_few_events(browser: httpx.Client, dsn: st
 def test_a_stream_sends_at_most_one_event_per_min_gap(
     browser: httpx.Client, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the hub's batching off: every change reaches the stream on its own
-    monkeypatch.setattr(live, "GATHER", 0.0)
+    # the listener's batching off: every change reaches the stream on its own
+    monkeypatch.setattr(notifications, "GATHER", 0.0)
     changes = 30
     app = skiplock.App(dsn)
     try:
@@ -270,16 +272,17 @@ def test_the_hub_listens_again_after_its_backend_is_terminated(
     # a quiet page wakes only for notifications (or a heartbeat, pushed out of reach)
     monkeypatch.setattr(live, "HEARTBEAT", 600.0)
     hub = hub_of(server)
+    listener = hub.notifications
     with events(browser, "/jobs?queue=quiet") as stream:
         stream.until(lambda _: True)
-        first = wait_until(lambda: hub.backend_pid, READ_SECONDS)
-        with caplog.at_level(logging.WARNING, logger="skiplock.dashboard"):
+        first = wait_until(lambda: listener.backend_pid, READ_SECONDS)
+        with caplog.at_level(logging.WARNING, logger="skiplock.api"):
             conn.execute("SELECT pg_terminate_backend(%s)", (first,))
-            second = wait_until(lambda: hub.backend_pid not in (None, first), READ_SECONDS)
-        assert second and hub.backend_pid != first
-        assert any("dashboard listener" in r.getMessage() for r in caplog.records)
+            second = wait_until(lambda: listener.backend_pid not in (None, first), READ_SECONDS)
+        assert second and listener.backend_pid != first
+        assert any("listener:" in r.getMessage() for r in caplog.records)
         listening = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (hub.backend_pid,)
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (listener.backend_pid,)
         ).fetchone()
         assert listening == (1,)
         # heard again: an enqueue in the watched queue wakes the quiet stream
@@ -288,3 +291,45 @@ def test_the_hub_listens_again_after_its_backend_is_terminated(
         assert event["data"]["counts"]["queued"] == 1
     # the viewer gone, its watch is too; one LISTEN served it, not one per viewer
     wait_until(lambda: not hub.watches, READ_SECONDS)
+
+
+def test_one_listen_connection_serves_viewers_and_long_polls(
+    server: Server, browser: httpx.Client, dsn: str, conn: psycopg.Connection
+) -> None:
+    """A dashboard viewer and a client long-polling for a result share the API
+    process's one LISTEN connection, and the long-poll still hears its job at once."""
+    token = add_token(conn, "poller", "read")
+    (job_id,) = enqueue(dsn, "polled")
+    listens = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+    )
+    with events(browser, "/jobs?queue=polled") as stream:
+        stream.until(lambda _: True)
+        with httpx.Client(base_url=server.url, timeout=READ_SECONDS) as api:
+            # the job finishes while the long-poll waits on it
+            started = time.monotonic()
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(
+                    api.get,
+                    f"/api/v1/jobs/{job_id}/result",
+                    params={"wait": 20},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                waiting = hub_of(server).notifications.subscribers[0]
+                wait_until(lambda: answer.done() or waiting.prompt, READ_SECONDS)
+                assert not answer.done(), answer.result().text
+                assert conn.execute(listens).fetchone() == (1,)
+                worker = uuid.uuid4()
+                conn.execute("SELECT * FROM skiplock.claim_jobs(%s, ARRAY['polled'], 1)", (worker,))
+                conn.execute(
+                    "SELECT skiplock.complete_jobs(%s, ARRAY[%s]::bigint[], ARRAY[1],"
+                    " ARRAY['{}'::jsonb])",
+                    (worker, job_id),
+                )
+                response = answer.result()
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "succeeded"
+            # woken by the notification, not by a re-read after the wait ran out
+            assert time.monotonic() - started < 20
+    assert conn.execute(listens).fetchone() == (1,)

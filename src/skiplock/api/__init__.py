@@ -122,15 +122,14 @@ def create_app(
         raise ConfigError(
             f"statement_timeout must be between 0.001 and 3600 seconds, got {statement_timeout}"
         )
-    finished = FinishedListener(lambda: app.listen_dsn)
     state = ApiState(
         app=app,
         max_body_bytes=max_body_bytes,
         db_timeout=db_timeout,
         statement_timeout=statement_timeout,
-        finished=finished,
         accept_unknown_tasks=accept_unknown_tasks,
     )
+    state.finished = FinishedListener(state.notifications)
     dashboard = dashboard_app(state, auth, read_only=dashboard_read_only)
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [
@@ -197,15 +196,14 @@ def create_app(
         lifespan=api_lifespan,
     )
     starlette.state.api = state
-    # the dashboard's live updates: one LISTEN for all its viewers, closed by the lifespan
+    # the dashboard's live updates, on the process's listener
     starlette.state.live = dashboard.state.live
     return starlette
 
 
 @asynccontextmanager
 async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
-    """Close the pool, the result listener and the dashboard's live hub of `api` (made by
-    create_app) on exit.
+    """Close the pool and the LISTEN connection of `api` (made by create_app) on exit.
 
     The API's own lifespan when it is served alone. A host that mounts it passes it on:
     `Starlette(routes=[Mount("/skiplock", api)], lifespan=lambda _: api_lifespan(api))`,
@@ -217,7 +215,5 @@ async def api_lifespan(api: Starlette) -> AsyncIterator[None]:
         yield
     finally:
         state: ApiState = api.state.api
-        if state.finished is not None:
-            await state.finished.close()
-        await api.state.live.close()
+        await state.notifications.close()
         await state.app.aclose()

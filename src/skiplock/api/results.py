@@ -1,8 +1,8 @@
-"""Long-polling for job results (and workflows) over one shared LISTEN connection per
-API process.
+"""Long-polling for job results (and workflows) over the API process's one LISTEN
+connection (api.notifications).
 
 App.wait_for_result_async opens a connection per waiter; an API with a hundred clients
-long-polling would hold a hundred connections. Here one connection LISTENs on
+long-polling would hold a hundred connections. Here the process's listener hears
 skiplock_finished and wakes the waiters whose job ids a notification names. NOTIFY is
 only a hint: waiters re-read the job at least every RECHECK_SECONDS, so a lost
 notification or a listener that is reconnecting costs latency, never a wrong answer.
@@ -15,56 +15,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TypeVar
 
-import psycopg
-
+from skiplock.api.notifications import Notifications
 from skiplock.jobs import Job
 from skiplock.waiter import FINISHED_CHANNEL, finished_ids, reread_until
 
-log = logging.getLogger("skiplock.api")
 T = TypeVar("T")
 
 RECHECK_SECONDS = 2.0
-RECONNECT_SECONDS = 1.0
 
 
 class FinishedListener:
-    """Started on first use, stopped by the API's lifespan."""
+    """The waiters of this API process, woken by its listener."""
 
-    def __init__(self, dsn: Callable[[], str | None]) -> None:
-        self._dsn = dsn
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
         self._waiters: dict[int, set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
+        notifications.subscribe(self)
 
-    def _ensure_started(self) -> bool:
-        """Start listening unless already; False when there is nowhere to LISTEN."""
-        dsn = self._dsn()
-        if dsn is None:
-            return False
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(dsn), name="skiplock-api-finished")
-        return True
+    @property
+    def prompt(self) -> bool:
+        # a waiting long-poll hears its job's finish at once, not in the next batch
+        return bool(self._waiters)
 
-    async def _listen(self, dsn: str) -> None:
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
-                    self.connected.set()
-                    # Anything that finished while we were away notified nobody.
-                    self._wake_all()
-                    async for notice in conn.notifies():
-                        self._dispatch(notice.payload)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("result listener: %s; reconnecting", type(exc).__name__)
-            self.connected.clear()
-            await asyncio.sleep(RECONNECT_SECONDS)
+    def heard(self, channel: str, payload: str) -> None:
+        if channel == FINISHED_CHANNEL:
+            self._dispatch(payload)
+
+    def missed(self) -> None:
+        self._wake_all()
 
     def _dispatch(self, payload: str) -> None:
         job_ids = finished_ids(payload)
@@ -114,9 +95,9 @@ class FinishedListener:
         deadline = loop.time() + timeout
         with self._registered(job_ids) as event:
             # Registered before the first read: a finish between read and wait is seen.
-            if timeout > 0 and self._ensure_started():
+            if timeout > 0 and self.notifications.start():
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.connected.wait(), min(timeout, 1.0))
+                    await asyncio.wait_for(self.notifications.listening.wait(), min(timeout, 1.0))
 
             async def wake(_: T, seconds: float) -> None:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -127,9 +108,3 @@ class FinishedListener:
             return await reread_until(
                 read, done, wake, timeout=max(0.0, deadline - loop.time()), recheck=RECHECK_SECONDS
             )
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None

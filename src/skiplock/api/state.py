@@ -13,6 +13,7 @@ import psycopg
 from starlette.requests import Request
 
 from skiplock import store
+from skiplock.api.notifications import Notifications
 from skiplock.api.problems import database_unavailable
 from skiplock.api.results import FinishedListener
 from skiplock.app import App
@@ -36,6 +37,11 @@ class ApiState:
     schemas: SchemaCache = field(default_factory=SchemaCache)
     # take jobs of tasks no worker has published as if they allowed it (serve/dev option)
     accept_unknown_tasks: bool = False
+    # the process's one LISTEN connection, on the App's listen DSN
+    notifications: Notifications = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notifications = Notifications(lambda: self.app.listen_dsn)
 
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Await one App call; 503 if it takes longer than `db_timeout` seconds.

@@ -72,7 +72,7 @@ def load_scale_data(conn: psycopg.Connection[Any], *, history: int, queued: int)
     run(
         "INSERT INTO skiplock.jobs (task, queue, run_at, attempt, errors)"
         " SELECT 'send_email', 'emails', now() + g * interval '1 s', g % 2,"
-        "        CASE WHEN g % 2 = 1 THEN '[{\"attempt\": 1, \"error\": \"later\"}]'::jsonb"
+        '        CASE WHEN g % 2 = 1 THEN \'[{"attempt": 1, "error": "later"}]\'::jsonb'
         "             ELSE '[]' END"
         " FROM generate_series(1, 10000) g"
     )

@@ -53,8 +53,8 @@ async def to_dashboard(request: Request) -> Response:
 def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = False) -> Starlette:
     """The dashboard over the API's state: its session is signed with `auth`'s HS256
     secret (without one, every page says how to set it); logins count toward a failure
-    limit as strict as the API's. Its live updates' hub is `state.live`, which the
-    app that mounts it closes (api_lifespan)."""
+    limit as strict as the API's. Its live updates' hub is `state.live`, on the API's
+    listener, which the app that mounts it closes (api_lifespan)."""
     secret = auth.jwt_secret if auth is not None else None
     lifetime = auth.login_lifetime if auth is not None else timedelta(hours=12)
     dashboard = Dashboard(
@@ -89,7 +89,7 @@ def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = F
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.dashboard = dashboard
-    app.state.live = live.LiveHub(lambda: api.app.listen_dsn)
+    app.state.live = live.LiveHub(api.notifications)
     return app
 
 

@@ -1,13 +1,13 @@
-"""Live updates of the dashboard's pages: server-sent events fed by one LISTEN
-connection per API process.
+"""Live updates of the dashboard's pages: server-sent events fed by the API process's
+one LISTEN connection (api.notifications).
 
-LiveHub LISTENs on skiplock_jobs (which names queues that got ready jobs) and
+LiveHub hears skiplock_jobs (which names queues that got ready jobs) and
 skiplock_finished (which names jobs that finished) and wakes the streams whose page a
 notification may concern. A woken stream re-reads what its page shows (one job's row, or
 the counts of the queues it lists) and sends an event only when that changed, at most one
 every MIN_GAP seconds: a burst of changes costs a viewer a few events, not one each.
-The hub reads notifications in batches (every GATHER seconds at most), so what it costs
-the process is bounded by time, not by the rate of jobs.
+The listener hands notifications on in batches (api.notifications.GATHER), so what they
+cost the process is bounded by time, not by the rate of jobs.
 
 No notification tells of a claim (queued -> running) or of a job's progress, so a stream
 whose page shows unfinished jobs also re-reads at a floor (JOB_FLOOR, LIST_FLOOR); a page
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -38,6 +37,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.fields import QUEUE_NAME
 from skiplock.api.jobs import parse_job_id
+from skiplock.api.notifications import Notifications
 from skiplock.api.problems import problem_response
 from skiplock.dashboard.pages import LoginRequired, Viewer, dashboard_of, principal_of, viewer
 from skiplock.jobs import STATUSES
@@ -45,7 +45,6 @@ from skiplock.waiter import FINISHED_CHANNEL, finished_ids
 
 log = logging.getLogger("skiplock.dashboard")
 
-JOBS_CHANNEL = "skiplock_jobs"
 # Reads of one stream are at least this far apart: at most 2.5 events a second.
 MIN_GAP = 0.4
 # Re-read floors of a page that shows unfinished jobs: claims and progress notify nobody.
@@ -57,10 +56,6 @@ HEARTBEAT = 15.0
 # tab never holds up the server's shutdown for longer.
 STREAM_SECONDS = 60.0
 RETRY_MS = 1000
-# The hub reads notifications in batches, at most one every GATHER seconds.
-GATHER = 0.2
-RECONNECT_FIRST = 0.5
-RECONNECT_MAX = 30.0
 UNFINISHED = ("waiting", "scheduled", "queued", "running", "retrying")
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -89,84 +84,32 @@ class Watch:
 
 
 class LiveHub:
-    """One LISTEN connection for every stream of this API process. It opens with the
-    first viewer (an API nobody watches holds no connection for it), reconnects with
-    backoff whenever it fails, and is closed by the API's lifespan."""
+    """The streams of this API process, woken by its listener, which opens with the
+    first viewer (or the first long-poll)."""
 
-    def __init__(self, dsn: Callable[[], str | None]) -> None:
-        self._dsn = dsn
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
         self.watches: set[Watch] = set()
-        self.listening = asyncio.Event()
-        # the PostgreSQL backend of the LISTEN connection, while there is one
-        self.backend_pid: int | None = None
+        notifications.subscribe(self)
+
+    @property
+    def listening(self) -> asyncio.Event:
+        return self.notifications.listening
 
     @contextlib.contextmanager
     def watching(self, watch: Watch) -> Iterator[Watch]:
         self.watches.add(watch)
-        self._ensure_started()
+        self.notifications.start()
         try:
             yield watch
         finally:
             self.watches.discard(watch)
 
-    def _ensure_started(self) -> None:
-        dsn = self._dsn()
-        if dsn is not None and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._run(dsn), name="skiplock-dashboard-live")
+    @property
+    def prompt(self) -> bool:
+        return False  # streams re-read at most every MIN_GAP anyway: batches suffice
 
-    async def _run(self, dsn: str) -> None:
-        delay = RECONNECT_FIRST
-        while True:
-            try:
-                await self._listen(dsn)
-            except Exception as exc:  # a long-lived loop: it says why and goes on
-                log.warning(
-                    "dashboard listener: %s: %s; reconnecting in %.1f s",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    exc_info=not isinstance(exc, psycopg.Error | OSError),
-                )
-            if self.listening.is_set():  # it had worked: start the backoff again
-                delay = RECONNECT_FIRST
-            self.listening.clear()
-            self.backend_pid = None
-            # the streams re-read at their floor until the hub is back
-            self._wake_all()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
-
-    async def _listen(self, dsn: str) -> None:
-        # TCP keepalives notice a connection that died silently; the streams' floors
-        # bound what a missed notification costs meanwhile.
-        async with await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=30
-        ) as conn:
-            for channel in (JOBS_CHANNEL, FINISHED_CHANNEL):
-                await conn.execute(f"LISTEN {channel}")
-            self.backend_pid = conn.info.backend_pid
-            self.listening.set()
-            log.info("dashboard listener: listening (backend %s)", self.backend_pid)
-            # what changed while nobody listened notified nobody
-            self._wake_all()
-            while True:
-                await self._next_batch(conn)
-
-    async def _next_batch(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Wait for a notification, let more gather for GATHER seconds, then dispatch
-        them all: a notification costs the process a wake-up of its event loop, so the
-        hub's cost is bounded by time, not by how fast jobs flow."""
-        heard: dict[tuple[str, str], None] = {}
-        async for notice in conn.notifies(stop_after=1):
-            heard[notice.channel, notice.payload] = None
-        await asyncio.sleep(GATHER)
-        async for notice in conn.notifies(timeout=0.01):
-            heard[notice.channel, notice.payload] = None
-        for channel, payload in heard:
-            self.dispatch(channel, payload)
-
-    def dispatch(self, channel: str, payload: str) -> None:
+    def heard(self, channel: str, payload: str) -> None:
         # the payload is parsed once, however many watch
         if channel == FINISHED_CHANNEL:
             ids = finished_ids(payload)
@@ -177,16 +120,10 @@ class LiveHub:
         for watch in woken:
             watch.changed.set()
 
-    def _wake_all(self) -> None:
+    def missed(self) -> None:
+        # the streams re-read: what happened meanwhile notified nobody
         for watch in self.watches:
             watch.changed.set()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self.listening.clear()
 
 
 @dataclass
