@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote_plus
 
 import psycopg
 import pytest
@@ -23,7 +22,7 @@ from starlette.testclient import TestClient
 
 import skiplock
 from skiplock.api import create_app
-from skiplock.bench.scale import load_scale_data
+from skiplock.bench.scale import dashboard_pages, load_scale_data
 from skiplock.store.call import Call
 
 pytestmark = pytest.mark.scale
@@ -35,36 +34,7 @@ QUEUED = int(os.environ.get("SKIPLOCK_SCALE_QUEUED", 1_000_000))
 ROW_BUDGET = 60_000
 BLOCK_BUDGET = 6_000
 
-PAGES = [
-    "/",
-    "/?range=24h",
-    "/?range=7d",
-    "/?range=7d&queue=media",
-    "/jobs",
-    "/jobs?status=succeeded",
-    "/jobs?status=cancelled&queue=media",
-    "/jobs?status=failed",
-    "/jobs?status=queued&queue=emails",
-    "/jobs?task=export_csv",
-    "/jobs?tag=nightly",
-    "/jobs?tag=no-such-tag",
-    "/jobs?args=" + quote_plus("user_id=4242"),
-    "/jobs?meta=" + quote_plus('{"no": "such"}'),
-    "/jobs?created_after=2000-01-01T00:00&created_before=2000-01-02T00:00",
-    f"/jobs?before={HISTORY // 2}",
-    f"/jobs?before={HISTORY // 2}&task=no_such_task",
-    f"/jobs/{HISTORY}",
-    f"/jobs/{HISTORY // 2}",
-    f"/jobs/{HISTORY + 1}",
-    "/queues",
-    "/dead-letters",
-    "/dead-letters?queue=media",
-    "/workers",
-    "/schedules",
-    "/workflows",
-    "/tasks",
-    "/audit",
-]
+PAGES = dashboard_pages(HISTORY)
 
 READS = (
     "SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(c.oid)"

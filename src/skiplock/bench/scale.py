@@ -19,6 +19,42 @@ TASKS = ("send_email", "resize_image", "export_csv", "call_webhook", "build_repo
 DEAD = 10_000
 
 
+def dashboard_pages(history: int) -> list[str]:
+    """The dashboard's pages as a busy install's operator opens them: every page, the
+    jobs list under each kind of filter (one that matches nothing searches a whole
+    window), jobs in the history, the hot table and the dead letters."""
+    return [
+        "/",
+        "/?range=24h",
+        "/?range=7d",
+        "/?range=7d&queue=media",
+        "/jobs",
+        "/jobs?status=succeeded",
+        "/jobs?status=cancelled&queue=media",
+        "/jobs?status=failed",
+        "/jobs?status=queued&queue=emails",
+        "/jobs?task=export_csv",
+        "/jobs?tag=nightly",
+        "/jobs?tag=no-such-tag",
+        "/jobs?args=user_id%3D4242",
+        "/jobs?meta=%7B%22no%22%3A+%22such%22%7D",
+        "/jobs?created_after=2000-01-01T00:00&created_before=2000-01-02T00:00",
+        f"/jobs?before={history // 2}",
+        f"/jobs?before={history // 2}&task=no_such_task",
+        f"/jobs/{history}",
+        f"/jobs/{history // 2}",
+        f"/jobs/{history + 1}",
+        "/queues",
+        "/dead-letters",
+        "/dead-letters?queue=media",
+        "/workers",
+        "/schedules",
+        "/workflows",
+        "/tasks",
+        "/audit",
+    ]
+
+
 def load_scale_data(conn: psycopg.Connection[Any], *, history: int, queued: int) -> None:
     """Fill a migrated, empty skiplock schema (see the module's docstring)."""
     run = conn.execute
