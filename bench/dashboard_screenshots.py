@@ -48,6 +48,7 @@ PAGES = [
     ("jobs", "jobs", "/jobs"),
     ("job", "job", "/jobs/{running}"),
     ("queues", "queues", "/queues"),
+    ("queue", "queue", "/queues/emails"),
     ("workers", "workers", "/workers"),
     ("dead-letters", "dead_letters", "/dead-letters"),
     ("dead-letters-redrive", "bulk", "/dead-letters/redrive?queue=emails"),

@@ -92,6 +92,7 @@ def test_no_serious_violation_on_any_page(dsn: str, seeded: dict[str, int], sche
         "/jobs": "main table tbody tr",
         f"/jobs/{seeded['job']}": "#job-log-lines .level-error",
         "/queues": "main table tbody tr",
+        "/queues/emails": "form.settings input[name='weight']",
         "/dead-letters": "main table tbody tr",
         "/workers": "main table tbody tr",
         "/schedules": "main table tbody tr",

@@ -27,7 +27,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -224,7 +224,8 @@ async def job_view(request: Request, who: Viewer, raw: str) -> View:
 
 async def view_of(request: Request, who: Viewer, page: str) -> View:
     """The view of a dashboard page given as its path below the dashboard and its query
-    (`/jobs/5`, `/jobs?queue=emails`, `/`, `/queues`, `/workers`, `/dead-letters`)."""
+    (`/jobs/5`, `/jobs?queue=emails`, `/`, `/queues`, `/queues/emails`, `/workers`,
+    `/dead-letters`)."""
     parts = urlsplit(page)
     path = parts.path.rstrip("/") or "/"
     if path in ("/", "/queues"):
@@ -242,6 +243,11 @@ async def view_of(request: Request, who: Viewer, page: str) -> View:
         return counts_view(request, who, queue)
     if path.startswith("/jobs/") and path.count("/") == 2:
         return await job_view(request, who, path.removeprefix("/jobs/"))
+    if path.startswith("/queues/") and path.count("/") == 2:
+        queue = unquote(path.removeprefix("/queues/"))
+        if not QUEUE_NAME.fullmatch(queue) or not who.principal.sees(queue):
+            raise BadPage(404, "not_found", f"queue {queue} not found")
+        return counts_view(request, who, queue)
     raise BadPage(422, "invalid_field", f"no live updates for {path}", "page")
 
 

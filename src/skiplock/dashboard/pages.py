@@ -46,6 +46,7 @@ NOTICES = {
     "cancelling": "The job is running: its worker was told to stop it.",
     "paused": "The queue is paused.",
     "resumed": "The queue is running again.",
+    "configured": "The queue's settings are saved.",
     "stopping": "The worker was told to stop.",
     "redriven": "The dead letter was queued again.",
     "enabled": "The schedule is enabled; its next run is computed from now.",

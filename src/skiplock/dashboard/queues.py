@@ -4,7 +4,9 @@ store calls."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -14,7 +16,7 @@ from starlette.routing import Route
 from skiplock import store
 from skiplock.api.fields import QUEUE_NAME
 from skiplock.api.metrics_history import RANGES
-from skiplock.api.state import Conn
+from skiplock.api.state import ApiState, Conn
 from skiplock.dashboard.charts import PLOT, overview_charts
 from skiplock.dashboard.pages import (
     PageError,
@@ -28,7 +30,13 @@ from skiplock.dashboard.pages import (
     render,
     viewer,
 )
+from skiplock.errors import ConfigError
 from skiplock.jobs import STATUSES
+from skiplock.options import from_cli
+from skiplock.queue_settings import SETTINGS, checked_settings
+
+# Every setting but paused (the queues page pauses and resumes), in declaration order.
+FORM_SETTINGS = tuple(setting for setting in SETTINGS if setting.name != "paused")
 
 
 async def visible_queues(request: Request, who: Viewer) -> list[dict[str, Any]]:
@@ -92,11 +100,104 @@ async def overview(request: Request) -> Response:
     return render(request, "overview.html", context, who=who)
 
 
+async def finished_last_hour(api: ApiState, queues: list[str]) -> dict[str, int]:
+    """Jobs each queue finished over the last hour, from the metrics history."""
+
+    async def read(conn: Conn) -> dict[str, int]:
+        finished = {}
+        for name in queues:
+            points = await api.app.arun(store.metrics_series(timedelta(hours=1), queue=name), conn)
+            finished[name] = sum(p.succeeded + p.failed + p.cancelled + p.expired for p in points)
+        return finished
+
+    return await api.db(read)
+
+
 async def queues_page(request: Request) -> Response:
-    """GET /dashboard/queues: counts, limits, paused."""
+    """GET /dashboard/queues: counts, throughput over the last hour, limits, paused."""
     who = await viewer(request)
-    context = {"queues": await visible_queues(request, who), "statuses": STATUSES}
+    queues = await visible_queues(request, who)
+    throughput = await finished_last_hour(dashboard_of(request).api, [q["queue"] for q in queues])
+    context = {"queues": queues, "statuses": STATUSES, "throughput": throughput}
     return render(request, "queues.html", context, who=who)
+
+
+def visible_queue_name(request: Request, who: Viewer) -> str:
+    name: str = request.path_params["name"]
+    if not QUEUE_NAME.fullmatch(name) or not who.principal.sees(name):
+        raise not_found(f"queue {name}")
+    return name
+
+
+def setting_text(queue: dict[str, Any], name: str) -> str:
+    """A setting as its form field shows it (durations in seconds, a policy as JSON)."""
+    value = queue[name]
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+async def queue_page(
+    request: Request,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    texts: dict[str, str] | None = None,
+) -> Response:
+    """GET /dashboard/queues/{name}: its counts, its throughput, and its settings (a form
+    for an admin)."""
+    who = await viewer(request)
+    name = visible_queue_name(request, who)
+    api = dashboard_of(request).api
+    queue = await api.run(store.get_queue(name))
+    if queue is None:
+        raise not_found(f"queue {name}")
+    shown = {setting.name: setting_text(queue, setting.name) for setting in FORM_SETTINGS}
+    context = {
+        "queue": queue,
+        "queues": [queue],
+        "statuses": STATUSES,
+        "throughput": (await finished_last_hour(api, [name]))[name],
+        "settings": FORM_SETTINGS,
+        "texts": texts or shown,
+        "error": error,
+    }
+    return render(request, "queue.html", context, who=who, status=status)
+
+
+async def configure_queue(request: Request) -> Response:
+    """POST /dashboard/queues/{name}/settings (admin): every setting of the form, an
+    empty field clearing it, through store.configure_queue as PUT /api/v1/queues/{name}
+    calls it; a bad one is the form again, 422, naming it, and nothing changes."""
+    who, fields = await acting(request, "admin")
+    name = visible_queue_name(request, who)
+    texts = {s.name: str(fields.get(s.name, "")).strip() for s in FORM_SETTINGS}
+    settings: dict[str, Any] = {}
+    try:
+        for setting in FORM_SETTINGS:
+            text = texts[setting.name]
+            try:
+                settings[setting.name] = from_cli(setting, text) if text else None
+            except ConfigError as exc:  # it names the CLI's flag: name the field instead
+                raise ConfigError(f"{setting.name}: {str(exc).split(': ', 1)[-1]}") from None
+        checked_settings(settings)
+    except ConfigError as exc:
+        return await queue_page(request, status=422, error=str(exc), texts=texts)
+    api = dashboard_of(request).api
+
+    async def update(conn: Conn) -> bool:
+        if not await api.app.arun(store.lock_queue(name), conn):
+            return False
+        await api.app.arun(store.configure_queue(name, settings), conn)
+        return True
+
+    found = await api.db(update)
+    await audit_found(request, who, found, 200, f"queues/{name}", f"queue {name}")
+    return back_to(request, f"/queues/{name}", "configured")
 
 
 async def set_paused(request: Request, *, paused: bool) -> Response:
@@ -147,6 +248,8 @@ async def stop_worker(request: Request) -> Response:
 routes = [
     Route("/", overview, name="overview"),
     Route("/queues", queues_page, name="queues"),
+    Route("/queues/{name}", queue_page, name="queue"),
+    Route("/queues/{name}/settings", configure_queue, methods=["POST"], name="configure_queue"),
     Route("/queues/{name}/pause", pause_queue, methods=["POST"], name="pause_queue"),
     Route("/queues/{name}/resume", resume_queue, methods=["POST"], name="resume_queue"),
     Route("/workers", workers_page, name="workers"),
