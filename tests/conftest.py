@@ -172,3 +172,12 @@ def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection]]:
     yield _connect
     for c in opened:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def scale_dsn(database_server: Server, template_database: str) -> Iterator[str]:
+    """The `scale` tier's database (tests/budgets.py), built once per test process."""
+    from budgets import scale_database
+
+    with scale_database(database_server, template_database) as dsn:
+        yield dsn

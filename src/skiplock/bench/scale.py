@@ -5,8 +5,9 @@ log and 7 days of metrics history. The dashboard's row-and-buffer budget tests
 (tests/dashboard/test_page_budgets.py) and bench/dashboard_pages.py read it.
 
 Rows are written with set-based INSERTs under session_replication_role = replica, so
-the per-statement triggers (counters, NOTIFY, webhooks) do not fire: the counters that
-matter (queue_totals) are written directly."""
+no trigger fires (counters, NOTIFY, webhooks, the defaults of a job's priority and
+attempts): every column a trigger would fill is given, and the counters that matter
+(queue_totals) are written directly."""
 
 from __future__ import annotations
 
@@ -97,31 +98,34 @@ def load_scale_data(conn: psycopg.Connection[Any], *, history: int, queued: int)
     ).fetchone()
     assert worker is not None
     run(
-        "INSERT INTO skiplock.jobs (task, args, queue, priority, run_at, created_at)"
+        "INSERT INTO skiplock.jobs (task, args, queue, priority, max_attempts, run_at,"
+        " created_at)"
         " SELECT (%(tasks)s::text[])[1 + g %% 5], jsonb_build_object('user_id', g %% 100000),"
-        "        (%(queues)s::text[])[1 + g %% 3], (g %% 3)::smallint,"
+        "        (%(queues)s::text[])[1 + g %% 3], (g %% 3)::smallint, 20,"
         "        now() - interval '1 hour' + (g::float8 / %(n)s) * interval '50 minutes',"
         "        now() - interval '1 hour'"
         " FROM generate_series(1, %(n)s) g",
         {"tasks": list(TASKS), "queues": list(QUEUES), "n": queued},
     )
     run(
-        "INSERT INTO skiplock.jobs (task, queue, run_at, attempt, errors)"
-        " SELECT 'send_email', 'emails', now() + g * interval '1 s', g % 2,"
+        "INSERT INTO skiplock.jobs (task, queue, priority, max_attempts, run_at, attempt,"
+        " errors)"
+        " SELECT 'send_email', 'emails', 0, 20, now() + g * interval '1 s', g % 2,"
         '        CASE WHEN g % 2 = 1 THEN \'[{"attempt": 1, "error": "later"}]\'::jsonb'
         "             ELSE '[]' END"
         " FROM generate_series(1, 10000) g"
     )
     run(
-        "INSERT INTO skiplock.jobs (task, queue, state, attempt, started_at, worker_id,"
-        " lease_expires_at)"
-        " SELECT 'resize_image', 'media', 'running', 1, now(), %s, now() + interval '1 hour'"
+        "INSERT INTO skiplock.jobs (task, queue, priority, max_attempts, state, attempt,"
+        " started_at, worker_id, lease_expires_at)"
+        " SELECT 'resize_image', 'media', 0, 20, 'running', 1, now(), %s,"
+        "        now() + interval '1 hour'"
         " FROM generate_series(1, 100) g",
         (worker[0],),
     )
     run(
-        "INSERT INTO skiplock.jobs (task, queue, state, depends_on)"
-        " SELECT 'build_report', 'default', 'waiting', ARRAY[%s::bigint]"
+        "INSERT INTO skiplock.jobs (task, queue, priority, max_attempts, state, depends_on)"
+        " SELECT 'build_report', 'default', 0, 20, 'waiting', ARRAY[%s::bigint]"
         " FROM generate_series(1, 5000) g",
         (history + 1,),
     )
