@@ -7,6 +7,7 @@ import psycopg
 from starlette.testclient import TestClient
 
 import skiplock
+from skiplock import store
 from skiplock.testing import run_jobs
 
 
@@ -54,3 +55,18 @@ def test_a_filter_reaches_each_table_of_all_jobs(conn: psycopg.Connection) -> No
     assert "Subquery Scan" not in plan, plan
     for table in ("jobs", "job_history", "dead_jobs"):
         assert f" on {table}" in plan, plan
+
+
+def test_a_list_is_planned_for_its_filters_every_time(conn: psycopg.Connection) -> None:
+    """Optional filters (`x IS NULL OR …`) pick their index only when the planner sees
+    their values: the list and its count are never prepared (a generic plan would keep
+    reading past the dashboard's window of ids)."""
+    filters = store.JobFilter(task="t", id_above=10)
+    for _ in range(10):
+        store.list_job_previews(filters, None, limit=5).run(conn)
+        store.count_jobs(filters, None, exact=True).run(conn)
+        store.count_jobs(filters, None, exact=False).run(conn)
+    prepared = conn.execute(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%all_jobs%'"
+    ).fetchone()
+    assert prepared == (0,)

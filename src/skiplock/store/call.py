@@ -35,20 +35,24 @@ class Call(Generic[T]):
 
     `row_factory` (a psycopg row factory) builds each row: by column name where the
     reader names its fields, else a plain tuple. `parse` turns the list of rows into the
-    call's result."""
+    call's result. `prepare=False` plans the statement at every call: one whose filters
+    are optional (`x IS NULL OR …`) needs its values to pick its index, which a prepared
+    statement's generic plan would not know (None: psycopg's default)."""
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any]
     parse: Callable[[list[Any]], T]
     row_factory: BaseRowFactory[Any] = tuple_row
+    prepare: bool | None = None
 
     def run(self, conn: psycopg.Connection[Any]) -> T:
         cursor = conn.cursor(row_factory=self.row_factory)
-        return self.parse(cursor.execute(self.sql.encode(), self.params).fetchall())
+        rows = cursor.execute(self.sql.encode(), self.params, prepare=self.prepare).fetchall()
+        return self.parse(rows)
 
     async def arun(self, conn: psycopg.AsyncConnection[Any]) -> T:
         cursor = conn.cursor(row_factory=self.row_factory)
-        await cursor.execute(self.sql.encode(), self.params)
+        await cursor.execute(self.sql.encode(), self.params, prepare=self.prepare)
         return self.parse(await cursor.fetchall())
 
 

@@ -103,7 +103,9 @@ class JobFilter:
     id_above: int | None = None
 
 
-# The filters as conditions on all_jobs, each true when its parameter is NULL.
+# The filters as conditions on all_jobs, each true when its parameter is NULL: the
+# statements built on them are planned at every call (Call.prepare), so the planner sees
+# which hold and reaches each table's index through them.
 _FILTER_SQL = (
     " WHERE (cardinality(%(statuses)s::text[]) = 0 OR status = ANY (%(statuses)s::text[]))"
     "   AND (%(queue)s::text IS NULL OR queue = %(queue)s)"
@@ -158,11 +160,12 @@ def count_jobs(filters: JobFilter, queue_pattern: str | None = None, *, exact: b
     _check_statuses(filters)
     count = "SELECT count(*) FROM skiplock.all_jobs" + _FILTER_SQL
     if exact:
-        return Call(count, _filter_params(filters, queue_pattern), scalar)
+        return Call(count, _filter_params(filters, queue_pattern), scalar, prepare=False)
     return Call(
         "EXPLAIN (FORMAT JSON) SELECT 1 FROM skiplock.all_jobs" + _FILTER_SQL,
         _filter_params(filters, queue_pattern),
         lambda rows: round(rows[0][0][0]["Plan"]["Plan Rows"]),
+        prepare=False,
     )
 
 
@@ -205,6 +208,7 @@ def list_jobs_page_matching(
         },
         list,
         _JOB_ROW,
+        prepare=False,
     )
 
 

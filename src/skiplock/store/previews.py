@@ -51,4 +51,5 @@ def with_previews(
         {**page.params, "preview_chars": PREVIEW_CHARS},
         list,
         dict_row,
+        page.prepare,
     )
