@@ -236,3 +236,20 @@ def test_a_failed_write_prunes_nothing_it_did_not_store(
     assert pruned == old[:20]
     assert set(pruned) <= set(stored)
     assert history_ids(conn) == old[20:]
+
+
+def test_workers_prune_and_only_admins_archive_or_export(conn: psycopg.Connection) -> None:
+    """prune_job_history runs archive_job_history's deletion as its owner, so the worker
+    role prunes without any right to archive or export (which return jobs' contents)."""
+    finish(conn, 3, days_ago=10)
+    conn.execute("SET ROLE skiplock_worker")
+    assert conn.execute("SELECT skiplock.prune_job_history(interval '7 days')").fetchone() == (3,)
+    for call in (
+        "SELECT * FROM skiplock.archive_job_history(interval '7 days')",
+        "SELECT * FROM skiplock.export_finished_jobs(now())",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(call)
+    conn.execute("RESET ROLE")
+    conn.execute("SET ROLE skiplock_admin")
+    assert conn.execute("SELECT count(*) FROM skiplock.export_finished_jobs(now())").fetchone()
