@@ -1,6 +1,6 @@
 -- Maintenance, run by every worker (no leader: SKIP LOCKED throughout): rescue jobs
--- whose lease expired, expire jobs past their deadline, prune the history and the
--- unique keys.
+-- whose lease expired, expire jobs past their deadline, prune the history (or archive
+-- it: hand back what is pruned) and the unique keys; and export the finished jobs.
 
 -- rescue_expired_jobs: fail running jobs whose lease expired (their worker died or lost
 -- the database) through fail_jobs, so the attempt counts: a job that kills its worker
@@ -54,17 +54,23 @@ AS $$
         FOR UPDATE SKIP LOCKED), NULL, 'expired', NULL, coalesce(p_now, now())))
 $$;
 
--- prune_job_history: retention. Delete up to p_limit finished jobs (succeeded, cancelled,
--- expired) that finished more than p_older_than ago, oldest first. Rows are taken with
--- SKIP LOCKED, so every worker may prune at once without a leader and without blocking
--- each other; call again while it returns p_limit. Dead letters are kept until purged.
--- Returns how many were deleted.
-CREATE OR REPLACE FUNCTION skiplock.prune_job_history(
+-- archive_job_history: retention that hands back what it deletes. Deletes up to p_limit
+-- finished jobs (succeeded, cancelled, expired) that finished more than p_older_than ago,
+-- oldest first, and returns them oldest first in export_finished_jobs' columns. Rows are
+-- taken with SKIP LOCKED, so every worker may prune at once without a leader and without
+-- blocking each other. An archiver writes the rows out and commits only once they are
+-- safely stored: a rollback keeps every row, so no row leaves unarchived. Returns no
+-- rows when none is that old. Dead letters are kept until purged.
+CREATE OR REPLACE FUNCTION skiplock.archive_job_history(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
-) RETURNS integer
+) RETURNS TABLE (
+    id bigint, task text, args jsonb, queue text, priority smallint, status text,
+    attempt integer, max_attempts integer, retry_policy jsonb, timeout interval, tags text[],
+    meta jsonb, unique_key text, expires_at timestamptz, depends_on bigint[], errors jsonb,
+    progress jsonb, result jsonb, created_at timestamptz, started_at timestamptz,
+    finished_at timestamptz, worker_id uuid, callback_url text
+)
 LANGUAGE sql
-SECURITY DEFINER
-SET search_path = skiplock, pg_temp
 AS $$
     WITH gone AS (
         DELETE FROM skiplock.job_history h
@@ -74,8 +80,62 @@ AS $$
             ORDER BY o.finished_at
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED))
-        RETURNING 1)
-    SELECT count(*)::integer FROM gone
+        RETURNING h.*)
+    SELECT g.id, g.task, g.args, g.queue, g.priority, g.status::text, g.attempt, g.max_attempts,
+           g.retry_policy, g.timeout, g.tags, g.meta, g.unique_key, g.expires_at, g.depends_on,
+           g.errors, g.progress, g.result, g.created_at, g.started_at, g.finished_at,
+           g.worker_id, g.callback_url
+    FROM gone g
+    ORDER BY g.finished_at, g.id
+$$;
+
+-- prune_job_history: retention, what workers run: archive_job_history's deletion, the
+-- rows counted instead of returned. Call again while it returns p_limit. Returns how
+-- many were deleted.
+CREATE OR REPLACE FUNCTION skiplock.prune_job_history(
+    p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
+) RETURNS integer
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = skiplock, pg_temp
+AS $$
+    SELECT count(*)::integer FROM skiplock.archive_job_history(p_older_than, p_limit, p_now)
+$$;
+
+-- export_finished_jobs: the finished jobs that finished before p_before, oldest first,
+-- for an export: the history (succeeded, cancelled, expired) and, with p_dead_letters,
+-- the dead letters (status failed, finished_at their failed_at, result null); only
+-- p_queue's when given. Reads under the caller's snapshot and locks nothing, so a long
+-- export holds up no worker. No SET clause and STABLE: the planner inlines it, so a
+-- cursor over it streams rows from the finished_at indexes instead of building the set.
+CREATE OR REPLACE FUNCTION skiplock.export_finished_jobs(
+    p_before timestamptz, p_queue text DEFAULT NULL, p_dead_letters boolean DEFAULT false
+) RETURNS TABLE (
+    id bigint, task text, args jsonb, queue text, priority smallint, status text,
+    attempt integer, max_attempts integer, retry_policy jsonb, timeout interval, tags text[],
+    meta jsonb, unique_key text, expires_at timestamptz, depends_on bigint[], errors jsonb,
+    progress jsonb, result jsonb, created_at timestamptz, started_at timestamptz,
+    finished_at timestamptz, worker_id uuid, callback_url text
+)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT * FROM (
+        SELECT h.id, h.task, h.args, h.queue, h.priority, h.status::text, h.attempt,
+               h.max_attempts, h.retry_policy, h.timeout, h.tags, h.meta, h.unique_key,
+               h.expires_at, h.depends_on, h.errors, h.progress, h.result, h.created_at,
+               h.started_at, h.finished_at, h.worker_id, h.callback_url
+        FROM skiplock.job_history h
+        WHERE h.finished_at < p_before AND (p_queue IS NULL OR h.queue = p_queue)
+        UNION ALL
+        SELECT d.id, d.task, d.args, d.queue, d.priority, 'failed', d.attempt,
+               d.max_attempts, d.retry_policy, d.timeout, d.tags, d.meta, d.unique_key,
+               d.expires_at, d.depends_on, d.errors, d.progress, NULL, d.created_at,
+               d.started_at, d.failed_at, d.worker_id, d.callback_url
+        FROM skiplock.dead_jobs d
+        WHERE p_dead_letters AND d.failed_at < p_before AND (p_queue IS NULL OR d.queue = p_queue)
+    ) f
+    ORDER BY f.finished_at
 $$;
 
 -- prune_unique_keys: forget unique keys whose hold period is over (enqueue would

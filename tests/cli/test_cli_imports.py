@@ -31,6 +31,7 @@ def test_every_group_module_registers_its_commands() -> None:
         "dead-letters",
         "dev",
         "enqueue",
+        "history",
         "jobs",
         "migrate",
         "queues",

@@ -8,6 +8,7 @@ from skiplock.cli import (  # noqa: F401  (imported to register their commands)
     bench,
     dead_letters,
     enqueue,
+    history,
     jobs,
     migrate,
     queues,
