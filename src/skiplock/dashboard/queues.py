@@ -123,6 +123,7 @@ async def queues_page(request: Request) -> Response:
 
 
 def visible_queue_name(request: Request, who: Viewer) -> str:
+    """The queue in the URL; 404 when the name is bad or the viewer does not see it."""
     name: str = request.path_params["name"]
     if not QUEUE_NAME.fullmatch(name) or not who.principal.sees(name):
         raise not_found(f"queue {name}")
@@ -204,9 +205,7 @@ async def set_paused(request: Request, *, paused: bool) -> Response:
     """POST /dashboard/queues/{name}/pause or /resume (admin): store.pause_queue or
     store.resume_queue, as the API's routes call them."""
     who, _ = await acting(request, "admin")
-    name: str = request.path_params["name"]
-    if not QUEUE_NAME.fullmatch(name) or not who.principal.sees(name):
-        raise not_found(f"queue {name}")
+    name = visible_queue_name(request, who)
     call = store.pause_queue(name) if paused else store.resume_queue(name)
     found = await dashboard_of(request).api.run(call)
     await audit_found(request, who, found, 200, f"queues/{name}", f"queue {name}")
