@@ -58,7 +58,8 @@ $$;
 -- expired) that finished more than p_older_than ago, oldest first. Rows are taken with
 -- SKIP LOCKED, so every worker may prune at once without a leader and without blocking
 -- each other; call again while it returns p_limit. Dead letters are kept until purged.
--- Returns how many were deleted.
+-- The jobs' log lines and webhook delivery links go with them (the statement triggers
+-- _job_logs_deleted and _webhook_deliveries_deleted). Returns how many were deleted.
 CREATE OR REPLACE FUNCTION skiplock.prune_job_history(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS integer
