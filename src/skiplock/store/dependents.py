@@ -19,12 +19,13 @@ def sweep_waiting_jobs(limit: int = 100) -> Call[int]:
 @dataclass(frozen=True)
 class LinkedJob:
     """A job on the other end of a dependency: `depends_on` (this job waits on it) or
-    `dependent` (it waits on this job). task and status are None for a job no longer
-    stored (pruned or deleted)."""
+    `dependent` (it waits on this job). task, queue and status are None for a job no
+    longer stored (pruned or deleted)."""
 
     side: Literal["depends_on", "dependent"]
     id: int
     task: str | None
+    queue: str | None
     status: str | None
 
 
@@ -42,14 +43,14 @@ def dependency_links(
 
     def in_order(rows: list[LinkedJob]) -> list[LinkedJob]:
         found = {row.id: row for row in rows if row.side == "depends_on"}
-        upstream = [found.get(i, LinkedJob("depends_on", i, None, None)) for i in wanted]
+        upstream = [found.get(i, LinkedJob("depends_on", i, None, None, None)) for i in wanted]
         return upstream + [row for row in rows if row.side == "dependent"]
 
     return Call(
-        "SELECT 'depends_on' AS side, j.id, j.task, j.status FROM skiplock.all_jobs j"
+        "SELECT 'depends_on' AS side, j.id, j.task, j.queue, j.status FROM skiplock.all_jobs j"
         " WHERE j.id = ANY (%(depends_on)s::bigint[])"
         " UNION ALL"
-        " SELECT 'dependent', j.id, j.task, j.status FROM skiplock.all_jobs j"
+        " SELECT 'dependent', j.id, j.task, j.queue, j.status FROM skiplock.all_jobs j"
         " WHERE j.id = ANY (ARRAY("
         "   SELECT d.job_id FROM skiplock.job_dependencies d WHERE d.depends_on = %(id)s"
         "   UNION"
