@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from skiplock import store
 from skiplock.app import App
@@ -20,6 +21,7 @@ from skiplock.cli.root import (
     EnvironmentCommand,
     Settings,
     connect,
+    env_var,
     from_command_line,
     listen_dsn_option,
     load_app,
@@ -101,6 +103,34 @@ dashboard_read_only_option = click.option(
 )
 
 
+def checked_trace_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--trace-url as given, when the dashboard can link with it; else a usage error
+    naming the flag or the variable it came from."""
+    if value is None:
+        return None
+    # imported here: the dashboard's modules cost a start that does not use them
+    from skiplock.dashboard.job_relations import check_trace_url
+
+    try:
+        return check_trace_url(value)
+    except ValueError as exc:
+        name = "--trace-url"
+        if isinstance(param, click.Option) and param.name:
+            if ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+                name = env_var(param)
+        raise CliUsageError(f"{name}: {exc}") from None
+
+
+trace_url_option = click.option(
+    "--trace-url",
+    default=None,
+    metavar="URL",
+    callback=checked_trace_url,
+    help="Link a job's dashboard page to its trace: an http(s) URL with {trace_id} (and"
+    " {span_id}), e.g. https://jaeger.example.com/trace/{trace_id}. Default: the id as text.",
+)
+
+
 def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
@@ -154,6 +184,7 @@ port_option = click.option(
     " sent allow_unregistered_task (default: 422 unknown task; dev always takes them).",
 )
 @dashboard_read_only_option
+@trace_url_option
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -171,6 +202,7 @@ def serve(
     login_lifetime: str,
     accept_unknown_tasks: bool,
     dashboard_read_only: bool,
+    trace_url: str | None,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
@@ -218,6 +250,7 @@ def serve(
             auth=auth,
             accept_unknown_tasks=accept_unknown_tasks,
             dashboard_read_only=dashboard_read_only,
+            trace_url=trace_url,
         ),
         host=host,
         port=port,
@@ -253,6 +286,7 @@ def serve(
 )
 @forwarded_allow_ips_option
 @dashboard_read_only_option
+@trace_url_option
 @listen_dsn_option
 @click.option(
     "--webhook-secret",
@@ -270,6 +304,7 @@ def dev(
     concurrency: int,
     forwarded_allow_ips: str | None,
     dashboard_read_only: bool,
+    trace_url: str | None,
     listen_dsn: str | None,
     webhook_secret: str | None,
     log_format: str,
@@ -334,6 +369,7 @@ def dev(
                 # and waits, shown as unpublished, instead of a 422
                 accept_unknown_tasks=True,
                 dashboard_read_only=dashboard_read_only,
+                trace_url=trace_url,
             ),
             host,
             port,
