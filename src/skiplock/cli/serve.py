@@ -39,7 +39,7 @@ from skiplock.options import positive_duration
 from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
-    import uvicorn  # imported where used: it costs ~0.2 s at every start
+    import uvicorn  # imported where used: every other command would pay for it at start
 
 DEMO_APP = "skiplock.demo:app"
 DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
