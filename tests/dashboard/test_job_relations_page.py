@@ -142,6 +142,9 @@ def test_webhook_deliveries_with_status_attempts_and_last_error(
     assert f'<code class="wrap">{HOOK}</code>' in html
     plain = enqueue(conn)
     assert "Webhook deliveries" not in client.get(f"/dashboard/jobs/{plain}").text
+    # a finished job whose delivery is gone says so
+    conn.execute("DELETE FROM skiplock.webhook_deliveries")
+    assert "No delivery is linked to this job" in client.get(f"/dashboard/jobs/{job}").text
 
 
 def traced(conn: psycopg.Connection, traceparent: str = TRACEPARENT) -> int:
