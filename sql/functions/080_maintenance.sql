@@ -60,7 +60,9 @@ $$;
 -- taken with SKIP LOCKED, so every worker may prune at once without a leader and without
 -- blocking each other. An archiver writes the rows out and commits only once they are
 -- safely stored: a rollback keeps every row, so no row leaves unarchived. Returns no
--- rows when none is that old. Dead letters are kept until purged.
+-- rows when none is that old. Dead letters are kept until purged. The jobs' log lines
+-- and webhook delivery links go with them (the statement triggers _job_logs_deleted and
+-- _webhook_deliveries_deleted).
 CREATE OR REPLACE FUNCTION skiplock.archive_job_history(
     p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (

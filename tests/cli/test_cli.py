@@ -78,6 +78,7 @@ def test_migrate_applies_then_says_up_to_date(empty_dsn: str) -> None:
         "applied 0008_metrics_history",
         "applied 0009_job_logs",
         "applied 0010_worker_stops",
+        "applied 0011_webhook_deliveries",
         "applied the SQL functions (sql/functions)",
     ]
     second = ok(runner.invoke(main, ["--dsn", empty_dsn, "migrate"]))

@@ -19,11 +19,16 @@ __all__ = ["async_wait_until", "wait_until"]
 
 @pytest.fixture
 def make_client(dsn: str) -> Iterator[Callable[..., TestClient]]:
-    """TestClients on the API of this test's database: `make_client(read_only=True)`."""
+    """TestClients on the API of this test's database: `make_client(read_only=True)`,
+    `make_client(trace_url="https://…/{trace_id}")`."""
     clients: list[TestClient] = []
 
-    def make(*, read_only: bool = False, auth: AuthConfig | None = CONFIG) -> TestClient:
-        api = create_app(skiplock.App(dsn), auth=auth, dashboard_read_only=read_only)
+    def make(
+        *, read_only: bool = False, auth: AuthConfig | None = CONFIG, trace_url: str | None = None
+    ) -> TestClient:
+        api = create_app(
+            skiplock.App(dsn), auth=auth, dashboard_read_only=read_only, trace_url=trace_url
+        )
         client = TestClient(api)
         client.__enter__()
         clients.append(client)

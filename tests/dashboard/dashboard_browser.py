@@ -54,10 +54,14 @@ def chrome() -> webdriver.Chrome:
 class Server:
     """The API's app (dashboard included) served by uvicorn in a thread."""
 
-    def __init__(self, dsn: str, auth: AuthConfig, *, read_only: bool = False) -> None:
+    def __init__(
+        self, dsn: str, auth: AuthConfig, *, read_only: bool = False, trace_url: str | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        api = create_app(skiplock.App(dsn), auth=auth, dashboard_read_only=read_only)
+        api = create_app(
+            skiplock.App(dsn), auth=auth, dashboard_read_only=read_only, trace_url=trace_url
+        )
         config = uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -1,9 +1,11 @@
 """How the dashboard is served: `skiplock serve` prints its URL and takes read-only mode
-from the environment, `skiplock dev` prints its URL, and the wheel carries its templates
+and the trace URL from the environment (a bad trace URL is one line and exit 2, from
+`serve` and `dev`), `skiplock dev` prints its URL, and the wheel carries its templates
 and static files."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,14 +17,17 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from click.testing import CliRunner
 from dashboard_browser import free_port
 from dashboard_checks import PASSWORD, add_user, csrf_of
 
 from conftest import wait_until
+from skiplock.cli import main
 from skiplock.cli.serve import banner
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "skiplock" / "dashboard"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_dev_prints_the_dashboard_url() -> None:
@@ -31,6 +36,21 @@ def test_dev_prints_the_dashboard_url() -> None:
         "dashboard at http://127.0.0.1:8123/dashboard/ (log in as admin or with the API token)"
         in lines
     )
+
+
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_a_bad_trace_url_is_one_line_naming_flag_or_variable(command: str) -> None:
+    bad = "ftp://traces.example.com/{trace_id}"
+    why = f"must be an http or https URL with a host, got '{bad}'"
+    by_flag = CliRunner().invoke(main, [command, "--trace-url", bad])
+    assert by_flag.exit_code == 2 and by_flag.stderr.splitlines() == [f"error: --trace-url: {why}"]
+    by_env = CliRunner().invoke(main, [command], env={"SKIPLOCK_TRACE_URL": bad})
+    assert by_env.exit_code == 2
+    assert by_env.stderr.splitlines() == [f"error: SKIPLOCK_TRACE_URL: {why}"]
+    placeholder = CliRunner().invoke(main, [command, "--trace-url", "https://t/{id}"])
+    assert placeholder.stderr.splitlines() == [
+        "error: --trace-url: unknown placeholder {id}: use {trace_id} and {span_id}"
+    ]
 
 
 @pytest.mark.slow
@@ -46,7 +66,12 @@ def test_serve_prints_the_dashboard_url_and_reads_read_only_from_the_environment
         "SKIPLOCK_JWT_ISSUER": "test",
         "SKIPLOCK_JWT_AUDIENCE": "test",
         "SKIPLOCK_DASHBOARD_READ_ONLY": "1",
+        "SKIPLOCK_TRACE_URL": "https://traces.example.com/trace/{trace_id}",
     }
+    traced = conn.execute(
+        "SELECT skiplock.enqueue('t', meta => %s::jsonb)",
+        (json.dumps({"trace": {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}}),),
+    ).fetchone()[0]
     command = [sys.executable, "-m", "skiplock", "--dsn", dsn, "serve", "--port", str(port)]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
@@ -71,6 +96,8 @@ def test_serve_prints_the_dashboard_url_and_reads_read_only_from_the_environment
             assert "boss · admin" in queues.text and "read-only" in queues.text
             refused = client.post("/dashboard/queues/default/pause", data={"csrf": "x"})
             assert refused.status_code == 403
+            job_page = client.get(f"/dashboard/jobs/{traced}").text
+            assert f'href="https://traces.example.com/trace/{TRACE_ID}"' in job_page
             # An open event stream never ends by itself: the server stops anyway, after
             # its short graceful-shutdown wait (a stream lasts up to a minute).
             with client.stream("GET", "/dashboard/events", params={"page": "/queues"}) as live:

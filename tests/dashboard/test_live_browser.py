@@ -87,3 +87,34 @@ def test_without_event_source_the_page_polls(page: Page, dsn: str) -> None:
         release.set()
         worker.stop()
         worker_app.close()
+
+
+def test_a_job_status_is_announced_from_a_summary_that_stays_in_place(page: Page, dsn: str) -> None:
+    """The polite summary is changed in place, never replaced: a screen reader announces
+    a change only in a live region that was already there."""
+    worker_app = skiplock.App(dsn)
+    release = threading.Event()
+
+    @worker_app.task(name="slow")
+    def slow() -> None:
+        assert release.wait(60)
+
+    job_id = worker_app.enqueue("slow", {}, queue="announced")
+    page.open(f"/jobs/{job_id}")
+    page.wait(lambda: page.driver.execute_script(MODE) == "stream")
+    mark = "document.getElementById('job-summary').dataset.marked = 'yes'"
+    page.driver.execute_script(mark)
+    worker = WorkerThread(worker_app, ["announced"])
+    try:
+        page.wait(lambda: page.text_of("job-status") == "running")
+        release.set()
+        page.wait(lambda: page.text_of("job-summary") == "Status succeeded, attempt 1 of 20")
+        summary = "const s = document.getElementById('job-summary');"
+        kept = page.driver.execute_script(
+            summary + " return [s.dataset.marked, s.getAttribute('aria-live')]"
+        )
+        assert kept == ["yes", "polite"]
+    finally:
+        release.set()
+        worker.stop()
+        worker_app.close()

@@ -74,6 +74,7 @@ SHIPPED_MIGRATIONS = {
     8: ("metrics_history", "60c9b858478ab90f53f42398841eb57803fe976fed79b534511967aaea3c4408"),
     9: ("job_logs", "979147ff5516d79fe28db4265c47a5a5e734218a574f24e687efd85af90a038f"),
     10: ("worker_stops", "10422f506ad561d9cb215b92d6cef046615e701918b378f683b88f8410e618ad"),
+    11: ("webhook_deliveries", "072f22371f5065ac9e29db3a9debd01a7fa500a8d777c8fc0fc19891b2dc5fca"),
 }
 
 # ---- the catalog fingerprint ------------------------------------------------------------

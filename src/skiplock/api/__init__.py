@@ -26,6 +26,7 @@ from skiplock import store
 from skiplock.api import (
     dead_letters,
     job_logs,
+    job_webhooks,
     jobs,
     login,
     metrics_history,
@@ -81,6 +82,7 @@ def create_app(
     auth: AuthConfig | None = None,
     accept_unknown_tasks: bool = False,
     dashboard_read_only: bool = False,
+    trace_url: str | None = None,
 ) -> Starlette:
     """The API for `app`: jobs, workflows, queues, dead letters, schedules, workers, tasks
     under /api/v1, plus /health, /ready, /metrics, /openapi.json and /docs (see docs/api.md).
@@ -105,7 +107,8 @@ def create_app(
     its body sends "allow_unregistered_task": true, or `accept_unknown_tasks` is set.
 
     The dashboard answers at / (pages under /dashboard, docs/dashboard.md), with its own
-    login; `dashboard_read_only` hides and refuses its every action.
+    login; `dashboard_read_only` hides and refuses its every action; `trace_url`, a URL
+    with `{trace_id}` (and `{span_id}`), links a job's page to its trace.
     """
     from skiplock.dashboard import DashboardDispatch, dashboard_app  # it imports the API
 
@@ -130,7 +133,7 @@ def create_app(
         accept_unknown_tasks=accept_unknown_tasks,
     )
     state.finished = FinishedListener(state.notifications)
-    dashboard = dashboard_app(state, auth, read_only=dashboard_read_only)
+    dashboard = dashboard_app(state, auth, read_only=dashboard_read_only, trace_url=trace_url)
     # RequestTraceContext: a caller's traceparent header parents the jobs it enqueues.
     middleware = [
         Middleware(InternalErrorMiddleware),
@@ -172,6 +175,7 @@ def create_app(
             routes=[
                 *jobs.routes,
                 *job_logs.routes,
+                *job_webhooks.routes,
                 *queues.routes,
                 *dead_letters.routes,
                 *schedules.routes,

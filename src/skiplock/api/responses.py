@@ -26,6 +26,7 @@ from skiplock.store import (
     JOB_PREVIEWS,
     WORKFLOW_PREVIEWS,
     JobLogLine,
+    WebhookDelivery,
 )
 from skiplock.workflows import Workflow
 
@@ -119,6 +120,17 @@ class JobLogPage(Struct):
     lines: list[JobLogLine]
     next_after: Count
     more: bool
+
+
+class JobWebhooks(Struct):
+    """The deliveries of a job's callback, newest first; empty without a callback URL
+    or before the job finished. A delivery's `last_error` is its latest failure's
+    message; `run_at` is when it runs next (null once finished)."""
+
+    job_id: int
+    status: Status
+    callback_url: str | None
+    deliveries: list[WebhookDelivery]
 
 
 # ---- queues ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import click
 
 from skiplock import store
 from skiplock.app import App
+from skiplock.cli.dashboard_options import trace_url_option
 from skiplock.cli.root import (
     CliError,
     CliUsageError,
@@ -37,7 +38,7 @@ from skiplock.options import positive_duration
 from skiplock.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
-    import uvicorn  # imported where used: it costs ~0.2 s at every start
+    import uvicorn  # imported where used: every other command would pay for it at start
 
 DEMO_APP = "skiplock.demo:app"
 DEV_SHUTDOWN_GRACE = 5.0  # Ctrl-C in `dev` should not wait the production 30 s
@@ -154,6 +155,7 @@ port_option = click.option(
     " sent allow_unregistered_task (default: 422 unknown task; dev always takes them).",
 )
 @dashboard_read_only_option
+@trace_url_option
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -171,6 +173,7 @@ def serve(
     login_lifetime: str,
     accept_unknown_tasks: bool,
     dashboard_read_only: bool,
+    trace_url: str | None,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
@@ -218,6 +221,7 @@ def serve(
             auth=auth,
             accept_unknown_tasks=accept_unknown_tasks,
             dashboard_read_only=dashboard_read_only,
+            trace_url=trace_url,
         ),
         host=host,
         port=port,
@@ -253,6 +257,7 @@ def serve(
 )
 @forwarded_allow_ips_option
 @dashboard_read_only_option
+@trace_url_option
 @listen_dsn_option
 @click.option(
     "--webhook-secret",
@@ -270,6 +275,7 @@ def dev(
     concurrency: int,
     forwarded_allow_ips: str | None,
     dashboard_read_only: bool,
+    trace_url: str | None,
     listen_dsn: str | None,
     webhook_secret: str | None,
     log_format: str,
@@ -334,6 +340,7 @@ def dev(
                 # and waits, shown as unpublished, instead of a 422
                 accept_unknown_tasks=True,
                 dashboard_read_only=dashboard_read_only,
+                trace_url=trace_url,
             ),
             host,
             port,

@@ -33,6 +33,7 @@ from skiplock.dashboard import (
     tasks,
     workflows,
 )
+from skiplock.dashboard.job_relations import check_trace_url
 from skiplock.dashboard.pages import (
     BASE_KEY,
     EXCEPTION_HANDLERS,
@@ -41,6 +42,7 @@ from skiplock.dashboard.pages import (
     page_url,
 )
 from skiplock.dashboard.session import SessionCodec
+from skiplock.errors import ConfigError
 
 STATIC = Path(__file__).parent / "static"
 ENTRY_PATHS = frozenset({"/", "/ui", "/ui/", PREFIX})
@@ -50,11 +52,24 @@ async def to_dashboard(request: Request) -> Response:
     return RedirectResponse(page_url(request, "/"), status_code=302)
 
 
-def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = False) -> Starlette:
+def dashboard_app(
+    api: ApiState,
+    auth: AuthConfig | None,
+    *,
+    read_only: bool = False,
+    trace_url: str | None = None,
+) -> Starlette:
     """The dashboard over the API's state: its session is signed with `auth`'s HS256
     secret (without one, every page says how to set it); logins count toward a failure
     limit as strict as the API's. Its live updates' hub is `state.live`, on the API's
-    listener, which the app that mounts it closes (api_lifespan)."""
+    listener, which the app that mounts it closes (api_lifespan). A job's page links its
+    trace through `trace_url` (see job_relations.check_trace_url; ConfigError when it
+    is not one)."""
+    if trace_url is not None:
+        try:
+            check_trace_url(trace_url)
+        except ValueError as exc:
+            raise ConfigError(f"trace_url {exc}") from None
     secret = auth.jwt_secret if auth is not None else None
     lifetime = auth.login_lifetime if auth is not None else timedelta(hours=12)
     dashboard = Dashboard(
@@ -64,6 +79,7 @@ def dashboard_app(api: ApiState, auth: AuthConfig | None, *, read_only: bool = F
             auth.max_failures if auth else 10, auth.failure_window if auth else 60.0
         ),
         read_only=read_only,
+        trace_url=trace_url,
     )
     routes = [
         Route("/", to_dashboard),

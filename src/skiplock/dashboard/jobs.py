@@ -16,6 +16,7 @@ from skiplock import store
 from skiplock.api.fields import BIGINT_MAX, INT4_MAX, QUEUE_NAME
 from skiplock.api.jobs import parse_job_id
 from skiplock.api.state import Conn
+from skiplock.dashboard.job_relations import job_relations
 from skiplock.dashboard.pages import (
     PageError,
     Viewer,
@@ -206,6 +207,7 @@ async def job_page(request: Request) -> Response:
         "log_lines": lines[:LOG_LINES],
         "log_next": lines[LOG_LINES - 1].seq if len(lines) > LOG_LINES else None,
     }
+    context.update(await job_relations(request, who, job))
     return render(request, "job.html", context, who=who)
 
 

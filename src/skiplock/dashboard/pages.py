@@ -89,6 +89,8 @@ class Dashboard:
     codec: SessionCodec | None
     limiter: FailureLimiter
     read_only: bool
+    # where a job's trace is shown: a URL with {trace_id} (and {span_id}); None: the id
+    trace_url: str | None = None
 
 
 @dataclass(frozen=True)

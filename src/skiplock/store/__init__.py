@@ -116,6 +116,12 @@ from skiplock.store.dead_letters import (
     list_dead_letters as list_dead_letters,
 )
 from skiplock.store.dependents import (
+    LinkedJob as LinkedJob,
+)
+from skiplock.store.dependents import (
+    dependency_links as dependency_links,
+)
+from skiplock.store.dependents import (
     sweep_waiting_jobs as sweep_waiting_jobs,
 )
 from skiplock.store.enqueue import (
@@ -386,7 +392,13 @@ from skiplock.store.tasks import (
     read_job_counts as read_job_counts,
 )
 from skiplock.store.webhooks import (
+    WebhookDelivery as WebhookDelivery,
+)
+from skiplock.store.webhooks import (
     unsigned_callbacks as unsigned_callbacks,
+)
+from skiplock.store.webhooks import (
+    webhook_deliveries as webhook_deliveries,
 )
 from skiplock.store.workers import (
     WORKER_COLUMNS as WORKER_COLUMNS,

@@ -1,11 +1,49 @@
-"""Webhook deliveries (sql/functions/130_webhooks.sql enqueues them): which callbacks
-no live worker could sign."""
+"""Webhook deliveries (sql/functions/130_webhooks.sql enqueues them and links each to
+its job): a job's deliveries, and which callbacks no live worker could sign."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
 
-from skiplock.store.call import Call
+from skiplock.store.call import Call, dataclass_row
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One `skiplock.webhook` job that posts a finished job's outcome to its callback
+    URL: its status and attempts, and the message of its last error (None: none yet)."""
+
+    delivery_id: int
+    status: str
+    attempt: int
+    max_attempts: int
+    url: str
+    last_error: str | None
+    created_at: datetime
+    run_at: datetime | None
+    finished_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("created_at", "run_at", "finished_at"):
+            value = getattr(self, name)
+            out[name] = None if value is None else value.isoformat()
+        return out
+
+
+def webhook_deliveries(job_id: int) -> Call[list[WebhookDelivery]]:
+    """The delivery jobs of `job_id`'s callback, newest first (empty for a job without
+    a callback URL, not finished, or unknown)."""
+    return Call(
+        "SELECT delivery_id, status, attempt, max_attempts, url, last_error, created_at,"
+        " run_at, finished_at FROM skiplock.webhook_deliveries(%s)",
+        (job_id,),
+        list,
+        dataclass_row(WebhookDelivery),
+    )
 
 
 def unsigned_callbacks(job_ids: Sequence[int]) -> Call[list[tuple[int, str]]]:
