@@ -135,3 +135,19 @@ def test_exposition_passes_promtool(client: TestClient, conn: psycopg.Connection
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_rescued_jobs_are_counted(client: TestClient, conn: psycopg.Connection) -> None:
+    conn.execute("SELECT skiplock.enqueue('t', queue => 'emails') FROM generate_series(1, 3)")
+    conn.execute("SELECT skiplock.enqueue('u', queue => 'emails', max_attempts => 1)")
+    conn.execute("SELECT skiplock.claim_jobs(%s, ARRAY['emails'], 10)", (W1,))
+    rescued = conn.execute(
+        "SELECT status FROM skiplock.rescue_expired_jobs(p_now => now() + interval '1 hour')"
+    ).fetchall()
+    assert sorted(rescued) == [("failed",), ("retrying",), ("retrying",), ("retrying",)]
+    # nothing left to rescue: counted once
+    conn.execute("SELECT skiplock.rescue_expired_jobs(p_now => now() + interval '1 hour')")
+    found = samples(client)
+    assert value(found, "skiplock_jobs_rescued_total", queue="emails", task="t") == 3
+    assert value(found, "skiplock_jobs_rescued_total", queue="emails", task="u") == 1
+    assert value(found, "skiplock_jobs_retried_total", queue="emails", task="t") == 3

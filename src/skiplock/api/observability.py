@@ -52,6 +52,8 @@ JOB_EVENTS = {
     "retried": "Failed attempts that will run again",
     "cancelled": "Jobs cancelled",
     "expired": "Jobs that expired before they started",
+    "rescued": "Running jobs whose lease expired (their worker died or lost the database)"
+    " and that were failed by the rescue",
 }
 
 
