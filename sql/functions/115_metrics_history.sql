@@ -1,9 +1,10 @@
--- Metrics history (tables in migration 0008): per minute and per hour, by queue and
--- task, the jobs that finished, retried, their run time and how long they waited to
--- start; per queue, the ready jobs and the oldest one, sampled once a minute. The
--- outcomes, retries and run times come from the job counters (each row stamped with
--- its minute; compact_job_counts moves them here), the waits from one statement
--- trigger on jobs below (one grouped INSERT per statement, no read of any job table).
+-- Metrics history (job_metrics_minutes and _hours, queue_depth_minutes and _hours):
+-- per minute and per hour, by queue and task, the jobs that finished, retried, their
+-- run time and how long they waited to start; per queue, the ready jobs and the oldest
+-- one, sampled once a minute. The outcomes, retries and run times come from the job
+-- counters (each row stamped with its minute; compact_job_counts moves them here), the
+-- waits from one statement trigger on jobs below (one statement per statement that
+-- deletes jobs, no read of any job table).
 -- Folded and pruned by the workers' maintenance, read by window with metrics_series.
 
 -- job_wait_bounds: the bounds in seconds of the wait histogram (how long a ready job
