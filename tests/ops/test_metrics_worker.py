@@ -82,9 +82,6 @@ def test_counts_this_process_attempts_and_slots(
         seen_while_running["busy"] = figures[("skiplock_process_busy_slots", ())]
         seen_while_running["slots"] = figures[("skiplock_process_slots", ())]
 
-    # enqueued before the worker publishes its tasks' defaults: max_attempts given here
-    for task, attempts in (("ok", 1), ("ok", 1), ("boom", 1), ("flaky", 2), ("probe", 1)):
-        conn.execute("SELECT skiplock.enqueue(%s, max_attempts => %s)", (task, attempts))
     worker = Worker(app, concurrency=3, poll_interval=0.05)
     metrics = WorkerMetrics(worker).serve("127.0.0.1", 0)
 
@@ -92,6 +89,12 @@ def test_counts_this_process_attempts_and_slots(
         runner = asyncio.create_task(worker.run())
         try:
             await asyncio.wait_for(worker.started.wait(), 30)
+            # the probe first, alone: the one busy slot it sees is its own
+            conn.execute("SELECT skiplock.enqueue('probe')")
+            await async_wait_until(lambda: worker.processed >= 1, timeout=30)
+            # max_attempts given here: the worker may not have published its defaults
+            for task, attempts in (("ok", 1), ("ok", 1), ("boom", 1), ("flaky", 2)):
+                conn.execute("SELECT skiplock.enqueue(%s, max_attempts => %s)", (task, attempts))
             await async_wait_until(lambda: worker.processed >= 5, timeout=30)
         finally:
             worker.stop()

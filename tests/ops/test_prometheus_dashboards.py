@@ -143,9 +143,17 @@ def test_every_panel_query_returns_data_and_every_rule_evaluates(
         def moving() -> bool:
             conn.execute("SELECT skiplock.enqueue('echo', queue => 'emails')")
             conn.execute("SELECT skiplock.enqueue('echo')")
+            conn.execute(  # fails for good: no `b`
+                "SELECT skiplock.enqueue('math', '{\"a\": 1}', max_attempts => 1)"
+            )
             return all(
                 finite(prometheus.query(f"sum(rate({counter}[1m])) > 0"))
-                for counter in ("skiplock_jobs_succeeded_total", "skiplock_process_jobs_total")
+                for counter in (
+                    "skiplock_jobs_succeeded_total",
+                    "skiplock_jobs_failed_total",
+                    "skiplock_process_jobs_total",
+                    'skiplock_process_jobs_total{status="failed"}',
+                )
             )
 
         wait_until(moving, timeout=60, interval=0.5)
