@@ -8,6 +8,7 @@ import socket
 import subprocess
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class Prometheus:
     """`prometheus` scraping {job name: "host:port"} every second; stop() ends it."""
 
     def __init__(
-        self, directory: Path, targets: dict[str, str], rule_files: list[Path] = ()
+        self, directory: Path, targets: dict[str, str], rule_files: Sequence[Path] = ()
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
