@@ -30,6 +30,8 @@ SNAPSHOT_SQL = (
     "SELECT * FROM skiplock.worker_stats",
     "SELECT * FROM skiplock.read_job_counts()",
     "SELECT skiplock.job_duration_bounds()",
+    "SELECT skiplock.job_duration_bounds(), skiplock.job_wait_bounds()",
+    "SELECT version, name, checksum FROM skiplock.schema_migrations",
 )
 HISTORY_FILL = """
 INSERT INTO skiplock.job_history (id, task, args, queue, priority, status, attempt,

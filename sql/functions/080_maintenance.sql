@@ -6,7 +6,8 @@
 -- the database) through fail_jobs, so the attempt counts: a job that kills its worker
 -- every time ends in the dead letters. Safe to run from every worker at once: rows are
 -- taken with SKIP LOCKED, and fail_jobs re-checks each token. Up to p_limit per call.
--- Returns (id, status) as fail_jobs does.
+-- The jobs it rescued are counted in the job counters (event 'rescued', kept as totals
+-- only). Returns (id, status) as fail_jobs does.
 CREATE OR REPLACE FUNCTION skiplock.rescue_expired_jobs(
     p_limit integer DEFAULT 1000, p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (id bigint, status text)
@@ -20,18 +21,31 @@ DECLARE
     v_owner record;
 BEGIN
     FOR v_owner IN
-        SELECT e.worker_id, array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts
-        FROM (SELECT j.id, j.worker_id, j.attempt FROM skiplock.jobs j
+        SELECT e.worker_id, array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
+               array_agg(e.queue::text) AS queues, array_agg(e.task::text) AS tasks
+        FROM (SELECT j.id, j.worker_id, j.attempt, j.queue, j.task FROM skiplock.jobs j
               WHERE j.state = 'running' AND j.lease_expires_at < v_now
               LIMIT p_limit FOR UPDATE SKIP LOCKED) e
         GROUP BY e.worker_id
     LOOP
-        RETURN QUERY SELECT * FROM skiplock.fail_jobs(
-            v_owner.worker_id, v_owner.ids, v_owner.attempts,
-            array_fill(jsonb_build_object('error', 'lease expired: the worker stopped renewing it',
-                                          'type', 'LeaseExpired'),
-                       ARRAY[cardinality(v_owner.ids)]),
-            v_now);
+        RETURN QUERY
+        WITH failed AS MATERIALIZED (
+            SELECT f.id, f.status FROM skiplock.fail_jobs(
+                v_owner.worker_id, v_owner.ids, v_owner.attempts,
+                array_fill(jsonb_build_object('error',
+                                              'lease expired: the worker stopped renewing it',
+                                              'type', 'LeaseExpired'),
+                           ARRAY[cardinality(v_owner.ids)]),
+                v_now) f
+        ), counted AS (
+            INSERT INTO skiplock.job_counts (queue, task, event, n, minute)
+            SELECT r.queue, r.task, 'rescued', count(*), NULL
+            FROM failed f
+            JOIN unnest(v_owner.ids, v_owner.queues, v_owner.tasks) AS r(id, queue, task)
+                ON r.id = f.id
+            GROUP BY r.queue, r.task
+        )
+        SELECT f.id, f.status FROM failed f;
     END LOOP;
 END
 $$;

@@ -1,9 +1,10 @@
--- Metrics history (tables in migration 0008): per minute and per hour, by queue and
--- task, the jobs that finished, retried, their run time and how long they waited to
--- start; per queue, the ready jobs and the oldest one, sampled once a minute. The
--- outcomes, retries and run times come from the job counters (each row stamped with
--- its minute; compact_job_counts moves them here), the waits from one statement
--- trigger on jobs below (one grouped INSERT per statement, no read of any job table).
+-- Metrics history (job_metrics_minutes and _hours, queue_depth_minutes and _hours):
+-- per minute and per hour, by queue and task, the jobs that finished, retried, their
+-- run time and how long they waited to start; per queue, the ready jobs and the oldest
+-- one, sampled once a minute. The outcomes, retries and run times come from the job
+-- counters (each row stamped with its minute; compact_job_counts moves them here), the
+-- waits from one statement trigger on jobs below (one statement per statement that
+-- deletes jobs, no read of any job table).
 -- Folded and pruned by the workers' maintenance, read by window with metrics_series.
 
 -- job_wait_bounds: the bounds in seconds of the wait histogram (how long a ready job
@@ -63,26 +64,36 @@ $$;
 -- in the minute the job left (the transaction's clock, as the job counters). Only jobs
 -- whose attempt started count (a queued job deleted or expired waited for nothing);
 -- run_at is in the hot table alone, which is why this is a trigger on jobs and not on
--- job_history.
+-- job_history. The same buckets are added to the job counters' totals (event 'wait',
+-- minute NULL: kept, never moved to the history), the monotonic counters /metrics
+-- exports, so a scrape never sums the history.
 CREATE OR REPLACE FUNCTION skiplock._count_job_waits() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_wait_bounds();
 BEGIN
+    WITH b AS MATERIALIZED (
+        SELECT date_trunc('minute', now()) AS minute, r.queue, r.task,
+               width_bucket(w.waited, v_bounds) + 1 AS bucket, count(*) AS n,
+               sum(w.waited) AS seconds
+        FROM old_rows r
+        CROSS JOIN LATERAL (
+            SELECT extract(epoch FROM r.started_at - greatest(r.run_at, r.created_at))::float8
+                       AS waited) w
+        WHERE r.state = 'running' AND r.started_at >= greatest(r.run_at, r.created_at)
+        GROUP BY 1, 2, 3, 4
+    ), totals AS (
+        INSERT INTO skiplock.job_counts (queue, task, event, status, le, n, seconds, minute)
+        SELECT b.queue, b.task, 'wait', NULL,
+               coalesce(v_bounds[b.bucket], 'Infinity'), b.n, b.seconds, NULL
+        FROM b
+    )
     INSERT INTO skiplock.job_metrics_minutes (minute, queue, task, wait_buckets, wait_seconds)
     SELECT b.minute, b.queue, b.task,
            skiplock._bucket_counts(array_agg(b.bucket), array_agg(b.n),
                                    cardinality(v_bounds) + 1),
            sum(b.seconds)
-    FROM (SELECT date_trunc('minute', now()) AS minute, r.queue, r.task,
-                 width_bucket(w.waited, v_bounds) + 1 AS bucket, count(*) AS n,
-                 sum(w.waited) AS seconds
-          FROM old_rows r
-          CROSS JOIN LATERAL (
-              SELECT extract(epoch FROM r.started_at - greatest(r.run_at, r.created_at))::float8
-                         AS waited) w
-          WHERE r.state = 'running' AND r.started_at >= greatest(r.run_at, r.created_at)
-          GROUP BY 1, 2, 3, 4) b
+    FROM b
     GROUP BY 1, 2, 3;
     RETURN NULL;
 END

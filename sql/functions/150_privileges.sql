@@ -16,8 +16,9 @@
 --   skiplock_worker    the producer's rights, everything the worker runtime calls
 --                      (claim, heartbeat, progress, job logs, complete, fail, release,
 --                      rescue, expire, sweep, prune, the metrics history's sample and fold,
---                      register/unregister, publish, schedules, queue settings,
---                      recorded attempts), worker_stats, and SELECT on
+--                      workers_needed (an autoscaler's query), register/unregister,
+--                      publish, schedules, queue settings, recorded attempts),
+--                      worker_stats, and SELECT on
 --                      schema_migrations and schema_functions (a worker checks the
 --                      schema before it starts).
 --   skiplock_admin     everything: every function, view, table and sequence; alone
@@ -67,7 +68,7 @@ BEGIN
             skiplock.rescue_expired_jobs, skiplock.expire_jobs, skiplock.sweep_waiting_jobs,
             skiplock.prune_job_history, skiplock.prune_unique_keys, skiplock.prune_workflows,
             skiplock.prune_audit_log, skiplock.prune_workers, skiplock.prune_metrics,
-            skiplock.sample_queue_depth, skiplock.fold_metrics,
+            skiplock.sample_queue_depth, skiplock.fold_metrics, skiplock.workers_needed,
             skiplock.register_worker, skiplock.unregister_worker, skiplock.recorded_attempts,
             skiplock.publish_tasks, skiplock.lock_due_schedules, skiplock.fire_schedule,
             skiplock.set_schedule_next_run, skiplock.create_schedule,

@@ -174,6 +174,7 @@ def test_metrics_json_by_task(client: TestClient, activity: None) -> None:
         "retried": 0,
         "cancelled": 0,
         "expired": 0,
+        "rescued": 0,
     }
 
 

@@ -107,7 +107,8 @@ def test_forget_task(conn: psycopg.Connection) -> None:
 
 def counts(conn: psycopg.Connection) -> dict[tuple[str, str, str], int]:
     rows = conn.execute(
-        "SELECT queue, task, event, n FROM skiplock.read_job_counts() WHERE event <> 'duration'"
+        "SELECT queue, task, event, n FROM skiplock.read_job_counts()"
+        " WHERE event NOT IN ('duration', 'wait')"
     ).fetchall()
     return {(q, t, e): n for q, t, e, n in rows}
 

@@ -2,14 +2,17 @@
 
 Every figure comes from a cheap source read at request time: the counters in
 skiplock.queue_totals and skiplock.job_counts (kept by triggers; by queue and task, with
-the duration histogram), the per-queue counts of the small hot table (queue_stats), the
-queues and workers tables, and the latest queue depth sample of the metrics history.
-Nothing counts job_history or dead_jobs, so a scrape costs the same with ten or ten
-million finished jobs.
+the run-time and wait histograms), the per-queue counts of the small hot table
+(queue_stats), the queues and workers tables, the applied migrations, and the latest
+queue depth sample of the metrics history. Nothing counts job_history or dead_jobs, so a
+scrape costs the same with ten or ten million finished jobs. These series describe the
+whole system (every API replica reports the same); the process_* and python_* series
+and skiplock_build_info describe this process (see docs/operations.md, Metrics).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +38,8 @@ from skiplock.api.responses import Ready
 from skiplock.api.routing import Answer, Operation, route
 from skiplock.api.state import Conn, api_state
 from skiplock.errors import SchemaError
-from skiplock.migrate import verify_applied, verify_functions
+from skiplock.migrate import load_migrations, verify_applied, verify_functions
+from skiplock.process_metrics import register_process_metrics
 
 PENDING_STATUSES = ("waiting", "scheduled", "queued", "running", "retrying")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "expired")
@@ -48,6 +52,8 @@ JOB_EVENTS = {
     "retried": "Failed attempts that will run again",
     "cancelled": "Jobs cancelled",
     "expired": "Jobs that expired before they started",
+    "rescued": "Running jobs whose lease expired (their worker died or lost the database)"
+    " and that were failed by the rescue",
 }
 
 
@@ -92,6 +98,10 @@ class Snapshot:
     known_tasks: frozenset[str] = frozenset()
     # the latest per-queue depth sample of the metrics history, when it is recent
     depth_samples: list[store.DepthSample] = field(default_factory=list)
+    # the wait histogram's bounds (job_wait_bounds)
+    wait_bounds: list[float] = field(default_factory=list)
+    # the newest migration applied to the database
+    schema_version: int = 0
 
     def by_task(self) -> list[dict[str, Any]]:
         """{"queue", "task", <event>: n, ...} per queue and task, events as JOB_EVENTS."""
@@ -119,6 +129,7 @@ async def snapshot(request: Request) -> Snapshot:
     api = api_state(request)
 
     async def read(conn: Conn) -> Snapshot:
+        applied = await api.app.arun(store.applied_migrations(), conn)
         return Snapshot(
             queues=await api.app.arun(store.queue_stats(), conn),
             totals=await api.app.arun(store.queue_totals(), conn),
@@ -131,6 +142,8 @@ async def snapshot(request: Request) -> Snapshot:
                 + list(api.app.builtin_tasks)
             ),
             depth_samples=await api.app.arun(store.latest_queue_depth(), conn),
+            wait_bounds=(await api.app.arun(store.metrics_bounds(), conn))[1],
+            schema_version=max(applied, default=0),
         )
 
     return await api.db(read)
@@ -184,6 +197,7 @@ class SnapshotCollector(Collector):
         yield finished
         yield from self.job_counters()
         yield self.durations()
+        yield self.waits()
 
         depth = GaugeMetricFamily(
             "skiplock_queue_jobs",
@@ -249,10 +263,49 @@ class SnapshotCollector(Collector):
             value=sum(w["running_jobs"] for w in alive),
         )
         yield GaugeMetricFamily(
+            "skiplock_worker_slots",
+            "Slots of live workers: the sum of their concurrency.",
+            value=sum(w["concurrency"] for w in alive),
+        )
+        yield from self.slots(alive)
+        schema = GaugeMetricFamily(
+            "skiplock_database_schema_info",
+            "1, labelled with the newest migration applied to the database (compare with"
+            " skiplock_build_info's schema_version).",
+            labels=["schema_version"],
+        )
+        schema.add_metric([str(snap.schema_version)], 1)
+        yield schema
+        yield GaugeMetricFamily(
             "skiplock_api_uptime_seconds",
             "Seconds since this API process started.",
             value=snap.uptime,
         )
+
+    def slots(self, alive: list[dict[str, Any]]) -> Iterator[Metric]:
+        """Per queue: the slots of the live workers that serve it (a worker serving two
+        queues counts its slots in both) and the busy ones (its running jobs)."""
+        slots = GaugeMetricFamily(
+            "skiplock_queue_worker_slots",
+            "Slots of the live workers serving the queue: the sum of their concurrency.",
+            labels=["queue"],
+        )
+        busy = GaugeMetricFamily(
+            "skiplock_queue_busy_slots",
+            "Busy slots of the queue: its running jobs.",
+            labels=["queue"],
+        )
+        per_queue: Counter[str] = Counter()
+        for worker in alive:
+            for queue in worker["queues"]:
+                per_queue[queue] += worker["concurrency"]
+        for stats in self.snap.queues:
+            per_queue.setdefault(stats["queue"], 0)
+            busy.add_metric([stats["queue"]], stats["running"])
+        for queue, n in sorted(per_queue.items()):
+            slots.add_metric([queue], n)
+        yield slots
+        yield busy
 
     def job_counters(self) -> Iterator[Metric]:
         families = {
@@ -282,18 +335,55 @@ class SnapshotCollector(Collector):
             buckets[le] = buckets.get(le, 0) + n
             total[0] += seconds
         for key, (buckets, total) in per_key.items():
-            cumulative, running = [], 0
-            for bound in [*self.snap.duration_bounds, math.inf]:
-                running += buckets.get(bound, 0)
-                cumulative.append(("+Inf" if bound == math.inf else f"{bound:g}", running))
-            family.add_metric(list(key), cumulative, sum_value=total[0])
+            family.add_metric(
+                list(key), cumulative(buckets, self.snap.duration_bounds), sum_value=total[0]
+            )
         return family
+
+    def waits(self) -> Metric:
+        """How long ready jobs waited to start, by queue, as a Prometheus histogram: the
+        wait counters (event 'wait', kept with the metrics history's waits) summed over
+        tasks, made cumulative over every bound."""
+        family = HistogramMetricFamily(
+            "skiplock_queue_wait_seconds",
+            "How long jobs waited from ready (run_at, or enqueued) to the start of the"
+            " attempt that ended them, by queue.",
+            labels=["queue"],
+        )
+        per_queue: dict[str, tuple[dict[float, int], list[float]]] = {}
+        for queue, _, event, _, le, n, seconds in self.snap.counts:
+            if event != "wait" or le is None:
+                continue
+            buckets, total = per_queue.setdefault(queue, ({}, [0.0]))
+            buckets[le] = buckets.get(le, 0) + n
+            total[0] += seconds
+        for queue, (buckets, total) in sorted(per_queue.items()):
+            family.add_metric(
+                [queue], cumulative(buckets, self.snap.wait_bounds), sum_value=total[0]
+            )
+        return family
+
+
+def cumulative(buckets: dict[float, int], bounds: list[float]) -> list[tuple[str, float]]:
+    """Per-bucket counts keyed by upper bound, as Prometheus' cumulative `le` buckets."""
+    result, running = [], 0
+    for bound in [*bounds, math.inf]:
+        running += buckets.get(bound, 0)
+        result.append(("+Inf" if bound == math.inf else f"{bound:g}", float(running)))
+    return result
+
+
+@functools.cache
+def schema_version_shipped() -> int:
+    """The newest migration this code knows (what a process that started runs on)."""
+    return len(load_migrations())
 
 
 async def metrics_prometheus(request: Request) -> Response:
     """GET /metrics → 200 Prometheus text exposition (format 0.0.4)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(await snapshot(request)))
+    register_process_metrics(registry, schema_version=schema_version_shipped())
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -33,6 +33,7 @@ from skiplock.cli.root import (
 )
 from skiplock.logs import configure_logging
 from skiplock.worker import Worker, WorkerSettings
+from skiplock.worker.metrics import MetricsServer, WorkerMetrics
 
 DEFAULTS = WorkerSettings()
 STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling them stuck
@@ -81,6 +82,18 @@ STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling t
     " this many seconds later, its attempt not spent.",
 )
 @click.option("--webhook-secret", default=None, help="HMAC key that signs webhook deliveries.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this process's own Prometheus /metrics on this port (default: none).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of --metrics-port; 0.0.0.0 in a container, to be scraped from outside it.",
+)
 @listen_dsn_option
 @log_format_option
 @click.pass_context
@@ -94,6 +107,8 @@ def worker(
     shutdown_grace: float,
     unknown_task_delay: float,
     webhook_secret: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
     listen_dsn: str | None,
     log_format: str,
 ) -> None:
@@ -113,8 +128,24 @@ def worker(
     )
     validate_from(ctx, worker_settings)
     require_schema(app.dsn)
-    asyncio.run(Worker(app, worker_settings).run(install_signal_handlers=True))
+    runner = Worker(app, worker_settings)
+    metrics = serve_metrics(runner, metrics_host, metrics_port)
+    try:
+        asyncio.run(runner.run(install_signal_handlers=True))
+    finally:
+        if metrics is not None:
+            metrics.close()
     exit_if_threads_stuck()
+
+
+def serve_metrics(runner: Worker, host: str, port: int | None) -> MetricsServer | None:
+    """The worker's own /metrics server, when --metrics-port asks for one."""
+    if port is None:
+        return None
+    try:
+        return WorkerMetrics(runner).serve(host, port)
+    except OSError as exc:
+        raise CliError(f"--metrics-port: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def exit_if_threads_stuck() -> None:
