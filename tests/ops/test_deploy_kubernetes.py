@@ -142,6 +142,11 @@ def check_custom_resource(obj: dict[str, Any]) -> None:
         assert isinstance(spec["selector"], dict) and spec["endpoints"]
         for endpoint in spec["endpoints"]:
             assert endpoint.get("port") or endpoint.get("targetPort")
+    elif obj["kind"] == "PodMonitor":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert isinstance(spec["selector"], dict) and spec["podMetricsEndpoints"]
+        for endpoint in spec["podMetricsEndpoints"]:
+            assert endpoint.get("port") or endpoint.get("portNumber")
     elif obj["kind"] == "PrometheusRule":
         assert obj["apiVersion"] == "monitoring.coreos.com/v1"
         assert spec["groups"]
@@ -159,7 +164,13 @@ def test_every_object_is_valid(name: str) -> None:
     kinds = sorted(o["kind"] for o in objects)
     for kind in ("Deployment", "Service", "Job", "PodDisruptionBudget", "NetworkPolicy"):
         assert kind in kinds, kind
-    for kind in ("ScaledObject", "ServiceMonitor", "PrometheusRule", "ServiceAccount"):
+    for kind in (
+        "ScaledObject",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ServiceAccount",
+    ):
         assert kinds.count(kind) == 1, kind
     for obj in objects:
         if obj["apiVersion"].startswith(CUSTOM_GROUPS):
@@ -291,9 +302,24 @@ def test_services_budgets_policies_and_monitors_select_the_pods_they_mean(name: 
         assert selects(budget["spec"]["selector"], pod_labels(pods))
     closed = one(objects, "NetworkPolicy", "skiplock-no-ingress")["spec"]
     assert closed["ingress"] == [] and closed["policyTypes"] == ["Ingress"]
-    assert selects(closed["podSelector"], pod_labels(worker))
     assert selects(closed["podSelector"], pod_labels(migrate))
+    assert not selects(closed["podSelector"], pod_labels(worker))
     assert not selects(closed["podSelector"], pod_labels(api))
+    # a worker takes connections only on its metrics port, which its PodMonitor scrapes
+    (worker_container,) = containers(worker)
+    (metrics_port,) = worker_container["ports"]
+    scraped = one(objects, "NetworkPolicy", "skiplock-worker-metrics")["spec"]
+    assert selects(scraped["podSelector"], pod_labels(worker))
+    assert not selects(scraped["podSelector"], pod_labels(api))
+    assert [p["port"] for r in scraped["ingress"] for p in r["ports"]] == [
+        metrics_port["containerPort"]
+    ]
+    env = {e["name"]: e.get("value") for e in worker_container["env"]}
+    assert env["SKIPLOCK_METRICS_PORT"] == str(metrics_port["containerPort"])
+    assert env["SKIPLOCK_METRICS_HOST"] == "0.0.0.0"
+    pod_monitor = one(objects, "PodMonitor", "skiplock-worker")["spec"]
+    assert selects(pod_monitor["selector"], pod_labels(worker))
+    assert [e["port"] for e in pod_monitor["podMetricsEndpoints"]] == [metrics_port["name"]]
     opened = one(objects, "NetworkPolicy", "skiplock-api")["spec"]
     assert selects(opened["podSelector"], pod_labels(api))
     assert [p["port"] for r in opened["ingress"] for p in r["ports"]] == [
