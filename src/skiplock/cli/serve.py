@@ -259,6 +259,12 @@ def serve(
     default=None,
     help="HMAC key that signs webhook deliveries (default: a new random one, printed at start).",
 )
+@click.option("--builtins/--no-builtins", default=True, help="Serve the built-in tasks.")
+@click.option(
+    "--builtins-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The built-ins' settings (TOML); default: dev's, where http may reach loopback.",
+)
 @log_format_option
 @click.pass_context
 def dev(
@@ -272,14 +278,18 @@ def dev(
     dashboard_read_only: bool,
     listen_dsn: str | None,
     webhook_secret: str | None,
+    builtins: bool,
+    builtins_config: Path | None,
     log_format: str,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
-    from skiplock.dev import start_embedded
+    from skiplock.dev import dev_builtins, start_embedded
 
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
+    if builtins:
+        app.serve_builtins(builtins_config or dev_builtins(data_dir))
     # Without a secret every callback_url delivery would go to the dead letters: dev
     # makes one, so webhooks work out of the box, and prints it for the receiver.
     made_secret = None if webhook_secret else secrets.token_urlsafe(32)
