@@ -10,12 +10,15 @@ import ipaddress
 from collections.abc import Sequence
 
 import httpx
+import psycopg
 import pytest
 from local_http import Answer, LocalServer
 
+import skiplock
 from skiplock.builtins.http import HttpSettings, send
 from skiplock.destinations import DestinationRefused, Destinations, kind_of
 from skiplock.errors import ConfigError, Discard
+from skiplock.testing import run_jobs
 
 
 class StubResolver:
@@ -184,3 +187,38 @@ def test_environment_proxies_are_ignored(
         assert len(server.requests) == 1
     finally:
         proxy.close()
+
+
+# ---- result webhooks go through the same guard ----------------------------------------
+
+
+def test_a_webhook_to_a_refused_address_is_dead_unsent(
+    dsn: str, server: LocalServer, conn: psycopg.Connection
+) -> None:
+    app = skiplock.App(dsn)
+    app.webhook_secret = "s3cret"
+    app.task(name="ok")(lambda: None)
+    try:
+        app.enqueue("ok", callback_url=server.url + "/hook")
+        assert run_jobs(app) == 2  # the job, then its delivery
+        ((task, attempt, error),) = conn.execute(
+            "SELECT task, attempt, last_error FROM skiplock.dead_letters"
+        ).fetchall()
+        assert (task, attempt) == ("skiplock.webhook", 1)
+        assert "is a loopback address, not in the allow-list" in error
+        assert server.connections == 0
+    finally:
+        app.close()
+
+
+def test_the_http_allow_list_lets_webhooks_reach_the_address(dsn: str, server: LocalServer) -> None:
+    app = skiplock.App(dsn)
+    app.webhook_secret = "s3cret"
+    app.serve_builtins({"http": {"allow": ["127.0.0.1/32"]}})
+    app.task(name="ok")(lambda: None)
+    try:
+        app.enqueue("ok", callback_url=server.url + "/hook")
+        assert run_jobs(app) == 2
+        assert [seen.path for seen in server.requests] == ["/hook"]
+    finally:
+        app.close()
