@@ -259,7 +259,7 @@ def serve(
     default=None,
     help="HMAC key that signs webhook deliveries (default: a new random one, printed at start).",
 )
-@click.option("--builtins/--no-builtins", default=True, help="Serve the built-in tasks.")
+@click.option("--no-builtins", is_flag=True, help="Do not serve the built-in tasks.")
 @click.option(
     "--builtins-config",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -278,7 +278,7 @@ def dev(
     dashboard_read_only: bool,
     listen_dsn: str | None,
     webhook_secret: str | None,
-    builtins: bool,
+    no_builtins: bool,
     builtins_config: Path | None,
     log_format: str,
 ) -> None:
@@ -288,7 +288,7 @@ def dev(
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
-    if builtins:
+    if not no_builtins:
         app.serve_builtins(builtins_config or dev_builtins(data_dir))
     # Without a secret every callback_url delivery would go to the dead letters: dev
     # makes one, so webhooks work out of the box, and prints it for the receiver.
