@@ -3,10 +3,13 @@ answers from a script of responses (the last one repeats)."""
 
 from __future__ import annotations
 
+import datetime
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -29,7 +32,12 @@ class Seen:
 class LocalServer:
     """ThreadingHTTPServer on 127.0.0.1 (or ::1) that counts the connections it accepts."""
 
-    def __init__(self, answers: list[Answer] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        answers: list[Answer] | None = None,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.answers = list(answers or [Answer()])
         self.requests: list[Seen] = []
         self.connections = 0
@@ -72,9 +80,13 @@ class LocalServer:
         if ":" in host:
             Server.address_family = socket.AF_INET6
         self.server = Server((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = int(self.server.server_address[1])
         self.host = host
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+        self.url = (
+            f"{'https' if tls else 'http'}://{host if ':' not in host else f'[{host}]'}:{self.port}"
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -88,3 +100,41 @@ class LocalServer:
                 answer.hold.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def self_signed(name: str, folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for `name` alone, and a client context that
+    trusts that certificate and nothing else."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client

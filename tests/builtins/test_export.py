@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 import skiplock
-from skiplock.builtins.export import ExportSettings
-from skiplock.errors import ConfigError
+from skiplock.builtins.export import ExportSettings, run_export
+from skiplock.errors import ConfigError, Discard
 from skiplock.testing import run_jobs
 from skiplock.validation import InvalidArgs
 
@@ -210,3 +210,17 @@ def test_args_that_bypass_the_schema_are_dead_at_run_time(
 def test_bad_export_settings_name_the_key(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ExportSettings.parse(section)
+
+
+def test_params_are_converted_strictly_to_their_declared_type(dsn: str, folder: Path) -> None:
+    settings = ExportSettings.parse(
+        {
+            "folder": str(folder),
+            "queries": {"flag": {"sql": "SELECT %(on)s AS on", "params": {"on": "boolean"}}},
+        }
+    )
+    folder.mkdir()
+    with pytest.raises(Discard, match=r"params\.on must be a boolean, got 'false'"):
+        run_export(settings, "flag", {"on": "false"}, "csv", job_id=1, dsn=dsn)
+    done = run_export(settings, "flag", {"on": False}, "csv", job_id=2, dsn=dsn)
+    assert Path(done["path"]).read_text().splitlines() == ["on", "False"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from local_http import Answer, LocalServer
+from local_http import Answer, LocalServer, self_signed
 
 import skiplock
 from skiplock.builtins.http import HttpSettings, send
@@ -134,6 +135,22 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_before_connecting(
         "destination intranet.example.test (10.20.30.40) is a private address,"
         " not in the allow-list"
     )
+
+
+def test_tls_verifies_the_name_while_connecting_to_the_checked_address(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed("secure.example.test", tmp_path)
+    server = LocalServer(tls=server_tls)
+    table = {"secure.example.test": [["127.0.0.1"]], "other.example.test": [["127.0.0.1"]]}
+    destinations = guard(["127.0.0.0/8"], table)
+    try:
+        with destinations.client(timeout=5, verify=client_tls) as client:
+            assert client.get(f"https://secure.example.test:{server.port}/").status_code == 200
+            # the same address under a name the certificate does not carry: refused by TLS
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                client.get(f"https://other.example.test:{server.port}/")
+        assert server.requests[0].headers["Host"] == f"secure.example.test:{server.port}"
+    finally:
+        server.close()
 
 
 def test_a_name_with_any_refused_answer_is_refused_whole(server: LocalServer) -> None:

@@ -283,3 +283,19 @@ def test_the_api_refuses_bad_args_with_422_once_the_schema_is_published(
         "SELECT args_schema->'required' FROM skiplock.tasks WHERE name = 'skiplock.http'"
     ).fetchone()
     assert published == (["url"],)
+
+
+def test_a_request_that_cannot_be_sent_is_dead_not_retried(server: LocalServer) -> None:
+    for value in ("a\r\nInjected: yes", "é"):
+        with pytest.raises(Discard, match="cannot send this request"):
+            call({"url": server.url, "headers": {"X-Note": value}})
+    assert server.requests == []
+
+
+def test_an_uncompressed_answer_is_asked_for_unless_args_say_otherwise(
+    server: LocalServer,
+) -> None:
+    call({"url": server.url})
+    call({"url": server.url, "headers": {"accept-encoding": "gzip"}})
+    sent = [{k.lower(): v for k, v in seen.headers.items()} for seen in server.requests]
+    assert [headers["accept-encoding"] for headers in sent] == ["identity", "gzip"]

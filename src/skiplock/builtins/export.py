@@ -50,13 +50,19 @@ def _timestamptz(value: str) -> datetime.datetime:
     return moment
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):  # bool("false") is True: take only real booleans
+        raise TypeError("not a JSON boolean")
+    return value
+
+
 # param type -> (its JSON Schema, the converter from the JSON value to what psycopg binds)
 PARAM_TYPES: dict[str, tuple[dict[str, Any], Callable[[Any], Any]]] = {
     "text": ({"type": "string"}, str),
     "integer": ({"type": "integer"}, int),
     "bigint": ({"type": "integer"}, int),
     "numeric": ({"type": ["number", "string"]}, lambda v: decimal.Decimal(str(v))),
-    "boolean": ({"type": "boolean"}, bool),
+    "boolean": ({"type": "boolean"}, _boolean),
     "date": ({"type": "string", "format": "date"}, datetime.date.fromisoformat),
     "timestamptz": ({"type": "string", "format": "date-time"}, _timestamptz),
     "uuid": ({"type": "string", "format": "uuid"}, uuid.UUID),

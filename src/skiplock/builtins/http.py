@@ -157,6 +157,10 @@ def send(
     secret = _auth_secret(args.get("auth"), settings)
     if secret is not None:
         headers[secret.header] = secret.value
+    # an uncompressed answer: the body is bounded as it arrives, and a small compressed
+    # chunk cannot inflate to gigabytes in one read
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = "identity"
     content: bytes | None = None
     if "json" in args:
         content = json.dumps(args["json"], separators=(",", ":")).encode()
@@ -188,6 +192,9 @@ def send(
         raise Discard(f"{where}: {exc}") from None
     except httpx.InvalidURL as exc:
         raise Discard(f"{where}: invalid URL: {exc}") from None
+    except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+        # a request this client cannot even send (a header value with a line break)
+        raise Discard(f"{where}: cannot send this request: {exc}") from None
     except (httpx.TransportError, httpx.TooManyRedirects) as exc:
         raise HttpFailed(f"{where}: {type(exc).__name__}: {exc}") from None
     status = response.status_code
