@@ -16,6 +16,7 @@ ignored: through a proxy the guard would check the proxy, not the destination.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -207,13 +208,20 @@ class GuardedBackend(httpcore.NetworkBackend):
         raise DestinationRefused("unix sockets are not a destination")
 
 
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """The system's trust store, loaded once: loading it costs more than a request on a
+    local network, and a context is safe to share between threads."""
+    return ssl.create_default_context()
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport over a GuardedBackend, with no proxy."""
 
     def __init__(self, destinations: Destinations, verify: ssl.SSLContext | None = None) -> None:
-        super().__init__(trust_env=False)
+        tls = verify or default_tls()
+        super().__init__(verify=tls, trust_env=False)
         # httpx.HTTPTransport takes no network backend; its connection pool does.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=verify or ssl.create_default_context(),
-            network_backend=GuardedBackend(destinations),
+            ssl_context=tls, network_backend=GuardedBackend(destinations)
         )
