@@ -146,3 +146,35 @@ def test_dev_serves_the_builtins_and_its_demo_webhook_and_data_export(
     path = Path(export_result["path"])  # type: ignore[index]
     assert path.parent == (tmp_path / "exports").resolve()
     assert path.read_text().splitlines()[0] == "id,task,status,created_at"
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "builtins.md"
+
+
+def blocks(language: str) -> list[str]:
+    return [part.split("```", 1)[0] for part in DOCS.read_text().split(f"```{language}\n")[1:]]
+
+
+def test_the_documented_settings_and_sql_examples_hold(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: psycopg.Connection
+) -> None:
+    import skiplock
+
+    (toml,) = blocks("toml")
+    folder = tmp_path / "exports"
+    config = tmp_path / "builtins.toml"
+    config.write_text(toml.replace("/var/lib/skiplock/exports", str(folder)))
+    monkeypatch.setenv("STRIPE_KEY", "sk_test")
+    monkeypatch.setenv("GITHUB_TOKEN", "gh_test")
+    app = skiplock.App(dsn)
+    try:
+        app.serve_builtins(config)
+        assert set(app.tasks) == {"skiplock.http", "skiplock.export"}
+        for statement in blocks("sql"):
+            # each example's args pass the task's own schema, as the API would check them
+            (args,) = [json.loads(s.split("'", 1)[0]) for s in statement.split(",\n  '")[1:]]
+            task = statement.split("'")[1]
+            app.enqueue(task, args)
+            assert conn.execute(statement).fetchone()[0] > 0
+    finally:
+        app.close()
