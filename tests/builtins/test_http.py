@@ -110,6 +110,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after("999999") == 3600  # capped
     assert retry_after(format_datetime(now, usegmt=True), now=now.timestamp() + 50) == 0
     assert retry_after("soon") is None
+    assert retry_after("²") is None  # a digit to str.isdigit, not to float()
     assert retry_after(None) is None
 
 

@@ -195,7 +195,7 @@ def send(
     except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
         # a request this client cannot even send (a header value with a line break)
         raise Discard(f"{where}: cannot send this request: {exc}") from None
-    except (httpx.TransportError, httpx.TooManyRedirects) as exc:
+    except httpx.TransportError as exc:
         raise HttpFailed(f"{where}: {type(exc).__name__}: {exc}") from None
     status = response.status_code
     result = {
@@ -222,7 +222,7 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
