@@ -11,23 +11,23 @@ name once, checks every address it got, and connects to a checked address. No se
 lookup happens between check and connect, so a name that answers a public address to the
 check and a private one to the connect (DNS rebinding) gains nothing. Every connection
 goes through it, so every redirect hop does too. Proxies from the environment are
-ignored: through a proxy the guard would check the proxy, not the destination.
+ignored: through a proxy the guard would check the proxy, not the destination. The
+client that does this is skiplock.guarded_http's.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING
 
 from skiplock.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,6 +60,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 class DestinationRefused(Exception):
     """The guard refused a destination; the message names the host, the address and why."""
+
+
+class Unresolvable(ConnectionError):
+    """A name gave no address: a connection error, which a later attempt may not meet."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -134,7 +138,7 @@ class Destinations:
     def addresses(self, host: str, port: int) -> list[str]:
         """The addresses to connect to for `host`: resolved once, every one checked.
         DestinationRefused when any is refused (a name that mixes public and private
-        answers is refused whole); httpcore.ConnectError when the name does not resolve."""
+        answers is refused whole); Unresolvable when the name does not resolve."""
         try:
             literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -142,13 +146,12 @@ class Destinations:
         if literal is not None:
             found = [str(literal)]
         else:
-            # A name that does not resolve may resolve later: a connect error, retried.
             try:
                 found = list(self.resolver(host, port))
             except OSError as exc:
-                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+                raise Unresolvable(f"cannot resolve {host}: {exc}") from None
             if not found:
-                raise httpcore.ConnectError(f"cannot resolve {host}: no address")
+                raise Unresolvable(f"cannot resolve {host}: no address")
         for text in found:
             reason = self.refusal(host, ipaddress.ip_address(text))
             if reason is not None:
@@ -163,11 +166,11 @@ class Destinations:
         follow_redirects: bool = False,
     ) -> httpx.Client:
         """An httpx client whose every connection passes this guard (proxies ignored)."""
-        return httpx.Client(
-            transport=GuardedTransport(self, verify),
-            timeout=timeout,
-            follow_redirects=follow_redirects,
-            trust_env=False,
+        # httpx loads in a tenth of a second: only the processes that send pay for it
+        from skiplock.guarded_http import guarded_client
+
+        return guarded_client(
+            self, timeout=timeout, verify=verify, follow_redirects=follow_redirects
         )
 
 
@@ -177,51 +180,3 @@ def _is_host_name(name: str) -> bool:
         0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
         for label in labels
     )
-
-
-class GuardedBackend(httpcore.NetworkBackend):
-    """httpcore's network backend with the guard between name and socket: the address
-    connected to is one that was checked (TLS still verifies the host name)."""
-
-    def __init__(self, destinations: Destinations) -> None:
-        self.destinations = destinations
-        self.plain = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        addresses = self.destinations.addresses(host, port)
-        for index, address in enumerate(addresses):
-            try:
-                return self.plain.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout):
-                if index == len(addresses) - 1:
-                    raise
-        raise AssertionError("unreachable: addresses is never empty")
-
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        raise DestinationRefused("unix sockets are not a destination")
-
-
-@functools.cache
-def default_tls() -> ssl.SSLContext:
-    """The system's trust store, loaded once: loading it costs more than a request on a
-    local network, and a context is safe to share between threads."""
-    return ssl.create_default_context()
-
-
-class GuardedTransport(httpx.HTTPTransport):
-    """httpx's transport over a GuardedBackend, with no proxy."""
-
-    def __init__(self, destinations: Destinations, verify: ssl.SSLContext | None = None) -> None:
-        tls = verify or default_tls()
-        super().__init__(verify=tls, trust_env=False)
-        # httpx.HTTPTransport takes no network backend; its connection pool does.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=tls, network_backend=GuardedBackend(destinations)
-        )

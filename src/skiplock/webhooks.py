@@ -18,8 +18,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from skiplock.context import JobContext
 from skiplock.destinations import DestinationRefused, Destinations
 from skiplock.errors import Discard
@@ -77,6 +75,8 @@ def post_outcome(
 
     A redirect is a failure: following one would turn the POST into a GET (301-303) or
     send the signed outcome to a place nobody configured."""
+    import httpx  # loaded by the processes that deliver, not by every producer
+
     body = json.dumps(outcome, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {

@@ -178,3 +178,15 @@ def test_the_documented_settings_and_sql_examples_hold(
             assert conn.execute(statement).fetchone()[0] > 0
     finally:
         app.close()
+
+
+def test_producers_and_the_cli_start_without_the_http_client() -> None:
+    # httpx is loaded by the processes that send (a worker delivering, the built-ins)
+    code = (
+        "import json, sys, skiplock, skiplock.cli\n"
+        "late = ('httpx', 'httpcore', 'skiplock.builtins', 'skiplock.guarded_http')\n"
+        "print(json.dumps([m for m in sys.modules if m.split('.')[0] in late"
+        " or m.startswith(late[2:])]))"
+    )
+    loaded = json.loads(subprocess.check_output([sys.executable, "-c", code], text=True))
+    assert loaded == []

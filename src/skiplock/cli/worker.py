@@ -16,8 +16,6 @@ import click
 
 from skiplock import store
 from skiplock.app import App
-from skiplock.builtins import load_settings
-from skiplock.builtins.http import allowed_destinations
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
     CliError,
@@ -132,6 +130,9 @@ def worker(
     if builtins:
         app.serve_builtins(builtins_config)
     elif builtins_config is not None:
+        from skiplock.builtins import load_settings
+        from skiplock.builtins.http import allowed_destinations
+
         app.destinations = allowed_destinations(load_settings(builtins_config).get("http", {}))
     settings.configure(app, settings.dsn(), from_command_line(ctx, "listen_dsn", listen_dsn))
     worker_settings = WorkerSettings(
