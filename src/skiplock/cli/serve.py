@@ -288,8 +288,6 @@ def dev(
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
     app = load_app(app_spec)
-    if not no_builtins:
-        app.serve_builtins(builtins_config or dev_builtins(data_dir))
     # Without a secret every callback_url delivery would go to the dead letters: dev
     # makes one, so webhooks work out of the box, and prints it for the receiver.
     made_secret = None if webhook_secret else secrets.token_urlsafe(32)
@@ -304,6 +302,9 @@ def dev(
     dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
     with connect(dsn, check=False) as conn:
         migrate(conn)
+    # once the database is up: a dev that stops sooner leaves the app (a module's) as it was
+    if not no_builtins:
+        app.serve_builtins(builtins_config or dev_builtins(data_dir))
     settings.configure(app, dsn, from_command_line(ctx, "listen_dsn", listen_dsn))
     from skiplock.api.auth import AuthConfig, hash_token, new_token
     from skiplock.passwords import hash_password
