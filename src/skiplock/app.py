@@ -89,7 +89,7 @@ class App(AdminCalls):
         """Register the built-in tasks (skiplock.http, skiplock.export, …) with their args
         schemas, configured by `config`: a TOML file's path, its tables as a mapping, or
         None for SKIPLOCK_BUILTINS_CONFIG (no file: the defaults). ConfigError names a
-        bad setting. See docs/builtins.md."""
+        bad setting; calling it again replaces them. See docs/builtins.md."""
         # The built-ins are tasks on an App, a layer above it: imported only when asked.
         from skiplock.builtins import load_settings, register_builtins
 

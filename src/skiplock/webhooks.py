@@ -3,8 +3,9 @@
 The SQL side (sql/functions/130_webhooks.sql) enqueues one `skiplock.webhook` job per
 finished job that carries a callback URL; this module is that task's handler. Every
 App's worker serves it without registration. Delivery is at least once: a receiver may
-see one outcome twice (use the `Skiplock-Delivery` header to drop repeats). See
-docs/webhooks.md.
+see one outcome twice (use the `Skiplock-Delivery` header to drop repeats). Deliveries
+pass the destination guard of skiplock.http (skiplock.destinations, the App's
+`destinations`). See docs/webhooks.md.
 """
 
 from __future__ import annotations
