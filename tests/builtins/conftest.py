@@ -3,7 +3,10 @@ and an App serving the built-ins on this test's database."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from local_http import LocalServer
@@ -16,6 +19,22 @@ from waiting import async_wait_until, wait_until
 __all__ = ["async_wait_until", "wait_until"]
 
 LOOPBACK = ["127.0.0.0/8", "::1"]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the code under test does, a test here connects to loopback alone: a guard
+    that let a stub's private address through fails the test instead of sending a packet."""
+    connect = socket.socket.connect
+
+    def checked(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = ipaddress.ip_address(str(address[0]).split("%")[0])
+            if not host.is_loopback:
+                raise AssertionError(f"a test tried to connect to {host}")
+        connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", checked)
 
 
 @pytest.fixture
