@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, overload
 
 import psycopg
@@ -16,6 +17,7 @@ import psycopg
 from skiplock import store
 from skiplock.admin import AdminCalls
 from skiplock.context import JobContext
+from skiplock.destinations import Destinations
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
 from skiplock.options import JobOptions, published_defaults
@@ -69,6 +71,9 @@ class App(AdminCalls):
         }
         # The HMAC key of webhook deliveries; None: SKIPLOCK_WEBHOOK_SECRET (see webhooks).
         self.webhook_secret: str | None = None
+        # Where webhook deliveries and skiplock.http may connect: global addresses, plus
+        # the built-ins' [http] allow-list once serve_builtins has read it.
+        self.destinations = Destinations()
         self.middleware: list[Middleware] = []
         self.hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
         self.schedules: dict[str, ScheduleSpec] = {}
@@ -76,7 +81,20 @@ class App(AdminCalls):
     def _deliver_webhook(
         self, ctx: JobContext, url: str, outcome: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return deliver_webhook(ctx, url, outcome, secret=self.webhook_secret)
+        return deliver_webhook(
+            ctx, url, outcome, secret=self.webhook_secret, destinations=self.destinations
+        )
+
+    def serve_builtins(self, config: str | Path | Mapping[str, Any] | None = None) -> None:
+        """Register the built-in tasks (skiplock.http, skiplock.export, …) with their args
+        schemas, configured by `config`: a TOML file's path, its tables as a mapping, or
+        None for SKIPLOCK_BUILTINS_CONFIG (no file: the defaults). ConfigError names a
+        bad setting; calling it again replaces them. See docs/builtins.md."""
+        # The built-ins are tasks on an App, a layer above it: imported only when asked.
+        from skiplock.builtins import load_settings, register_builtins
+
+        settings = config if isinstance(config, Mapping) else load_settings(config)
+        register_builtins(self, settings)
 
     # ---- tasks, middleware and hooks ----------------------------------------------------
 

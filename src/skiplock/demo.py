@@ -1,6 +1,9 @@
 # (App.task is typed as returning Any, so strict mode would flag every @app.task here)
 """Demo tasks that `skiplock dev` runs when no --app is given: `echo`, `sleep`, `fail`
-and `math`. Point a worker at them with `skiplock worker --app skiplock.demo:app`."""
+and `math`, and under the names people know from other job systems, `webhook` and
+`data_export`, which hand their work to the built-in tasks (skiplock.http,
+skiplock.export) that `skiplock dev` serves. Point a worker at them with
+`skiplock worker --app skiplock.demo:app --builtins`."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, NoReturn
 
 from skiplock.app import App
 from skiplock.context import JobContext
+from skiplock.errors import Discard
 from skiplock.retry import RetryPolicy
 
 app = App()
@@ -79,3 +83,50 @@ def math(a: float, b: float, operation: str = "add") -> float:
             f" got {operation!r}"
         )
     return apply(a, b)
+
+
+def builtin(name: str) -> Callable[..., Any]:
+    """The handler of built-in task `name`, or Discard: this worker does not serve them."""
+    task = app.tasks.get(name)
+    if task is None:
+        raise Discard(f"{name} is not served here: start the worker with --builtins")
+    return task
+
+
+@app.task(
+    name="webhook",
+    args_schema={
+        "type": "object",
+        "properties": {"url": {"type": "string"}, "payload": {}},
+        "required": ["url"],
+        "additionalProperties": False,
+    },
+)
+def webhook(ctx: JobContext, url: str, payload: Any = None) -> Any:
+    """POST `payload` as JSON to `url` through the built-in skiplock.http (its destination
+    guard too: `skiplock dev` allows loopback, so a receiver on this machine works)."""
+    return builtin("skiplock.http")(ctx, url=url, method="POST", json=payload)
+
+
+@app.task(
+    name="data_export",
+    args_schema={
+        "type": "object",
+        "properties": {
+            "query": {"type": "string"},
+            "params": {"type": "object"},
+            "format": {"enum": ["csv", "jsonl"]},
+        },
+        "additionalProperties": False,
+    },
+    max_attempts=1,
+)
+def data_export(
+    ctx: JobContext,
+    query: str = "jobs_by_status",
+    params: dict[str, Any] | None = None,
+    format: str = "csv",
+) -> Any:
+    """Write a named query's rows to a file through the built-in skiplock.export (under
+    `skiplock dev`: jobs_by_status, or recent_jobs with {"hours": N})."""
+    return builtin("skiplock.export")(ctx, query=query, params=params or {}, format=format)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from skiplock.errors import SkiplockError
 
@@ -43,6 +44,29 @@ def start_embedded(data_dir: Path) -> str:
             raise EmbeddedServerError(
                 f"cannot start the embedded PostgreSQL in {pgdata}: {_first_line(exc)}"
             ) from None
+
+
+def dev_builtins(data_dir: Path) -> dict[str, Any]:
+    """The built-ins' settings of `skiplock dev` when no file is given: http may reach
+    loopback (a receiver on this machine; never allowed by default elsewhere), exports
+    land in DATA_DIR/exports, and two read-only queries over the jobs are there to try."""
+    return {
+        "http": {"allow": ["127.0.0.0/8", "::1"]},
+        "export": {
+            "folder": str(data_dir / "exports"),
+            "queries": {
+                "jobs_by_status": {
+                    "sql": "SELECT task, status, count(*) AS jobs FROM skiplock.all_jobs"
+                    " GROUP BY task, status ORDER BY task, status"
+                },
+                "recent_jobs": {
+                    "sql": "SELECT id, task, status, created_at FROM skiplock.all_jobs"
+                    " WHERE created_at > now() - make_interval(hours => %(hours)s) ORDER BY id",
+                    "params": {"hours": "integer"},
+                },
+            },
+        },
+    }
 
 
 def _first_line(exc: Exception) -> str:

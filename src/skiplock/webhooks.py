@@ -3,8 +3,9 @@
 The SQL side (sql/functions/130_webhooks.sql) enqueues one `skiplock.webhook` job per
 finished job that carries a callback URL; this module is that task's handler. Every
 App's worker serves it without registration. Delivery is at least once: a receiver may
-see one outcome twice (use the `Skiplock-Delivery` header to drop repeats). See
-docs/webhooks.md.
+see one outcome twice (use the `Skiplock-Delivery` header to drop repeats). Deliveries
+pass the destination guard of skiplock.http (skiplock.destinations, the App's
+`destinations`). See docs/webhooks.md.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 from skiplock.context import JobContext
+from skiplock.destinations import DestinationRefused, Destinations
 from skiplock.errors import Discard
 
 WEBHOOK_TASK = "skiplock.webhook"
@@ -61,43 +61,37 @@ class WebhookRefused(Exception):
     """The receiver did not take the delivery (not 2xx, a redirect, or unreachable)."""
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # A redirect is a failure: following one would turn the POST into a GET (301-303)
-    # or send the signed outcome to a place nobody configured.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
 def post_outcome(
-    url: str, outcome: Mapping[str, Any], *, secret: str, delivery_id: int, timeout: float = TIMEOUT
+    url: str,
+    outcome: Mapping[str, Any],
+    *,
+    secret: str,
+    delivery_id: int,
+    destinations: Destinations,
+    timeout: float = TIMEOUT,
 ) -> int:
     """POST `outcome` as JSON to `url`, signed with `secret`; returns the 2xx status.
-    WebhookRefused otherwise (the caller's job is then retried)."""
+    WebhookRefused otherwise (the caller's job is then retried); DestinationRefused when
+    the destination guard refuses the URL's address (nothing is sent).
+
+    A redirect is a failure: following one would turn the POST into a GET (301-303) or
+    send the signed outcome to a place nobody configured."""
+    import httpx  # loaded by the processes that deliver, not by every producer
+
     body = json.dumps(outcome, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "skiplock-webhook",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-            DELIVERY_HEADER: str(delivery_id),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "skiplock-webhook",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        DELIVERY_HEADER: str(delivery_id),
+    }
     try:
-        with _opener.open(request, timeout=timeout) as response:
-            status: int = response.status
-    except urllib.error.HTTPError as exc:
-        raise WebhookRefused(f"{url} answered {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise WebhookRefused(f"{url} could not be reached: {reason}") from None
+        with destinations.client(timeout=timeout) as client:
+            status = client.post(url, content=body, headers=headers).status_code
+    except httpx.HTTPError as exc:
+        raise WebhookRefused(f"{url} could not be reached: {exc}") from None
     if not 200 <= status < 300:
         raise WebhookRefused(f"{url} answered {status}")
     return status
@@ -110,15 +104,29 @@ def webhook_secret(given: str | None = None) -> str | None:
 
 
 def deliver_webhook(
-    ctx: JobContext, url: str, outcome: Mapping[str, Any], *, secret: str | None
+    ctx: JobContext,
+    url: str,
+    outcome: Mapping[str, Any],
+    *,
+    secret: str | None,
+    destinations: Destinations,
 ) -> dict[str, Any]:
     """The `skiplock.webhook` handler: POST one outcome; the result records the status.
-    Without a secret nothing is sent unsigned: the delivery goes straight to the dead
-    letters with a clear error (redrive it once a secret is set)."""
+    Without a secret nothing is sent unsigned, and nothing goes to an address the
+    destination guard refuses: the delivery goes straight to the dead letters with a
+    clear error (redrive it once the secret or the allow-list is set)."""
     secret = webhook_secret(secret)
     if not secret:
         raise Discard(
             f"no webhook secret: set {SECRET_ENV} or the worker's --webhook-secret;"
             " outcomes are never sent unsigned"
         )
-    return {"status": post_outcome(url, outcome, secret=secret, delivery_id=ctx.id)}
+    try:
+        status = post_outcome(
+            url, outcome, secret=secret, delivery_id=ctx.id, destinations=destinations
+        )
+    except DestinationRefused as exc:
+        raise Discard(
+            f"{exc}: allow it in the [http] allow-list of the worker's settings"
+        ) from None
+    return {"status": status}

@@ -28,7 +28,7 @@ def app(dsn: str) -> Any:
 
 
 def test_the_demo_tasks_are_registered_by_name() -> None:
-    assert set(demo_app.tasks) == {"echo", "sleep", "fail", "math"}
+    assert set(demo_app.tasks) == {"echo", "sleep", "fail", "math", "webhook", "data_export"}
 
 
 def test_echo_returns_its_args(app: App) -> None:

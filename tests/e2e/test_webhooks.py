@@ -28,6 +28,7 @@ from conftest import async_wait_until, wait_until
 from dev_process import SECRET_LINE, run_dev
 from skiplock.api import create_app
 from skiplock.cli import main
+from skiplock.destinations import Destinations
 from skiplock.webhooks import check_callback_url, sign
 from skiplock.worker import Worker
 
@@ -85,6 +86,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def app(dsn: str) -> Iterator[skiplock.App]:
     application = skiplock.App(dsn)
+    # the receiver listens on loopback, which the destination guard refuses unless allowed
+    application.destinations = Destinations.parse(["127.0.0.1"])
 
     @application.task(name="ok")
     def ok(n: int = 0) -> dict[str, int]:
@@ -647,6 +650,8 @@ def test_cli_worker_signs_with_webhook_secret(
     app = skiplock.App(dsn)
     job_id = app.enqueue("echo", {"hi": 1}, callback_url=receiver.url)
     app.close()
+    config = tmp_path / "builtins.toml"
+    config.write_text('[http]\nallow = ["127.0.0.1"]\n')
     with (tmp_path / "worker.log").open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -660,6 +665,8 @@ def test_cli_worker_signs_with_webhook_secret(
                 "skiplock.demo:app",
                 "--webhook-secret",
                 "from-the-flag",
+                "--builtins-config",
+                str(config),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -264,6 +264,12 @@ def serve(
     default=None,
     help="HMAC key that signs webhook deliveries (default: a new random one, printed at start).",
 )
+@click.option("--no-builtins", is_flag=True, help="Do not serve the built-in tasks.")
+@click.option(
+    "--builtins-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The built-ins' settings (TOML); default: dev's, where http may reach loopback.",
+)
 @log_format_option
 @click.pass_context
 def dev(
@@ -278,10 +284,12 @@ def dev(
     trace_url: str | None,
     listen_dsn: str | None,
     webhook_secret: str | None,
+    no_builtins: bool,
+    builtins_config: Path | None,
     log_format: str,
 ) -> None:
     """Worker and API in one process, on a private PostgreSQL unless a DSN is given."""
-    from skiplock.dev import start_embedded
+    from skiplock.dev import dev_builtins, start_embedded
 
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
@@ -300,6 +308,9 @@ def dev(
     dsn = resolve_dsn(settings.dsn_flag) or start_embedded(data_dir)
     with connect(dsn, check=False) as conn:
         migrate(conn)
+    # once the database is up: a dev that stops sooner leaves the app (a module's) as it was
+    if not no_builtins:
+        app.serve_builtins(builtins_config or dev_builtins(data_dir))
     settings.configure(app, dsn, from_command_line(ctx, "listen_dsn", listen_dsn))
     from skiplock.api.auth import AuthConfig, hash_token, new_token
     from skiplock.passwords import hash_password

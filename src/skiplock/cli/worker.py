@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from skiplock.app import App
 from skiplock.cli.output import print_json, table, when
 from skiplock.cli.root import (
     CliError,
+    CliUsageError,
     EnvironmentCommand,
     Settings,
     connect,
@@ -40,7 +42,27 @@ STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling t
 
 
 @main.command(cls=EnvironmentCommand)
-@click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR", help="The App to run.")
+@click.option(
+    "--app",
+    "app_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="The App to run (optional with --builtins: a worker may serve only the built-ins).",
+)
+@click.option(
+    "--builtins",
+    is_flag=True,
+    default=False,
+    help="Also serve the built-in tasks (skiplock.http, skiplock.export, …).",
+)
+@click.option(
+    "--builtins-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="The built-ins' settings (TOML). Its [http] allow-list also governs webhook"
+    " deliveries, with or without --builtins.",
+)
 @click.option(
     "--queue",
     "queues",
@@ -99,7 +121,9 @@ STUCK_THREAD_WAIT = 1.0  # seconds to let idle job threads exit before calling t
 @click.pass_context
 def worker(
     ctx: click.Context,
-    app_spec: str,
+    app_spec: str | None,
+    builtins: bool,
+    builtins_config: Path | None,
     queues: tuple[str, ...],
     concurrency: int,
     poll_interval: float,
@@ -115,7 +139,16 @@ def worker(
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
     settings: Settings = ctx.obj
     configure_logging(settings.log_level, log_format)
-    app = load_app(app_spec)
+    if app_spec is None and not builtins:
+        raise CliUsageError("--app is required unless --builtins is given")
+    app = load_app(app_spec) if app_spec else App()
+    if builtins:
+        app.serve_builtins(builtins_config)
+    elif builtins_config is not None:
+        from skiplock.builtins import load_settings
+        from skiplock.builtins.http import allowed_destinations
+
+        app.destinations = allowed_destinations(load_settings(builtins_config).get("http", {}))
     settings.configure(app, settings.dsn(), from_command_line(ctx, "listen_dsn", listen_dsn))
     worker_settings = WorkerSettings(
         queues=queues or app_queues(app),
