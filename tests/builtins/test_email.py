@@ -390,6 +390,7 @@ def test_the_sandbox_refuses_unsafe_template_code(
         {"to": "not-an-address", "subject": "S", "text": "x"},
         {"to": "a@example.com\r\nBcc: x@evil.example", "subject": "S", "text": "x"},
         {"to": "a@example.com", "text": "x"},  # no subject
+        {"to": "a@example.com", "subject": "S\r\nBcc: x@evil.example", "text": "x"},
         {"to": "a@example.com", "subject": "S"},  # no body
         {"to": "a@example.com", "template": "t", "text": "x"},  # template and a body
         {"to": "a@example.com", "subject": "S", "text": "x", "context": {}},

@@ -70,7 +70,8 @@ ARGS_SCHEMA: dict[str, Any] = {
         "cc": _ADDRESSES,
         "bcc": _ADDRESSES,
         "reply_to": _ADDRESS,
-        "subject": {"type": "string", "maxLength": 998},
+        # one line: a line break would start a header of the sender's choosing
+        "subject": {"type": "string", "maxLength": 998, "pattern": r"^[^\r\n]*$"},
         "text": {"type": "string"},
         "html": {"type": "string"},
         "template": {"type": "string", "maxLength": 200, "pattern": TEMPLATE_NAME_PATTERN},
