@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from skiplock import App
-from skiplock.builtins.image import IMAGE_TASK, _fetch_source_url, register
+from skiplock.builtins.image import IMAGE_TASK, _fetch_source_url, _loaded, register
 from skiplock.errors import ConfigError, Discard
 from skiplock.jobs import Job
 from skiplock.testing import run_jobs
@@ -184,6 +184,28 @@ def test_the_exif_orientation_is_applied(resizing: App, folders: tuple[Path, Pat
     Image.new("RGB", (200, 100), RED).save(folders[0] / "photo.jpg", exif=exif)
     job = run(resizing, {"source": "photo.jpg", "output": "photo.jpg", "width": 100, "height": 100})
     assert (job.result["width"], job.result["height"]) == (50, 100)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "box", "decoded"),
+    [
+        (1, (400, 300), (1000, 750)),  # 1/4: 1/8 would be 500 x 375, less than twice the box
+        (1, (400, None), (1000, 750)),
+        (1, (None, 2000), (4000, 3000)),  # no smaller scale has twice the pixels
+        (6, (300, 400), (750, 1000)),  # stored 4000 x 3000, shown 3000 x 4000
+    ],
+)
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale(
+    tmp_path: Path,
+    orientation: int,
+    box: tuple[int | None, int | None],
+    decoded: tuple[int, int],
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", (4000, 3000), RED).save(tmp_path / "big.jpg", exif=exif)
+    with Image.open(tmp_path / "big.jpg") as image:
+        assert _loaded(image, *box).size == decoded
 
 
 # ---- formats ---------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Resizer:
                     f"the source has {image.width} x {image.height} pixels, more than"
                     f" image.max_pixels ({self.settings.max_pixels})"
                 )
-            resized = fitted(_loaded(image), width, height, fit, kind)
+            resized = fitted(_loaded(image, width, height), width, height, fit, kind)
         if resized.width * resized.height > self.settings.max_pixels:
             raise Discard(f"the output would have more than {self.settings.max_pixels} pixels")
         written = _write(resized, target, kind, quality)
@@ -282,18 +282,38 @@ def _readable_image(data: IO[bytes]) -> Any:
         yield image
 
 
-def _loaded(image: PillowImage) -> PillowImage:
+def _loaded(image: PillowImage, width: int | None, height: int | None) -> PillowImage:
     """`image` decoded and turned upright by its EXIF orientation; Discard when its
-    data is broken (truncated, corrupt)."""
+    data is broken (truncated, corrupt).
+
+    A JPEG is decoded at the smallest scale of 1/2, 1/4 or 1/8 that still has twice the
+    pixels of the width x height box in each direction, as Pillow's thumbnail() does:
+    the decoder then skips most of the work and memory, and the resize after it has
+    the detail it needs (docs/performance.md)."""
     from PIL import Image, ImageOps
 
     try:
+        if image.format == "JPEG":
+            image.draft(None, _decoding_box(image, width, height))
         image.load()
         return ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise Discard(f"refused as a decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise Discard(f"the source image is broken: {exc}") from None
+
+
+def _decoding_box(image: PillowImage, width: int | None, height: int | None) -> tuple[int, int]:
+    """Twice the output's box, in the orientation the pixels are stored in."""
+    turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # shown a quarter turn round
+    shown_width, shown_height = (image.height, image.width) if turned else image.size
+    if width is None:
+        assert height is not None  # the args schema asks for one of them
+        width = max(1, round(height * shown_width / shown_height))
+    if height is None:
+        height = max(1, round(width * shown_height / shown_width))
+    stored = (height, width) if turned else (width, height)
+    return (2 * stored[0], 2 * stored[1])
 
 
 def _inside(folder: Path, given: str, field: str, setting: str) -> Path:
