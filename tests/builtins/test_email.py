@@ -288,6 +288,9 @@ def templates(tmp_path: Path) -> Path:
     (folder / "orders" / "shipped.txt").write_text("Hi {{ name }}, order {{ order }} ships.\n")
     (folder / "orders" / "shipped.html").write_text("<p>Hi {{ name }}, order {{ order }}.</p>\n")
     (folder / "plain.txt").write_text("Hi {{ name }}\n")
+    (folder / "broken.txt").write_text("Hi {{ name \n")
+    (folder / "includes.txt").write_text('{% include "parts/gone.txt" %}\n')
+    (folder / "includes.html").write_text("<p>the text part must not be dropped</p>\n")
     (tmp_path / "secret.txt").write_text("not for mail\n")
     return folder
 
@@ -356,6 +359,8 @@ def test_a_template_name_cannot_leave_the_folder(
         ({"template": "missing"}, "template 'missing' not found"),
         ({"template": "plain"}, "UndefinedError"),  # `name` is not in the context
         ({"template": "plain", "context": {"name": "A"}}, "no subject"),
+        ({"template": "broken", "subject": "S"}, "TemplateSyntaxError"),
+        ({"template": "includes", "subject": "S"}, "includes parts/gone.txt, which is not there"),
     ],
 )
 def test_a_template_that_cannot_render_goes_to_the_dead_letters_at_once(

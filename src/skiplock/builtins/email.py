@@ -245,14 +245,15 @@ class Mailer:
             raise Discard("the args name a template but email.templates is not set")
         if not _TEMPLATE_NAME.fullmatch(name):
             raise Discard(f"template must be a name inside the templates folder, got {name!r}")
+        file = f"{name}.{suffix}"
         try:
-            template = self.templates.get_template(f"{name}.{suffix}")
-        except jinja2.TemplateNotFound:
-            return None
-        try:
-            return template.render(args.get("context") or {})
-        except jinja2.TemplateError as exc:  # undefined variable, syntax, sandbox refusal
-            raise Discard(f"template {name}.{suffix}: {type(exc).__name__}: {exc}") from None
+            return self.templates.get_template(file).render(args.get("context") or {})
+        except jinja2.TemplateNotFound as exc:
+            if exc.name == file:
+                return None
+            raise Discard(f"template {file} includes {exc.name}, which is not there") from None
+        except jinja2.TemplateError as exc:  # syntax, undefined variable, sandbox refusal
+            raise Discard(f"template {file}: {type(exc).__name__}: {exc}") from None
 
     def deliver(self, message: EmailMessage, recipients: list[str]) -> dict[str, tuple[int, bytes]]:
         """Send `message` to `recipients`; the recipients refused while others took it.
