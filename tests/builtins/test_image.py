@@ -286,9 +286,14 @@ def test_paths_cannot_leave_their_folders(resizing: App, folders: tuple[Path, Pa
     assert list(folders[1].iterdir()) == [] and not (outside / "x.png").exists()
 
 
-def test_a_missing_source_is_dead_lettered(resizing: App) -> None:
-    job = run(resizing, {"source": "nothing.png", "output": "x.png", "width": 10})
-    assert failed_with(job, "source 'nothing.png' is not a file in image.input_dir")
+def test_a_source_that_is_no_file_is_dead_lettered(
+    resizing: App, folders: tuple[Path, Path]
+) -> None:
+    (folders[0] / "folder").mkdir()
+    os.mkfifo(folders[0] / "pipe.png")  # opening it would wait for a writer forever
+    for source in ("nothing.png", "folder", "pipe.png"):
+        job = run(resizing, {"source": source, "output": "x.png", "width": 10})
+        assert failed_with(job, f"source {source!r} is not a file in image.input_dir")
 
 
 def test_without_an_input_folder_only_urls_are_sources(

@@ -177,9 +177,12 @@ class Resizer:
             raise Discard("source needs image.input_dir to be set (only urls are accepted)")
         path = _inside(self.settings.input_dir, source, "source", "image.input_dir")
         try:
-            file = path.open("rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise Discard(f"source {source!r} is not a file in image.input_dir") from None
+            # a regular file only: opening a FIFO would block the worker's thread
+            file = path.open("rb") if path.is_file() else None
+        except (FileNotFoundError, NotADirectoryError):
+            file = None
+        if file is None:
+            raise Discard(f"source {source!r} is not a file in image.input_dir")
         with file:
             size = os.fstat(file.fileno()).st_size
             if size > limit:
