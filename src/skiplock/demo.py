@@ -1,8 +1,9 @@
 # (App.task is typed as returning Any, so strict mode would flag every @app.task here)
 """Demo tasks that `skiplock dev` runs when no --app is given: `echo`, `sleep`, `fail`
-and `math`, and under the names people know from other job systems, `webhook` and
-`data_export`, which hand their work to the built-in tasks (skiplock.http,
-skiplock.export) that `skiplock dev` serves. Point a worker at them with
+and `math`, and under the names people know from other job systems, `webhook`,
+`data_export`, `email` and `image_resize`, which hand their work to the built-in
+tasks (skiplock.http, skiplock.export, skiplock.email, skiplock.image.resize) that
+`skiplock dev` serves. Point a worker at them with
 `skiplock worker --app skiplock.demo:app --builtins`."""
 
 from __future__ import annotations
@@ -130,3 +131,45 @@ def data_export(
     """Write a named query's rows to a file through the built-in skiplock.export (under
     `skiplock dev`: jobs_by_status, or recent_jobs with {"hours": N})."""
     return builtin("skiplock.export")(ctx, query=query, params=params or {}, format=format)
+
+
+@app.task(
+    name="email",
+    args_schema={
+        "type": "object",
+        "properties": {
+            "to": {"type": "string"},
+            "subject": {"type": "string"},
+            "text": {"type": "string"},
+        },
+        "required": ["to"],
+        "additionalProperties": False,
+    },
+)
+def email(ctx: JobContext, to: str, subject: str = "Hello from skiplock", text: str = "") -> Any:
+    """Send a plain-text message through the built-in skiplock.email (under `skiplock dev`:
+    to dev's mail catcher, saved as .eml in DATA_DIR/mail)."""
+    message = text or f"Sent by job {ctx.id}."
+    return builtin("skiplock.email")(ctx, to=[to], subject=subject, text=message)
+
+
+@app.task(
+    name="image_resize",
+    args_schema={
+        "type": "object",
+        "properties": {
+            "source": {"type": "string"},
+            "url": {"type": "string"},
+            "output": {"type": "string"},
+            "width": {"type": "integer", "minimum": 1},
+            "height": {"type": "integer", "minimum": 1},
+        },
+        "required": ["output"],
+        "additionalProperties": False,
+    },
+    max_attempts=3,
+)
+def image_resize(ctx: JobContext, output: str, **args: Any) -> Any:
+    """Resize an image through the built-in skiplock.image.resize (under `skiplock dev`:
+    from DATA_DIR/images/in, or a URL, into DATA_DIR/images/out)."""
+    return builtin("skiplock.image.resize")(ctx, output=output, **args)

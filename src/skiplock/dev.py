@@ -49,9 +49,15 @@ def start_embedded(data_dir: Path) -> str:
 def dev_builtins(data_dir: Path) -> dict[str, Any]:
     """The built-ins' settings of `skiplock dev` when no file is given: http may reach
     loopback (a receiver on this machine; never allowed by default elsewhere), exports
-    land in DATA_DIR/exports, and two read-only queries over the jobs are there to try."""
+    land in DATA_DIR/exports, two read-only queries over the jobs are there to try, and
+    images are resized from DATA_DIR/images/in into DATA_DIR/images/out (made here).
+    Mail goes to dev's mail catcher (builtins.mail_catcher), which sets up email."""
+    images = {"input_dir": data_dir / "images" / "in", "output_dir": data_dir / "images" / "out"}
+    for folder in images.values():
+        folder.mkdir(parents=True, exist_ok=True)
     return {
         "http": {"allow": ["127.0.0.0/8", "::1"]},
+        "image": {key: str(folder) for key, folder in images.items()},
         "export": {
             "folder": str(data_dir / "exports"),
             "queries": {

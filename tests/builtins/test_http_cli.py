@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import tomllib
 from click.testing import CliRunner
 from local_http import LocalServer
 
@@ -124,28 +125,42 @@ def test_a_worker_of_the_builtins_alone_runs_an_http_job_enqueued_from_sql(
     assert names == [("skiplock.export",), ("skiplock.http",)]
 
 
-def test_dev_serves_the_builtins_and_its_demo_webhook_and_data_export(
+def test_dev_serves_the_builtins_and_its_demo_webhook_data_export_email_and_image_resize(
     dsn: str, server: LocalServer, tmp_path: Path, conn: psycopg.Connection
 ) -> None:
+    from PIL import Image
+
     env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_BUILTINS_CONFIG"}
+    (tmp_path / "images" / "in").mkdir(parents=True)
+    Image.new("RGB", (400, 200), (0, 128, 0)).save(tmp_path / "images" / "in" / "photo.png")
+    demo_jobs = {
+        "webhook": {"url": server.url + "/hook", "payload": {"a": 1}},
+        "data_export": {"query": "recent_jobs", "params": {"hours": 1}},
+        "email": {"to": "ada@example.com", "subject": "Welcome"},
+        "image_resize": {"source": "photo.png", "output": "thumb.png", "width": 100},
+    }
     with run_dev(dsn, "--data-dir", str(tmp_path), env=env) as dev:
-        hook = dev.api.post(
-            "/api/v1/jobs",
-            json={"task": "webhook", "args": {"url": server.url + "/hook", "payload": {"a": 1}}},
-        )
-        export = dev.api.post(
-            "/api/v1/jobs",
-            json={"task": "data_export", "args": {"query": "recent_jobs", "params": {"hours": 1}}},
-        )
-        assert hook.status_code == export.status_code == 201, (hook.text, export.text)
-        hook_status, hook_result = wait_until(lambda: finished(conn, hook.json()["id"]), 60)
-        export_status, export_result = wait_until(lambda: finished(conn, export.json()["id"]), 60)
-    assert (hook_status, hook_result["status"]) == ("succeeded", 200)  # type: ignore[index]
+        ids = {}
+        for task, args in demo_jobs.items():
+            answer = dev.api.post("/api/v1/jobs", json={"task": task, "args": args})
+            assert answer.status_code == 201, (task, answer.text)
+            ids[task] = answer.json()["id"]
+        outcomes = {
+            task: wait_until(lambda job_id=job_id: finished(conn, job_id), 60)
+            for task, job_id in ids.items()
+        }
+    for task, (status, result) in outcomes.items():  # type: ignore[misc]
+        assert status == "succeeded", (task, result)
+    assert outcomes["webhook"][1]["status"] == 200  # type: ignore[index]
     assert json.loads(server.requests[0].body) == {"a": 1}
-    assert export_status == "succeeded", export_result
-    path = Path(export_result["path"])  # type: ignore[index]
+    path = Path(outcomes["data_export"][1]["path"])  # type: ignore[index]
     assert path.parent == (tmp_path / "exports").resolve()
     assert path.read_text().splitlines()[0] == "id,task,status,created_at"
+    (mail,) = (tmp_path / "mail").glob("*.eml")
+    assert "Subject: Welcome" in mail.read_text() and "ada@example.com" in mail.read_text()
+    thumb = outcomes["image_resize"][1]  # type: ignore[index]
+    assert (thumb["width"], thumb["height"]) == (100, 50)
+    assert Path(thumb["output"]).parent == (tmp_path / "images" / "out").resolve()
 
 
 DOCS = Path(__file__).parents[2] / "docs" / "builtins.md"
@@ -160,7 +175,7 @@ def test_the_documented_settings_and_sql_examples_hold(
 ) -> None:
     import skiplock
 
-    (toml,) = blocks("toml")
+    (toml,) = [block for block in blocks("toml") if block.startswith("[http]")]
     folder = tmp_path / "exports"
     config = tmp_path / "builtins.toml"
     config.write_text(toml.replace("/var/lib/skiplock/exports", str(folder)))
@@ -170,7 +185,9 @@ def test_the_documented_settings_and_sql_examples_hold(
     try:
         app.serve_builtins(config)
         assert set(app.tasks) == {"skiplock.http", "skiplock.export"}
-        for statement in blocks("sql"):
+        examples = [b for b in blocks("sql") if "skiplock.http" in b or "skiplock.export" in b]
+        assert examples
+        for statement in examples:
             # each example's args pass the task's own schema, as the API would check them
             (args,) = [json.loads(s.split("'", 1)[0]) for s in statement.split(",\n  '")[1:]]
             task = statement.split("'")[1]
@@ -178,6 +195,22 @@ def test_the_documented_settings_and_sql_examples_hold(
             assert conn.execute(statement).fetchone()[0] > 0
     finally:
         app.close()
+
+
+def test_the_documented_email_and_image_tables_are_valid_settings(tmp_path: Path) -> None:
+    from skiplock.builtins import email, image
+
+    tables = {}
+    for block in blocks("toml"):
+        for path in ("/srv/uploads", "/srv/thumbs", "/srv/mail-templates"):
+            (tmp_path / path.rsplit("/", 1)[1]).mkdir(exist_ok=True)
+            block = block.replace(path, str(tmp_path / path.rsplit("/", 1)[1]))
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_text("")
+        tables.update(tomllib.loads(block.replace("/etc/ssl/private-ca.pem", str(ca_file))))
+    assert {"http", "export", "email", "image"} <= set(tables)
+    email.EmailSettings.from_section(tables["email"])
+    image.ImageSettings.from_section(tables["image"])
 
 
 def test_producers_and_the_cli_start_without_the_http_client() -> None:

@@ -28,7 +28,16 @@ def app(dsn: str) -> Any:
 
 
 def test_the_demo_tasks_are_registered_by_name() -> None:
-    assert set(demo_app.tasks) == {"echo", "sleep", "fail", "math", "webhook", "data_export"}
+    assert set(demo_app.tasks) == {
+        "echo",
+        "sleep",
+        "fail",
+        "math",
+        "webhook",
+        "data_export",
+        "email",
+        "image_resize",
+    }
 
 
 def test_echo_returns_its_args(app: App) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CONFIG_ENV = "SKIPLOCK_BUILTINS_CONFIG"
 PREFIX = "skiplock."  # of every built-in task's name
 # The modules of skiplock.builtins that register tasks, in the order they do.
-MODULES = ("http", "export")
+MODULES = ("http", "export", "email", "image")
 
 
 def load_settings(path: str | Path | None = None) -> dict[str, Any]:
@@ -69,7 +69,8 @@ def check_sections(settings: Mapping[str, Any]) -> None:
 
 def register_builtins(app: App, settings: Mapping[str, Any]) -> None:
     """Register every built-in module's tasks on `app`, each from its section of
-    `settings` (missing: its defaults), replacing those of an earlier call. A bad
+    `settings` (missing: its defaults; a module that has required settings, NEEDS_SETTINGS,
+    only with its section), replacing those of an earlier call. A bad
     setting raises ConfigError and leaves the app as it was."""
     check_sections(settings)
     tasks, destinations = dict(app.tasks), app.destinations
@@ -78,7 +79,10 @@ def register_builtins(app: App, settings: Mapping[str, Any]) -> None:
     try:
         for name in MODULES:
             module = importlib.import_module(f"skiplock.builtins.{name}")
-            module.register(app, settings.get(name, {}))
+            # a module that cannot run on defaults (email needs a sender, image a folder)
+            # is served only when its table is given
+            if name in settings or not getattr(module, "NEEDS_SETTINGS", False):
+                module.register(app, settings.get(name, {}))
     except BaseException:
         app.tasks, app.destinations = tasks, destinations
         raise

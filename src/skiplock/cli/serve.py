@@ -309,8 +309,12 @@ def dev(
     with connect(dsn, check=False) as conn:
         migrate(conn)
     # once the database is up: a dev that stops sooner leaves the app (a module's) as it was
+    mail_catcher = None
     if not no_builtins:
         app.serve_builtins(builtins_config or dev_builtins(data_dir))
+        from skiplock.builtins.mail_catcher import start_for_dev
+
+        mail_catcher = start_for_dev(app, data_dir / "mail")
     settings.configure(app, dsn, from_command_line(ctx, "listen_dsn", listen_dsn))
     from skiplock.api.auth import AuthConfig, hash_token, new_token
     from skiplock.passwords import hash_password
@@ -337,6 +341,7 @@ def dev(
             token=token,
             webhook_secret=made_secret,
             user_password=password if made else None,
+            mail=mail_catcher.banner_line() if mail_catcher else None,
         )
     )
     asyncio.run(
@@ -372,6 +377,7 @@ def banner(
     token: str | None = None,
     webhook_secret: str | None = None,
     user_password: str | None = None,
+    mail: str | None = None,
 ) -> str:
     url = base_url(host, port)
     sql = "SELECT skiplock.enqueue('echo', '{\\\"message\\\":\\\"hi\\\"}')"
@@ -400,6 +406,7 @@ def banner(
                 if webhook_secret
                 else []
             ),
+            *([mail] if mail else []),
             "",
             "enqueue a job:",
             f'  psql "{dsn}" -c "{sql}"',
