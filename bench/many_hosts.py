@@ -1,7 +1,10 @@
 """Drain throughput with the worker processes on 1, 2 and 4 "hosts" against one PostgreSQL.
 
-    sudo python bench/many_hosts.py [--jobs 50000] [--workers 4] [--hosts 1,2,4]
-                                    [--rounds 3] [--concurrency 200] [--json out.json]
+    python bench/many_hosts.py [--jobs 50000] [--workers 4] [--hosts 1,2,4] [--rounds 3]
+                               [--concurrency 200] [--json out.json] [--notify-probe N]
+
+(as root). --notify-probe N also measures how many one-row transactions N connections
+commit per second at once, with and without a NOTIFY in each (see docs/scaling.md).
 
 Each host is a network namespace joined to the root namespace by a veth pair
 (tests/faults/hosts.py); its workers reach PostgreSQL only over that link. The total
@@ -28,6 +31,8 @@ import argparse
 import json
 import statistics
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,6 +141,62 @@ class LayoutBench(Bench):
         return measured
 
 
+def commit_rate(dsn: str, clients: int, seconds: float, *, notify: bool) -> float:
+    """Committed one-row INSERTs per second from `clients` autocommit connections at once,
+    each alone or with a NOTIFY in the same transaction (as an enqueue and a finish send
+    one). A transaction that sent a NOTIFY holds a lock that is global to the server from
+    just before its commit until after it, WAL flush included; plain commits share their
+    flushes (group commit)."""
+    statement = (
+        "WITH i AS (INSERT INTO public.commit_probe DEFAULT VALUES RETURNING 1)"
+        " SELECT pg_notify('commit_probe', '') FROM i"
+        if notify
+        else "INSERT INTO public.commit_probe DEFAULT VALUES"
+    )
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(clients)]
+    counts = [0] * clients
+    go = threading.Barrier(clients + 1)
+
+    def run(i: int) -> None:
+        go.wait()
+        while time.monotonic() < deadline:
+            conns[i].execute(statement)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    deadline = started + seconds
+    go.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    for conn in conns:
+        conn.close()
+    return sum(counts) / elapsed
+
+
+def commit_probe(dsn: str, *, clients: int, rounds: int, seconds: float = 5.0) -> list[str]:
+    """Commits/s without and with a NOTIFY per transaction, interleaved rounds: a table."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.commit_probe (id bigserial)")
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for notify in (False, True):
+            rates[notify].append(commit_rate(dsn, clients, seconds, notify=notify))
+    lines = [
+        f"\none-row INSERT commits/s from {clients} connections at once, {rounds} rounds:",
+        "| transaction | commits/s min / median / max |",
+        "|---|---|",
+    ]
+    for notify, label in ((False, "INSERT"), (True, "INSERT + NOTIFY")):
+        values = sorted(rates[notify])
+        cells = (values[0], statistics.median(values), values[-1])
+        lines.append(f"| {label} | {' / '.join(f'{v:,.0f}' for v in cells)} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=50_000)
@@ -145,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--no-loopback", action="store_true", help="skip the loopback layout")
     parser.add_argument("--json", type=Path, default=None, help="write the rounds here")
+    parser.add_argument(
+        "--notify-probe",
+        type=int,
+        default=0,
+        metavar="CLIENTS",
+        help="also measure commits/s of CLIENTS connections with and without a NOTIFY",
+    )
     opts = parser.parse_args(argv)
     counts = [int(n) for n in opts.hosts.split(",")]
     for n in counts:
@@ -182,9 +250,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                         flush=True,
                     )
                 loads.append(load_average())
+            probe = (
+                commit_probe(server.dsn, clients=opts.notify_probe, rounds=opts.rounds)
+                if opts.notify_probe
+                else []
+            )
     finally:
         server.destroy()
     report(opts, layouts, rounds, loads)
+    print("\n".join(probe))
 
 
 def report(
