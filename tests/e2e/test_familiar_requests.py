@@ -78,7 +78,7 @@ def test_familiar_requests_for_tasks_dev_does_not_serve(dsn: str) -> None:
         email = dev.api.post(
             "/api/v1/jobs",
             json={
-                "type": "email",
+                "type": "newsletter",
                 "queue": "notifications",
                 "payload": {"to": "user@example.com", "subject": "Hi"},
                 "max_retries": 5,
@@ -108,11 +108,11 @@ def test_familiar_requests_for_tasks_dev_does_not_serve(dsn: str) -> None:
         )
         resize = dev.api.post(
             "/api/v1/jobs",
-            json={"type": "image_resize", "payload": {"width": 800}, "priority": "normal"},
+            json={"type": "thumbnail", "payload": {"width": 800}, "priority": "normal"},
         )
         assert resize.status_code == 201, resize.text
         assert dev.api.get(f"/api/v1/jobs/{resize.json()['id']}").json()["priority"] == 0
-        short = dev.api.post("/jobs", json={"type": "email", "payload": {"to": "a@b.c"}})
+        short = dev.api.post("/jobs", json={"type": "newsletter", "payload": {"to": "a@b.c"}})
         assert short.status_code == 201 and short.json()["id"], short.text
 
         critical = dev.api.post(
