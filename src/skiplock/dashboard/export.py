@@ -64,7 +64,7 @@ async def job_rows(
     statement reading one window of SCAN_WINDOW ids (as the list does) and in its own
     short transaction (none is held open while the client reads); then, when the search
     stopped at EXPORT_SCAN ids, {"searched_to": the lowest id searched}."""
-    span = await api.run(store.job_id_span())
+    span = await api.run(store.job_id_span(filters.statuses))
     top, floor = id_window(span, None)
     newest, sent = top, 0
     while sent <= limit:

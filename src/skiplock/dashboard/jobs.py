@@ -123,7 +123,7 @@ async def jobs_page(request: Request) -> Response:
     filters, given = job_filter(request)
     api = dashboard_of(request).api
     pattern = who.principal.queue_pattern
-    span = await api.run(store.job_id_span())
+    span = await api.run(store.job_id_span(filters.statuses))
     top, floor = id_window(span, before_of(request))
     call = store.list_job_previews(
         replace(filters, id_above=floor),

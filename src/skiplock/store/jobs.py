@@ -145,10 +145,24 @@ def _check_statuses(filters: JobFilter) -> None:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
 
 
-def job_id_span() -> Call[tuple[int, int] | None]:
-    """The lowest and highest job id anywhere (six index probes); None without jobs."""
+# Where a job of each status lives: unfinished in the hot table, finished in the
+# history, failed in the dead letters.
+STATUS_TABLES = {
+    **{status: "jobs" for status in ("waiting", "scheduled", "queued", "running", "retrying")},
+    **{status: "job_history" for status in ("succeeded", "cancelled", "expired")},
+    "failed": "dead_jobs",
+}
+
+
+def job_id_span(statuses: Sequence[str] = ()) -> Call[tuple[int, int] | None]:
+    """The lowest and highest id of the jobs that can have one of `statuses` (any: every
+    job), two index probes a table; None without such jobs. A search of finished jobs
+    then starts at the newest finished one, not above a backlog of queued ones."""
+    _check_statuses(JobFilter(statuses=statuses))
+    tables = sorted({STATUS_TABLES[s] for s in statuses} or set(STATUS_TABLES.values()))
+    spans = " UNION ALL ".join(f"SELECT min(id), max(id) FROM skiplock.{t}" for t in tables)
     return Call(
-        "SELECT min(id), max(id) FROM skiplock.all_jobs",
+        f"SELECT min(s.min), max(s.max) FROM ({spans}) s",
         (),
         lambda rows: None if rows[0][0] is None else (rows[0][0], rows[0][1]),
     )
