@@ -65,14 +65,18 @@ async def job_rows(
     short transaction (none is held open while the client reads); then, when the search
     stopped at EXPORT_SCAN ids, {"searched_to": the lowest id searched}."""
     span = await api.run(store.job_id_span(filters.statuses))
-    top, floor = id_window(span, None)
-    newest, sent = top, 0
+    window = id_window(span, None)
+    top, newest, sent = window.top, window.top, 0
     while sent <= limit:
         batch = min(BATCH, limit + 1 - sent)
-        window = replace(filters, id_above=floor)
         rows = await api.run(
             store.list_job_previews(
-                window, pattern, sort="id", descending=True, after=(top, top), limit=batch
+                replace(filters, id_above=window.floor, id_below=window.top),
+                pattern,
+                sort="id",
+                descending=True,
+                after=(top, top),
+                limit=batch,
             )
         )
         for row in rows:
@@ -81,12 +85,13 @@ async def job_rows(
         if len(rows) == batch:
             top = rows[-1]["id"]
             continue
-        if floor is None:
+        if not window.older:
             return
-        if newest - floor - 1 >= EXPORT_SCAN:
-            yield {"searched_to": floor + 1}
+        if newest - window.floor - 1 >= EXPORT_SCAN:
+            yield {"searched_to": window.floor + 1}
             return
-        top, floor = id_window(span, floor + 1)
+        window = id_window(span, window.floor + 1)
+        top = window.top
 
 
 def json_line(row: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@ errors per attempt, dependencies, an attempt's log), with its retry and cancel a
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -104,15 +104,27 @@ def before_of(request: Request) -> int | None:
     return before
 
 
-def id_window(span: tuple[int, int] | None, before: int | None) -> tuple[int, int | None]:
-    """The ids one search reads: (top, floor), floor < id < top, SCAN_WINDOW of them
-    below `before` (or the newest); floor is None when the window reaches the oldest."""
-    if span is None:
-        return (1 if before is None else before), None
+@dataclass(frozen=True)
+class Window:
+    """The ids one search reads, floor < id < top (bounded on every table, whatever the
+    filter); `older` when ids below it were left for a next search."""
+
+    top: int
+    floor: int
+    older: bool
+
+
+def id_window(span: tuple[int, int] | None, before: int | None) -> Window:
+    """SCAN_WINDOW ids below `before` (or above the newest of `span`, the lowest and
+    highest id of the tables the filter can match)."""
+    if span is None:  # no job there: an empty window
+        return Window(top=1, floor=0, older=False)
     lowest, highest = span
     top = highest + 1 if before is None else min(before, highest + 1)
     floor = top - SCAN_WINDOW - 1
-    return top, (floor if floor >= lowest else None)
+    if floor < lowest:
+        return Window(top=top, floor=lowest - 1, older=False)
+    return Window(top=top, floor=floor, older=True)
 
 
 async def jobs_page(request: Request) -> Response:
@@ -124,19 +136,22 @@ async def jobs_page(request: Request) -> Response:
     api = dashboard_of(request).api
     pattern = who.principal.queue_pattern
     span = await api.run(store.job_id_span(filters.statuses))
-    top, floor = id_window(span, before_of(request))
+    window = id_window(span, before_of(request))
     call = store.list_job_previews(
-        replace(filters, id_above=floor),
+        replace(filters, id_above=window.floor, id_below=window.top),
         pattern,
         sort="id",
         descending=True,
-        after=(top, top),
+        after=(window.top, window.top),
         limit=PAGE_SIZE + 1,
     )
     rows = await api.run(call)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
+    # every id the filter can match fits in one window: count them, within those ids
     exact = span is None or span[1] - span[0] < SCAN_WINDOW
+    if span is not None and exact:
+        filters = replace(filters, id_above=span[0] - 1, id_below=span[1] + 1)
     matching = await api.run(store.count_jobs(filters, pattern, exact=exact))
     context = {
         "jobs": rows,
@@ -146,7 +161,7 @@ async def jobs_page(request: Request) -> Response:
         "exact": exact,
         "next_before": rows[-1]["id"] if more else None,
         # nothing more in this window, but older jobs were not searched yet
-        "searched_to": floor + 1 if not more and floor is not None else None,
+        "searched_to": window.floor + 1 if not more and window.older else None,
     }
     return render(request, "jobs.html", context, who=who)
 

@@ -87,8 +87,8 @@ def list_jobs(
 @dataclass(frozen=True)
 class JobFilter:
     """Which jobs a page lists; None (or empty) means "any". `args` and `meta` are
-    documents the job's value must contain (job_search.containment); `id_above` bounds a
-    page's search to the ids above it (the dashboard's scan window)."""
+    documents the job's value must contain (job_search.containment); `id_above` and
+    `id_below` bound a search to the ids between them (the dashboard's scan window)."""
 
     statuses: Sequence[str] = ()
     queue: str | None = None
@@ -101,6 +101,7 @@ class JobFilter:
     args: Mapping[str, Any] | None = None
     meta: Mapping[str, Any] | None = None
     id_above: int | None = None
+    id_below: int | None = None
 
 
 # The filters as conditions on all_jobs, each true when its parameter is NULL: the
@@ -118,6 +119,7 @@ _FILTER_SQL = (
     "   AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)"
     "   AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)"
     "   AND (%(id_above)s::bigint IS NULL OR id > %(id_above)s)"
+    "   AND (%(id_below)s::bigint IS NULL OR id < %(id_below)s)"
     "   AND skiplock.queue_matches(queue, %(queue_pattern)s)"
 )
 
@@ -135,6 +137,7 @@ def _filter_params(filters: JobFilter, queue_pattern: str | None) -> dict[str, A
         "args": None if filters.args is None else Jsonb(filters.args),
         "meta": None if filters.meta is None else Jsonb(filters.meta),
         "id_above": filters.id_above,
+        "id_below": filters.id_below,
         "queue_pattern": queue_pattern,
     }
 
