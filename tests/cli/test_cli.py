@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from skiplock import App
 from skiplock.cli import main
-from skiplock.cli.serve import banner
+from skiplock.cli.dev import banner
 from skiplock.cli.worker import app_queues
 
 WORKER = uuid.UUID("00000000-0000-4000-8000-00000000c11e")

@@ -13,7 +13,7 @@ import skiplock
 from skiplock import store
 from skiplock.api import AuthConfig, create_app
 from skiplock.cli import main
-from skiplock.cli.serve import banner
+from skiplock.cli.dev import banner
 
 
 def run(dsn: str, *args: str) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from dev_process import run_dev
 from skiplock import store
 from skiplock.cli import main
-from skiplock.cli.serve import banner
+from skiplock.cli.dev import banner
 from skiplock.passwords import check_password
 
 PASSWORD = "correct horse battery staple"

@@ -23,7 +23,7 @@ from dashboard_checks import PASSWORD, add_user, csrf_of
 
 from conftest import wait_until
 from skiplock.cli import main
-from skiplock.cli.serve import banner
+from skiplock.cli.dev import banner
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "skiplock" / "dashboard"

@@ -7,6 +7,7 @@ from skiplock.cli import (  # noqa: F401  (imported to register their commands)
     audit,
     bench,
     dead_letters,
+    dev,
     enqueue,
     history,
     jobs,
