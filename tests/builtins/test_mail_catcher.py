@@ -19,7 +19,7 @@ from conftest import wait_until
 from dev_process import run_dev
 from skiplock import App
 from skiplock.builtins.email import EMAIL_TASK, register
-from skiplock.builtins.mail_catcher import PREFERRED_PORT, MailCatcher, point_email_at
+from skiplock.builtins.mail_catcher import HOST, PREFERRED_PORT, MailCatcher, point_email_at
 from skiplock.testing import run_jobs
 
 
@@ -174,3 +174,19 @@ def test_skiplock_dev_catches_the_mail_it_sends(dsn: str, tmp_path: Path) -> Non
             json={"task": EMAIL_TASK, "args": {"to": [], "subject": "S", "text": "x"}},
         )
         assert refused.status_code == 422 and "args.to" in refused.text
+
+
+def test_the_smtp_servers_chatter_stays_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per message is dev's to say; aiosmtpd's per-command INFO lines are not."""
+    catcher = MailCatcher(tmp_path)
+    with caplog.at_level(logging.INFO):
+        catcher.start()
+        try:
+            with smtplib.SMTP(HOST, catcher.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody")
+        finally:
+            catcher.stop()
+    assert [r for r in caplog.records if r.name == "mail.log"] == []
+    assert any("mail to b@example.com" in r.getMessage() for r in caplog.records)

@@ -48,6 +48,9 @@ class MailCatcher:
         """Listen (in a thread of its own); ImportError without aiosmtpd."""
         from aiosmtpd.controller import Controller
 
+        # aiosmtpd logs every SMTP command at INFO ("mail.log"): dev says one line per
+        # message instead (_SaveToFolder), and keeps the server's warnings
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.folder.mkdir(parents=True, exist_ok=True)
         ports = [PREFERRED_PORT, _free_port()] if _is_free(PREFERRED_PORT) else [_free_port()]
         for port in ports:
