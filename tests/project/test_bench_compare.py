@@ -1,0 +1,98 @@
+"""bench/compare.py runs every peer at its documented best: PgQueuer as its CLI and its
+benchmark tool run it (asyncpg on uvloop, `pgq autovac`, batch sizes 10 / 100 / 500),
+and the table reports each system's best configuration by name. These check the
+harness's configuration, never a timing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def comparison() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("comparison")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_pgqueuer_is_run_on_asyncpg_and_uvloop_at_three_batch_sizes(
+    comparison: ModuleType,
+) -> None:
+    peer = importlib.import_module("comparison.pgqueuer_peer")
+    assert sorted(peer.VARIANTS.values()) == [10, 100, 500]
+    assert (peer.DRIVER, peer.EVENT_LOOP) == ("asyncpg", "uvloop")
+    assert peer.INSTALL_COMMANDS == (("install",), ("autovac",))
+    peers = importlib.import_module("comparison.peers").PEERS
+    assert list(peers) == ["skiplock", "pgqueuer", "procrastinate", "raw-sql"]
+    assert sorted(peers["skiplock"].VARIANTS.values()) == [50, 200]
+
+
+def url(dsn: str) -> str:
+    """The DSN as a URL, the form pgqueuer's CLI and asyncpg take (compare.py's own are)."""
+    p = conninfo_to_dict(dsn)
+    return f"postgresql://{p['user']}@/{p['dbname']}?host={p['host']}&port={p['port']}"
+
+
+def test_pgqueuer_worker_runs_on_uvloop_with_an_asyncpg_connection(
+    comparison: ModuleType, empty_dsn: str
+) -> None:
+    dsn = url(empty_dsn)
+    uvloop = pytest.importorskip("uvloop")
+    asyncpg = pytest.importorskip("asyncpg")
+    pytest.importorskip("pgqueuer")
+    peer = importlib.import_module("comparison.pgqueuer_peer")
+    peer.install(dsn)
+    with psycopg.connect(dsn) as conn:
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'pgqueuer'"
+        ).fetchone()
+    assert options is not None
+    assert {"autovacuum_vacuum_scale_factor=0.01", "fillfactor=70"} <= set(options[0])
+
+    class Ready(Exception):
+        pass
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def ready() -> None:  # called by the worker once its PgQueuer is built
+        loops.append(asyncio.get_running_loop())
+        raise Ready
+
+    with pytest.raises(Ready):
+        peer.worker(dsn, "batch 500", ready, lambda stamp: None)
+    assert isinstance(loops[0], uvloop.Loop)
+
+    async def connection_type() -> type:
+        connection = await peer.connect(dsn)
+        await connection.close()
+        return type(connection)
+
+    assert issubclass(asyncio.run(connection_type()), asyncpg.Connection)
+
+
+def test_the_table_names_each_systems_best_configuration(comparison: ModuleType) -> None:
+    report = importlib.import_module("comparison.report")
+    results = {
+        "pgqueuer": {
+            "batch 10": {"drain-20k": [4.0, 5.0, 6.0], "latency-ack-p50-ms": [3.0]},
+            "batch 100": {"drain-20k": [8.0, 9.0, 7.0], "latency-ack-p50-ms": [2.0]},
+            "batch 500": {"drain-20k": [1.0, 2.0, 3.0], "latency-ack-p50-ms": [4.0]},
+        }
+    }
+    assert report.best(results["pgqueuer"], "drain-20k") == ("batch 100", [8.0, 9.0, 7.0])
+    assert report.best(results["pgqueuer"], "latency-ack-p50-ms")[0] == "batch 100"
+    rows = {key: cells for key, _, cells in report.rows(results)}
+    assert rows["drain-20k"] == ["**8.00** (7.00 to 9.00), batch 100"]
