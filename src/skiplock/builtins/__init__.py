@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,15 @@ def check_sections(settings: Mapping[str, Any]) -> None:
             )
         if not isinstance(value, Mapping):
             raise ConfigError(f"built-ins section {key} must be a table, got {value!r}")
+
+
+def check_keys(table: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """ConfigError naming the first key of `table` (at `where`, e.g. "http") that is not
+    one of `known`, and the keys that are."""
+    allowed = sorted(known)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key} is not a setting: use {', '.join(allowed)}")
 
 
 def register_builtins(app: App, settings: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import jinja2.sandbox
 
+from skiplock.builtins import check_keys
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError, Discard
 
@@ -108,11 +109,7 @@ class EmailSettings:
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> EmailSettings:
         """The settings of an `[email]` table; ConfigError naming the key that is wrong."""
-        unknown = sorted(set(section) - SETTING_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"email.{unknown[0]} is not a setting; known: {', '.join(sorted(SETTING_KEYS))}"
-            )
+        check_keys(section, SETTING_KEYS, "email")
         sender = _text(section, "from")
         if sender is None:
             raise ConfigError("email.from is required: the address messages are sent from")

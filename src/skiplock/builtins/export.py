@@ -31,6 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from skiplock.builtins import check_keys
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError, Discard
 
@@ -93,10 +94,7 @@ class ExportSettings:
     @classmethod
     def parse(cls, section: Mapping[str, Any]) -> ExportSettings:
         """The settings of `section`; ConfigError naming the key otherwise."""
-        known = {"folder", "max_rows", "statement_timeout", "dsn", "queries"}
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"export.{key} is not a setting: use {', '.join(sorted(known))}")
+        check_keys(section, ("folder", "max_rows", "statement_timeout", "dsn", "queries"), "export")
         folder = section.get("folder", str(cls.folder))
         if not isinstance(folder, str) or not folder:
             raise ConfigError(f"export.folder must be a directory path, got {folder!r}")
@@ -127,9 +125,7 @@ def _query(name: str, spec: Any) -> Query:
         raise ConfigError(f"{where}: a query's name is [a-z][a-z0-9_]*, at most 63 characters")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where} must be a table {{sql, params}}, got {spec!r}")
-    for key in spec:
-        if key not in ("sql", "params"):
-            raise ConfigError(f"{where}.{key} is not a setting: use sql, params")
+    check_keys(spec, ("sql", "params"), where)
     sql = spec.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError(f"{where}.sql must be the query's text, got {sql!r}")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from skiplock.builtins import check_keys
 from skiplock.context import JobContext
 from skiplock.destinations import DestinationRefused, Destinations
 from skiplock.errors import ConfigError, Discard, Retry
@@ -104,10 +105,7 @@ class HttpSettings:
     @classmethod
     def parse(cls, section: Mapping[str, Any]) -> HttpSettings:
         """The settings of `section`; ConfigError naming the key otherwise."""
-        known = {"allow", "secrets", "max_body_bytes", "max_redirects"}
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"http.{key} is not a setting: use {', '.join(sorted(known))}")
+        check_keys(section, ("allow", "secrets", "max_body_bytes", "max_redirects"), "http")
         allowed = allowed_destinations(section)
         secrets = {name: _secret(name, spec) for name, spec in _table(section, "secrets").items()}
         return cls(
@@ -296,9 +294,7 @@ def _secret(name: str, spec: Any) -> Secret:
     where = f"http.secrets.{name}"
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where} must be a table {{header, env, prefix}}, got {spec!r}")
-    for key in spec:
-        if key not in ("header", "env", "prefix"):
-            raise ConfigError(f"{where}.{key} is not a setting: use header, env, prefix")
+    check_keys(spec, ("header", "env", "prefix"), where)
     values = {key: spec.get(key, "") for key in ("header", "env", "prefix")}
     for key, value in values.items():
         if not isinstance(value, str) or (key != "prefix" and not value):

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
+from skiplock.builtins import check_keys
 from skiplock.context import JobContext
 from skiplock.destinations import DestinationRefused, Destinations
 from skiplock.errors import ConfigError, Discard
@@ -80,11 +81,7 @@ class ImageSettings:
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ImageSettings:
         """The settings of an `[image]` table; ConfigError naming the key that is wrong."""
-        unknown = sorted(set(section) - SETTING_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"image.{unknown[0]} is not a setting; known: {', '.join(sorted(SETTING_KEYS))}"
-            )
+        check_keys(section, SETTING_KEYS, "image")
         output_dir = _folder(section, "output_dir")
         if output_dir is None:
             raise ConfigError("image.output_dir is required: the folder resized images go to")
