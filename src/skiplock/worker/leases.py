@@ -80,10 +80,7 @@ class Leases:
 
         async def beat() -> None:
             nonlocal last
-            # `every` sleeps `interval` after a beat ends (less after a failure): late is
-            # how much longer the loop took to wake this one. Measured from the end of the
-            # last beat, so its own wait (a dead link) does not count as a blocked loop.
-            late = loop.time() - last - interval
+            late, last = loop.time() - last - interval, loop.time()
             if late > s.lease / 2:
                 # Nothing ran on the loop meanwhile (a handler that never yields): the
                 # leases may have lapsed and the jobs been rescued elsewhere.
@@ -97,10 +94,7 @@ class Leases:
                 )
             # A beat that waits longer than its interval for a connection is late anyway:
             # fail it (and say so) and try again, rather than queue behind a dead link.
-            try:
-                await self.heartbeat_once(wait=interval)
-            finally:
-                last = loop.time()
+            await self.heartbeat_once(wait=interval)
 
         # The first beat at once: it records the lease the worker's health is judged by.
         await every(self._health, "heartbeat", interval, beat, at_once=True)
