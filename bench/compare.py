@@ -102,7 +102,7 @@ async def measure_round(
                     record(variant, f"{name}-p50-ms", statistics.median(samples))
                     record(variant, f"{name}-p99-ms", scenarios.percentile(samples, 0.99))
         if opts.drain_1m and system == "skiplock" and number == 1:
-            variant = "concurrency 200"
+            variant = "concurrency 500"
             producer.reset()
             target = scenarios.Target(HERE, system, variant, producer)
             record(variant, "drain-1000k", await scenarios.drain(target, MILLION, 5_000))

@@ -292,8 +292,14 @@ $$;
 -- job_history or dead_jobs: add them to queue_totals, and tell result waiters (channel
 -- skiplock_finished, payload the comma-separated ids, or '*' when too many for one
 -- payload).
+-- Its plans are cached (plan_cache_mode = auto): it fires inside the finish functions,
+-- which plan every statement per call (force_custom_plan), a setting a trigger inherits;
+-- statements over the transition table alone gain nothing from that, and planning them
+-- each time cost as much as running them. The same holds for the other finish triggers.
 CREATE OR REPLACE FUNCTION skiplock._jobs_finished() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = auto
+AS $$
 DECLARE
     v_ids text;
 BEGIN

@@ -83,7 +83,9 @@ $$;
 -- One compaction in about a thousand statements keeps the table bounded even when
 -- nothing scrapes it.
 CREATE OR REPLACE FUNCTION skiplock._count_finished_jobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = auto  -- see _jobs_finished
+AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_duration_bounds();
 BEGIN

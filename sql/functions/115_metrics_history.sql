@@ -68,7 +68,9 @@ $$;
 -- minute NULL: kept, never moved to the history), the monotonic counters /metrics
 -- exports, so a scrape never sums the history.
 CREATE OR REPLACE FUNCTION skiplock._count_job_waits() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = auto  -- see _jobs_finished
+AS $$
 DECLARE
     v_bounds float8[] := skiplock.job_wait_bounds();
 BEGIN

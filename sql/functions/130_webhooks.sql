@@ -15,7 +15,9 @@
 -- (job_id, delivery_id) goes into webhook_deliveries in the same statement, from the
 -- ids the INSERT returns.
 CREATE OR REPLACE FUNCTION skiplock._enqueue_webhooks() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = auto  -- see _jobs_finished
+AS $$
 BEGIN
     -- The common case: no callback here, and no INSERT (whose own triggers would fire).
     IF NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.callback_url IS NOT NULL) THEN

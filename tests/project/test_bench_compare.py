@@ -37,7 +37,7 @@ def test_pgqueuer_is_run_on_asyncpg_and_uvloop_at_three_batch_sizes(
     assert peer.INSTALL_COMMANDS == (("install",), ("autovac",))
     peers = importlib.import_module("comparison.peers").PEERS
     assert list(peers) == ["skiplock", "pgqueuer", "procrastinate", "raw-sql"]
-    assert sorted(peers["skiplock"].VARIANTS.values()) == [50, 200]
+    assert sorted(peers["skiplock"].VARIANTS.values()) == [200, 500]
 
 
 def url(dsn: str) -> str:

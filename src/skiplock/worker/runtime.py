@@ -29,6 +29,7 @@ from skiplock.worker.claim_bound import ClaimBound
 from skiplock.worker.completer import Completer
 from skiplock.worker.deadline import wait_event
 from skiplock.worker.executor import JobThreads, Outcome, execute
+from skiplock.worker.heap import freeze_startup_objects, unfreeze
 from skiplock.worker.job_logs import JobLogWriter, capture_job_logs
 from skiplock.worker.leases import Leases, Running, StopReason
 from skiplock.worker.listener import Listener
@@ -47,6 +48,7 @@ CANCEL_CHANNEL = "skiplock_cancel"
 CONTROL_CHANNEL = "skiplock_control"
 # The loops a claimed job depends on: while one is stalled the worker claims nothing.
 JOB_LOOPS = ("heartbeat", "completer")
+STOP_WORDS = {"cancel": "cancelled", "lost": "lease lost", "shutdown": "shutdown"}
 
 
 async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -135,6 +137,7 @@ class Worker:
                 asyncio.create_task(self.listener.run(), name="listener"),
                 asyncio.create_task(self.listener.probe_forever(), name="probe"),
             ]
+        frozen = freeze_startup_objects() if s.freeze_startup_objects else False
         self.started.set()
         log.info(
             "worker %s started: queues=%s concurrency=%d",
@@ -152,6 +155,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._close()
+            unfreeze(frozen)
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -298,8 +302,7 @@ class Worker:
         return jobs
 
     async def _call(self, call: store.Call[Any], *, wait: float | None = None) -> Any:
-        """Run `call` on a pooled connection, waiting at most `wait` seconds for one (the
-        pool's timeout when None; PoolTimeout, a connection error, past it)."""
+        """Run `call` on a pooled connection; PoolTimeout past `wait` s (None: the pool's)."""
         assert self._pool is not None
         async with self._pool.connection(timeout=wait) as conn:
             return await call.arun(conn)
@@ -451,11 +454,7 @@ class Worker:
         running.ctx.cancelled.set()
         if running.handle is not None:
             running.handle.cancel()
-        log.info(
-            "job %d %s: stopping its handler",
-            job_id,
-            {"cancel": "cancelled", "lost": "lease lost", "shutdown": "shutdown"}[reason],
-        )
+        log.info("job %d %s: stopping its handler", job_id, STOP_WORDS[reason])
 
     async def _drain_running(self) -> None:
         handles = [r.handle for r in self._running.values() if r.handle]
@@ -464,9 +463,9 @@ class Worker:
             await asyncio.wait(handles, timeout=self._grace)
         for job_id in list(self._running):
             self._stop_job(job_id, "shutdown")
-        remaining = [r.handle for r in self._running.values() if r.handle]
-        if remaining:
-            await asyncio.gather(*remaining, return_exceptions=True)
+        await asyncio.gather(
+            *(r.handle for r in self._running.values() if r.handle), return_exceptions=True
+        )
 
     async def _written(self, written: list[tuple[Outcome, str]]) -> None:
         reported = []

@@ -44,6 +44,9 @@ class WorkerSettings:
     job_log_max_lines: int = store.JOB_LOG_MAX_LINES
     job_log_max_bytes: int = store.JOB_LOG_MAX_BYTES
     job_log_interval: float = 0.2
+    # Leave the objects that exist once the worker is up out of the cyclic garbage
+    # collector's walks while it runs (see worker/heap.py).
+    freeze_startup_objects: bool = True
 
     def validate(self) -> None:
         if not self.queues:
