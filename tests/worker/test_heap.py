@@ -6,9 +6,9 @@ from __future__ import annotations
 import gc
 
 import pytest
+from test_worker import run_worker
 
 import skiplock
-from test_worker import run_worker
 
 
 @pytest.fixture
