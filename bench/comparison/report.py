@@ -125,18 +125,24 @@ def markdown(results: Results, meta: dict[str, Any], configs: dict[str, str]) ->
     if ratios:
         lines += ["", "skiplock / PgQueuer, medians, each at its best: " + ", ".join(ratios) + "."]
     ceiling_lines = []
+    # the one-connection ceiling: one worker process against what one connection can do
+    # (the producer's figures are the same for every configuration)
+    raw = results.get("raw-sql", {})
+    one_connection = {**raw.get("", {}), **raw.get("1 connection", {})}
     for s in systems:
         if s == "raw-sql":
             continue
         shares = []
-        for key in throughput_units(results):
-            value, ceiling = median_of(results, s, key), median_of(results, "raw-sql", key)
+        # (not steady: its rate is the producer's)
+        for key in (k for k in throughput_units(results) if not k.startswith("steady")):
+            value, ceiling = median_of(results, s, key), one_connection.get(key)
             if value and ceiling:
+                ceiling = statistics.median(ceiling)
                 shares.append(f"{key} {100 * value / ceiling:.0f}%")
         if shares:
             ceiling_lines.append(f"- {s}: " + ", ".join(shares))
     if ceiling_lines:
-        lines += ["", "Share of the raw-SQL ceiling (medians):", "", *ceiling_lines]
+        lines += ["", "Share of the one-connection raw-SQL ceiling (medians):", "", *ceiling_lines]
     lines += ["", "Configuration:", ""]
     lines += [f"- {s}: {configs[s]}" for s in systems]
     return "\n".join(lines)
