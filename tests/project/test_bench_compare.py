@@ -96,3 +96,25 @@ def test_the_table_names_each_systems_best_configuration(comparison: ModuleType)
     assert report.best(results["pgqueuer"], "latency-ack-p50-ms")[0] == "batch 100"
     rows = {key: cells for key, _, cells in report.rows(results)}
     assert rows["drain-20k"] == ["**8.00** (7.00 to 9.00), batch 100"]
+
+
+def test_shares_are_of_the_one_connection_ceiling_and_leave_out_steady(
+    comparison: ModuleType,
+) -> None:
+    report = importlib.import_module("comparison.report")
+    results = {
+        "skiplock": {
+            "concurrency 500": {"drain-20k": [40.0], "steady-100": [50.0]},
+            "": {"bulk-enqueue": [30.0]},
+        },
+        "raw-sql": {
+            "1 connection": {"drain-20k": [100.0], "steady-100": [10.0]},
+            "2 connections": {"drain-20k": [200.0], "steady-100": [20.0]},
+            "": {"bulk-enqueue": [60.0]},
+        },
+    }
+    meta = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18"}
+    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
+    text = report.markdown(results, meta, {"skiplock": "", "raw-sql": ""})
+    assert "- skiplock: drain-20k 40%, bulk-enqueue 50%" in text
+    assert "steady-100 " not in text.split("Share of the one-connection")[1]
