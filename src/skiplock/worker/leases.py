@@ -75,16 +75,8 @@ class Leases:
     async def heartbeat_forever(self) -> None:
         s = self._settings
         interval = s.heartbeat_interval or s.lease / 3
-        loop = asyncio.get_running_loop()
-        last = loop.time()
 
         async def beat() -> None:
-            nonlocal last
-            late, last = loop.time() - last - interval, loop.time()
-            if late > s.lease / 2:
-                # Nothing ran on the loop meanwhile (a handler that never yields): the
-                # leases may have lapsed and the jobs been rescued elsewhere.
-                log.warning("worker %s: event loop was blocked for %.1f s", self._worker_id, late)
             stuck = self._threads.stuck()
             if stuck:
                 log.warning(
@@ -109,9 +101,20 @@ class Leases:
         # still saves the job, as long as no rescue came first. And never before two
         # beats were missed: a heartbeat interval as long as the lease is a choice.
         older_than = max(s.lease, 2 * (s.heartbeat_interval or s.lease / 3))
+        loop = asyncio.get_running_loop()
+        last = loop.time()
 
         async def watch() -> None:
+            nonlocal last
+            # This loop does no I/O, so a wake-up far later than its step means nothing
+            # ran on the event loop meanwhile (a handler that never yields): the leases
+            # may have lapsed and the jobs been rescued elsewhere. (The heartbeat's own
+            # clock cannot tell: a beat waiting on a dead link looks just as late.)
+            late = loop.time() - last - step
+            if late > s.lease / 2:
+                log.warning("worker %s: event loop was blocked for %.1f s", self._worker_id, late)
             self.stop_lapsed_jobs(older_than=older_than)
+            last = loop.time()
 
         await every(self._health, "leases", step, watch)
 
