@@ -28,18 +28,10 @@ def install(dsn: str) -> None:
 
 async def open_producer(dsn: str) -> Producer:
     import skiplock
-    from skiplock.bench import JOB_TABLES
+    from skiplock.bench import truncate_job_tables_sql
 
     with psycopg.connect(dsn) as sync:
-        present = [
-            row[0]
-            for row in sync.execute(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = 'skiplock' AND tablename = ANY(%s)",
-                (list(JOB_TABLES),),
-            )
-        ]
-    truncate = "TRUNCATE " + ", ".join(f"skiplock.{t}" for t in present)
+        truncate = truncate_job_tables_sql(sync)
     app = skiplock.App(dsn)
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 

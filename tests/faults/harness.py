@@ -536,11 +536,14 @@ class VethLink:
     error, exactly a cable pulled or a switch gone. Use as a context manager: the
     namespace and the link are removed on exit, whatever happened."""
 
-    def __init__(self) -> None:
-        tag = os.getpid() % 100_000
+    def __init__(self, tag: str | None = None, subnet: str | None = None) -> None:
+        """`tag` names the namespace and the interfaces (default: from our pid; interface
+        names have at most 15 characters), `subnet` the /30's first three octets."""
+        pid = os.getpid() % 100_000
+        tag = tag or str(pid)
         self.ns = f"skiplock-{tag}"
-        self.host_if, self.ns_if = f"skl{tag}h", f"skl{tag}n"  # names: at most 15 chars
-        subnet = f"10.213.{tag % 250}"
+        self.host_if, self.ns_if = f"skl{tag}h", f"skl{tag}n"
+        subnet = subnet or f"10.213.{pid % 250}"
         self.host_ip, self.ns_ip = f"{subnet}.1", f"{subnet}.2"
 
     @staticmethod
@@ -577,6 +580,11 @@ class VethLink:
 
     def up(self) -> None:
         self._ip("link", "set", self.host_if, "up")
+
+    def pids(self) -> list[int]:
+        """The processes inside the namespace."""
+        done = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
+        return [int(pid) for pid in done.stdout.split()]
 
     def close(self) -> None:
         # Deleting the namespace destroys its veth end, and with it the pair; the host

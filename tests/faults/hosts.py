@@ -14,10 +14,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PgServer
+from harness import PgServer, VethLink
 
 HERE = Path(__file__).resolve().parent
 SUBNET = "10.200"  # the hosts' /30s are carved from 10.200.0.0/16, one third octet each
@@ -28,34 +27,13 @@ def _ip(*args: str) -> str:
     return done.stdout
 
 
-@dataclass
-class Host:
-    """One namespace and its link: `server_ip` is the root side, `ip` the host's own."""
+class Host(VethLink):
+    """One namespace and its link (harness.VethLink): `host_ip` is the root side, where
+    PostgreSQL listens, `ns_ip` the host's own."""
 
-    index: int
-    ns: str
-    root_if: str
-    ns_if: str
-    server_ip: str
-    ip: str
-
-    @property
-    def prefix(self) -> list[str]:
-        """Command prefix that runs a program on this host (`ip netns exec` execs it, so
-        the process id is the program's own)."""
-        return ["ip", "netns", "exec", self.ns]
-
-    def down(self) -> None:
-        """Pull the cable: packets to and from the host vanish, nothing is refused."""
-        _ip("link", "set", self.root_if, "down")
-
-    def up(self) -> None:
-        _ip("link", "set", self.root_if, "up")
-
-    def pids(self) -> list[int]:
-        """The processes inside this host's namespace (all started by whoever made it)."""
-        done = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
-        return [int(pid) for pid in done.stdout.split()]
+    def __init__(self, index: int, tag: str, subnet: str) -> None:
+        super().__init__(tag, subnet)
+        self.index = index
 
 
 class Hosts:
@@ -71,16 +49,9 @@ class Hosts:
     def __enter__(self) -> Hosts:
         try:
             for index, octet in enumerate(self._free_octets()):
-                host = Host(
-                    index=index,
-                    ns=f"skiplock-{self.tag}-h{index}",
-                    root_if=f"sk{self.tag}r{index}",
-                    ns_if=f"sk{self.tag}n{index}",
-                    server_ip=f"{SUBNET}.{octet}.1",
-                    ip=f"{SUBNET}.{octet}.2",
-                )
+                host = Host(index, f"{self.tag}x{index}", f"{SUBNET}.{octet}")
                 self.hosts.append(host)
-                self._make(host)
+                host.__enter__()
         except BaseException:
             self.close()
             raise
@@ -111,21 +82,6 @@ class Hosts:
                 return free
         raise RuntimeError(f"no free /30 left in {SUBNET}.0.0/16")
 
-    @staticmethod
-    def _make(host: Host) -> None:
-        # leftovers of a killed earlier run with the same pid
-        subprocess.run(["ip", "netns", "del", host.ns], capture_output=True, timeout=30)
-        subprocess.run(["ip", "link", "del", host.root_if], capture_output=True, timeout=30)
-        _ip("netns", "add", host.ns)
-        _ip("link", "add", host.root_if, "type", "veth", "peer", "name", host.ns_if)
-        _ip("link", "set", host.ns_if, "netns", host.ns)
-        _ip("addr", "add", f"{host.server_ip}/30", "dev", host.root_if)
-        _ip("link", "set", host.root_if, "up")
-        inside = ("netns", "exec", host.ns, "ip")
-        _ip(*inside, "addr", "add", f"{host.ip}/30", "dev", host.ns_if)
-        _ip(*inside, "link", "set", host.ns_if, "up")
-        _ip(*inside, "link", "set", "lo", "up")
-
     def close(self) -> None:
         for host in self.hosts:
             for pid in host.pids():
@@ -133,28 +89,25 @@ class Hosts:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            # Deleting the namespace destroys its end of the pair and with it the pair;
-            # the root end is deleted too in case the namespace was already gone.
-            subprocess.run(["ip", "netns", "del", host.ns], capture_output=True, timeout=30)
-            subprocess.run(["ip", "link", "del", host.root_if], capture_output=True, timeout=30)
+            host.close()
         self.hosts = []
 
 
 def serve_hosts(server: PgServer, hosts: Hosts) -> None:
     """Make `server` listen on every host's link as well as loopback, and let each
     host's address in (trust, as for loopback: a test server); restarts it."""
-    addresses = ",".join(["127.0.0.1", *(host.server_ip for host in hosts)])
+    addresses = ",".join(["127.0.0.1", *(host.host_ip for host in hosts)])
     with (server.pgdata / "postgresql.conf").open("a") as conf:
         conf.write(f"listen_addresses = '{addresses}'\n")
     with (server.pgdata / "pg_hba.conf").open("a") as hba:
-        hba.writelines(f"host all all {host.ip}/32 trust\n" for host in hosts)
+        hba.writelines(f"host all all {host.ns_ip}/32 trust\n" for host in hosts)
     server.stop()
     server.start()
 
 
 def host_dsn(server: PgServer, host: Host) -> str:
     """The DSN a process on `host` uses: PostgreSQL over that host's link."""
-    return f"host={host.server_ip} port={server.port} user={server.user} dbname=postgres"
+    return f"host={host.host_ip} port={server.port} user={server.user} dbname=postgres"
 
 
 class HostWorkers:

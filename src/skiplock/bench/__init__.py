@@ -34,7 +34,7 @@ reads of PostgreSQL's statistics views; no job changes state outside the SQL API
 """
 
 from skiplock.bench.handlers import HANDLERS, QUEUE, app
-from skiplock.bench.harness import JOB_TABLES, Bench, Measured
+from skiplock.bench.harness import JOB_TABLES, Bench, Measured, truncate_job_tables_sql
 from skiplock.bench.measure import load_average
 from skiplock.bench.processes import BenchError, WorkerProcesses, embedded_dsn
 from skiplock.bench.report import render_soak, render_table
@@ -58,4 +58,5 @@ __all__ = [
     "render_soak",
     "render_table",
     "serve",
+    "truncate_job_tables_sql",
 ]

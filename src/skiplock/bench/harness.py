@@ -49,6 +49,18 @@ JOB_TABLES = (
 )
 
 
+def truncate_job_tables_sql(conn: psycopg.Connection[Any]) -> str:
+    """The TRUNCATE of those JOB_TABLES this database has."""
+    present = [
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'skiplock' AND tablename = ANY(%s)",
+            (list(JOB_TABLES),),
+        )
+    ]
+    return "TRUNCATE " + ", ".join(f"skiplock.{name}" for name in present)
+
+
 @dataclass
 class Measured:
     """One round of one scenario: named figures, and raw samples for plots."""
@@ -90,15 +102,7 @@ class Bench:
 
     def reset(self) -> None:
         with self.connect() as conn:
-            present = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT tablename FROM pg_tables"
-                    " WHERE schemaname = 'skiplock' AND tablename = ANY(%s)",
-                    (list(JOB_TABLES),),
-                )
-            ]
-            conn.execute("TRUNCATE " + ", ".join(f"skiplock.{name}" for name in present))
+            conn.execute(truncate_job_tables_sql(conn))
             store.resume_queue(QUEUE).run(conn)
             conn.execute("VACUUM ANALYZE skiplock.jobs")
 
