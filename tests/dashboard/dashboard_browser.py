@@ -19,6 +19,7 @@ from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -134,9 +135,19 @@ class Page:
     def wait(self, condition: Callable[[], Any]) -> Any:
         # a page being replaced (a click that navigates) drops the elements being read
         ignored = (StaleElementReferenceException, NoSuchElementException)
+
+        def attempt(_: Any) -> Any:
+            try:
+                return condition()
+            except WebDriverException as exc:
+                # chromedriver's other word for it, when the node goes mid-read
+                if "does not belong to the document" in str(exc.msg):
+                    return False
+                raise
+
         return WebDriverWait(
             self.driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=ignored
-        ).until(lambda _: condition())
+        ).until(attempt)
 
     def wait_for_text(self, text: str) -> None:
         try:
