@@ -253,7 +253,7 @@ $$;
 
 -- enqueue: add one job; returns its id. Joins the caller's transaction: rolled back, no
 -- job. Parameters are named for use as `queue => 'emails'`. Each option left NULL takes
--- the task's published default (_task_defaults: one primary-key lookup), then the
+-- the task's published default (one primary-key lookup in skiplock.tasks), then the
 -- built-in one (queue 'default', priority 0, max_attempts the queue's else 20 as
 -- _default_max_attempts says, on_dependency_failure 'fail'): NULL is "not given", so a
 -- caller who passes 'default' keeps it. run_at and delay add up (run_at defaults to
@@ -300,18 +300,18 @@ DECLARE
     v_id bigint;
     v_scope skiplock.unique_scope;
     v_missing bigint[];
-    v_task jsonb := skiplock._task_defaults(task);
-    -- checked before anything is written (a unique key, for one)
-    v_callback_url skiplock.callback_url := coalesce(callback_url, v_task ->> 'callback_url');
 BEGIN
     IF unique_key IS NOT NULL THEN
+        -- the callback URL is checked before the key is written
+        PERFORM coalesce(enqueue.callback_url,
+                         skiplock._task_defaults(task) ->> 'callback_url')::skiplock.callback_url;
         v_scope := CASE WHEN unique_for IS NOT NULL THEN 'period'
                         ELSE coalesce(unique_scope, 'active') END;
         IF unique_scope IS NOT NULL AND unique_for IS NOT NULL AND unique_scope <> 'period' THEN
             RAISE EXCEPTION 'unique_for goes with unique_scope ''period'', got %', unique_scope
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        v_id := nextval(pg_get_serial_sequence('skiplock.jobs', 'id'));
+        v_id := nextval('skiplock.jobs_id_seq'::regclass);
         INSERT INTO skiplock.unique_keys AS k (key, job_id, scope, period)
         VALUES (unique_key, v_id, v_scope, unique_for)
         ON CONFLICT (key) DO UPDATE
@@ -333,36 +333,39 @@ BEGIN
         END IF;
     END IF;
 
+    -- The task's published defaults (t) are read in the INSERT itself: a lookup of its
+    -- own before it cost a tenth of a single enqueue's server time (bench/insert_costs.py).
     INSERT INTO skiplock.jobs (id, task, args, queue, priority, run_at, max_attempts,
                                retry_policy, timeout, tags, meta, unique_key, expires_at,
                                depends_on, on_dependency_failure, state, callback_url)
-    VALUES (coalesce(v_id, nextval(pg_get_serial_sequence('skiplock.jobs', 'id'))),
-            enqueue.task, coalesce(enqueue.args, '{}'),
-            coalesce(enqueue.queue, v_task ->> 'queue', 'default'),
-            coalesce(enqueue.priority, (v_task ->> 'priority')::integer, 0),
-            coalesce(enqueue.run_at, now())
-                + coalesce(enqueue.delay, make_interval(secs => (v_task ->> 'delay')::float8),
-                           interval '0'),
-            coalesce(enqueue.max_attempts, (v_task ->> 'max_attempts')::integer,
-                     (SELECT m FROM skiplock._default_max_attempts(
-                         coalesce(enqueue.queue, v_task ->> 'queue', 'default')) m)),
-            coalesce(enqueue.retry_policy, v_task -> 'retry_policy'),
-            coalesce(enqueue.timeout, make_interval(secs => (v_task ->> 'timeout')::float8)),
-            CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
-                 ELSE ARRAY(SELECT jsonb_array_elements_text(coalesce(v_task -> 'tags', '[]')))
-            END,
-            CASE WHEN enqueue.meta IS NOT NULL AND enqueue.meta <> '{}' THEN enqueue.meta
-                 ELSE coalesce(v_task -> 'meta', '{}') END,
-            enqueue.unique_key,
-            coalesce(enqueue.expires_at,
-                     now() + coalesce(enqueue.expires_in,
-                                      make_interval(secs => (v_task ->> 'expires_in')::float8))),
-            nullif(enqueue.depends_on, '{}'),
-            coalesce(enqueue.on_dependency_failure, v_task ->> 'on_dependency_failure', 'fail')
-            ::skiplock.dependency_policy,
-            CASE WHEN cardinality(enqueue.depends_on) > 0 THEN 'waiting' ELSE 'queued' END
-            ::skiplock.job_state,
-            v_callback_url)
+    SELECT coalesce(v_id, nextval('skiplock.jobs_id_seq'::regclass)),
+           enqueue.task, coalesce(enqueue.args, '{}'), o.queue,
+           coalesce(enqueue.priority, (t.defaults ->> 'priority')::integer, 0),
+           coalesce(enqueue.run_at, now())
+               + coalesce(enqueue.delay, make_interval(secs => (t.defaults ->> 'delay')::float8),
+                          interval '0'),
+           coalesce(enqueue.max_attempts, (t.defaults ->> 'max_attempts')::integer,
+                    (SELECT m FROM skiplock._default_max_attempts(o.queue) m)),
+           coalesce(enqueue.retry_policy, t.defaults -> 'retry_policy'),
+           coalesce(enqueue.timeout, make_interval(secs => (t.defaults ->> 'timeout')::float8)),
+           CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
+                ELSE ARRAY(SELECT jsonb_array_elements_text(coalesce(t.defaults -> 'tags', '[]')))
+           END,
+           CASE WHEN enqueue.meta IS NOT NULL AND enqueue.meta <> '{}' THEN enqueue.meta
+                ELSE coalesce(t.defaults -> 'meta', '{}') END,
+           enqueue.unique_key,
+           coalesce(enqueue.expires_at,
+                    now() + coalesce(enqueue.expires_in,
+                                     make_interval(secs => (t.defaults ->> 'expires_in')::float8))),
+           nullif(enqueue.depends_on, '{}'),
+           coalesce(enqueue.on_dependency_failure, t.defaults ->> 'on_dependency_failure', 'fail')
+           ::skiplock.dependency_policy,
+           CASE WHEN cardinality(enqueue.depends_on) > 0 THEN 'waiting' ELSE 'queued' END
+           ::skiplock.job_state,
+           coalesce(enqueue.callback_url, t.defaults ->> 'callback_url')
+    FROM (SELECT) one
+    LEFT JOIN skiplock.tasks t ON t.name = enqueue.task
+    CROSS JOIN LATERAL (SELECT coalesce(enqueue.queue, t.queue, 'default') AS queue) o
     RETURNING id INTO v_id;
 
     IF cardinality(depends_on) > 0 THEN

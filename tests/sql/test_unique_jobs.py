@@ -147,3 +147,11 @@ def test_bulk_takes_unique_keys_job_by_job_in_input_order(conn: psycopg.Connecti
     assert conn.execute(
         "SELECT scope::text, period FROM skiplock.unique_keys WHERE key = 'p'"
     ).fetchone() == ("period", timedelta(hours=1))
+
+
+def test_a_bad_callback_url_raises_even_when_the_key_is_held(conn: psycopg.Connection) -> None:
+    holder = enqueue(conn, "k")
+    with pytest.raises(psycopg.errors.CheckViolation, match="callback_url_http"):
+        enqueue(conn, "k", callback_url="ftp://example.com/hook")
+    assert enqueue(conn, "k") == holder
+    assert job_count(conn) == 1
