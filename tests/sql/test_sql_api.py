@@ -314,6 +314,16 @@ BAD_ENQUEUES = [
         id="timeout",
     ),
     pytest.param("SELECT skiplock.enqueue(NULL)", "task", id="null-task"),
+    pytest.param(
+        'SELECT skiplock.insert_jobs(\'[{}]\', \'{"task": "t", "queues": "a", "delay": 1}\')',
+        r"unknown option\(s\) delay, queues\n",
+        id="insert-jobs-unknown-options",
+    ),
+    pytest.param(
+        'SELECT skiplock.insert_jobs(\'[{}]\', \'{"task": "t", "queue": "a", "x": 1}\')',
+        r"unknown option\(s\) x\n",
+        id="insert-jobs-one-unknown-beside-known",
+    ),
 ]
 
 
