@@ -48,6 +48,7 @@ ROW_TABLE = "public.skiplock_bench_job_row"
 # a job as a producer that resolved its options sends it (no insert-time resolution)
 PLAIN_COLUMNS = "(task, args, queue, priority, max_attempts)"
 PLAIN_VALUES = "'noop', '{}', 'default', 0, 20"
+TRIGGER_OFF = "ALTER TABLE skiplock.jobs DISABLE TRIGGER jobs_inserted"
 NOTIFY_ONLY_TRIGGER = """
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -90,8 +91,17 @@ def plain_insert(table: str) -> tuple[str, Callable[[int], str]]:
     )
 
 
-def run_all(conn: psycopg.Connection[Any], sql: str) -> None:
-    conn.execute(sql.encode())
+def running(sql: str) -> Callable[[psycopg.Connection[Any]], None]:
+    """A rung's setup that runs `sql` (several statements may be given)."""
+
+    def setup(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(sql.encode())
+
+    return setup
+
+
+def nothing(conn: psycopg.Connection[Any]) -> None:
+    """The setup of a rung that measures the schema as migrated."""
 
 
 def insert_jobs(n: int) -> str:
@@ -122,20 +132,17 @@ def pgqueuer_rung() -> Rung | None:
             sql = sql.replace(f"${number}", f"({arrays[number - 1]})")
         return sql + " INTO v_first"
 
-    return Rung(lambda conn: run_all(conn, install), enqueue(1), enqueue)
+    return Rung(running(install), enqueue(1), enqueue)
 
 
 def rungs() -> dict[str, Rung]:
-    def trigger_off(conn: psycopg.Connection[Any]) -> None:
-        conn.execute("ALTER TABLE skiplock.jobs DISABLE TRIGGER jobs_inserted")
-
     jobs_one, jobs_many = plain_insert("skiplock.jobs")
     found = {
         "row": Rung(row_table, *plain_insert(ROW_TABLE)),
-        "jobs": Rung(trigger_off, jobs_one, jobs_many),
-        "notify": Rung(lambda conn: run_all(conn, NOTIFY_ONLY_TRIGGER), jobs_one, jobs_many),
-        "trigger": Rung(lambda conn: None, jobs_one, jobs_many),
-        "enqueue": Rung(lambda conn: None, "PERFORM skiplock.enqueue('noop')", insert_jobs),
+        "jobs": Rung(running(TRIGGER_OFF), jobs_one, jobs_many),
+        "notify": Rung(running(NOTIFY_ONLY_TRIGGER), jobs_one, jobs_many),
+        "trigger": Rung(nothing, jobs_one, jobs_many),
+        "enqueue": Rung(nothing, "PERFORM skiplock.enqueue('noop')", insert_jobs),
     }
     pgqueuer = pgqueuer_rung()
     if pgqueuer is not None:

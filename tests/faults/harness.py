@@ -551,6 +551,10 @@ class VethLink:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
     def __enter__(self) -> VethLink:
+        return self.open()
+
+    def open(self) -> VethLink:
+        """Make the namespace and the link (what `with` does on entry)."""
         self.close()  # leftovers of a killed earlier run with the same pid
         try:
             self._ip("netns", "add", self.ns)

@@ -51,7 +51,7 @@ class Hosts:
             for index, octet in enumerate(self._free_octets()):
                 host = Host(index, f"{self.tag}x{index}", f"{SUBNET}.{octet}")
                 self.hosts.append(host)
-                host.__enter__()
+                host.open()
         except BaseException:
             self.close()
             raise
