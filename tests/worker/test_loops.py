@@ -22,6 +22,7 @@ from skiplock import store
 from skiplock.api import create_app
 from skiplock.worker import Worker
 from skiplock.worker.loops import LoopHealth
+from skiplock.worker.maintenance import Maintenance
 
 
 @contextlib.contextmanager
@@ -162,6 +163,35 @@ def test_each_loop_survives_a_non_connection_error(
         )
     app.close()
     assert loop_errors(caplog, what)[0].exc_info is not None
+
+
+def test_the_worker_stops_when_a_loop_swallowed_the_cancel(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop's step returns as if never cancelled (asyncio.wait_for on Python 3.11, in
+    psycopg_pool's wait for a free connection, drops a cancel that meets the connection
+    arriving): the worker cancels it again and stops."""
+    app = skiplock.App(dsn)
+    inside = asyncio.Event()
+    swallowed: list[str] = []
+
+    async def swallows_the_first_cancel(self: Maintenance) -> list[int]:
+        if not swallowed:
+            inside.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed.append("cancel")  # and returns, as wait_for does
+        return []
+
+    monkeypatch.setattr(Maintenance, "schedule_once", swallows_the_first_cancel)
+
+    async def body(worker: Worker) -> None:
+        await asyncio.wait_for(inside.wait(), 20)
+
+    run_worker(app, body, schedule_interval=0.1)
+    app.close()
+    assert swallowed == ["cancel"]
 
 
 def test_a_stalled_completer_makes_the_worker_unhealthy_and_stop_claiming(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from skiplock.cancelling import cancel_and_wait
 from skiplock.waiter import FINISHED_CHANNEL
 
 log = logging.getLogger("skiplock.api")
@@ -68,8 +69,7 @@ class Notifications:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         self.listening.clear()
         self.backend_pid = None

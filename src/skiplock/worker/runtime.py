@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from skiplock import store
 from skiplock.app import App
+from skiplock.cancelling import cancel_and_wait
 from skiplock.config import with_dead_peer_detection
 from skiplock.context import JobContext
 from skiplock.jobs import ClaimedJob
@@ -151,9 +152,7 @@ class Worker:
             await self._completer.flush()
             await self._job_logs.flush()
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_and_wait(*background)
             await self._close()
             unfreeze(frozen)
             if install_signal_handlers:
@@ -398,8 +397,7 @@ class Worker:
             assert self._job_logs is not None
             await self._job_logs.flush()  # of jobs that lost their lease: no outcome
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await cancel_and_wait(writer)
         return len(jobs)
 
     async def close(self) -> None:
