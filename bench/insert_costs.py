@@ -17,6 +17,9 @@ one-row statement (--statements of them; microseconds a statement) and a stateme
              NOTIFY naming the queues with ready jobs
 - enqueue    skiplock.enqueue (one row) and skiplock.insert_jobs (many): the SQL API a
              client calls: task defaults, SECURITY DEFINER with its search_path
+- resolve    a plain `INSERT INTO skiplock.jobs (task, args)`, as from psql, a SQL
+             trigger or another language: the trigger rung plus the UPDATE that gives
+             the rows the options they left out (_resolve_jobs)
 - pgqueuer   PgQueuer's own enqueue statement on its own tables and trigger (its
              install query, in the same rolled-back transaction); only when the `bench`
              extra is installed
@@ -81,13 +84,12 @@ def row_table(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"ALTER TABLE {ROW_TABLE} ADD PRIMARY KEY (id)")
 
 
-def plain_insert(table: str) -> tuple[str, Callable[[int], str]]:
+def plain_insert(
+    table: str, columns: str = PLAIN_COLUMNS, values: str = PLAIN_VALUES
+) -> tuple[str, Callable[[int], str]]:
     return (
-        f"INSERT INTO {table} {PLAIN_COLUMNS} VALUES ({PLAIN_VALUES})",
-        lambda n: (
-            f"INSERT INTO {table} {PLAIN_COLUMNS}"
-            f" SELECT {PLAIN_VALUES} FROM generate_series(1, {n})"
-        ),
+        f"INSERT INTO {table} {columns} VALUES ({values})",
+        lambda n: f"INSERT INTO {table} {columns} SELECT {values} FROM generate_series(1, {n})",
     )
 
 
@@ -143,6 +145,7 @@ def rungs() -> dict[str, Rung]:
         "notify": Rung(running(NOTIFY_ONLY_TRIGGER), jobs_one, jobs_many),
         "trigger": Rung(nothing, jobs_one, jobs_many),
         "enqueue": Rung(nothing, "PERFORM skiplock.enqueue('noop')", insert_jobs),
+        "resolve": Rung(nothing, *plain_insert("skiplock.jobs", "(task, args)", "'noop', '{}'")),
     }
     pgqueuer = pgqueuer_rung()
     if pgqueuer is not None:
