@@ -71,64 +71,80 @@ AS $$
     WHERE j.id = ANY (p_ids)
 $$;
 
+-- _jobs_created (internal): n jobs of task p_task went into queue p_queue: count them
+-- (`created`) and register the queue if it is new. The one place both ways in take:
+-- the insert trigger for each (queue, task) of a statement, enqueue for its one job.
+-- The queues INSERT runs only for a queue with no row yet: even when it inserts nothing
+-- it is a noticeable share of a single-job insert. A queue another transaction is
+-- registering (its row not committed yet) counts as new, and the INSERT waits for that
+-- transaction.
+CREATE OR REPLACE FUNCTION skiplock._jobs_created(p_queue text, p_task text, p_n bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO skiplock.job_counts (queue, task, event, n)
+    VALUES (p_queue, p_task, 'created', p_n);
+    IF NOT EXISTS (SELECT 1 FROM skiplock.queues q WHERE q.name = p_queue) THEN
+        INSERT INTO skiplock.queues (name) VALUES (p_queue) ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+
 -- _jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
--- count: resolve the rows that left options out (_resolve_jobs), count them
--- (`created`, by queue and task), register the queues not seen before, and wake the
--- workers with one NOTIFY on skiplock_jobs whose payload is the comma-separated queues
--- that got ready jobs, or '*' when that would not fit in a NOTIFY payload
--- (_wake_workers). Plain INSERTs and COPY from any language wake workers through it.
+-- count: resolve the rows that left options out (_resolve_jobs), take each (queue,
+-- task) of the statement through _jobs_created, and wake the workers with one NOTIFY
+-- on skiplock_jobs naming the queues that got ready jobs (_wake_workers). Plain INSERTs
+-- and COPY from any language wake workers through it. The rows are grouped once, so
+-- the trigger's work follows the number of groups, not of rows; the groups go in the
+-- order of their names, so that two statements registering the same new queues take
+-- them in one order and never wait for each other in a circle.
 --
--- The inserted rows are grouped once by (queue, task) and everything is done from the
--- groups, so the trigger's work follows the number of groups, not of rows. The queues
--- INSERT runs only for queues with no row yet: even when it inserts nothing it is a
--- noticeable share of a single-job insert. A queue another transaction is registering
--- (its row not committed yet) counts as new, and the INSERT waits for that transaction.
+-- skiplock.enqueue does this for its own INSERT itself (the trigger's statements, run
+-- from a transition table, cost a one-job call several times what enqueue's do on
+-- values it holds; docs/performance.md): it turns skiplock.enqueuing on for its INSERT,
+-- and the trigger's WHEN skips that INSERT when it runs outside any trigger. An
+-- enqueue called from a trigger, or an INSERT made by a trigger while enqueue's runs,
+-- goes through the trigger as any other.
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_new text[];
+    v_groups refcursor;
+    v_group record;
     v_queues text;
+    v_last text;
 BEGIN
-    -- One pass over the rows finds any to resolve; resolving producers send none, and
-    -- their statements take the branch below that reads only the transition table.
     IF EXISTS (SELECT 1 FROM new_rows r
                WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL) THEN
         PERFORM skiplock._resolve_jobs(ARRAY(
             SELECT r.id FROM new_rows r
             WHERE r.queue IS NULL OR r.priority IS NULL OR r.max_attempts IS NULL));
         -- the resolved values, read back by primary key
-        WITH inserted AS (
+        OPEN v_groups FOR
             SELECT j.queue, j.task, count(*) AS n,
                    bool_or(j.state = 'queued' AND j.run_at <= now()) AS ready
             FROM skiplock.jobs j
             WHERE j.id = ANY (ARRAY(SELECT r.id FROM new_rows r))
             GROUP BY j.queue, j.task
-        ), counted AS (
-            INSERT INTO skiplock.job_counts (queue, task, event, n)
-            SELECT i.queue, i.task, 'created', i.n FROM inserted i
-        )
-        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
-               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
-        INTO v_new, v_queues
-        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+            ORDER BY j.queue, j.task;
     ELSE
-        WITH inserted AS (
+        -- resolving producers send no row to resolve: the transition table alone
+        OPEN v_groups FOR
             SELECT r.queue, r.task, count(*) AS n,
                    bool_or(r.state = 'queued' AND r.run_at <= now()) AS ready
             FROM new_rows r
             GROUP BY r.queue, r.task
-        ), counted AS (
-            INSERT INTO skiplock.job_counts (queue, task, event, n)
-            SELECT i.queue, i.task, 'created', i.n FROM inserted i
-        )
-        SELECT array_agg(DISTINCT i.queue) FILTER (WHERE q.name IS NULL),
-               string_agg(DISTINCT i.queue, ',') FILTER (WHERE i.ready)
-        INTO v_new, v_queues
-        FROM inserted i LEFT JOIN skiplock.queues q ON q.name = i.queue;
+            ORDER BY r.queue, r.task;
     END IF;
-    IF v_new IS NOT NULL THEN
-        INSERT INTO skiplock.queues (name) SELECT unnest(v_new) ON CONFLICT DO NOTHING;
-    END IF;
+    LOOP
+        FETCH v_groups INTO v_group;
+        EXIT WHEN NOT FOUND;
+        PERFORM skiplock._jobs_created(v_group.queue, v_group.task, v_group.n);
+        IF v_group.ready AND v_group.queue IS DISTINCT FROM v_last THEN
+            v_queues := concat_ws(',', v_queues, v_group.queue);
+            v_last := v_group.queue;
+        END IF;
+    END LOOP;
+    CLOSE v_groups;
     PERFORM skiplock._wake_workers(v_queues);
     RETURN NULL;
 END
@@ -137,7 +153,10 @@ $$;
 -- _jobs_inserted: once per statement (see the function above).
 CREATE OR REPLACE TRIGGER jobs_inserted AFTER INSERT ON skiplock.jobs
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION skiplock._jobs_inserted();
+    FOR EACH STATEMENT
+    WHEN (pg_trigger_depth() > 0
+          OR current_setting('skiplock.enqueuing', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION skiplock._jobs_inserted();
 
 -- reserve_job_ids: p_count fresh job ids, in order, for a producer that inserts jobs
 -- with COPY (which returns no ids): the Python producer sends plain jobs as
@@ -306,6 +325,8 @@ DECLARE
     v_id bigint;
     v_scope skiplock.unique_scope;
     v_missing bigint[];
+    v_queue text;
+    v_ready boolean;
 BEGIN
     IF unique_key IS NOT NULL THEN
         -- the callback URL is checked before the key is written
@@ -339,6 +360,9 @@ BEGIN
         END IF;
     END IF;
 
+    -- The insert trigger skips this INSERT (see _jobs_inserted); the setting is local to
+    -- the transaction, so an error before it is turned off again rolls it back too.
+    PERFORM set_config('skiplock.enqueuing', 'on', true);
     -- The task's published defaults (t) are read in the INSERT itself and the id comes
     -- from the sequence by name: a lookup before it and pg_get_serial_sequence() per call
     -- were a tenth of a single enqueue's server time (bench/insert_costs.py).
@@ -373,7 +397,16 @@ BEGIN
     FROM (SELECT) one
     LEFT JOIN skiplock.tasks t ON t.name = enqueue.task
     CROSS JOIN LATERAL (SELECT coalesce(enqueue.queue, t.queue, 'default') AS queue) o
-    RETURNING id INTO v_id;
+    RETURNING jobs.id, jobs.queue, jobs.state = 'queued' AND jobs.run_at <= now()
+    INTO v_id, v_queue, v_ready;
+    PERFORM set_config('skiplock.enqueuing', 'off', true);
+    -- the insert trigger's work, which it skipped for this INSERT
+    IF pg_trigger_depth() = 0 THEN
+        PERFORM skiplock._jobs_created(v_queue, enqueue.task, 1);
+        IF v_ready THEN
+            PERFORM skiplock._wake_workers(v_queue);
+        END IF;
+    END IF;
 
     IF cardinality(depends_on) > 0 THEN
         INSERT INTO skiplock.job_dependencies (depends_on, job_id)

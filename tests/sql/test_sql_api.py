@@ -391,6 +391,57 @@ def test_plain_insert_notifies_once_per_statement(
     assert row_level == 0
 
 
+def test_enqueue_counts_registers_and_wakes_once_wherever_it_is_called(
+    conn: psycopg.Connection, connect: Connect
+) -> None:
+    """enqueue does the insert trigger's work for its own INSERT, which the trigger then
+    skips: once at top level, once when called from a trigger (where the insert trigger
+    does it instead), and a plain INSERT after it in the same transaction is the
+    trigger's again."""
+    listener = listen(connect, "skiplock_jobs")
+
+    def created(queue: str) -> int:
+        return one(
+            conn,
+            "SELECT coalesce(sum(n), 0) FROM skiplock.job_counts"
+            " WHERE event = 'created' AND queue = %s",
+            (queue,),
+        )
+
+    with conn.transaction():
+        enqueue(conn, queue="top")
+        conn.execute("INSERT INTO skiplock.jobs (task, queue) VALUES ('t', 'after')")
+        enqueue(conn, queue="later", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["top", "after"]
+    assert (created("top"), created("after"), created("later")) == (1, 1, 1)
+
+    # an enqueue whose INSERT fails leaves the next plain INSERT to the trigger
+    with conn.transaction():
+        with pytest.raises(errors.CheckViolation), conn.transaction():
+            enqueue(conn, queue="refused", priority=1_001)
+        conn.execute("INSERT INTO skiplock.jobs (task, queue) VALUES ('t', 'after_error')")
+    assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["after_error"]
+    assert (created("refused"), created("after_error")) == (0, 1)
+
+    conn.execute("CREATE TABLE public.signups (email text)")
+    conn.execute(
+        "CREATE FUNCTION public.welcome() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN PERFORM skiplock.enqueue('welcome', queue => 'from_trigger'); RETURN NEW; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER welcome AFTER INSERT ON public.signups"
+        " FOR EACH ROW EXECUTE FUNCTION public.welcome()"
+    )
+    conn.execute("INSERT INTO public.signups VALUES ('ada@example.com')")
+    assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["from_trigger"]
+    assert created("from_trigger") == 1
+    registered = conn.execute(
+        "SELECT name FROM skiplock.queues WHERE name IN ('top', 'after', 'later', 'from_trigger')"
+        " ORDER BY name"
+    ).fetchall()
+    assert registered == [("after",), ("from_trigger",), ("later",), ("top",)]
+
+
 def test_insert_registers_only_new_queues(conn: psycopg.Connection, connect: Connect) -> None:
     conn.execute("INSERT INTO skiplock.queues (name, max_running) VALUES ('known', 3)")
     listener = listen(connect, "skiplock_jobs")
