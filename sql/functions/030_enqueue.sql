@@ -47,8 +47,8 @@ $$;
 -- by the primary key whatever its size (no join for a generic plan to get wrong), and
 -- planning this UPDATE cost more than running it for one row. The task's defaults are
 -- read once a row (OFFSET 0 keeps the subquery whole; pulled up, each `d.o` below called
--- _task_defaults again). A plain INSERT of one row that leaves its options out: ~570 ->
--- ~160 us of server time, of 1,000 rows ~175 -> ~22 us a row (docs/performance.md).
+-- _task_defaults again). A plain INSERT of one row that leaves its options out: ~600 ->
+-- ~140 us of server time, of 1,000 rows ~178 -> ~21 us a row (docs/performance.md).
 CREATE OR REPLACE FUNCTION skiplock._resolve_jobs(p_ids bigint[]) RETURNS void
 LANGUAGE sql
 SET plan_cache_mode = force_generic_plan
