@@ -4,6 +4,7 @@ admin calls come from AdminCalls, the connections from Database."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import uuid
@@ -20,7 +21,7 @@ from skiplock.context import JobContext
 from skiplock.destinations import Destinations
 from skiplock.errors import ConfigError
 from skiplock.jobs import encode_json
-from skiplock.options import JobOptions, published_defaults
+from skiplock.options import NO_OPTIONS, JobOptions, published_defaults
 from skiplock.schedules import ScheduleSpec
 from skiplock.schedules import validate as validate_schedule
 from skiplock.store import EnqueueRequest
@@ -34,6 +35,14 @@ from skiplock.workflows import document as workflow_document
 log = logging.getLogger("skiplock")
 
 _PLAIN_SPEC = frozenset({"task", "args"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _unregistered(task: str) -> EnqueueRequest:
+    """A job of `task` that this app has not registered (a producer that only names its
+    workers' tasks) and gives no option: like a registered task's template, one object
+    for all its jobs, which bulk enqueue then sees share their options at a glance."""
+    return EnqueueRequest(task)
 
 
 class App(AdminCalls):
@@ -232,11 +241,16 @@ class App(AdminCalls):
         self, task: str, args: Mapping[str, Any] | None, options: JobOptions
     ) -> EnqueueRequest:
         registered = self.tasks.get(task)
-        if registered is None:
-            return request(task, args, options)
-        if registered.validator is not None:
+        if registered is not None and registered.validator is not None:
             check_args(task, registered.validator, dict(args or {}))
-        return request(task, args, registered.defaults.merged(options))
+        args_json = encode_json(dict(args), what="args") if args else "{}"
+        if options is NO_OPTIONS:
+            # Most jobs give no option: the task's own request, built once, with these args.
+            template = _unregistered(task) if registered is None else registered.template
+            return template if args_json == "{}" else template.with_args(args_json)
+        if registered is not None:
+            options = registered.defaults.merged(options)
+        return request(task, args_json, options)
 
     def enqueue(
         self,
@@ -278,18 +292,9 @@ class App(AdminCalls):
 
     def _requests(self, jobs: Iterable[Mapping[str, Any]]) -> list[EnqueueRequest]:
         requests = []
-        # Jobs given as just {"task", "args"} (the usual bulk) share their task's
-        # defaults: build those once per task, not once per job.
-        plain: dict[str, EnqueueRequest] = {}
         for spec in jobs:
             if spec.keys() <= _PLAIN_SPEC and "task" in spec:
-                task, args = spec["task"], spec.get("args")
-                template = plain.get(task)
-                if template is None:
-                    template = plain[task] = self._request(task, None, JobOptions())
-                if args:
-                    template = template.with_args(encode_json(dict(args), what="args"))
-                requests.append(template)
+                requests.append(self._request(spec["task"], spec.get("args"), NO_OPTIONS))
                 continue
             spec = dict(spec)
             task = spec.pop("task")

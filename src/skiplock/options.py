@@ -291,6 +291,8 @@ class JobOptions:
     def checked(cls, values: Mapping[str, Any]) -> JobOptions:
         """Options given as keywords (Python values or their JSON forms), each checked
         against its declaration; ConfigError names the first unknown or bad one."""
+        if not values:
+            return NO_OPTIONS
         unknown = sorted(set(values) - BY_NAME.keys())
         if unknown:
             raise ConfigError(f"unknown job option(s): {', '.join(unknown)}")
@@ -304,6 +306,8 @@ class JobOptions:
 
     def merged(self, override: JobOptions) -> JobOptions:
         """These options with those `override` gives."""
+        if override is NO_OPTIONS:
+            return self
         changes = {
             name: value
             for name in NAMES
@@ -318,6 +322,11 @@ class JobOptions:
             for name in NAMES
             if (value := getattr(self, name)) is not None and value != ()
         }
+
+
+# No option given: what JobOptions.checked returns for no keywords, the usual enqueue,
+# which the producer then takes by identity down its short way (App._request).
+NO_OPTIONS = JobOptions()
 
 
 def check(option: JobOption, value: Any) -> Any:

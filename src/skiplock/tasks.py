@@ -20,7 +20,6 @@ import psycopg
 
 from skiplock.context import JobContext
 from skiplock.errors import ConfigError
-from skiplock.jobs import encode_json
 from skiplock.options import NAMES, JobOptions
 from skiplock.retry import RetryPolicy
 from skiplock.store import EnqueueRequest
@@ -37,14 +36,15 @@ Hook = Callable[[str, JobContext | None, Mapping[str, Any]], Any]
 HOOK_EVENTS = ("enqueued", "started", "succeeded", "retrying", "failed", "cancelled")
 
 
-def request(task: str, args: Mapping[str, Any] | None, options: JobOptions) -> EnqueueRequest:
-    """What the store enqueues for one job of `task` with `options` (as JobOptions.checked
-    gives them: durations are timedeltas, lists tuples)."""
+def request(task: str, args_json: str, options: JobOptions) -> EnqueueRequest:
+    """What the store enqueues for one job of `task` with args `args_json` (encoded, see
+    jobs.encode_json) and `options` (as JobOptions.checked gives them: durations are
+    timedeltas, lists tuples)."""
     values = (getattr(options, name) for name in NAMES)
     return EnqueueRequest._make(
         (
             task,
-            encode_json(dict(args or {}), what="args"),
+            args_json,
             *(value.to_json() if isinstance(value, RetryPolicy) else value for value in values),
         )
     )
@@ -80,6 +80,9 @@ class Task:
         self.fn = fn
         self.name = name
         self.defaults = defaults
+        # A job of this task that gives no option, as the store enqueues it but for its
+        # args: built once here, not at every enqueue.
+        self.template = request(name, "{}", defaults)
         self.args_schema = args_schema
         self.validator: Validator | None = (
             None

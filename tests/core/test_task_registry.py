@@ -69,6 +69,23 @@ def test_enqueue_checks_args_and_names_the_path(app: App, conn: psycopg.Connecti
     assert app.enqueue("send_email", {"to": "a@b.c"}) > 0
 
 
+def test_enqueue_many_checks_each_jobs_own_args(app: App, conn: psycopg.Connection) -> None:
+    """Jobs given as just {task, args} take the quick way through the task's template;
+    their args are checked one by one all the same."""
+    ids = app.enqueue_many([{"task": "send_email", "args": {"to": f"{n}@b.c"}} for n in range(3)])
+    rows = conn.execute("SELECT args ->> 'to' FROM skiplock.jobs ORDER BY id").fetchall()
+    assert len(ids) == 3 and [r[0] for r in rows] == ["0@b.c", "1@b.c", "2@b.c"]
+    with pytest.raises(InvalidArgs) as caught:
+        app.enqueue_many(
+            [
+                {"task": "send_email", "args": {"to": "a@b.c"}},
+                {"task": "send_email", "args": {"to": 7}},
+            ]
+        )
+    assert caught.value.path == "args.to"
+    assert conn.execute("SELECT count(*) FROM skiplock.jobs").fetchone()[0] == 3
+
+
 def test_worker_publishes_its_tasks_at_start(app: App, conn: psycopg.Connection) -> None:
     async def start_and_stop() -> None:
         worker = Worker(app, queues=["emails"])

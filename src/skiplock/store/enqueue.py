@@ -69,8 +69,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# The options of a job that gives none, as EnqueueRequest holds them.
+_UNSET = EnqueueRequest("")[2:]
+
+
 def enqueue(job: EnqueueRequest) -> Call[int]:
-    given = tuple(i for i, value in enumerate(job[2:]) if value is not None and value != ())
+    options = job[2:]
+    given = (
+        ()
+        if options == _UNSET
+        else tuple(i for i, value in enumerate(options) if value is not None and value != ())
+    )
     params = (job.task, job.args_json, *(_option_param(job[2 + i]) for i in given))
     return Call(_enqueue_sql(given), params, scalar)
 
@@ -136,6 +145,8 @@ def shared_options(jobs: Sequence[EnqueueRequest]) -> list[tuple[str, Any]] | No
     # Jobs without args built from one task's template are the very same object.
     if any(job is not first and job[2:] != shared for job in jobs):
         return None
+    if shared == _UNSET:  # the usual bulk: no option given, none to send
+        return []
     if any(getattr(first, name) != default for name, default in _SHARED_DEFAULTS.items()):
         return None
     options = [(name, getattr(first, name)) for name in SHARED_OPTIONS]
