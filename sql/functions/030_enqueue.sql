@@ -90,6 +90,25 @@ BEGIN
 END
 $$;
 
+-- _jobs_enqueued (internal): the insert trigger's work for an INSERT it skipped, done
+-- by enqueue and insert_jobs for the one queue and task they inserted p_n jobs of
+-- (p_ready: ready to run now). They turn skiplock.enqueuing on for that INSERT, which
+-- the trigger's WHEN skips outside any trigger; inside one the trigger runs as for any
+-- insert, and this does nothing.
+CREATE OR REPLACE FUNCTION skiplock._jobs_enqueued(p_queue text, p_task text, p_n bigint,
+                                                   p_ready boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_trigger_depth() = 0 AND p_n > 0 THEN
+        PERFORM skiplock._jobs_created(p_queue, p_task, p_n);
+        IF p_ready THEN
+            PERFORM skiplock._wake_workers(p_queue);
+        END IF;
+    END IF;
+END
+$$;
+
 -- _jobs_inserted (trigger): after every statement that inserts jobs, whatever its row
 -- count: resolve the rows that left options out (_resolve_jobs), take each (queue,
 -- task) of the statement through _jobs_created, and wake the workers with one NOTIFY
@@ -99,12 +118,12 @@ $$;
 -- order of their names, so that two statements registering the same new queues take
 -- them in one order and never wait for each other in a circle.
 --
--- skiplock.enqueue does this for its own INSERT itself (the trigger's statements, run
--- from a transition table, cost a one-job call several times what enqueue's do on
--- values it holds; docs/performance.md): it turns skiplock.enqueuing on for its INSERT,
--- and the trigger's WHEN skips that INSERT when it runs outside any trigger. An
--- enqueue called from a trigger, or an INSERT made by a trigger while enqueue's runs,
--- goes through the trigger as any other.
+-- skiplock.enqueue, and insert_jobs for jobs of one task, do this for their own INSERT
+-- (the trigger's statements, run from a transition table, cost a one-job call several
+-- times what theirs do on values they hold; docs/performance.md): they turn
+-- skiplock.enqueuing on for their INSERT, the trigger's WHEN skips that INSERT when it
+-- runs outside any trigger, and they call _jobs_enqueued. One called from a trigger, or
+-- an INSERT made by a trigger while theirs runs, goes through the trigger as any other.
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -231,6 +250,8 @@ DECLARE
         'retry_policy', 'timeout', 'tags', 'meta', 'expires_at', 'callback_url'];
     v_unknown text;
     v_ids bigint[];
+    v_queue text;
+    v_ready boolean;
 BEGIN
     p_shared := coalesce(p_shared, '{}');
     -- an expression, not a query, on the way of every call; the names only for the error
@@ -241,8 +262,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- One task for all jobs: its options resolved once (MATERIALIZED), so their domain
-    -- checks run once per statement. [task, args] pairs: per job, in input order.
+    -- checks run once per statement, and one queue, counted and woken here
+    -- (_jobs_enqueued). [task, args] pairs: per job, in input order, through the trigger.
     IF p_shared ? 'task' THEN
+        PERFORM set_config('skiplock.enqueuing', 'on', true);
         WITH o AS MATERIALIZED (
             SELECT (p_shared ->> 'task')::skiplock.task_name AS task, *
             FROM skiplock._job_options(p_shared, p_shared ->> 'task')
@@ -256,7 +279,12 @@ BEGIN
             FROM o, jsonb_array_elements(p_jobs) AS j
             RETURNING id
         )
-        SELECT array_agg(id ORDER BY id) INTO v_ids FROM inserted;
+        SELECT (SELECT array_agg(id ORDER BY id) FROM inserted), o.queue, o.run_at <= now()
+        INTO v_ids, v_queue, v_ready
+        FROM o;
+        PERFORM set_config('skiplock.enqueuing', 'off', true);
+        PERFORM skiplock._jobs_enqueued(v_queue, p_shared ->> 'task',
+                                        coalesce(cardinality(v_ids), 0), v_ready);
         RETURN v_ids;
     END IF;
     WITH inserted AS (
@@ -400,13 +428,7 @@ BEGIN
     RETURNING jobs.id, jobs.queue, jobs.state = 'queued' AND jobs.run_at <= now()
     INTO v_id, v_queue, v_ready;
     PERFORM set_config('skiplock.enqueuing', 'off', true);
-    -- the insert trigger's work, which it skipped for this INSERT
-    IF pg_trigger_depth() = 0 THEN
-        PERFORM skiplock._jobs_created(v_queue, enqueue.task, 1);
-        IF v_ready THEN
-            PERFORM skiplock._wake_workers(v_queue);
-        END IF;
-    END IF;
+    PERFORM skiplock._jobs_enqueued(v_queue, enqueue.task, 1, v_ready);
 
     IF cardinality(depends_on) > 0 THEN
         INSERT INTO skiplock.job_dependencies (depends_on, job_id)

@@ -391,14 +391,40 @@ def test_plain_insert_notifies_once_per_statement(
     assert row_level == 0
 
 
+# The two calls that do the insert trigger's work for their own INSERT: the statement of
+# one call (queue, priority, run_at as parameters) and of one from a trigger, with the
+# jobs each puts in.
+OWN_BOOKKEEPING = {
+    "enqueue": (
+        "SELECT skiplock.enqueue('t', queue => %(queue)s, priority => %(priority)s::int,"
+        " run_at => %(run_at)s::timestamptz)",
+        "PERFORM skiplock.enqueue('welcome', queue => 'from_trigger')",
+        1,
+    ),
+    "insert_jobs": (
+        "SELECT skiplock.insert_jobs('[{}, {}]', jsonb_strip_nulls(jsonb_build_object("
+        "'task', 't', 'queue', %(queue)s::text, 'priority', %(priority)s::int,"
+        " 'run_at', %(run_at)s::timestamptz)))",
+        'PERFORM skiplock.insert_jobs(\'[{}, {}]\', \'{"task": "welcome",'
+        ' "queue": "from_trigger"}\')',
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("way", OWN_BOOKKEEPING)
 def test_enqueue_counts_registers_and_wakes_once_wherever_it_is_called(
-    conn: psycopg.Connection, connect: Connect
+    conn: psycopg.Connection, connect: Connect, way: str
 ) -> None:
-    """enqueue does the insert trigger's work for its own INSERT, which the trigger then
-    skips: once at top level, once when called from a trigger (where the insert trigger
-    does it instead), and a plain INSERT after it in the same transaction is the
-    trigger's again."""
+    """enqueue, and insert_jobs for one task, do the insert trigger's work for their own
+    INSERT, which the trigger then skips: once at top level, once when called from a
+    trigger (where the insert trigger does it instead), and a plain INSERT after it in
+    the same transaction is the trigger's again."""
+    statement, from_trigger, jobs = OWN_BOOKKEEPING[way]
     listener = listen(connect, "skiplock_jobs")
+
+    def put(queue: str, priority: int | None = None, run_at: datetime | None = None) -> None:
+        conn.execute(statement, {"queue": queue, "priority": priority, "run_at": run_at})
 
     def created(queue: str) -> int:
         return one(
@@ -409,16 +435,16 @@ def test_enqueue_counts_registers_and_wakes_once_wherever_it_is_called(
         )
 
     with conn.transaction():
-        enqueue(conn, queue="top")
+        put("top")
         conn.execute("INSERT INTO skiplock.jobs (task, queue) VALUES ('t', 'after')")
-        enqueue(conn, queue="later", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
+        put("later", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
     assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["top", "after"]
-    assert (created("top"), created("after"), created("later")) == (1, 1, 1)
+    assert (created("top"), created("after"), created("later")) == (jobs, 1, jobs)
 
-    # an enqueue whose INSERT fails leaves the next plain INSERT to the trigger
+    # a call whose INSERT fails leaves the next plain INSERT to the trigger
     with conn.transaction():
         with pytest.raises(errors.CheckViolation), conn.transaction():
-            enqueue(conn, queue="refused", priority=1_001)
+            put("refused", priority=1_001)
         conn.execute("INSERT INTO skiplock.jobs (task, queue) VALUES ('t', 'after_error')")
     assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["after_error"]
     assert (created("refused"), created("after_error")) == (0, 1)
@@ -426,7 +452,7 @@ def test_enqueue_counts_registers_and_wakes_once_wherever_it_is_called(
     conn.execute("CREATE TABLE public.signups (email text)")
     conn.execute(
         "CREATE FUNCTION public.welcome() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN PERFORM skiplock.enqueue('welcome', queue => 'from_trigger'); RETURN NEW; END $$"
+        f" BEGIN {from_trigger}; RETURN NEW; END $$"
     )
     conn.execute(
         "CREATE TRIGGER welcome AFTER INSERT ON public.signups"
@@ -434,7 +460,7 @@ def test_enqueue_counts_registers_and_wakes_once_wherever_it_is_called(
     )
     conn.execute("INSERT INTO public.signups VALUES ('ada@example.com')")
     assert notifications_until_sentinel(listener, conn, "skiplock_jobs") == ["from_trigger"]
-    assert created("from_trigger") == 1
+    assert created("from_trigger") == jobs
     registered = conn.execute(
         "SELECT name FROM skiplock.queues WHERE name IN ('top', 'after', 'later', 'from_trigger')"
         " ORDER BY name"
