@@ -2,6 +2,7 @@
 
     python bench/compare.py [--rounds 3] [--systems skiplock,pgqueuer,procrastinate,raw-sql]
                             [--out docs] [--json results.json] [--quick] [--drain-1m]
+                            [--enqueue-only]
 
 Needs the `bench` extra (pgqueuer, asyncpg, uvloop, procrastinate, matplotlib). It
 starts one embedded PostgreSQL (default settings: fsync and synchronous_commit on),
@@ -27,6 +28,11 @@ shows the best median and which configuration reached it. The raw-SQL ceiling
 - floor                   bench/latency_floor.py's sync-claim consumer on skiplock's
                           database: the least a Python consumer of skiplock can wait
 - drain-1000k             (--drain-1m, skiplock only, first round) 1,000,000 jobs
+
+`--enqueue-only` runs just the producer's three (bulk, one-job, ten-job calls): a round
+then takes seconds, so the systems run close together and many rounds fit; the table is
+printed and docs/ left alone. The producer's figures of each round also come as
+skiplock / PgQueuer ratios within the round, beside the ratio of the medians.
 
 It writes a markdown table and a PNG (throughput bars, latency CDF) between the markers
 in docs/performance.md and to docs/performance.png.
@@ -76,7 +82,7 @@ async def measure_round(
         print(f"  {label} {key}: {value:,.2f}  (load {scenarios.load()})", flush=True)
 
     try:
-        for variant in peer.VARIANTS:
+        for variant in () if opts.enqueue_only else peer.VARIANTS:
             target = scenarios.Target(HERE, system, variant, producer)
             drains = sizes.drains
             if hasattr(peer, "DRAIN_SIZES_MAX"):
@@ -101,7 +107,7 @@ async def measure_round(
                     figures.setdefault(f"{name}-samples", []).extend(samples)
                     record(variant, f"{name}-p50-ms", statistics.median(samples))
                     record(variant, f"{name}-p99-ms", scenarios.percentile(samples, 0.99))
-        if opts.drain_1m and system == "skiplock" and number == 1:
+        if opts.drain_1m and not opts.enqueue_only and system == "skiplock" and number == 1:
             variant = "concurrency 500"
             producer.reset()
             target = scenarios.Target(HERE, system, variant, producer)
@@ -130,6 +136,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke test.")
     parser.add_argument(
         "--drain-1m", action="store_true", help="skiplock: also drain 1,000,000 jobs (round 1)."
+    )
+    parser.add_argument(
+        "--enqueue-only",
+        action="store_true",
+        help="Only the producer's scenarios (bulk, one-job and ten-job calls): the systems "
+        "seconds apart in each round, for many rounds. Prints the table; leaves --out alone.",
     )
     opts = parser.parse_args()
     sizes = scenarios.Sizes.quick() if opts.quick else scenarios.Sizes()
@@ -166,7 +178,7 @@ def main() -> None:
             for s in systems:
                 print(f"round {number}/{opts.rounds}: {s}", flush=True)
                 await measure_round(s, dsns[s], sizes, number, opts, results, loads)
-            if "skiplock" in systems:
+            if "skiplock" in systems and not opts.enqueue_only:
                 samples = scenarios.sync_claim_floor(dsns["skiplock"], sizes.floor_jobs)
                 floor["p50"].append(statistics.median(samples))
                 floor["p99"].append(scenarios.percentile(samples, 0.99))
@@ -180,9 +192,10 @@ def main() -> None:
     block = report.markdown(results, meta, configs)
     block += "\n\n![throughput and latency](performance.png)"
     print(block)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    report.write_doc(opts.out / "performance.md", block)
-    report.plot(results, opts.out / "performance.png")
+    if not opts.enqueue_only:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        report.write_doc(opts.out / "performance.md", block)
+        report.plot(results, opts.out / "performance.png")
     if opts.json:
         opts.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

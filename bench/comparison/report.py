@@ -26,6 +26,8 @@ STEADY_DETAIL = {
     "steady-100-enqueued": "jobs/s",
     "steady-100-backlog": "jobs left",
 }
+# the producer's scenarios, measured once a round whatever the worker's configuration
+PRODUCER = ("single-enqueue", "enqueue-10", "bulk-enqueue")
 LATENCY = (
     "latency-p50-ms",
     "latency-p99-ms",
@@ -124,6 +126,22 @@ def markdown(results: Results, meta: dict[str, Any], configs: dict[str, str]) ->
             ratios.append(f"{key} {ours / theirs:.2f}x")
     if ratios:
         lines += ["", "skiplock / PgQueuer, medians, each at its best: " + ", ".join(ratios) + "."]
+    paired = []
+    for key in PRODUCER:
+        ours, theirs = (
+            results.get(s, {}).get("", {}).get(key, []) for s in ("skiplock", "pgqueuer")
+        )
+        if ours and len(ours) == len(theirs):
+            each = [a / b for a, b in zip(ours, theirs, strict=True)]
+            paired.append(
+                f"{key} {statistics.median(each):.2f}x ({min(each):.2f} to {max(each):.2f})"
+            )
+    if paired:
+        lines += [
+            "",
+            "The producer's calls round by round (skiplock / PgQueuer within each round), "
+            "median (min to max): " + ", ".join(paired) + ".",
+        ]
     ceiling_lines = []
     # the one-connection ceiling: one worker process against what one connection can do
     # (the producer's figures are the same for every configuration)

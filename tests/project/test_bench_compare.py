@@ -118,3 +118,20 @@ def test_shares_are_of_the_one_connection_ceiling_and_leave_out_steady(
     text = report.markdown(results, meta, {"skiplock": "", "raw-sql": ""})
     assert "- skiplock: drain-20k 40%, bulk-enqueue 50%" in text
     assert "steady-100 " not in text.split("Share of the one-connection")[1]
+
+
+def test_the_producers_calls_are_also_compared_within_each_round(comparison: ModuleType) -> None:
+    """A round's producer figures of two systems are taken close together; their ratio
+    round by round is printed beside the ratio of the medians, which mixes rounds."""
+    report = importlib.import_module("comparison.report")
+    results = {
+        "skiplock": {"": {"single-enqueue": [100.0, 300.0, 90.0], "enqueue-10": [50.0]}},
+        "pgqueuer": {"": {"single-enqueue": [200.0, 150.0, 100.0], "enqueue-10": [40.0, 1.0]}},
+    }
+    meta = {"date": "d", "command": "c", "rounds": 3, "nproc": 2, "postgresql": "18"}
+    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
+    text = report.markdown(results, meta, {"skiplock": "", "pgqueuer": ""})
+    assert "single-enqueue 0.67x" in text  # medians: 100 / 150
+    within = text.split("The producer's calls round by round")[1]
+    # rounds: 0.5, 2.0, 0.9; enqueue-10 left out, its rounds do not pair
+    assert "single-enqueue 0.90x (0.50 to 2.00)" in within and "enqueue-10" not in within
