@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,13 @@ from waiting import async_wait_until, wait_until
 __all__ = ["async_wait_until", "wait_until"]
 
 LOOPBACK = ["127.0.0.0/8", "::1"]
+
+
+@pytest.fixture(autouse=True)
+def _in_own_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory: serving the built-ins makes the export folder
+    (relative, `exports` by default), which must not land in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)
