@@ -73,7 +73,8 @@ $$;
 
 -- _jobs_created (internal): n jobs of task p_task went into queue p_queue: count them
 -- (`created`) and register the queue if it is new. The one place both ways in take:
--- the insert trigger for each (queue, task) of a statement, enqueue for its one job.
+-- the insert trigger for each (queue, task) of a statement, and _jobs_enqueued for the
+-- INSERT of enqueue or insert_jobs that the trigger skipped.
 -- The queues INSERT runs only for a queue with no row yet: even when it inserts nothing
 -- it is a noticeable share of a single-job insert. A queue another transaction is
 -- registering (its row not committed yet) counts as new, and the INSERT waits for that
