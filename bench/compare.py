@@ -2,7 +2,7 @@
 
     python bench/compare.py [--rounds 3] [--systems skiplock,pgqueuer,procrastinate,raw-sql]
                             [--out docs] [--json results.json] [--quick] [--drain-1m]
-                            [--enqueue-only]
+                            [--enqueue-only] [--loop uvloop|asyncio]
 
 Needs the `bench` extra (pgqueuer, asyncpg, uvloop, procrastinate, matplotlib). It
 starts one embedded PostgreSQL (default settings: fsync and synchronous_commit on),
@@ -29,6 +29,9 @@ shows the best median and which configuration reached it. The raw-SQL ceiling
                           database: the least a Python consumer of skiplock can wait
 - drain-1000k             (--drain-1m, skiplock only, first round) 1,000,000 jobs
 
+The producers (every enqueue call, the latency scenario's too) run in this process, on
+uvloop unless `--loop asyncio` (comparison/producer.py says why).
+
 `--enqueue-only` runs just the producer's three (bulk, one-job, ten-job calls): a round
 then takes seconds, so the systems run close together and many rounds fit; the table is
 printed and docs/ left alone. The producer's figures of each round also come as
@@ -41,7 +44,6 @@ in docs/performance.md and to docs/performance.png.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -58,6 +60,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from comparison import report, scenarios  # noqa: E402
 from comparison.peers import PEERS  # noqa: E402
+from comparison.producer import LOOPS  # noqa: E402
 from comparison.workers import worker_main  # noqa: E402
 
 MILLION = 1_000_000
@@ -124,10 +127,7 @@ async def measure_round(
         await producer.close()
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
-        return
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--systems", default=",".join(PEERS))
@@ -138,11 +138,25 @@ def main() -> None:
         "--drain-1m", action="store_true", help="skiplock: also drain 1,000,000 jobs (round 1)."
     )
     parser.add_argument(
+        "--loop",
+        choices=tuple(LOOPS),
+        default="uvloop",
+        help="The event loop of this process, where the producers run.",
+    )
+    parser.add_argument(
         "--enqueue-only",
         action="store_true",
         help="Only the producer's scenarios (bulk, one-job and ten-job calls): the systems "
         "seconds apart in each round, for many rounds. Prints the table; leaves --out alone.",
     )
+    return parser
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
+    parser = arguments()
     opts = parser.parse_args()
     sizes = scenarios.Sizes.quick() if opts.quick else scenarios.Sizes()
     systems = [s for s in opts.systems.split(",") if s]
@@ -165,6 +179,7 @@ def main() -> None:
         "nproc": os.cpu_count(),
         "postgresql": version[0] if version else "?",
         "load_start": scenarios.load(),
+        "loop": opts.loop,
     }
     for s in systems:
         PEERS[s].install(dsns[s])
@@ -184,7 +199,7 @@ def main() -> None:
                 floor["p99"].append(scenarios.percentile(samples, 0.99))
                 print(f"  floor sync-claim p50 {floor['p50'][-1]:.2f} ms", flush=True)
 
-    asyncio.run(run_all())
+    LOOPS[opts.loop](run_all())
     meta["load_end"] = scenarios.load()
     meta["load_min"], meta["load_max"] = (f"{f(loads):.2f}" for f in (min, max))
     meta["floor"] = floor if floor["p50"] else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -29,3 +31,18 @@ class Producer:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             row = conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()
         return int(row[0]) if row else 0
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
+    import uvloop
+
+    uvloop.run(main)
+
+
+# The event loops the producers can run on (compare.py --loop). uvloop by default:
+# PgQueuer's benchmark tool runs its producer on it, and uvicorn serves a web app (where
+# jobs are often enqueued) on it when it is installed.
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "uvloop": run_on_uvloop,
+    "asyncio": asyncio.run,
+}

@@ -103,7 +103,8 @@ def markdown(results: Results, meta: dict[str, Any], configs: dict[str, str]) ->
         "(embedded, default settings: fsync and synchronous_commit on), one server for "
         f"all; load average (1, 5, 15 min) {meta['load_start']} at start, "
         f"{meta['load_end']} at end, 1-minute load {meta['load_min']} to {meta['load_max']} "
-        "during the measurements. Cells: **median** (min to max) of the rounds, and for a "
+        f"during the measurements; the producers on {meta['loop']}. "
+        "Cells: **median** (min to max) of the rounds, and for a "
         "system tried in several configurations the one with the best median.",
         "",
         "| scenario | unit | " + " | ".join(systems) + " |",

@@ -114,7 +114,7 @@ def test_shares_are_of_the_one_connection_ceiling_and_leave_out_steady(
         },
     }
     meta = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18"}
-    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
+    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0, "loop": "x"}
     text = report.markdown(results, meta, {"skiplock": "", "raw-sql": ""})
     assert "- skiplock: drain-20k 40%, bulk-enqueue 50%" in text
     assert "steady-100 " not in text.split("Share of the one-connection")[1]
@@ -129,9 +129,35 @@ def test_the_producers_calls_are_also_compared_within_each_round(comparison: Mod
         "pgqueuer": {"": {"single-enqueue": [200.0, 150.0, 100.0], "enqueue-10": [40.0, 1.0]}},
     }
     meta = {"date": "d", "command": "c", "rounds": 3, "nproc": 2, "postgresql": "18"}
-    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
+    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0, "loop": "x"}
     text = report.markdown(results, meta, {"skiplock": "", "pgqueuer": ""})
     assert "single-enqueue 0.67x" in text  # medians: 100 / 150
     within = text.split("The producer's calls round by round")[1]
     # rounds: 0.5, 2.0, 0.9; enqueue-10 left out, its rounds do not pair
     assert "single-enqueue 0.90x (0.50 to 2.00)" in within and "enqueue-10" not in within
+
+
+def test_the_producers_run_on_uvloop_unless_asked_and_the_table_says_which(
+    comparison: ModuleType,
+) -> None:
+    """PgQueuer's benchmark tool enqueues on uvloop: the harness's producers run there
+    by default (`--loop asyncio` for asyncio's own), and the table names the loop."""
+    uvloop = pytest.importorskip("uvloop")
+    producer = importlib.import_module("comparison.producer")
+    loops = {}
+
+    async def note(name: str) -> None:
+        loops[name] = type(asyncio.get_running_loop())
+
+    for name, run in producer.LOOPS.items():
+        run(note(name))
+    assert loops["uvloop"] is uvloop.Loop
+    assert not issubclass(loops["asyncio"], uvloop.Loop)
+    compare = importlib.import_module("compare")
+    assert compare.arguments().parse_args([]).loop == "uvloop"
+    assert compare.arguments().parse_args(["--loop", "asyncio"]).loop == "asyncio"
+    report = importlib.import_module("comparison.report")
+    meta = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18"}
+    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
+    text = report.markdown({}, meta | {"loop": "uvloop"}, {})
+    assert "the producers on uvloop." in text
