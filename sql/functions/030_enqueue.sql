@@ -93,9 +93,9 @@ $$;
 
 -- _jobs_enqueued (internal): the insert trigger's work for an INSERT it skipped, done
 -- by enqueue and insert_jobs for the one queue and task they inserted p_n jobs of
--- (p_ready: ready to run now). They turn skiplock.enqueuing on for that INSERT, which
--- the trigger's WHEN skips outside any trigger; inside one the trigger runs as for any
--- insert, and this does nothing.
+-- (p_ready: ready to run now). skiplock.enqueuing is on while they make that INSERT,
+-- which the trigger's WHEN then skips outside any trigger; inside one the trigger runs
+-- as for any insert, and this does nothing.
 CREATE OR REPLACE FUNCTION skiplock._jobs_enqueued(p_queue text, p_task text, p_n bigint,
                                                    p_ready boolean)
 RETURNS void
@@ -121,10 +121,12 @@ $$;
 --
 -- skiplock.enqueue, and insert_jobs for jobs of one task, do this for their own INSERT
 -- (the trigger's statements, run from a transition table, cost a one-job call several
--- times what theirs do on values they hold; docs/performance.md): they turn
--- skiplock.enqueuing on for their INSERT, the trigger's WHEN skips that INSERT when it
--- runs outside any trigger, and they call _jobs_enqueued. One called from a trigger, or
--- an INSERT made by a trigger while theirs runs, goes through the trigger as any other.
+-- times what theirs do on values they hold; docs/performance.md): skiplock.enqueuing
+-- is on while they make their INSERT (enqueue's whole call, by its SET clause;
+-- insert_jobs around the INSERT, by set_config), the trigger's WHEN skips that INSERT
+-- when it runs outside any trigger, and they call _jobs_enqueued. One called from a
+-- trigger, or an INSERT made by a trigger while theirs runs, goes through the trigger
+-- as any other.
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -325,6 +327,10 @@ $$;
 -- reaches a final state, through a `skiplock.webhook` delivery job.
 -- Not planned per call: its arrays (tags, depends_on) hold one job's few values, and a
 -- plan per call would tax every single enqueue.
+-- skiplock.enqueuing is on for the whole call (its SET clause, undone on return or
+-- error): the insert trigger skips its INSERT, the only one into skiplock.jobs it makes
+-- outside a trigger, and _jobs_enqueued does that work (see _jobs_inserted). Two
+-- set_config calls around the INSERT cost more than the SET clause.
 CREATE OR REPLACE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -349,6 +355,7 @@ CREATE OR REPLACE FUNCTION skiplock.enqueue(
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
+SET skiplock.enqueuing = on
 AS $$
 DECLARE
     v_id bigint;
@@ -389,9 +396,6 @@ BEGIN
         END IF;
     END IF;
 
-    -- The insert trigger skips this INSERT (see _jobs_inserted); the setting is local to
-    -- the transaction, so an error before it is turned off again rolls it back too.
-    PERFORM set_config('skiplock.enqueuing', 'on', true);
     -- The task's published defaults (t) are read in the INSERT itself and the id comes
     -- from the sequence by name: a lookup before it and pg_get_serial_sequence() per call
     -- were a tenth of a single enqueue's server time (bench/insert_costs.py).
@@ -408,9 +412,12 @@ BEGIN
                     (SELECT m FROM skiplock._default_max_attempts(o.queue) m)),
            coalesce(enqueue.retry_policy, t.defaults -> 'retry_policy'),
            coalesce(enqueue.timeout, make_interval(secs => (t.defaults ->> 'timeout')::float8)),
+           -- the subquery only for a task that publishes tags: run for '[]', it was a
+           -- noticeable part of a one-job call
            CASE WHEN cardinality(enqueue.tags) > 0 THEN enqueue.tags
-                ELSE ARRAY(SELECT jsonb_array_elements_text(coalesce(t.defaults -> 'tags', '[]')))
-           END,
+                WHEN t.defaults ? 'tags'
+                THEN ARRAY(SELECT jsonb_array_elements_text(t.defaults -> 'tags'))
+                ELSE '{}' END,
            CASE WHEN enqueue.meta IS NOT NULL AND enqueue.meta <> '{}' THEN enqueue.meta
                 ELSE coalesce(t.defaults -> 'meta', '{}') END,
            enqueue.unique_key,
@@ -428,7 +435,6 @@ BEGIN
     CROSS JOIN LATERAL (SELECT coalesce(enqueue.queue, t.queue, 'default') AS queue) o
     RETURNING jobs.id, jobs.queue, jobs.state = 'queued' AND jobs.run_at <= now()
     INTO v_id, v_queue, v_ready;
-    PERFORM set_config('skiplock.enqueuing', 'off', true);
     PERFORM skiplock._jobs_enqueued(v_queue, enqueue.task, 1, v_ready);
 
     IF cardinality(depends_on) > 0 THEN
