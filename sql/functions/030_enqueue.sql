@@ -93,9 +93,9 @@ $$;
 
 -- _jobs_enqueued (internal): the insert trigger's work for an INSERT it skipped, done
 -- by enqueue and insert_jobs for the one queue and task they inserted p_n jobs of
--- (p_ready: ready to run now). skiplock.enqueuing is on while they make that INSERT,
--- which the trigger's WHEN then skips outside any trigger; inside one the trigger runs
--- as for any insert, and this does nothing.
+-- (p_ready: ready to run now). They turn skiplock.enqueuing on for that INSERT, which
+-- the trigger's WHEN skips outside any trigger; inside one the trigger runs as for any
+-- insert, and this does nothing.
 CREATE OR REPLACE FUNCTION skiplock._jobs_enqueued(p_queue text, p_task text, p_n bigint,
                                                    p_ready boolean)
 RETURNS void
@@ -121,12 +121,10 @@ $$;
 --
 -- skiplock.enqueue, and insert_jobs for jobs of one task, do this for their own INSERT
 -- (the trigger's statements, run from a transition table, cost a one-job call several
--- times what theirs do on values they hold; docs/performance.md): skiplock.enqueuing
--- is on while they make their INSERT (enqueue's whole call, by its SET clause;
--- insert_jobs around the INSERT, by set_config), the trigger's WHEN skips that INSERT
--- when it runs outside any trigger, and they call _jobs_enqueued. One called from a
--- trigger, or an INSERT made by a trigger while theirs runs, goes through the trigger
--- as any other.
+-- times what theirs do on values they hold; docs/performance.md): they turn
+-- skiplock.enqueuing on for their INSERT, the trigger's WHEN skips that INSERT when it
+-- runs outside any trigger, and they call _jobs_enqueued. One called from a trigger, or
+-- an INSERT made by a trigger while theirs runs, goes through the trigger as any other.
 CREATE OR REPLACE FUNCTION skiplock._jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -327,10 +325,6 @@ $$;
 -- reaches a final state, through a `skiplock.webhook` delivery job.
 -- Not planned per call: its arrays (tags, depends_on) hold one job's few values, and a
 -- plan per call would tax every single enqueue.
--- skiplock.enqueuing is on for the whole call (its SET clause, undone on return or
--- error): the insert trigger skips its INSERT, the only one into skiplock.jobs it makes
--- outside a trigger, and _jobs_enqueued does that work (see _jobs_inserted). Two
--- set_config calls around the INSERT cost more than the SET clause.
 CREATE OR REPLACE FUNCTION skiplock.enqueue(
     task         text,
     args         jsonb DEFAULT '{}',
@@ -355,7 +349,6 @@ CREATE OR REPLACE FUNCTION skiplock.enqueue(
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = skiplock, pg_temp
-SET skiplock.enqueuing = on
 AS $$
 DECLARE
     v_id bigint;
@@ -396,6 +389,11 @@ BEGIN
         END IF;
     END IF;
 
+    -- The insert trigger skips this INSERT (see _jobs_inserted); the setting is local to
+    -- the transaction, so an error before it is turned off again rolls it back too. (A
+    -- SET clause on the function would be cheaper, but only a superuser, or a role
+    -- granted SET on the parameter, may create a function that sets a custom one.)
+    PERFORM set_config('skiplock.enqueuing', 'on', true);
     -- The task's published defaults (t) are read in the INSERT itself and the id comes
     -- from the sequence by name: a lookup before it and pg_get_serial_sequence() per call
     -- were a tenth of a single enqueue's server time (bench/insert_costs.py).
@@ -435,6 +433,7 @@ BEGIN
     CROSS JOIN LATERAL (SELECT coalesce(enqueue.queue, t.queue, 'default') AS queue) o
     RETURNING jobs.id, jobs.queue, jobs.state = 'queued' AND jobs.run_at <= now()
     INTO v_id, v_queue, v_ready;
+    PERFORM set_config('skiplock.enqueuing', 'off', true);
     PERFORM skiplock._jobs_enqueued(v_queue, enqueue.task, 1, v_ready);
 
     IF cardinality(depends_on) > 0 THEN
