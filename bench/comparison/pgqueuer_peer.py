@@ -13,10 +13,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from comparison.producer import Producer
+from comparison.producer import LOOPS, Producer
 
 DRIVER = "asyncpg"
 EVENT_LOOP = "uvloop"
@@ -30,13 +30,6 @@ CONFIG = (
     "`Queries(AsyncpgDriver(...)).enqueue` for the producer, as its benchmark"
 )
 LATENCY = True
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """The event loop PgQueuer's CLI picks when uvloop is installed."""
-    import uvloop
-
-    uvloop.run(main)
 
 
 async def connect(dsn: str) -> Any:
@@ -97,4 +90,5 @@ def worker(
         ready()
         await pgq.run(batch_size=VARIANTS[variant])
 
-    run_loop(main())
+    # the event loop PgQueuer's CLI picks when uvloop is installed
+    LOOPS[EVENT_LOOP](main())

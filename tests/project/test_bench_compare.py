@@ -17,6 +17,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 BENCH = Path(__file__).parents[2] / "bench"
+# what compare.py says of a run, for the report's tests
+META = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18", "loop": "x"}
+META |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +116,7 @@ def test_shares_are_of_the_one_connection_ceiling_and_leave_out_steady(
             "": {"bulk-enqueue": [60.0]},
         },
     }
-    meta = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18"}
-    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0, "loop": "x"}
+    meta = META | {"rounds": 1}
     text = report.markdown(results, meta, {"skiplock": "", "raw-sql": ""})
     assert "- skiplock: drain-20k 40%, bulk-enqueue 50%" in text
     assert "steady-100 " not in text.split("Share of the one-connection")[1]
@@ -128,8 +130,7 @@ def test_the_producers_calls_are_also_compared_within_each_round(comparison: Mod
         "skiplock": {"": {"single-enqueue": [100.0, 300.0, 90.0], "enqueue-10": [50.0]}},
         "pgqueuer": {"": {"single-enqueue": [200.0, 150.0, 100.0], "enqueue-10": [40.0, 1.0]}},
     }
-    meta = {"date": "d", "command": "c", "rounds": 3, "nproc": 2, "postgresql": "18"}
-    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0, "loop": "x"}
+    meta = META | {"rounds": 3}
     text = report.markdown(results, meta, {"skiplock": "", "pgqueuer": ""})
     assert "single-enqueue 0.67x" in text  # medians: 100 / 150
     within = text.split("The producer's calls round by round")[1]
@@ -157,7 +158,5 @@ def test_the_producers_run_on_uvloop_unless_asked_and_the_table_says_which(
     assert compare.arguments().parse_args([]).loop == "uvloop"
     assert compare.arguments().parse_args(["--loop", "asyncio"]).loop == "asyncio"
     report = importlib.import_module("comparison.report")
-    meta = {"date": "d", "command": "c", "rounds": 1, "nproc": 2, "postgresql": "18"}
-    meta |= {"load_start": "0", "load_end": "0", "load_min": 0.0, "load_max": 0.0}
-    text = report.markdown({}, meta | {"loop": "uvloop"}, {})
+    text = report.markdown({}, META | {"loop": "uvloop"}, {})
     assert "the producers on uvloop." in text
